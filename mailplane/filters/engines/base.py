@@ -1,0 +1,49 @@
+"""The two scanner protocols (SPEC §3, §4: scanning and the spam verdict are hooks).
+
+An engine either returns a result or raises :class:`ScannerUnavailable`; the caller applies
+the configured ``on_error`` (tempfail → ``451``, accept → deliver unscanned and say so in the
+trace header).  An engine never decides what happens to the mail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ScannerUnavailable(Exception):
+    """The scanner could not give an answer (down, timed out, protocol error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VirusScanResult:
+    infected: bool
+    signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpamScanResult:
+    is_spam: bool
+    score: float
+    threshold: float
+    rules: tuple[str, ...] = ()
+
+
+class VirusEngine(Protocol):
+    name: str
+
+    async def scan(self, data: bytes) -> VirusScanResult:
+        """Scan raw bytes (a whole message or one decoded MIME part)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SpamEngine(Protocol):
+    name: str
+
+    async def check(self, data: bytes) -> SpamScanResult:
+        """Score a whole RFC 5322 message."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,240 @@
+"""In-memory policy cache: ``{address: AddressPolicy}``, rebuilt when the revision moves.
+
+RCPT-time and DATA-time decisions are pure dict hits on an immutable snapshot (DESIGN
+"Keeping the SMTP path fast").  The API bumps ``policy_revision`` in the same transaction
+as every settings write; :class:`PolicyCache` polls the revision and swaps in a fresh
+snapshot atomically, so a change made on any node takes effect within seconds everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.clock import Clock, as_utc
+from mailplane.storage.models import (
+    Address,
+    AutoReply,
+    Contract,
+    ForwardDestination,
+    ListEntry,
+    PolicyRevision,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DenyConditions:
+    """The five header conditions of the deny list (SPEC §4)."""
+
+    no_from: bool = False
+    angle_from: bool = False
+    blank_from: bool = False
+    no_subject: bool = False
+    blank_subject: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AutoReplyPolicy:
+    enabled: bool = False
+    special_senders: frozenset[str] = frozenset()
+    special_message: str = ""
+    default_message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """Everything the mail services need to know about one hosted address."""
+
+    address: str
+    address_id: int
+    contract_id: int
+    pop_account: str
+    status: str
+    virus_check: bool = True
+    spam_judge: bool = False
+    spam_quarantine: bool = False
+    spam_notify: bool = False
+    deny_addresses: tuple[str, ...] = ()
+    deny_subjects: tuple[str, ...] = ()
+    deny_conditions: DenyConditions = field(default_factory=DenyConditions)
+    allow_addresses: tuple[str, ...] = ()
+    forward_destinations: tuple[str, ...] = ()
+    forward_keep_copy: bool = True
+    auto_reply: AutoReplyPolicy = field(default_factory=AutoReplyPolicy)
+    overseas_expires_at: datetime | None = None
+    quota_bytes: int = 1024**3
+
+    @property
+    def accepts_logins(self) -> bool:
+        """Suspended addresses keep receiving mail but nobody logs in (003 Art.20(3))."""
+        return self.status == "active"
+
+    def overseas_open(self, now: datetime) -> bool:
+        return self.overseas_expires_at is not None and now < self.overseas_expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    revision: int
+    by_address: dict[str, AddressPolicy]
+    by_pop_account: dict[str, AddressPolicy]
+    hosted_domains: frozenset[str]
+    base_domains: tuple[str, ...]
+
+    def lookup(self, address: str) -> AddressPolicy | None:
+        return self.by_address.get(address.lower())
+
+    def is_hosted_domain(self, domain: str) -> bool:
+        """A domain is ours if it is a base domain or a subdomain of one."""
+        domain = domain.lower().rstrip(".")
+        if domain in self.hosted_domains:
+            return True
+        return any(domain.endswith("." + base) or domain == base for base in self.base_domains)
+
+
+def read_revision(session: Session) -> int:
+    return session.scalar(select(PolicyRevision.revision).where(PolicyRevision.id == 1)) or 0
+
+
+def load_snapshot(session: Session, base_domains: tuple[str, ...]) -> PolicySnapshot:
+    """Build a snapshot with four queries (not one per address), whatever the size."""
+    revision = read_revision(session)
+    lists: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for address_id, kind, value in session.execute(
+        select(ListEntry.address_id, ListEntry.kind, ListEntry.value).order_by(
+            ListEntry.address_id, ListEntry.position
+        )
+    ):
+        lists[address_id][kind].append(value)
+    forwards: dict[int, list[str]] = defaultdict(list)
+    for address_id, destination in session.execute(
+        select(ForwardDestination.address_id, ForwardDestination.destination).order_by(
+            ForwardDestination.address_id, ForwardDestination.position
+        )
+    ):
+        forwards[address_id].append(destination)
+    replies: dict[int, AutoReplyPolicy] = {}
+    for reply in session.scalars(select(AutoReply)):
+        replies[reply.address_id] = AutoReplyPolicy(
+            enabled=reply.enabled,
+            special_senders=frozenset(s.lower() for s in reply.special_senders),
+            special_message=reply.special_message,
+            default_message=reply.default_message,
+        )
+    by_address: dict[str, AddressPolicy] = {}
+    domains: set[str] = set()
+    empty: dict[str, list[str]] = {}
+    rows = session.execute(select(Address, Contract.status).join(Contract))
+    for row, contract_status in rows:
+        entry_lists = lists.get(row.id, empty)
+        policy = AddressPolicy(
+            address=row.address,
+            address_id=row.id,
+            contract_id=row.contract_id,
+            pop_account=row.pop_account,
+            # A suspended contract suspends every address under it (003 Art.20(3)).
+            status="suspended" if contract_status == "suspended" else row.status,
+            virus_check=row.virus_check,
+            spam_judge=row.spam_judge,
+            spam_quarantine=row.spam_quarantine,
+            spam_notify=row.spam_notify,
+            deny_addresses=tuple(entry_lists.get("deny_address", ())),
+            deny_subjects=tuple(entry_lists.get("deny_subject", ())),
+            deny_conditions=DenyConditions(
+                no_from=row.deny_no_from,
+                angle_from=row.deny_angle_from,
+                blank_from=row.deny_blank_from,
+                no_subject=row.deny_no_subject,
+                blank_subject=row.deny_blank_subject,
+            ),
+            allow_addresses=tuple(entry_lists.get("allow_address", ())),
+            forward_destinations=tuple(forwards.get(row.id, ())),
+            forward_keep_copy=row.forward_keep_copy,
+            auto_reply=replies.get(row.id, AutoReplyPolicy()),
+            overseas_expires_at=(
+                as_utc(row.overseas_expires_at) if row.overseas_expires_at else None
+            ),
+            quota_bytes=row.quota_bytes,
+        )
+        by_address[row.address] = policy
+        domains.add(row.address.rpartition("@")[2])
+    return PolicySnapshot(
+        revision=revision,
+        by_address=by_address,
+        by_pop_account={p.pop_account: p for p in by_address.values()},
+        hosted_domains=frozenset(domains),
+        base_domains=base_domains,
+    )
+
+
+class PolicyCache:
+    """Holds the current snapshot; :meth:`run` polls the revision in a thread."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        base_domains: tuple[str, ...],
+        refresh_seconds: float,
+        clock: Clock,
+    ) -> None:
+        self._session_factory = session_factory
+        self._base_domains = base_domains
+        self._refresh_seconds = refresh_seconds
+        self.clock = clock
+        self._snapshot = PolicySnapshot(0, {}, {}, frozenset(), base_domains)
+        self._loaded = False
+        self._reload_requested = asyncio.Event()
+
+    @property
+    def snapshot(self) -> PolicySnapshot:
+        return self._snapshot
+
+    def load_now(self) -> PolicySnapshot:
+        """Blocking full load; call from a thread (or at start-up before serving)."""
+        with self._session_factory() as session:
+            snapshot = load_snapshot(session, self._base_domains)
+        self._snapshot = snapshot
+        self._loaded = True
+        log.info("policy cache loaded: revision %d, %d addresses",
+                 snapshot.revision, len(snapshot.by_address))
+        return snapshot
+
+    def _revision_now(self) -> int:
+        with self._session_factory() as session:
+            return read_revision(session)
+
+    def request_reload(self) -> None:
+        """SIGHUP handler: reload at once regardless of the revision."""
+        self._reload_requested.set()
+
+    async def refresh_if_changed(self) -> bool:
+        revision = await asyncio.to_thread(self._revision_now)
+        if self._loaded and revision == self._snapshot.revision:
+            return False
+        await asyncio.to_thread(self.load_now)
+        return True
+
+    async def run(self) -> None:
+        """Poll forever; a database outage is logged and retried, never fatal."""
+        while True:
+            try:
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    await asyncio.to_thread(self.load_now)
+                else:
+                    await self.refresh_if_changed()
+            except Exception as exc:  # keep serving the last good snapshot
+                log.warning("policy refresh failed, keeping revision %d: %s",
+                            self._snapshot.revision, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_requested.wait(), self._refresh_seconds)

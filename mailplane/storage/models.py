@@ -1,0 +1,280 @@
+"""SQLAlchemy 2 models.
+
+Model defaults are constants, never read from app config (Mailu's models.py shows the cost
+of that coupling): repositories pass configured values such as the included-address count
+explicitly.  Timestamps are stored as UTC; SQLite returns them naive, so read them through
+:func:`mailplane.clock.as_utc`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+UtcDateTime = DateTime(timezone=True)
+
+
+class Contract(Base):
+    """A customer's contract (SPEC §1: 5 included addresses, further ones are paid slots)."""
+
+    __tablename__ = "contracts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_number: Mapped[str] = mapped_column(String(32), unique=True)
+    contact_email: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active|suspended
+    included_addresses: Mapped[int] = mapped_column(Integer)
+    extra_slots: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    addresses: Mapped[list[Address]] = relationship(back_populates="contract")
+
+
+class BaseDomain(Base):
+    """Domains the ISP hosts addresses under (configured by the operator)."""
+
+    __tablename__ = "base_domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+
+
+class Address(Base):
+    """One hosted address and its whole settings row (SPEC §2)."""
+
+    __tablename__ = "addresses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id", ondelete="CASCADE"))
+    local_part: Mapped[str] = mapped_column(String(20))
+    subdomain: Mapped[str] = mapped_column(String(63))
+    base_domain: Mapped[str] = mapped_column(String(253))
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    pop_account: Mapped[str] = mapped_column(String(32), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active|suspended
+    virus_check: Mapped[bool] = mapped_column(Boolean, default=True)
+    spam_judge: Mapped[bool] = mapped_column(Boolean, default=False)
+    spam_quarantine: Mapped[bool] = mapped_column(Boolean, default=False)
+    spam_notify: Mapped[bool] = mapped_column(Boolean, default=False)
+    deny_no_from: Mapped[bool] = mapped_column(Boolean, default=False)
+    deny_angle_from: Mapped[bool] = mapped_column(Boolean, default=False)
+    deny_blank_from: Mapped[bool] = mapped_column(Boolean, default=False)
+    deny_no_subject: Mapped[bool] = mapped_column(Boolean, default=False)
+    deny_blank_subject: Mapped[bool] = mapped_column(Boolean, default=False)
+    forward_keep_copy: Mapped[bool] = mapped_column(Boolean, default=True)
+    overseas_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    quota_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    contract: Mapped[Contract] = relationship(back_populates="addresses")
+    list_entries: Mapped[list[ListEntry]] = relationship(
+        cascade="all, delete-orphan", order_by="ListEntry.position"
+    )
+    forward_destinations: Mapped[list[ForwardDestination]] = relationship(
+        cascade="all, delete-orphan", order_by="ForwardDestination.position"
+    )
+    auto_reply: Mapped[AutoReply | None] = relationship(cascade="all, delete-orphan")
+
+    __table_args__ = (
+        UniqueConstraint("local_part", "subdomain", "base_domain", name="uq_address_parts"),
+        Index("ix_addresses_contract", "contract_id"),
+    )
+
+
+class RetiredAddress(Base):
+    """A deleted address, kept only to enforce the re-registration cool-off (SPEC §1)."""
+
+    __tablename__ = "retired_addresses"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ListEntry(Base):
+    """Deny list addresses/subjects and allow list addresses (SPEC §4).
+
+    ``kind`` is ``deny_address``, ``deny_subject`` or ``allow_address``.
+    """
+
+    __tablename__ = "list_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address_id: Mapped[int] = mapped_column(ForeignKey("addresses.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(255))
+    position: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_list_entries_address", "address_id", "kind"),)
+
+
+class ForwardDestination(Base):
+    """At most 3 rows per address (SPEC §5)."""
+
+    __tablename__ = "forward_destinations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address_id: Mapped[int] = mapped_column(ForeignKey("addresses.id", ondelete="CASCADE"))
+    destination: Mapped[str] = mapped_column(String(320))
+    position: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("address_id", "destination", name="uq_forward_dest"),)
+
+
+class AutoReply(Base):
+    """Auto-reply settings (SPEC §6); special senders are a JSON list."""
+
+    __tablename__ = "auto_replies"
+
+    address_id: Mapped[int] = mapped_column(
+        ForeignKey("addresses.id", ondelete="CASCADE"), primary_key=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    special_senders: Mapped[list[str]] = mapped_column(JSON, default=list)
+    special_message: Mapped[str] = mapped_column(Text, default="")
+    default_message: Mapped[str] = mapped_column(Text, default="")
+
+
+class AutoReplyLedger(Base):
+    """One row per (address, sender): when we last replied (SPEC §6, 24 h rule).
+
+    Claimed with a conditional upsert so two nodes never both reply.
+    """
+
+    __tablename__ = "auto_reply_ledger"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(320), primary_key=True)
+    replied_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApiKey(Base):
+    """Management API key: ``mpk_<key_id>_<secret>``; only the argon2id hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # operator|portal|customer
+    contract_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contracts.id", ondelete="CASCADE"), nullable=True
+    )
+    address_id: Mapped[int | None] = mapped_column(
+        ForeignKey("addresses.id", ondelete="CASCADE"), nullable=True
+    )
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class AuditRecord(Base):
+    """Who changed what, when (SPEC §9).  ``detail`` never holds a secret."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    contract_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_audit_contract_at", "contract_id", "at"),)
+
+
+class PolicyRevision(Base):
+    """Single row bumped in the same transaction as every settings write.
+
+    SMTP nodes poll it and rebuild their in-memory policy cache when it changes.
+    """
+
+    __tablename__ = "policy_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotencyRecord(Base):
+    """First response to an ``Idempotency-Key`` request, replayed on repeats (SPEC §1)."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class QuarantineItem(Base):
+    """Index of one quarantined message; the bytes live in the quarantine store on disk."""
+
+    __tablename__ = "quarantine_items"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sender: Mapped[str] = mapped_column(String(320))
+    header_from: Mapped[str] = mapped_column(String(998), default="")
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    reason: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(1024))
+    notified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_quarantine_address_at", "address", "received_at"),)
+
+
+class OutboundJob(Base):
+    """One message to send to remote recipients; claimed with FOR UPDATE SKIP LOCKED."""
+
+    __tablename__ = "outbound_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # forward|auto_reply|notice|submission|dsn
+    mail_from: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    spool_path: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_outbound_due", "status", "next_attempt_at"),)
+
+
+class LoginFailure(Base):
+    """Failed-login counters per IP and per account, shared by every node (issue 5)."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
