@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -257,7 +258,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = _config_path()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvWithoutSecretFiles(cls)]
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
@@ -267,6 +268,21 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = _redact_url(self.database_url)
         return _mask_secrets(data, self)
+
+
+#: SecretStr settings that may instead be read from a file named by ``..._FILE``.
+SECRET_KEYS = (("srs", "secret"), ("outbound", "smarthost_password"))
+
+
+class _EnvWithoutSecretFiles(EnvSettingsSource):
+    """The env source, minus ``MAILPLANE_<SECTION>__<SECRET>_FILE`` (read by load_settings)."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for section, key in SECRET_KEYS:
+            if isinstance(data.get(section), dict):
+                data[section].pop(f"{key}_file", None)
+        return data
 
 
 def _config_path() -> Path | None:
@@ -290,23 +306,18 @@ def _mask_secrets(data: dict[str, Any], model: BaseModel) -> dict[str, Any]:
 
 
 def _apply_secret_files() -> dict[str, Any]:
-    """``MAILPLANE_<SECTION>__<KEY>_FILE`` reads a secret from a file (containers, systemd)."""
+    """``MAILPLANE_SRS__SECRET_FILE=/run/secrets/srs`` reads a secret from a file."""
     overrides: dict[str, Any] = {}
-    for env_name, file_name in os.environ.items():
-        if not (env_name.startswith("MAILPLANE_") and env_name.endswith("_FILE")):
+    for section, key in SECRET_KEYS:
+        env_name = f"MAILPLANE_{section.upper()}__{key.upper()}_FILE"
+        file_name = os.environ.get(env_name)
+        if not file_name:
             continue
-        if env_name == "MAILPLANE_CONFIG_FILE":
-            continue
-        key = env_name[len("MAILPLANE_") : -len("_FILE")].lower()
         try:
             secret = Path(file_name).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{env_name}: cannot read {file_name}: {exc.strerror}") from exc
-        target = overrides
-        parts = key.split("__")
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = secret
+        overrides.setdefault(section, {})[key] = secret
     return overrides
 
 

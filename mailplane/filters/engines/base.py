@@ -42,8 +42,10 @@ class VirusEngine(Protocol):
 class SpamEngine(Protocol):
     name: str
 
-    async def check(self, data: bytes) -> SpamScanResult:
-        """Score a whole RFC 5322 message."""
+    async def check(
+        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None
+    ) -> SpamScanResult:
+        """Score a whole RFC 5322 message; ``client_ip`` feeds DNSBL checks."""
         ...
 
     async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Management API (FastAPI): thin routers over repository functions (SPEC §11)."""

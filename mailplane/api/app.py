@@ -1,0 +1,67 @@
+"""``create_app(settings)``: the management API (SPEC §11) with its state wired once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.api.errors import install_error_handlers
+from mailplane.api.principal import KeyVerifier
+from mailplane.api.routes import address_settings, addresses, audit, contracts, keys, quarantine
+from mailplane.clock import Clock, SystemClock
+from mailplane.passwords import PasswordHashing
+from mailplane.settings import Settings
+from mailplane.storage.db import make_engine, make_session_factory
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="mailplane management API",
+        version="1",
+        description="Contracts, addresses and every per-address mail setting (SPEC §11).",
+    )
+    if session_factory is None:
+        engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
+        session_factory = make_session_factory(engine)
+    hashing = PasswordHashing(settings.security)
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    app.state.session_factory = session_factory
+    app.state.hashing = hashing
+    app.state.key_verifier = KeyVerifier(hashing, settings.api.key_cache_seconds)
+    for name, value in (extra_state or {}).items():
+        setattr(app.state, name, value)
+
+    install_error_handlers(app)
+    app.include_router(keys.router)
+    app.include_router(contracts.router)
+    app.include_router(addresses.router)
+    app.include_router(address_settings.router)
+    app.include_router(quarantine.router)
+    app.include_router(audit.router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from mailplane import metrics as metrics_module
+
+        return PlainTextResponse(
+            generate_latest(metrics_module.REGISTRY), media_type=CONTENT_TYPE_LATEST
+        )
+
+    return app
+

@@ -1,0 +1,145 @@
+"""Typed dependencies (FastAPI full-stack template style): session, clock, caller, scope.
+
+Scope rules (SPEC §10): operator and portal keys reach every contract; a customer key
+reaches only its own contract — anything else is a 404 that does not reveal whether the
+contract or address exists.  A customer key with a ``mailbox`` scope (an address) reaches
+only that address, and only the operations the 004 function table gives a user-level
+account (its own row, password, forwarding, auto-reply).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.api.errors import ApiError, not_found
+from mailplane.api.principal import KeyVerifier, Principal
+from mailplane.clock import Clock
+from mailplane.passwords import PasswordHashing
+from mailplane.settings import Settings
+from mailplane.storage import contracts_repo
+from mailplane.storage.models import Address, Contract
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def get_hashing(request: Request) -> PasswordHashing:
+    hashing: PasswordHashing = request.app.state.hashing
+    return hashing
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+HashingDep = Annotated[PasswordHashing, Depends(get_hashing)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    if not authorization:
+        raise ApiError(401, "unauthorized", "missing API key", headers=_UNAUTHORIZED)
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "use Authorization: Bearer <api key>",
+                       headers=_UNAUTHORIZED)
+    verifier: KeyVerifier = request.app.state.key_verifier
+    principal = verifier.verify(session, token.strip())
+    if principal is None:
+        raise ApiError(401, "unauthorized", "invalid API key", headers=_UNAUTHORIZED)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_operator(principal: PrincipalDep) -> Principal:
+    if principal.role != "operator":
+        raise ApiError(403, "forbidden", "this call needs an operator key")
+    return principal
+
+
+OperatorDep = Annotated[Principal, Depends(require_operator)]
+
+
+def get_contract(
+    cn: Annotated[str, Path(description="customer number")],
+    principal: PrincipalDep,
+    session: SessionDep,
+) -> Contract:
+    contract = contracts_repo.get_by_number(session, customer_number=cn)
+    if contract is None or not (principal.is_staff or principal.contract_id == contract.id):
+        raise not_found("contract not found")
+    return contract
+
+
+ContractDep = Annotated[Contract, Depends(get_contract)]
+
+
+def require_contract_admin(principal: PrincipalDep, contract: ContractDep) -> Contract:
+    """Contract-wide operations (creating/deleting addresses, settings of every address)."""
+    if principal.address_id is not None:
+        raise ApiError(403, "forbidden", "this key may only manage its own address")
+    return contract
+
+
+ContractAdminDep = Annotated[Contract, Depends(require_contract_admin)]
+
+
+@dataclass(frozen=True, slots=True)
+class AddressScope:
+    contract: Contract
+    address: Address
+    principal: Principal
+
+
+def get_address_scope(
+    address: Annotated[str, Path(description="full mail address")],
+    contract: ContractDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+) -> AddressScope:
+    row = session.scalar(
+        select(Address).where(
+            Address.contract_id == contract.id, Address.address == address.lower()
+        )
+    )
+    if row is None or (principal.address_id is not None and principal.address_id != row.id):
+        raise not_found("address not found")
+    return AddressScope(contract=contract, address=row, principal=principal)
+
+
+AddressScopeDep = Annotated[AddressScope, Depends(get_address_scope)]
+
+
+def require_address_admin(scope: AddressScopeDep) -> AddressScope:
+    """Settings a user-level (mailbox) key may not change: virus, spam, lists, overseas."""
+    if scope.principal.address_id is not None:
+        raise ApiError(403, "forbidden", "this setting needs a contract-level key")
+    return scope
+
+
+AddressAdminDep = Annotated[AddressScope, Depends(require_address_admin)]

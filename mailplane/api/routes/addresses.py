@@ -1,0 +1,291 @@
+"""Addresses (SPEC §1-§2, §11): the settings table, creation, deletion, POP passwords."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailplane.api.changes import record_change
+from mailplane.api.deps import (
+    AddressScopeDep,
+    ClockDep,
+    ContractAdminDep,
+    ContractDep,
+    HashingDep,
+    PrincipalDep,
+    SessionDep,
+    SettingsDep,
+)
+from mailplane.api.errors import ApiError, invalid
+from mailplane.api.schemas.addresses import (
+    AddressCreate,
+    AddressCreated,
+    AddressList,
+    AddressRow,
+    PasswordChange,
+    PasswordChanged,
+    PasswordReissued,
+)
+from mailplane.api.views import address_row, issued_password, local_date, quota
+from mailplane.mailbox_paths import mailbox_dir, remove_tree
+from mailplane.passwords import generate_password
+from mailplane.storage import addresses_repo, contracts_repo, idempotency_repo
+from mailplane.storage.models import Contract
+from mailplane.subdomains import expand
+
+router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
+
+
+@router.get("", response_model=AddressList)
+def list_addresses(
+    contract: ContractDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> AddressList:
+    """The whole settings table in one call, so the portal draws it with one request."""
+    rows = addresses_repo.list_for_contract(session, contract_id=contract.id)
+    if principal.address_id is not None:
+        rows = [row for row in rows if row.id == principal.address_id]
+    now = clock.now()
+    used = contracts_repo.count_addresses(session, contract_id=contract.id)
+    return AddressList(
+        contract=contract.customer_number,
+        quota=quota(contract, used).model_dump(),
+        addresses=[address_row(row, now, settings.tz) for row in rows],
+    )
+
+
+def _request_hash(body: AddressCreate) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+def _replay(record_status: int, record_body: bytes, response: Response) -> AddressCreated:
+    response.status_code = record_status
+    response.headers["Idempotent-Replayed"] = "true"
+    return AddressCreated.model_validate_json(record_body)
+
+
+def _new_pop_account(session: Session) -> str:
+    """``m`` + 7 digits (L3929), distinct from the address and from every other account."""
+    while True:
+        candidate = f"m{secrets.randbelow(10**7):07d}"
+        if not addresses_repo.pop_account_exists(session, pop_account=candidate):
+            return candidate
+
+
+@router.post("", status_code=201, response_model=AddressCreated)
+def create_address(
+    body: AddressCreate,
+    response: Response,
+    contract: ContractAdminDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    hashing: HashingDep,
+    clock: ClockDep,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> AddressCreated:
+    """Register an address.  A repeated ``Idempotency-Key`` returns the first result
+    (SPEC §1: the manual warns that double clicks create duplicates) — without the
+    password, which is shown only once."""
+    scope = f"{contract.id}:create-address"
+    request_hash = _request_hash(body)
+    if idempotency_key:
+        previous = idempotency_repo.get(session, scope=scope, key=idempotency_key)
+        if previous is not None:
+            if previous.request_hash != request_hash:
+                raise ApiError(422, "idempotency_mismatch",
+                               "Idempotency-Key was already used for a different request",
+                               "Idempotency-Key")
+            return _replay(previous.status_code, previous.response_body, response)
+    _check_create_rules(body, contract, session, settings)
+    now = clock.now()
+    base_domain = (body.base_domain or settings.base_domains[0]).lower()
+    full = f"{body.local_part}@{body.subdomain}.{base_domain}"
+    cooloff = timedelta(days=settings.addresses.deleted_cooloff_days)
+    if addresses_repo.unavailable_among(session, addresses=[full], now=now, cooloff=cooloff):
+        raise ApiError(409, "address_taken",
+                       f"{full} is not available; choose another subdomain candidate",
+                       "subdomain")
+    contracts_repo.lock_for_update(session, contract_id=contract.id)
+    used = contracts_repo.count_addresses(session, contract_id=contract.id)
+    contracted = contract.included_addresses + contract.extra_slots
+    if used >= contracted:
+        if not body.accept_charge:
+            charge = settings.addresses.extra_monthly_charge_yen
+            raise ApiError(
+                409,
+                "charge_required",
+                f"This contract includes {contracted} addresses and all are in use. "
+                f"An additional address costs {charge} yen per month (tax included); "
+                "send accept_charge: true to confirm.",
+                "accept_charge",
+            )
+        contract.extra_slots += used + 1 - contracted
+    password = generate_password(settings.addresses.reissue_password_length)
+    row = addresses_repo.create_address(
+        session,
+        contract_id=contract.id,
+        local_part=body.local_part,
+        subdomain=body.subdomain,
+        base_domain=base_domain,
+        pop_account=_new_pop_account(session),
+        password_hash=hashing.hash(password),
+        virus_check=body.virus_check,
+        quota_bytes=settings.addresses.default_quota_bytes,
+        now=now,
+    )
+    record_change(
+        session,
+        principal=principal,
+        action="address.create",
+        now=now,
+        contract_id=contract.id,
+        address=row.address,
+        detail={"virus_check": body.virus_check, "paid_slot": used >= contracted},
+    )
+    result = AddressCreated(
+        address=address_row(row, now, settings.tz),
+        pop_account=row.pop_account,
+        initial_password=issued_password(password, now, settings.tz),
+        quota=quota(contract, used + 1).model_dump(),
+    )
+    if idempotency_key:
+        stored = result.model_copy(update={"initial_password": None})
+        idempotency_repo.save(
+            session,
+            scope=scope,
+            key=idempotency_key,
+            request_hash=request_hash,
+            status_code=201,
+            response_body=stored.model_dump_json().encode(),
+            now=now,
+        )
+    try:
+        session.commit()
+    except IntegrityError:
+        # Lost a race: the same Idempotency-Key or the same address committed first.
+        session.rollback()
+        if idempotency_key:
+            previous = idempotency_repo.get(session, scope=scope, key=idempotency_key)
+            if previous is not None and previous.request_hash == request_hash:
+                return _replay(previous.status_code, previous.response_body, response)
+        raise ApiError(409, "address_taken", f"{full} is not available", "subdomain") from None
+    return result
+
+
+def _check_create_rules(
+    body: AddressCreate, contract: Contract, session: Session, settings: SettingsDep
+) -> None:
+    if not body.accept_terms:
+        raise invalid("accept_terms", "the terms of use must be accepted")
+    if contract.status != "active":
+        raise ApiError(409, "contract_suspended", "the contract is suspended")
+    if body.subdomain not in expand(settings.addresses.subdomain_pattern):
+        raise invalid("subdomain",
+                      "must be one of the offered candidates (one letter and 00-09, e.g. e06)")
+    if body.base_domain is not None and body.base_domain.lower() not in settings.base_domains:
+        raise invalid("base_domain", f"must be one of: {', '.join(settings.base_domains)}")
+
+
+@router.get("/{address}", response_model=AddressRow)
+def get_address(scope: AddressScopeDep, settings: SettingsDep, clock: ClockDep) -> AddressRow:
+    return address_row(scope.address, clock.now(), settings.tz)
+
+
+@router.delete("/{address}", status_code=204)
+def delete_address(
+    scope: AddressScopeDep,
+    contract: ContractAdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> Response:
+    """Delete the address, its settings, mailbox and quarantine (SPEC §1 ``deleted``)."""
+    address = scope.address.address
+    now = clock.now()
+    addresses_repo.delete_address(session, address=scope.address, now=now)
+    record_change(
+        session,
+        principal=scope.principal,
+        action="address.delete",
+        now=now,
+        contract_id=contract.id,
+        address=address,
+    )
+    session.commit()
+    # After the commit: mail for the address is refused from the next policy refresh on,
+    # and the files go away whole (rename, then delete).
+    remove_tree(mailbox_dir(settings.maildir_root, address))
+    remove_tree(mailbox_dir(settings.quarantine_root, address))
+    return Response(status_code=204)
+
+
+@router.post("/{address}/password", response_model=PasswordChanged)
+def change_password(
+    body: PasswordChange,
+    scope: AddressScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    hashing: HashingDep,
+    clock: ClockDep,
+) -> PasswordChanged:
+    """Change needs the current password (SPEC §1)."""
+    if not hashing.verify(scope.address.password_hash, body.current):
+        raise invalid("current", "the current password is not correct")
+    if body.current == body.new:
+        raise invalid("new", "must differ from the current password")
+    now = clock.now()
+    addresses_repo.set_password_hash(
+        session, address=scope.address, password_hash=hashing.hash(body.new), now=now
+    )
+    record_change(
+        session,
+        principal=scope.principal,
+        action="address.password_change",
+        now=now,
+        contract_id=scope.contract.id,
+        address=scope.address.address,
+        affects_policy=False,
+    )
+    session.commit()
+    return PasswordChanged(address=scope.address.address, changed_on=local_date(now, settings.tz))
+
+
+@router.post("/{address}/password/reissue", response_model=PasswordReissued)
+def reissue_password(
+    scope: AddressScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    hashing: HashingDep,
+    clock: ClockDep,
+) -> PasswordReissued:
+    """Random password with its katakana reading, shown once (SPEC §1, L3974-4039)."""
+    password = generate_password(settings.addresses.reissue_password_length)
+    now = clock.now()
+    addresses_repo.set_password_hash(
+        session, address=scope.address, password_hash=hashing.hash(password), now=now
+    )
+    record_change(
+        session,
+        principal=scope.principal,
+        action="address.password_reissue",
+        now=now,
+        contract_id=scope.contract.id,
+        address=scope.address.address,
+        affects_policy=False,
+    )
+    session.commit()
+    issued = issued_password(password, now, settings.tz)
+    return PasswordReissued(
+        address=scope.address.address, pop_account=scope.address.pop_account,
+        **issued.model_dump(),
+    )

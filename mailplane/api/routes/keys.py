@@ -1,0 +1,63 @@
+"""``POST /v1/api-keys`` (operator): new key, shown once (SPEC §10-§11)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from mailplane.api.deps import ClockDep, HashingDep, OperatorDep, SessionDep
+from mailplane.api.errors import ApiError, invalid
+from mailplane.api.schemas.keys import ApiKeyCreate, ApiKeyCreated
+from mailplane.api_keys import issue_api_key
+from mailplane.storage import contracts_repo
+from mailplane.storage.models import Address
+
+router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
+
+
+@router.post("", status_code=201, response_model=ApiKeyCreated)
+def create_api_key(
+    body: ApiKeyCreate,
+    principal: OperatorDep,
+    session: SessionDep,
+    hashing: HashingDep,
+    clock: ClockDep,
+) -> ApiKeyCreated:
+    contract_id: int | None = None
+    address_id: int | None = None
+    if body.role == "customer":
+        if not body.contract:
+            raise invalid("contract", "a customer key needs the contract's customer number")
+        contract = contracts_repo.get_by_number(session, customer_number=body.contract)
+        if contract is None:
+            raise ApiError(422, "invalid", "contract: no such contract", "contract")
+        contract_id = contract.id
+        if body.address:
+            address_id = session.scalar(
+                select(Address.id).where(
+                    Address.contract_id == contract.id, Address.address == body.address.lower()
+                )
+            )
+            if address_id is None:
+                raise ApiError(422, "invalid", "address: not an address of this contract",
+                               "address")
+    elif body.contract or body.address:
+        raise invalid("role", "only customer keys are bound to a contract or address")
+    key_id, full_key = issue_api_key(
+        session,
+        hashing,
+        role=body.role,
+        now=clock.now(),
+        actor=principal.actor,
+        contract_id=contract_id,
+        address_id=address_id,
+        label=body.label,
+    )
+    session.commit()
+    return ApiKeyCreated(
+        key_id=key_id,
+        role=body.role,
+        contract=body.contract,
+        address=body.address.lower() if body.address else None,
+        api_key=full_key,
+    )

@@ -1,0 +1,58 @@
+"""Contract schemas (SPEC §1, §11)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from mailplane.api.schemas.common import StrictModel
+from mailplane.mail_address import email_rule_violation
+
+CUSTOMER_NUMBER_PATTERN = r"^[A-Za-z0-9-]{1,32}$"
+
+
+def _check_email(value: str) -> str:
+    problem = email_rule_violation(value)
+    if problem:
+        raise ValueError(problem)
+    return value.lower()
+
+
+class ContractCreate(StrictModel):
+    customer_number: str = Field(
+        pattern=CUSTOMER_NUMBER_PATTERN, description="1-32 characters: A-Z a-z 0-9 -"
+    )
+    contact_email: str
+    included_addresses: int | None = Field(default=None, ge=0, le=1000)
+
+    _email = field_validator("contact_email")(_check_email)
+
+
+class ContractUpdate(StrictModel):
+    status: Literal["active", "suspended"] | None = None
+    contact_email: str | None = None
+    extra_slots: int | None = Field(default=None, ge=0, le=1000)
+
+    @field_validator("contact_email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else _check_email(value)
+
+
+class Quota(BaseModel):
+    """SPEC §1: ``contracted`` = included + paid slots; ``used`` = addresses in use."""
+
+    contracted: int
+    used: int
+    included: int
+    extra: int
+
+
+class ContractOut(BaseModel):
+    customer_number: str
+    contact_email: str
+    status: str
+    created_at: datetime
+    quota: Quota

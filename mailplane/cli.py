@@ -1,0 +1,104 @@
+"""``mailplane`` command: serve, migrate, seed-demo, create-api-key, check-config, purge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mailplane.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("mailplane")
+
+DEMO_CUSTOMER_NUMBER = "DEMO0001"
+
+
+def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
+    print(json.dumps(settings.redacted(), indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from mailplane.storage.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print("database is at the latest schema revision")
+    return 0
+
+
+def _cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.seed import seed_demo
+
+    seed_demo(settings, key_file=Path(args.key_file) if args.key_file else None)
+    return 0
+
+
+def _cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.seed import create_api_key_cli
+
+    print(create_api_key_cli(settings, role=args.role, contract=args.contract,
+                             address=args.address))
+    return 0
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.serve import parse_roles, serve_forever
+
+    return serve_forever(settings, roles=parse_roles(args.role))
+
+
+def _cmd_purge(settings: Settings, _args: argparse.Namespace) -> int:
+    from mailplane.serve import purge_once
+
+    purge_once(settings)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailplane", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API and mail services")
+    serve.add_argument("--role", default="all",
+                       help="comma-separated subset of mx,submission,pop3,api,worker (default all)")
+    serve.set_defaults(func=_cmd_serve)
+    sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=_cmd_migrate)
+    seed = sub.add_parser("seed-demo", help="create the demo contract and an operator key")
+    seed.add_argument("--key-file", default=None, help="default: <state_dir>/operator.key")
+    seed.set_defaults(func=_cmd_seed_demo)
+    key = sub.add_parser("create-api-key", help="issue an API key (printed once)")
+    key.add_argument("--role", choices=["operator", "portal", "customer"], required=True)
+    key.add_argument("--contract", help="customer number (customer keys)")
+    key.add_argument("--address", help="mailbox scope (customer keys)")
+    key.set_defaults(func=_cmd_create_api_key)
+    sub.add_parser("check-config", help="print the effective configuration, secrets masked"
+                   ).set_defaults(func=_cmd_check_config)
+    sub.add_parser("purge", help="delete expired quarantine and inbox mail once"
+                   ).set_defaults(func=_cmd_purge)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"mailplane: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=os.environ.get("MAILPLANE_LOG_LEVEL", settings.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.func(settings, args)
+    except ConfigError as exc:
+        print(f"mailplane: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

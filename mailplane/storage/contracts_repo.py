@@ -1,0 +1,52 @@
+"""Contracts and their address counts (SPEC §1: included addresses vs paid slots)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailplane.storage.models import Address, Contract
+
+
+def create_contract(
+    session: Session,
+    *,
+    customer_number: str,
+    contact_email: str,
+    included_addresses: int,
+    now: datetime,
+) -> Contract:
+    row = Contract(
+        customer_number=customer_number,
+        contact_email=contact_email,
+        included_addresses=included_addresses,
+        extra_slots=0,
+        status="active",
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_by_number(session: Session, *, customer_number: str) -> Contract | None:
+    return session.scalar(select(Contract).where(Contract.customer_number == customer_number))
+
+
+def get_by_id(session: Session, *, contract_id: int) -> Contract | None:
+    return session.get(Contract, contract_id)
+
+
+def count_addresses(session: Session, *, contract_id: int) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Address).where(Address.contract_id == contract_id)
+    ) or 0
+
+
+def lock_for_update(session: Session, *, contract_id: int) -> Contract | None:
+    """Serialise address creation per contract (slot counting) on PostgreSQL."""
+    return session.scalar(
+        select(Contract).where(Contract.id == contract_id).with_for_update()
+    )
