@@ -19,6 +19,9 @@ import pytest
 from mailplane.settings import Settings, load_settings
 from mailplane.storage.migrate import upgrade
 
+# Real clamd/spamd fixtures (clamd_daemon, spamd_daemon) for every test folder.
+pytest_plugins = ["tests.daemons"]
+
 PG_ADMIN_URL = os.environ.get("MAILPLANE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 # Keep tests independent of a developer's config file or environment.

@@ -1,0 +1,29 @@
+"""SPEC §3, §4: the configured engine name picks the engine behind each hook."""
+
+from __future__ import annotations
+
+import sys
+
+from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine
+from mailplane.filters.engines.builtin_virus import BuiltinVirusEngine
+from mailplane.filters.engines.clamd import ClamdEngine
+from mailplane.filters.engines.command import CommandEngine
+from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
+from mailplane.filters.engines.rspamd import RspamdEngine
+from mailplane.filters.engines.spamd import SpamdEngine
+from mailplane.settings import SpamSettings, VirusSettings
+
+
+def test_virus_engine_names_pick_their_engines() -> None:
+    assert isinstance(build_virus_engine(VirusSettings()), BuiltinVirusEngine)
+    assert isinstance(build_virus_engine(VirusSettings(engine="clamd")), ClamdEngine)
+    command = VirusSettings(engine="command", command=[sys.executable, "-c", "pass"])
+    assert isinstance(build_virus_engine(command), CommandEngine)
+
+
+async def test_spam_engine_names_pick_their_engines() -> None:
+    assert isinstance(build_spam_engine(SpamSettings()), BuiltinSpamEngine)
+    assert isinstance(build_spam_engine(SpamSettings(engine="spamd")), SpamdEngine)
+    rspamd = build_spam_engine(SpamSettings(engine="rspamd"))
+    assert isinstance(rspamd, RspamdEngine)
+    await rspamd.aclose()
