@@ -51,7 +51,7 @@ def test_unknown_key_in_file_is_refused(tmp_path: Path, monkeypatch: pytest.Monk
     config = tmp_path / "bad.toml"
     config.write_text('[mx]\nprot = 25\n')
     monkeypatch.setenv("MAILPLANE_CONFIG", str(config))
-    with pytest.raises(ConfigError, match="mx.prot"):
+    with pytest.raises(ConfigError, match=r"mx\.prot"):
         load_settings()
 
 

@@ -1,0 +1,180 @@
+"""Maildir writer (SPEC §8: accepted mail is on disk before the 250).
+
+Layout: ``{maildir_root}/{domain}/{local_part}/{tmp,new,cur}``.  A delivery writes into
+``tmp/``, fsyncs the file, renames it into ``new/`` and fsyncs ``new/`` so the rename itself
+survives a crash (maildir(5); DESIGN: fsync the directory once per batch).  Files keep the
+wire form (CRLF line endings).
+
+File names are ``<epoch>.M<usec>P<pid>Q<n>R<random>.<host>,S=<size>``: the leading epoch is
+the delivery time from the injected clock (retention reads it, so tests need no sleeping),
+and the Maildir++ ``S=`` size lets the quota check sum names without reading files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+_COUNTER = itertools.count()
+_HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+def mailbox_dir(root: Path, address: str) -> Path:
+    local_part, _, domain = address.lower().rpartition("@")
+    if not local_part or not domain or "/" in address or address.startswith("."):
+        raise ValueError("not a deliverable address")
+    return root / domain / local_part
+
+
+def ensure_maildir(path: Path) -> None:
+    for sub in ("tmp", "new", "cur"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unique_name(now: datetime, size: int) -> str:
+    seconds = int(now.timestamp())
+    return (
+        f"{seconds}.M{now.microsecond}P{os.getpid()}Q{next(_COUNTER)}"
+        f"R{secrets.token_hex(4)}.{_HOST},S={size}"
+    )
+
+
+def delivered_at(name: str) -> datetime | None:
+    """Delivery time encoded in a Maildir file name, or None for foreign names."""
+    head = name.split(".", 1)[0]
+    if not head.isdigit():
+        return None
+    return datetime.fromtimestamp(int(head), UTC)
+
+
+def size_from_name(name: str) -> int | None:
+    for field in name.split(":", 1)[0].split(",")[1:]:
+        if field.startswith("S=") and field[2:].isdigit():
+            return int(field[2:])
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFile:
+    """A message fsynced in ``tmp/``, not yet visible to readers."""
+
+    tmp_path: Path
+    final_path: Path
+    size: int
+
+
+def write_tmp(maildir: Path, data: bytes, *, now: datetime) -> PendingFile:
+    ensure_maildir(maildir)
+    name = unique_name(now, len(data))
+    tmp_path = maildir / "tmp" / name
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp_path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return PendingFile(tmp_path, maildir / "new" / name, len(data))
+
+
+def publish(pending: Iterable[PendingFile]) -> None:
+    """Rename into ``new/`` and fsync each touched directory once."""
+    directories: set[Path] = set()
+    for item in pending:
+        os.rename(item.tmp_path, item.final_path)
+        directories.add(item.final_path.parent)
+    for directory in directories:
+        fsync_dir(directory)
+
+
+def discard(pending: Iterable[PendingFile]) -> None:
+    """Remove every trace of a failed transaction (tmp or already published)."""
+    for item in pending:
+        item.tmp_path.unlink(missing_ok=True)
+        item.final_path.unlink(missing_ok=True)
+
+
+def deliver(root: Path, address: str, data: bytes, *, now: datetime) -> Path:
+    """Write one message durably into the inbox of ``address`` (blocking)."""
+    pending = write_tmp(mailbox_dir(root, address), data, now=now)
+    try:
+        publish([pending])
+    except BaseException:
+        discard([pending])
+        raise
+    return pending.final_path
+
+
+def mailbox_size(maildir: Path) -> int:
+    total = 0
+    for sub in ("new", "cur"):
+        try:
+            entries = list(os.scandir(maildir / sub))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            size = size_from_name(entry.name)
+            if size is None:
+                try:
+                    size = entry.stat().st_size
+                except FileNotFoundError:
+                    continue
+            total += size
+    return total
+
+
+class MaildirUsage:
+    """Cheap per-address usage for the quota check (SPEC §8, ``452 4.2.2``).
+
+    Sizes are summed from file names and cached for ``ttl_seconds``; our own deliveries
+    add to the cached figure, so only deletions by readers (POP3, purge) are seen late —
+    which errs on the side of a retried 452, never a lost message.
+    """
+
+    def __init__(self, root: Path, *, ttl_seconds: float = 30.0) -> None:
+        self._root = root
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def used(self, address: str) -> int:
+        """Blocking (scans a directory when the cache is stale): call from a thread."""
+        with self._lock:
+            cached = self._cache.get(address)
+        if cached is not None and time.monotonic() - cached[1] < self._ttl:
+            return cached[0]
+        size = mailbox_size(mailbox_dir(self._root, address))
+        with self._lock:
+            self._cache[address] = (size, time.monotonic())
+        return size
+
+    def add(self, address: str, size: int) -> None:
+        with self._lock:
+            cached = self._cache.get(address)
+            if cached is not None:
+                self._cache[address] = (cached[0] + size, cached[1])
+
+    def forget(self, address: str) -> None:
+        with self._lock:
+            self._cache.pop(address, None)

@@ -1,0 +1,69 @@
+"""Mail that mailplane itself writes to a person (SPEC §9): rendered from a template under
+``config/templates/`` (Japanese first, English beside it), UTF-8, MIME-encoded correctly,
+dates in the configured time zone, marked ``Auto-Submitted: auto-generated`` (RFC 3834 §5)
+so no auto-responder answers it.
+
+Template files are ``string.Template`` text: a first line ``Subject: ...``, a blank line,
+then the body.  Values are substituted as plain text (no code runs in a template).
+"""
+
+from __future__ import annotations
+
+import email.policy
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from string import Template
+
+from mailplane.settings import Settings
+
+SYSTEM_SENDER_NAME = "システム管理者 / System Administrator"
+
+
+def system_sender(settings: Settings) -> str:
+    """The administrator address system notices come from (postmaster, RFC 5321 §4.5.1)."""
+    return f"postmaster@{settings.mx.hostname}"
+
+
+def render_template(templates_dir: Path, name: str, values: dict[str, str]) -> tuple[str, str]:
+    """Return (subject, body) of template ``name`` with ``values`` substituted."""
+    text = (templates_dir / name).read_text(encoding="utf-8")
+    rendered = Template(text).substitute(values)
+    first, _, body = rendered.partition("\n")
+    if not first.startswith("Subject:"):
+        return "", rendered
+    return first[len("Subject:") :].strip(), body.lstrip("\n")
+
+
+def render_fragment(templates_dir: Path, name: str, values: dict[str, str]) -> str:
+    text = (templates_dir / name).read_text(encoding="utf-8")
+    return Template(text).substitute(values)
+
+
+def local_time(settings: Settings, moment: datetime) -> str:
+    return moment.astimezone(settings.tz).strftime("%Y/%m/%d %H:%M")
+
+
+def build_notice(
+    settings: Settings,
+    *,
+    to: str,
+    subject: str,
+    body: str,
+    now: datetime,
+    attachment: EmailMessage | None = None,
+) -> bytes:
+    """Serialise a notice with CRLF line endings, ready for the Maildir writer."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = f"{SYSTEM_SENDER_NAME} <{system_sender(settings)}>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(now.astimezone(settings.tz))
+    message["Message-ID"] = make_msgid(domain=settings.mx.hostname)
+    message["Auto-Submitted"] = "auto-generated"
+    message["MIME-Version"] = "1.0"
+    message.set_content(body, charset="utf-8")
+    if attachment is not None:
+        message.add_attachment(attachment, disposition="attachment")
+    return message.as_bytes(policy=email.policy.SMTP)

@@ -1,0 +1,59 @@
+"""Periodic jobs of the mail node: retention purge and quarantine digests.
+
+Each job runs its blocking function in a thread every N seconds; a failure is logged and
+retried next round, never fatal.  The tasks are kept and awaited on shutdown (``aclose``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.clock import Clock
+from mailplane.delivery.digest import send_quarantine_digests
+from mailplane.delivery.retention import purge
+from mailplane.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def run_every(interval_seconds: float, name: str, job: Callable[[], object]) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(job)
+        except Exception as exc:
+            log.warning("periodic job %s failed, retrying next round: %s", name, exc)
+        await asyncio.sleep(interval_seconds)
+
+
+class BackgroundJobs:
+    def __init__(self, tasks: list[asyncio.Task[None]]) -> None:
+        self.tasks = tasks
+
+    async def aclose(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def start_background_jobs(
+    settings: Settings, session_factory: sessionmaker[Session], clock: Clock
+) -> BackgroundJobs:
+    """Start the purge and digest loops on the running event loop."""
+    retention = settings.retention
+    tasks = [
+        asyncio.create_task(
+            run_every(retention.purge_interval_seconds, "purge",
+                      lambda: purge(settings, session_factory, clock)),
+            name="mailplane-purge",
+        ),
+        asyncio.create_task(
+            run_every(retention.notify_interval_seconds, "quarantine-digest",
+                      lambda: send_quarantine_digests(settings, session_factory, clock)),
+            name="mailplane-digest",
+        ),
+    ]
+    return BackgroundJobs(tasks)

@@ -1,0 +1,88 @@
+"""Retention purge (SPEC §4: quarantine kept 7 days, L4101; SPEC §8: inbox 4 weeks, L4454).
+
+``purge`` runs once (``mailplane purge`` and the periodic task both call it).  Inbox age is
+the delivery time in the Maildir file name (the writer takes it from the injected clock),
+falling back to the file's mtime for names another program wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.clock import Clock
+from mailplane.delivery.maildir import delivered_at
+from mailplane.settings import Settings
+from mailplane.storage import quarantine_repo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    quarantine_deleted: int
+    inbox_deleted: int
+
+
+def _inbox_files(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return [
+        path
+        for sub in ("new", "cur")
+        for path in root.glob(f"*/*/{sub}/*")
+        if path.is_file()
+    ]
+
+
+def _age_reference(path: Path) -> datetime | None:
+    moment = delivered_at(path.name)
+    if moment is not None:
+        return moment
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except FileNotFoundError:
+        return None
+
+
+def purge_inbox(settings: Settings, clock: Clock) -> int:
+    cutoff = clock.now() - timedelta(days=settings.retention.inbox_days)
+    deleted = 0
+    for path in _inbox_files(settings.maildir_root):
+        moment = _age_reference(path)
+        if moment is not None and moment < cutoff:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue  # a POP3 client deleted it first
+            deleted += 1
+    return deleted
+
+
+def purge_quarantine(
+    settings: Settings, session_factory: sessionmaker[Session], clock: Clock
+) -> int:
+    cutoff = clock.now() - timedelta(days=settings.retention.quarantine_days)
+    with session_factory() as session:
+        items = quarantine_repo.list_received_before(session, cutoff=cutoff)
+        quarantine_repo.delete_items(session, item_ids=[item.id for item in items])
+        session.commit()
+    for item in items:
+        Path(item.path).unlink(missing_ok=True)
+    return len(items)
+
+
+def purge(settings: Settings, session_factory: sessionmaker[Session], clock: Clock) -> PurgeResult:
+    """Delete expired quarantine items and inbox mail once (blocking)."""
+    result = PurgeResult(
+        quarantine_deleted=purge_quarantine(settings, session_factory, clock),
+        inbox_deleted=purge_inbox(settings, clock),
+    )
+    log.info("purge: %d quarantined and %d inbox messages deleted",
+             result.quarantine_deleted, result.inbox_deleted)
+    return result

@@ -1,0 +1,23 @@
+"""Allow list (受信許可, SPEC §4, L4337-4392): an allowed sender is never quarantined.
+
+Same matching as the deny list (header From and envelope sender).  It cancels a quarantine
+asked for by the spam check or the deny list, but the ``[spam]`` tag stays (L4104).
+"""
+
+from __future__ import annotations
+
+from mailplane.filters.address_match import first_match
+from mailplane.filters.base import ScanResults, Verdict, neutral
+from mailplane.message import MessageContext
+from mailplane.policy import AddressPolicy
+
+
+class AllowListFilter:
+    name = "allow_list"
+
+    def __call__(
+        self, ctx: MessageContext, policy: AddressPolicy, scans: ScanResults
+    ) -> Verdict:
+        if first_match(policy.allow_addresses, ctx.sender_addresses) is None:
+            return neutral(self.name)
+        return Verdict(filter=self.name, hit=True, cancel_quarantine=True)

@@ -1,0 +1,60 @@
+"""Deny list (受信拒否, SPEC §4, L4233-4335): addresses, subjects, five header conditions.
+
+A hit quarantines (L4084: denied mail is never rejected at SMTP).  The header conditions
+look at the *header* From/Subject only: the envelope null sender is a bounce and must never
+trigger them.
+"""
+
+from __future__ import annotations
+
+from mailplane.filters.address_match import first_match
+from mailplane.filters.base import ScanResults, Verdict, neutral
+from mailplane.message import MessageContext, decode_header_text, normalise_subject
+from mailplane.policy import AddressPolicy, DenyConditions
+
+
+def header_condition(ctx: MessageContext, conditions: DenyConditions) -> str | None:
+    """Name of the first enabled header condition the message meets, or None."""
+    from_raw = ctx.header_from_raw
+    if conditions.no_from and from_raw is None:
+        return "no_from"
+    if from_raw is not None:
+        from_text = decode_header_text(from_raw).strip()
+        if conditions.angle_from and from_text == "<>":
+            return "angle_from"
+        if conditions.blank_from and from_text == "":
+            return "blank_from"
+    subject = ctx.subject
+    if conditions.no_subject and subject is None:
+        return "no_subject"
+    if conditions.blank_subject and subject is not None and subject.strip() == "":
+        return "blank_subject"
+    return None
+
+
+def subject_match(ctx: MessageContext, entries: tuple[str, ...]) -> str | None:
+    subject = ctx.subject
+    if not subject or not entries:
+        return None
+    haystack = normalise_subject(subject)
+    for entry in entries:
+        needle = normalise_subject(entry)
+        if needle and needle in haystack:
+            return entry
+    return None
+
+
+class DenyListFilter:
+    name = "deny_list"
+
+    def __call__(
+        self, ctx: MessageContext, policy: AddressPolicy, scans: ScanResults
+    ) -> Verdict:
+        if first_match(policy.deny_addresses, ctx.sender_addresses) is not None:
+            return Verdict(filter=self.name, hit=True, quarantine="deny", note="address")
+        if subject_match(ctx, policy.deny_subjects) is not None:
+            return Verdict(filter=self.name, hit=True, quarantine="deny", note="subject")
+        condition = header_condition(ctx, policy.deny_conditions)
+        if condition is not None:
+            return Verdict(filter=self.name, hit=True, quarantine="deny", note=condition)
+        return neutral(self.name)

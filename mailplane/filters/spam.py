@@ -1,0 +1,33 @@
+"""Spam filter (SPEC §4, L4175-4197): judge tags, quarantine moves, notify is a digest.
+
+Quarantine only works while judge is ON (the API enforces it; this filter also only
+quarantines when both are set, so a stale row cannot quarantine without a tag).
+"""
+
+from __future__ import annotations
+
+from mailplane.filters.base import ScanResults, Verdict, neutral
+from mailplane.message import MessageContext
+from mailplane.policy import AddressPolicy
+
+
+class SpamFilter:
+    name = "spam"
+
+    def __call__(
+        self, ctx: MessageContext, policy: AddressPolicy, scans: ScanResults
+    ) -> Verdict:
+        if not policy.spam_judge:
+            return neutral(self.name)
+        if scans.spam_unavailable:
+            return neutral(self.name, note="unscanned")
+        result = scans.spam
+        if result is None or not result.is_spam:
+            return neutral(self.name)
+        return Verdict(
+            filter=self.name,
+            hit=True,
+            tag_spam=True,
+            quarantine="spam" if policy.spam_quarantine else None,
+            note=f"{result.score:.1f}/{result.threshold:.1f}",
+        )

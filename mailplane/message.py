@@ -1,0 +1,131 @@
+"""MessageContext: one inbound message as every filter sees it (DESIGN "A message through
+the MX service").
+
+Built once per DATA.  Headers are parsed lazily and only once; the body is parsed only if a
+filter (or the virus report) needs it.  Header values are read from the *raw* header lines
+(``raw_items``) and decoded here, so a malformed header never raises inside a filter.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser, BytesParser
+from email.utils import getaddresses
+from functools import cached_property
+
+_HEADER_PARSER = BytesHeaderParser(policy=email.policy.default)
+_FULL_PARSER = BytesParser(policy=email.policy.default)
+
+
+def has_bare_line_ending(data: bytes) -> bool:
+    """True if ``data`` holds a CR not followed by LF or an LF not preceded by CR.
+
+    RFC 5321 §2.3.8 allows CRLF only; bare ones are how SMTP smuggling hides a second
+    message (``\\n.\\n``, ``\\n.\\r\\n``, ``\\r.\\r``) that a downstream MTA would split off.
+    """
+    crlf = data.count(b"\r\n")
+    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
+def decode_header_text(raw: str) -> str:
+    """RFC 2047 decode, tolerant of broken encoded-words (falls back to the raw text)."""
+    try:
+        return str(make_header(decode_header(raw)))
+    except (ValueError, LookupError, UnicodeError):
+        return raw
+
+
+def unfold(raw: str) -> str:
+    return raw.replace("\r\n", "").replace("\n", "").replace("\r", "")
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case ASCII letters only (SPEC §4: subjects are case-insensitive for ASCII)."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def normalise_subject(text: str) -> str:
+    """NFKC (half-width katakana → full width) then ASCII case folding (SPEC §4)."""
+    return ascii_lower(unicodedata.normalize("NFKC", text))
+
+
+@dataclass
+class MessageContext:
+    """Envelope, peer and raw bytes of one message; parsed views are cached properties."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    raw: bytes
+    received_at: datetime
+    peer_ip: str | None = None
+    helo: str | None = None
+    queue_id: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def headers(self) -> EmailMessage:
+        """Headers only (the body is not parsed)."""
+        parsed = _HEADER_PARSER.parsebytes(self.raw)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    @cached_property
+    def parsed(self) -> EmailMessage:
+        """The whole MIME tree; only the virus report needs it."""
+        parsed = _FULL_PARSER.parsebytes(self.raw)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+    def raw_header(self, name: str) -> list[str]:
+        """Every raw (undecoded, unfolded) value of header ``name``."""
+        wanted = name.lower()
+        return [
+            unfold(str(value)).strip()
+            for key, value in self.headers.raw_items()
+            if key.lower() == wanted
+        ]
+
+    @cached_property
+    def header_from_raw(self) -> str | None:
+        """The raw From value, or None when there is no From header at all."""
+        values = self.raw_header("From")
+        return values[0] if values else None
+
+    @cached_property
+    def header_from_addresses(self) -> tuple[str, ...]:
+        """Lower-cased addresses in the header From (for deny/allow matching)."""
+        values = self.raw_header("From")
+        pairs = getaddresses([decode_header_text(v) for v in values])
+        return tuple(addr.strip().lower() for _name, addr in pairs if addr and "@" in addr)
+
+    @cached_property
+    def subject_raw(self) -> str | None:
+        values = self.raw_header("Subject")
+        return values[0] if values else None
+
+    @cached_property
+    def subject(self) -> str | None:
+        """The MIME-decoded Subject, or None when there is no Subject header."""
+        raw = self.subject_raw
+        return None if raw is None else decode_header_text(raw)
+
+    @property
+    def envelope_sender(self) -> str:
+        """Lower-cased envelope sender; empty for the null sender (a bounce)."""
+        return self.mail_from.strip().strip("<>").lower()
+
+    @cached_property
+    def sender_addresses(self) -> tuple[str, ...]:
+        """Addresses the deny and allow lists match against: header From and envelope."""
+        found = list(self.header_from_addresses)
+        if self.envelope_sender and self.envelope_sender not in found:
+            found.append(self.envelope_sender)
+        return tuple(found)

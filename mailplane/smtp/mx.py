@@ -1,0 +1,377 @@
+"""The inbound MX service (SPEC §3, §4, §8; DESIGN "A message through the MX service").
+
+RCPT is a dict hit on the policy snapshot.  DATA: refuse bare CR/LF (SMTP smuggling,
+RFC 5321 §2.3.8), scan once per engine, run the filter pipeline per recipient, persist
+everything in a thread, and only then answer 250.  Any unexpected failure answers
+``451 4.3.0`` with nothing half-stored.
+
+Bare line endings: aiosmtpd 1.4.6 reads DATA with ``readuntil(b"\\r\\n")`` and ends it
+only on an exact ``.\\r\\n`` line, so ``\\n.\\n``, ``\\n.\\r\\n`` or ``\\r.\\r`` never end
+the message here; they arrive *inside* the content and the handler refuses the whole
+message with ``550 5.6.0`` so no downstream MTA can split it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import weakref
+from dataclasses import dataclass
+from email.utils import format_datetime
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane import metrics
+from mailplane.clock import Clock
+from mailplane.delivery.maildir import MaildirUsage
+from mailplane.delivery.rewrite import delivered_copy
+from mailplane.delivery.store import DeliveryPlan, InboxWrite, QuarantineWrite, persist
+from mailplane.delivery.virus_report import build_virus_report, find_infected_parts
+from mailplane.filters.base import ScanResults
+from mailplane.filters.engines.base import (
+    ScannerUnavailable,
+    SpamEngine,
+    SpamScanResult,
+    VirusEngine,
+    VirusScanResult,
+)
+from mailplane.filters.pipeline import decide
+from mailplane.message import MessageContext, has_bare_line_ending
+from mailplane.policy import AddressPolicy, PolicyCache
+from mailplane.settings import Settings
+from mailplane.smtp import replies
+from mailplane.smtp.replies import SmtpReply
+
+log = logging.getLogger(__name__)
+
+LISTENER = "mx"
+_SCAN_ERRORS = (ScannerUnavailable, TimeoutError, OSError)
+
+
+class _TempFail(Exception):
+    def __init__(self, reply: SmtpReply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+def declared_size(mail_options: list[str]) -> int:
+    """The ``SIZE=`` the client declared at MAIL FROM (RFC 1870), or 0."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    results: ScanResults
+    infected_parts: frozenset[int]
+
+
+class MxHandler:
+    """aiosmtpd handler: ``handle_RCPT`` and ``handle_DATA``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        policy_cache: PolicyCache,
+        clock: Clock,
+        *,
+        virus_engine: VirusEngine | None,
+        spam_engine: SpamEngine | None,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.policy_cache = policy_cache
+        self.clock = clock
+        self.virus_engine = virus_engine
+        self.spam_engine = spam_engine
+        self.usage = MaildirUsage(settings.maildir_root)
+        # Policies remembered at RCPT time (DESIGN step 1), per envelope.
+        self._policies: weakref.WeakKeyDictionary[Envelope, dict[str, AddressPolicy]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # --- RCPT ---------------------------------------------------------------------------
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.mx.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS.line
+        normalised = address.strip().lower()
+        local_part, _, domain = normalised.rpartition("@")
+        snapshot = self.policy_cache.snapshot
+        if not local_part or not domain or not snapshot.is_hosted_domain(domain):
+            return replies.RELAY_DENIED.line
+        policy = snapshot.lookup(normalised)
+        if policy is None or policy.status == "deleted":
+            return replies.UNKNOWN_RECIPIENT.line
+        # Suspended addresses still receive (003 Art.20(3)); only the quota can defer.
+        used = await asyncio.to_thread(self.usage.used, normalised)
+        if used >= policy.quota_bytes or (
+            used + declared_size(envelope.mail_options) > policy.quota_bytes
+        ):
+            return replies.MAILBOX_FULL.line
+        remembered = self._policies.setdefault(envelope, {})
+        if normalised not in remembered:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+        remembered[normalised] = policy
+        return replies.RCPT_OK.line
+
+    # --- DATA ---------------------------------------------------------------------------
+
+    async def handle_DATA(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope
+    ) -> str:
+        started = time.perf_counter()
+        try:
+            reply = await self._data(session, envelope)
+        except _TempFail as exc:
+            reply = exc.reply
+        except Exception:
+            log.exception("MX delivery failed; answering 451")
+            reply = replies.TEMPORARY_FAILURE
+        metrics.MESSAGES.labels(LISTENER, metrics.outcome_of(reply.code)).inc()
+        if reply.code < 300:
+            metrics.DATA_LATENCY.labels(LISTENER).observe(time.perf_counter() - started)
+        return reply.line
+
+    async def _data(self, session: SmtpSession, envelope: Envelope) -> SmtpReply:
+        raw = envelope.original_content or b""
+        if has_bare_line_ending(raw):
+            return replies.BARE_LINE_ENDING
+        if len(raw) > self.settings.mx.max_message_size:
+            return replies.MESSAGE_TOO_BIG
+        policies = list(self._policies.get(envelope, {}).items())
+        if not policies:
+            return replies.NO_VALID_RECIPIENTS
+        now = self.clock.now()
+        peer = session.peer
+        ctx = MessageContext(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(address for address, _ in policies),
+            raw=raw,
+            received_at=now,
+            peer_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None,
+            helo=session.host_name or None,
+            queue_id=secrets.token_hex(8),
+        )
+        scan = await self._scan(ctx, [policy for _, policy in policies])
+        plan = DeliveryPlan()
+        for address, policy in policies:
+            self._plan_recipient(ctx, address, policy, scan, plan,
+                                 esmtp=bool(session.extended_smtp))
+        for write in plan.inbox:
+            used = await asyncio.to_thread(self.usage.used, write.address)
+            policy = dict(policies)[write.address]
+            if used + len(write.data) > policy.quota_bytes:
+                return replies.MAILBOX_FULL
+        await asyncio.to_thread(persist, self.settings, self.session_factory, plan, now=now)
+        for write in plan.inbox:
+            self.usage.add(write.address, len(write.data))
+        return replies.MESSAGE_ACCEPTED
+
+    def _trace(
+        self, ctx: MessageContext, recipient: str, verdict: str, *, esmtp: bool,
+        return_path: str | None = None,
+    ) -> list[tuple[str, str]]:
+        helo = ctx.helo or "unknown"
+        received = (
+            f"from {helo} ([{ctx.peer_ip or 'unknown'}])\r\n"
+            f"\tby {self.settings.mx.hostname} (mailplane) with {'ESMTP' if esmtp else 'SMTP'}"
+            f" id {ctx.queue_id}\r\n"
+            f"\tfor <{recipient}>; {format_datetime(ctx.received_at.astimezone(self.settings.tz))}"
+        )
+        sender = ctx.envelope_sender if return_path is None else return_path
+        return [
+            ("Return-Path", f"<{sender}>"),
+            ("Delivered-To", recipient),
+            ("X-Mailplane-Verdict", verdict),
+            ("Received", received),
+        ]
+
+    def _plan_recipient(
+        self,
+        ctx: MessageContext,
+        address: str,
+        policy: AddressPolicy,
+        scan: _Scan,
+        plan: DeliveryPlan,
+        *,
+        esmtp: bool,
+    ) -> None:
+        decision = decide(ctx, policy, scan.results)
+        for hit in decision.hits:
+            metrics.FILTER_HITS.labels(LISTENER, hit).inc()
+        if decision.virus_report:
+            metrics.RECIPIENT_DECISIONS.labels(LISTENER, "virus_report").inc()
+            signature = scan.results.virus.signature if scan.results.virus else ""
+            report = build_virus_report(
+                self.settings, ctx=ctx, recipient=address, signature=signature,
+                infected_parts=scan.infected_parts, now=ctx.received_at,
+            )
+            trace = self._trace(ctx, address, decision.trace(), esmtp=esmtp, return_path="")
+            plan.inbox.append(InboxWrite(address, delivered_copy(report, trace=trace)))
+            return
+        metrics.RECIPIENT_DECISIONS.labels(LISTENER, decision.disposition).inc()
+        data = delivered_copy(
+            ctx.raw,
+            trace=self._trace(ctx, address, decision.trace(), esmtp=esmtp),
+            tag_subject=decision.tag_subject,
+        )
+        if decision.disposition == "quarantine":
+            plan.quarantine.append(
+                QuarantineWrite(
+                    address=address,
+                    data=data,
+                    sender=ctx.envelope_sender,
+                    header_from=", ".join(ctx.header_from_addresses),
+                    subject=ctx.subject or "",
+                    reason=decision.quarantine_reason or "spam",
+                )
+            )
+        else:
+            plan.inbox.append(InboxWrite(address, data))
+
+    # --- engines (I/O, before the pipeline) ----------------------------------------------
+
+    async def _scan(self, ctx: MessageContext, policies: list[AddressPolicy]) -> _Scan:
+        virus: VirusScanResult | None = None
+        virus_unavailable = False
+        infected_parts: frozenset[int] = frozenset()
+        settings = self.settings
+        if self.virus_engine is not None and any(p.virus_check for p in policies):
+            try:
+                virus = await asyncio.wait_for(
+                    self.virus_engine.scan(ctx.raw), settings.virus.timeout_seconds
+                )
+                if virus.infected:
+                    infected_parts = await find_infected_parts(
+                        self.virus_engine, ctx.raw,
+                        per_part_seconds=settings.virus.timeout_seconds,
+                    )
+            except _SCAN_ERRORS as exc:
+                log.warning("virus scanner %s unavailable: %s", self.virus_engine.name, exc)
+                if virus is not None and virus.infected:
+                    infected_parts = frozenset()  # remove every leaf part instead
+                elif settings.virus.on_error == "tempfail":
+                    raise _TempFail(replies.SCANNER_UNAVAILABLE) from None
+                else:
+                    virus_unavailable = True
+        spam: SpamScanResult | None = None
+        spam_unavailable = False
+        if self.spam_engine is not None and any(p.spam_judge for p in policies):
+            try:
+                spam = await asyncio.wait_for(
+                    self.spam_engine.check(ctx.raw, client_ip=ctx.peer_ip, helo=ctx.helo),
+                    settings.spam.timeout_seconds,
+                )
+            except _SCAN_ERRORS as exc:
+                log.warning("spam engine %s unavailable: %s", self.spam_engine.name, exc)
+                if settings.spam.on_error == "tempfail":
+                    raise _TempFail(replies.SCANNER_UNAVAILABLE) from None
+                spam_unavailable = True
+        return _Scan(
+            ScanResults(
+                virus=virus,
+                virus_unavailable=virus_unavailable,
+                spam=spam,
+                spam_unavailable=spam_unavailable,
+            ),
+            infected_parts,
+        )
+
+
+# --- server ---------------------------------------------------------------------------
+
+
+class MxSMTP(SMTP):
+    """aiosmtpd's SMTP with its built-in size refusals spoken as our named reply.
+
+    aiosmtpd itself answers an oversize MAIL FROM SIZE= or DATA with its own 552 texts;
+    every reply mailplane sends comes from :mod:`mailplane.smtp.replies`.
+    """
+
+    _OWN_SIZE_REPLIES = ("552 Error: Too much mail data",
+                         "552 Error: message size exceeds fixed maximum message size")
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str) and status.startswith(self._OWN_SIZE_REPLIES):
+            await super().push(replies.MESSAGE_TOO_BIG.line)
+            return
+        await super().push(status)
+
+
+class MxServer:
+    """A running MX listener on the current event loop."""
+
+    def __init__(self, server: asyncio.Server, handler: MxHandler,
+                 protocols: weakref.WeakSet[SMTP]) -> None:
+        self._server = server
+        self.handler = handler
+        self._protocols = protocols
+
+    @property
+    def port(self) -> int:
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def aclose(self) -> None:
+        self._server.close()
+        for protocol in list(self._protocols):
+            transport: Any = protocol.transport
+            if transport is not None:
+                transport.close()
+        await self._server.wait_closed()
+
+
+async def start_mx(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    policy_cache: PolicyCache,
+    clock: Clock,
+    *,
+    virus_engine: VirusEngine | None,
+    spam_engine: SpamEngine | None,
+) -> MxServer:
+    """Listen on ``settings.mx.host:port`` (port 0 = any free port) inside the running loop
+    (so it shares the loop with the API), with aiosmtpd's SMTP as the protocol."""
+    loop = asyncio.get_running_loop()
+    handler = MxHandler(
+        settings, session_factory, policy_cache, clock,
+        virus_engine=virus_engine, spam_engine=spam_engine,
+    )
+    protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
+
+    def factory() -> SMTP:
+        protocol = MxSMTP(
+            handler,
+            data_size_limit=settings.mx.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=settings.mx.hostname,
+            ident="mailplane",
+            loop=loop,
+        )
+        protocols.add(protocol)
+        return protocol
+
+    server = await loop.create_server(
+        factory, host=settings.mx.host, port=settings.mx.port,
+        reuse_port=settings.mx.workers > 1,
+    )
+    log.info("MX listening on %s:%d", settings.mx.host,
+             server.sockets[0].getsockname()[1])
+    return MxServer(server, handler, protocols)

@@ -1,0 +1,45 @@
+"""Every SMTP reply mailplane sends, as named constants of one typed reply.
+
+A reply carries the basic code (RFC 5321 §4.2), the enhanced status code (RFC 3463) and a
+text that tells the sending side what happened — never a traceback or a secret.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class SmtpReply(NamedTuple):
+    code: int
+    status: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+    @property
+    def line(self) -> str:
+        """The reply as aiosmtpd expects a handler to return it."""
+        return str(self)
+
+
+# Success.
+RCPT_OK = SmtpReply(250, "2.1.5", "Recipient ok")
+MESSAGE_ACCEPTED = SmtpReply(250, "2.0.0", "Message accepted for delivery")
+
+# RCPT (SPEC §1, §8; RFC 5321 §3.6.2: never an open relay).
+UNKNOWN_RECIPIENT = SmtpReply(550, "5.1.1", "No such mailbox here")
+RELAY_DENIED = SmtpReply(554, "5.7.1", "Relay access denied: this domain is not hosted here")
+TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients in one transaction")
+MAILBOX_FULL = SmtpReply(452, "4.2.2", "Mailbox full, try again later")
+
+# DATA.
+BARE_LINE_ENDING = SmtpReply(
+    550, "5.6.0", "Bare CR or LF in message data is refused (RFC 5321 §2.3.8)"
+)
+MESSAGE_TOO_BIG = SmtpReply(552, "5.3.4", "Message exceeds the size limit")
+NO_VALID_RECIPIENTS = SmtpReply(554, "5.5.1", "No valid recipients")
+TEMPORARY_FAILURE = SmtpReply(451, "4.3.0", "Temporary local problem, try again later")
+SCANNER_UNAVAILABLE = SmtpReply(
+    451, "4.3.0", "Content scanner temporarily unavailable, try again later"
+)

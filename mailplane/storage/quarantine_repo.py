@@ -1,0 +1,87 @@
+"""All SQL for ``quarantine_items`` (the index of the per-address quarantine store, SPEC §4).
+
+Keyword-only functions on a caller's Session; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from mailplane.storage.models import Address, QuarantineItem
+
+
+def add_items(session: Session, *, items: Iterable[QuarantineItem]) -> None:
+    session.add_all(list(items))
+
+
+def list_for_address(session: Session, *, address: str) -> list[QuarantineItem]:
+    """Newest first (the order the portal shows)."""
+    return list(
+        session.scalars(
+            select(QuarantineItem)
+            .where(QuarantineItem.address == address)
+            .order_by(QuarantineItem.received_at.desc(), QuarantineItem.id.desc())
+        )
+    )
+
+
+def get_item(session: Session, *, address: str, item_id: str) -> QuarantineItem | None:
+    return session.scalar(
+        select(QuarantineItem).where(
+            QuarantineItem.id == item_id, QuarantineItem.address == address
+        )
+    )
+
+
+def delete_items(session: Session, *, item_ids: Iterable[str]) -> int:
+    ids = list(item_ids)
+    if not ids:
+        return 0
+    result = session.execute(delete(QuarantineItem).where(QuarantineItem.id.in_(ids)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def list_received_before(session: Session, *, cutoff: datetime) -> list[QuarantineItem]:
+    return list(
+        session.scalars(select(QuarantineItem).where(QuarantineItem.received_at < cutoff))
+    )
+
+
+def list_unnotified(session: Session, *, address: str) -> list[QuarantineItem]:
+    """Items quarantined since the last digest, oldest first."""
+    return list(
+        session.scalars(
+            select(QuarantineItem)
+            .where(QuarantineItem.address == address, QuarantineItem.notified.is_(False))
+            .order_by(QuarantineItem.received_at, QuarantineItem.id)
+        )
+    )
+
+
+def mark_notified(session: Session, *, item_ids: Iterable[str]) -> None:
+    ids = list(item_ids)
+    if ids:
+        session.execute(
+            update(QuarantineItem).where(QuarantineItem.id.in_(ids)).values(notified=True)
+        )
+
+
+def delete_for_address(session: Session, *, address: str) -> None:
+    session.execute(delete(QuarantineItem).where(QuarantineItem.address == address))
+
+
+def addresses_with_unnotified_and_notify_on(session: Session) -> list[str]:
+    """Addresses whose owner wants digests (spam_notify ON) and has new items."""
+    return list(
+        session.scalars(
+            select(QuarantineItem.address)
+            .join(Address, Address.address == QuarantineItem.address)
+            .where(QuarantineItem.notified.is_(False), Address.spam_notify.is_(True))
+            .distinct()
+            .order_by(QuarantineItem.address)
+        )
+    )
