@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("MAILPLANE_LOG_LEVEL", settings.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         result: int = args.func(settings, args)
     except ConfigError as exc:

@@ -1,7 +1,8 @@
 """Starting the mail services of a node (MX, submission, POP3, outbound worker).
 
 Kept apart from :mod:`mailplane.serve` so each service's start-up lives next to the
-others and ``serve`` stays a small orchestrator.
+others and ``serve`` stays a small orchestrator.  Every started service hands back an
+async closer; closers run in reverse start order on shutdown.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.clock import Clock
+from mailplane.clock import Clock, SystemClock
 from mailplane.policy import PolicyCache
 from mailplane.settings import Settings
+from mailplane.storage.db import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,35 @@ async def start_mail_services(
 ) -> list[Closer]:
     """Start the requested mail services; return their closers in start order."""
     closers: list[Closer] = []
+    if "mx" in roles and settings.mx.enabled:
+        from mailplane.delivery.periodic import start_background_jobs
+        from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
+        from mailplane.smtp.mx import start_mx
+
+        virus_engine = build_virus_engine(settings.virus)
+        spam_engine = build_spam_engine(settings.spam)
+
+        async def _close_engines() -> None:
+            await virus_engine.aclose()
+            await spam_engine.aclose()
+
+        closers.append(_close_engines)
+        mx = await start_mx(settings, session_factory, policy, clock,
+                            virus_engine=virus_engine, spam_engine=spam_engine)
+        closers.append(mx.aclose)
+        jobs = start_background_jobs(settings, session_factory, clock)
+        closers.append(jobs.aclose)
     return closers
 
 
 def purge_once(settings: Settings) -> None:
-    log.info("nothing to purge yet")
+    """``mailplane purge``: delete expired quarantine and inbox mail now (SPEC §4, §8)."""
+    from mailplane.delivery.retention import purge
+
+    engine = make_engine(settings.database_url)
+    try:
+        result = purge(settings, make_session_factory(engine), SystemClock())
+    finally:
+        engine.dispose()
+    print(f"purged {result.quarantine_deleted} quarantined and "
+          f"{result.inbox_deleted} inbox messages")

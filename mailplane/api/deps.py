@@ -47,7 +47,13 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_session_factory(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 HashingDep = Annotated[PasswordHashing, Depends(get_hashing)]
 SessionDep = Annotated[Session, Depends(get_session)]

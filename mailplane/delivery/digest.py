@@ -14,9 +14,10 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
-from mailplane.delivery.maildir import discard, mailbox_dir, publish, write_tmp
+from mailplane.delivery.maildir import discard, publish, write_tmp
 from mailplane.delivery.notice import build_notice, local_time, render_fragment, render_template
 from mailplane.delivery.rewrite import delivered_copy
+from mailplane.mailbox_paths import mailbox_dir
 from mailplane.settings import Settings
 from mailplane.storage import quarantine_repo
 from mailplane.storage.models import QuarantineItem

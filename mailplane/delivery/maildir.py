@@ -23,15 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mailplane.mailbox_paths import mailbox_dir
+
 _COUNTER = itertools.count()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
-
-
-def mailbox_dir(root: Path, address: str) -> Path:
-    local_part, _, domain = address.lower().rpartition("@")
-    if not local_part or not domain or "/" in address or address.startswith("."):
-        raise ValueError("not a deliverable address")
-    return root / domain / local_part
 
 
 def ensure_maildir(path: Path) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
-from mailplane.delivery.maildir import deliver, fsync_dir, mailbox_dir
+from mailplane.delivery.maildir import deliver, fsync_dir
+from mailplane.mailbox_paths import mailbox_dir
 from mailplane.settings import Settings
 from mailplane.storage import quarantine_repo
 from mailplane.storage.models import QuarantineItem

@@ -19,11 +19,11 @@ from mailplane.delivery.maildir import (
     PendingFile,
     discard,
     fsync_dir,
-    mailbox_dir,
     publish,
     write_tmp,
 )
 from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
+from mailplane.mailbox_paths import mailbox_dir
 from mailplane.settings import Settings
 from mailplane.storage import quarantine_repo
 from mailplane.storage.models import QuarantineItem

@@ -18,9 +18,9 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import FrozenClock
-from mailplane.delivery.maildir import mailbox_dir
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
+from mailplane.mailbox_paths import mailbox_dir
 from mailplane.policy import PolicyCache
 from mailplane.settings import Settings
 from mailplane.smtp.mx import MxServer, start_mx

@@ -1,8 +1,107 @@
-"""Quarantine list/show/release/delete (SPEC §4, §11)."""
+"""Quarantine list/show/release/delete (SPEC §4, §11).
+
+Release delivers to the inbox without filtering again; items are scoped to the address in
+the path, so another address's item id is a 404.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from mailplane.api.changes import record_change
+from mailplane.api.deps import (
+    AddressScopeDep,
+    ClockDep,
+    SessionDep,
+    SessionFactoryDep,
+    SettingsDep,
+)
+from mailplane.api.errors import not_found
+from mailplane.api.schemas.quarantine import (
+    QuarantineDetailOut,
+    QuarantineHeader,
+    QuarantineItemOut,
+    QuarantineList,
+)
+from mailplane.delivery import quarantine
+from mailplane.settings import Settings
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses/{address}/quarantine",
                    tags=["quarantine"])
+
+
+def _item_out(entry: quarantine.QuarantineEntry, settings: Settings) -> QuarantineItemOut:
+    return QuarantineItemOut(
+        id=entry.id,
+        received_at=entry.received_at,
+        sender=entry.sender,
+        header_from=entry.header_from,
+        subject=entry.subject,
+        reason=entry.reason,
+        size=entry.size,
+        expires_at=entry.received_at + timedelta(days=settings.retention.quarantine_days),
+    )
+
+
+@router.get("", response_model=QuarantineList)
+def list_items(scope: AddressScopeDep, factory: SessionFactoryDep,
+               settings: SettingsDep) -> QuarantineList:
+    entries = quarantine.list_quarantine(factory, address=scope.address.address)
+    return QuarantineList(address=scope.address.address,
+                          items=[_item_out(e, settings) for e in entries])
+
+
+@router.get("/{item_id}", response_model=QuarantineDetailOut,
+            responses={200: {"content": {"message/rfc822": {}}}})
+def show_item(
+    item_id: str,
+    scope: AddressScopeDep,
+    factory: SessionFactoryDep,
+    settings: SettingsDep,
+    raw: Annotated[bool, Query(description="return the message itself")] = False,
+) -> QuarantineDetailOut | Response:
+    detail = quarantine.show_quarantine(factory, address=scope.address.address,
+                                        item_id=item_id)
+    if detail is None:
+        raise not_found("quarantined message not found")
+    if raw:
+        return Response(detail.raw, media_type="message/rfc822")
+    base = _item_out(detail.entry, settings)
+    return QuarantineDetailOut(
+        **base.model_dump(),
+        headers=[QuarantineHeader(name=n, value=v) for n, v in detail.headers],
+        body_preview=detail.body_preview,
+    )
+
+
+@router.post("/{item_id}/release", status_code=204)
+def release_item(item_id: str, scope: AddressScopeDep, session: SessionDep,
+                 factory: SessionFactoryDep, settings: SettingsDep,
+                 clock: ClockDep) -> Response:
+    if not quarantine.release_quarantine(settings, factory,
+                                         address=scope.address.address, item_id=item_id,
+                                         clock=clock):
+        raise not_found("quarantined message not found")
+    _audit(session, scope, "quarantine.release", item_id, clock)
+    return Response(status_code=204)
+
+
+@router.delete("/{item_id}", status_code=204)
+def delete_item(item_id: str, scope: AddressScopeDep, session: SessionDep,
+                factory: SessionFactoryDep, clock: ClockDep) -> Response:
+    if not quarantine.delete_quarantine(factory, address=scope.address.address,
+                                        item_id=item_id):
+        raise not_found("quarantined message not found")
+    _audit(session, scope, "quarantine.delete", item_id, clock)
+    return Response(status_code=204)
+
+
+def _audit(session: SessionDep, scope: AddressScopeDep, action: str, item_id: str,
+           clock: ClockDep) -> None:
+    record_change(session, principal=scope.principal, action=action, now=clock.now(),
+                  contract_id=scope.contract.id, address=scope.address.address,
+                  detail={"item": item_id}, affects_policy=False)
+    session.commit()

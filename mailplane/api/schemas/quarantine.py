@@ -1,0 +1,33 @@
+"""Quarantine schemas (SPEC §4, §11)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class QuarantineItemOut(BaseModel):
+    id: str
+    received_at: datetime
+    sender: str
+    header_from: str
+    subject: str
+    reason: str
+    size: int
+    expires_at: datetime
+
+
+class QuarantineList(BaseModel):
+    address: str
+    items: list[QuarantineItemOut]
+
+
+class QuarantineHeader(BaseModel):
+    name: str
+    value: str
+
+
+class QuarantineDetailOut(QuarantineItemOut):
+    headers: list[QuarantineHeader]
+    body_preview: str

@@ -1,0 +1,93 @@
+"""The node end to end: API and MX in one ``mailplane serve`` process."""
+
+from __future__ import annotations
+
+import signal
+import smtplib
+import time
+from email.message import EmailMessage
+
+from sqlalchemy import update
+
+from mailplane.storage import policy_repo
+from mailplane.storage.db import make_engine, make_session_factory
+from mailplane.storage.models import Address
+from tests.e2e.conftest import NodeFactory
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def _spam(to: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "spammer@spam.example.com"
+    message["To"] = to
+    message["Subject"] = "cheap watches"
+    message["Message-ID"] = "<spam-1@spam.example.com>"
+    message.set_content(f"buy now\n{GTUBE}\n")
+    return message
+
+
+def _wait_for(predicate, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_quarantined_mail_is_listed_shown_and_released_through_the_api(
+    node_factory: NodeFactory,
+) -> None:
+    node = node_factory()
+    node.start()
+    api = node.api()
+    assert api.post("/v1/contracts", json={"customer_number": "C1",
+                                           "contact_email": "c1@contact.example.jp"}
+                    ).status_code == 201
+    created = api.post("/v1/contracts/C1/addresses",
+                       json={"local_part": "taro", "subdomain": "e06", "accept_terms": True})
+    assert created.status_code == 201
+    address = "taro@e06.example.net"
+    # Spam judge + quarantine ON (set in the database: the settings API has its own tests).
+    engine = make_engine(node.env["MAILPLANE_DATABASE_URL"])
+    with make_session_factory(engine)() as session:
+        session.execute(update(Address).where(Address.address == address)
+                        .values(spam_judge=True, spam_quarantine=True))
+        policy_repo.bump_revision(session)
+        session.commit()
+    engine.dispose()
+
+    def delivered() -> bool:
+        try:
+            with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as smtp:
+                smtp.send_message(_spam(address), from_addr="spammer@spam.example.com",
+                                  to_addrs=[address])
+            return True
+        except smtplib.SMTPRecipientsRefused:
+            return False  # the policy cache has not seen the new address yet
+
+    assert _wait_for(delivered)
+    base = f"/v1/contracts/C1/addresses/{address}/quarantine"
+    assert _wait_for(lambda: len(api.get(base).json()["items"]) == 1)
+    item = api.get(base).json()["items"][0]
+    assert item["reason"] == "spam" and item["sender"] == "spammer@spam.example.com"
+    detail = api.get(f"{base}/{item['id']}").json()
+    assert any(h["name"] == "Subject" and h["value"].startswith("[spam] ")
+               for h in detail["headers"])
+    raw = api.get(f"{base}/{item['id']}", params={"raw": "true"})
+    assert raw.headers["content-type"].startswith("message/rfc822")
+    assert GTUBE.encode() in raw.content
+
+    inbox = node.state_dir / "mail" / "e06.example.net" / "taro" / "new"
+    assert not inbox.exists() or not list(inbox.iterdir())
+    assert api.post(f"{base}/{item['id']}/release").status_code == 204
+    assert len(list(inbox.iterdir())) == 1
+    assert api.get(base).json()["items"] == []
+    assert api.post(f"{base}/{item['id']}/release").status_code == 404
+    audit = api.get("/v1/contracts/C1/audit").json()["entries"]
+    assert any(e["action"] == "quarantine.release" for e in audit)
+
+    metrics = api.get("/metrics").text
+    assert "mailplane_messages_total" in metrics
+    assert node.stop(signal.SIGTERM) == 0
