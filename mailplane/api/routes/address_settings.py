@@ -1,0 +1,398 @@
+"""Per-address mail settings (SPEC §3-§8, §11): one GET and one whole-replacing PUT each.
+
+Who may call what (SPEC §10, 004 function table): a contract-level key changes everything; a
+mailbox-scoped customer key changes only its own forwarding and auto-reply (403 elsewhere).
+Every PUT is audited and bumps the policy revision in the same transaction
+(:func:`record_change`), and answers with the values as stored — normalised and
+deduplicated — so the portal shows exactly what the MX will apply.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+from mailplane.api.changes import record_change
+from mailplane.api.deps import (
+    AddressAdminDep,
+    AddressScope,
+    AddressScopeDep,
+    ClockDep,
+    OperatorDep,
+    SessionDep,
+    SettingsDep,
+)
+from mailplane.api.errors import ApiError, invalid
+from mailplane.api.schemas.addresses import OverseasSummary
+from mailplane.api.schemas.settings import (
+    AllowList,
+    AutoReplySettings,
+    DenyConditions,
+    DenyList,
+    Forwarding,
+    ForwardingUpdate,
+    OverseasUpdate,
+    QuotaOut,
+    QuotaUpdate,
+    SpamSettings,
+    VirusCheck,
+)
+from mailplane.api.views import overseas_summary
+from mailplane.clock import as_utc
+from mailplane.list_rules import (
+    ListEntryError,
+    ListSizeError,
+    clean_address_list,
+    clean_mailbox_list,
+    clean_subject_list,
+)
+from mailplane.mail_address import email_rule_violation
+from mailplane.settings import Settings
+from mailplane.storage import settings_repo
+from mailplane.storage.models import Address
+from mailplane.storage.settings_repo import ALLOW_ADDRESS, DENY_ADDRESS, DENY_SUBJECT
+
+router = APIRouter(prefix="/v1/contracts/{cn}/addresses/{address}", tags=["settings"])
+
+MAX_FORWARD_DESTINATIONS = 3  # SPEC §5, L4400
+AUTO_REPLY_MAX_MESSAGE = 2000  # the manual sets none; a reply is a short note, not a letter
+
+
+def _save(
+    session: SessionDep,
+    scope: AddressScope,
+    clock: ClockDep,
+    action: str,
+    detail: dict[str, object],
+) -> None:
+    record_change(
+        session,
+        principal=scope.principal,
+        action=action,
+        now=clock.now(),
+        contract_id=scope.contract.id,
+        address=scope.address.address,
+        detail=detail,
+    )
+    session.commit()
+
+
+def _list_field(field: str, exc: ListEntryError | ListSizeError) -> ApiError:
+    if isinstance(exc, ListEntryError):
+        return invalid(f"{field}[{exc.index}]", str(exc))
+    return invalid(field, str(exc))
+
+
+# --- virus check (SPEC §3) --------------------------------------------------------------
+
+
+@router.get("/virus-check", response_model=VirusCheck)
+def get_virus_check(scope: AddressAdminDep) -> VirusCheck:
+    return VirusCheck(enabled=scope.address.virus_check)
+
+
+@router.put("/virus-check", response_model=VirusCheck)
+def put_virus_check(
+    body: VirusCheck, scope: AddressAdminDep, session: SessionDep, clock: ClockDep
+) -> VirusCheck:
+    settings_repo.set_virus_check(session, address=scope.address, enabled=body.enabled)
+    _save(session, scope, clock, "settings.virus_check", {"enabled": body.enabled})
+    return VirusCheck(enabled=scope.address.virus_check)
+
+
+# --- spam check (SPEC §4, L4175-4197) ---------------------------------------------------
+
+
+def _spam_of(row: Address) -> SpamSettings:
+    return SpamSettings(judge=row.spam_judge, quarantine=row.spam_quarantine,
+                        notify=row.spam_notify)
+
+
+@router.get("/spam", response_model=SpamSettings)
+def get_spam(scope: AddressAdminDep) -> SpamSettings:
+    return _spam_of(scope.address)
+
+
+@router.put("/spam", response_model=SpamSettings)
+def put_spam(
+    body: SpamSettings, scope: AddressAdminDep, session: SessionDep, clock: ClockDep
+) -> SpamSettings:
+    """Quarantine and notify act on the judge's verdict, so they need judge ON; to turn
+    judge OFF the caller sends all three OFF (the portal's form does that for the user)."""
+    if not body.judge:
+        for name in ("quarantine", "notify"):
+            if getattr(body, name):
+                raise invalid(name, "can be ON only while judge is ON")
+    settings_repo.set_spam(session, address=scope.address, judge=body.judge,
+                           quarantine=body.quarantine, notify=body.notify)
+    _save(session, scope, clock, "settings.spam", body.model_dump())
+    return _spam_of(scope.address)
+
+
+# --- deny list and allow list (SPEC §4, L4233-4392) ------------------------------------
+
+
+def _deny_list_of(session: SessionDep, row: Address) -> DenyList:
+    return DenyList(
+        addresses=settings_repo.list_values(session, address_id=row.id, kind=DENY_ADDRESS),
+        subjects=settings_repo.list_values(session, address_id=row.id, kind=DENY_SUBJECT),
+        conditions=DenyConditions(
+            no_from=row.deny_no_from,
+            angle_from=row.deny_angle_from,
+            blank_from=row.deny_blank_from,
+            no_subject=row.deny_no_subject,
+            blank_subject=row.deny_blank_subject,
+        ),
+    )
+
+
+def _clean_addresses(field: str, raw: list[str], settings: Settings) -> list[str]:
+    try:
+        return clean_address_list(raw, max_entries=settings.addresses.max_list_entries,
+                                  max_length=settings.addresses.max_entry_length)
+    except (ListEntryError, ListSizeError) as exc:
+        raise _list_field(field, exc) from None
+
+
+@router.get("/deny-list", response_model=DenyList)
+def get_deny_list(scope: AddressAdminDep, session: SessionDep) -> DenyList:
+    return _deny_list_of(session, scope.address)
+
+
+@router.put("/deny-list", response_model=DenyList)
+def put_deny_list(
+    body: DenyList,
+    scope: AddressAdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> DenyList:
+    """Replace the whole deny list; entry rules and normalisation: :mod:`mailplane.list_rules`."""
+    addresses = _clean_addresses("addresses", body.addresses, settings)
+    try:
+        subjects = clean_subject_list(body.subjects,
+                                      max_entries=settings.addresses.max_list_entries,
+                                      max_length=settings.addresses.max_entry_length)
+    except (ListEntryError, ListSizeError) as exc:
+        raise _list_field("subjects", exc) from None
+    row = scope.address
+    settings_repo.replace_list(session, address_id=row.id, kind=DENY_ADDRESS, values=addresses)
+    settings_repo.replace_list(session, address_id=row.id, kind=DENY_SUBJECT, values=subjects)
+    conditions = body.conditions.model_dump()
+    settings_repo.set_deny_conditions(session, address=row, **conditions)
+    _save(session, scope, clock, "settings.deny_list",
+          {"addresses": len(addresses), "subjects": len(subjects), "conditions": conditions})
+    return _deny_list_of(session, row)
+
+
+@router.get("/allow-list", response_model=AllowList)
+def get_allow_list(scope: AddressAdminDep, session: SessionDep) -> AllowList:
+    return AllowList(addresses=settings_repo.list_values(
+        session, address_id=scope.address.id, kind=ALLOW_ADDRESS))
+
+
+@router.put("/allow-list", response_model=AllowList)
+def put_allow_list(
+    body: AllowList,
+    scope: AddressAdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> AllowList:
+    """Replace the whole allow list (same address rules as the deny list)."""
+    addresses = _clean_addresses("addresses", body.addresses, settings)
+    settings_repo.replace_list(session, address_id=scope.address.id, kind=ALLOW_ADDRESS,
+                               values=addresses)
+    _save(session, scope, clock, "settings.allow_list", {"addresses": len(addresses)})
+    return AllowList(addresses=settings_repo.list_values(
+        session, address_id=scope.address.id, kind=ALLOW_ADDRESS))
+
+
+# --- forwarding (SPEC §5, L4396-4523) ---------------------------------------------------
+
+
+def _normalise_destination(raw: str) -> str:
+    """Surrounding spaces removed and the domain lower-cased; the local part is kept as
+    typed (RFC 5321 §2.4) but compared case-insensitively below."""
+    local, at, domain = raw.strip().rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else raw.strip()
+
+
+def _clean_destinations(raw: list[str], own_address: str) -> list[str]:
+    if len(raw) > MAX_FORWARD_DESTINATIONS:
+        raise invalid("destinations",
+                      f"at most {MAX_FORWARD_DESTINATIONS} forwarding destinations")
+    cleaned: list[str] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        destination = _normalise_destination(item)
+        if not destination:
+            continue  # a blank field of the form: fewer destinations, or forwarding OFF
+        field = f"destinations[{index}]"
+        problem = email_rule_violation(destination)
+        if problem:
+            raise invalid(field, problem)
+        folded = destination.lower()
+        if folded == own_address.lower():
+            raise invalid(field, "cannot forward to the address itself")
+        if folded in seen:
+            raise invalid(field, f"{destination} is entered twice")
+        seen.add(folded)
+        cleaned.append(destination)
+    return cleaned
+
+
+def _forwarding_of(session: SessionDep, row: Address) -> Forwarding:
+    destinations = settings_repo.forward_destinations(session, address_id=row.id)
+    return Forwarding(enabled=bool(destinations), destinations=destinations,
+                      keep_copy=row.forward_keep_copy)
+
+
+@router.get("/forwarding", response_model=Forwarding)
+def get_forwarding(scope: AddressScopeDep, session: SessionDep) -> Forwarding:
+    return _forwarding_of(session, scope.address)
+
+
+@router.put("/forwarding", response_model=Forwarding)
+def put_forwarding(
+    body: ForwardingUpdate, scope: AddressScopeDep, session: SessionDep, clock: ClockDep
+) -> Forwarding:
+    """Up to 3 destinations, none of them the address itself or repeated (L4409); all
+    blank = forwarding OFF.  A mailbox key may change its own forwarding (004)."""
+    destinations = _clean_destinations(body.destinations, scope.address.address)
+    settings_repo.replace_forwarding(session, address=scope.address,
+                                     destinations=destinations, keep_copy=body.keep_copy)
+    _save(session, scope, clock, "settings.forwarding",
+          {"enabled": bool(destinations), "destinations": destinations,
+           "keep_copy": body.keep_copy})
+    return _forwarding_of(session, scope.address)
+
+
+# --- auto-reply (SPEC §6, L4525-4637) ---------------------------------------------------
+
+
+def _clean_message(field: str, text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if len(text) > AUTO_REPLY_MAX_MESSAGE:
+        raise invalid(field, f"must be at most {AUTO_REPLY_MAX_MESSAGE} characters")
+    if any(ch not in "\n\t" and (ord(ch) < 32 or ord(ch) == 127) for ch in text):
+        raise invalid(field, "cannot contain control characters")
+    return text if text.strip() else ""
+
+
+def _auto_reply_of(session: SessionDep, row: Address) -> AutoReplySettings:
+    reply = settings_repo.auto_reply(session, address_id=row.id)
+    if reply is None:
+        return AutoReplySettings()
+    return AutoReplySettings(enabled=reply.enabled, special_senders=list(reply.special_senders),
+                             special_message=reply.special_message,
+                             default_message=reply.default_message)
+
+
+@router.get("/auto-reply", response_model=AutoReplySettings)
+def get_auto_reply(scope: AddressScopeDep, session: SessionDep) -> AutoReplySettings:
+    return _auto_reply_of(session, scope.address)
+
+
+@router.put("/auto-reply", response_model=AutoReplySettings)
+def put_auto_reply(
+    body: AutoReplySettings,
+    scope: AddressScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> AutoReplySettings:
+    """Special senders are complete addresses (NFKC, lower case, duplicates dropped).
+
+    While enabled, a reply must be possible: special senders need the special message, and
+    with neither message there would never be a reply, so both cases are refused (the
+    manual's form always carries a message, L4598-4625).  While disabled the texts are kept
+    as a draft.  An empty default message means "no reply to others" (SPEC §6).
+    """
+    try:
+        senders = clean_mailbox_list(body.special_senders,
+                                     max_entries=settings.addresses.max_list_entries,
+                                     max_length=settings.addresses.max_entry_length)
+    except (ListEntryError, ListSizeError) as exc:
+        raise _list_field("special_senders", exc) from None
+    special = _clean_message("special_message", body.special_message)
+    default = _clean_message("default_message", body.default_message)
+    if body.enabled:
+        if senders and not special:
+            raise invalid("special_message", "enter the reply for the special senders")
+        if not special and not default:
+            raise invalid("default_message", "enter a reply message to turn auto-reply on")
+    settings_repo.set_auto_reply(session, address_id=scope.address.id, enabled=body.enabled,
+                                 special_senders=senders, special_message=special,
+                                 default_message=default)
+    _save(session, scope, clock, "settings.auto_reply",
+          {"enabled": body.enabled, "special_senders": len(senders),
+           "special_message": bool(special), "default_message": bool(default)})
+    return _auto_reply_of(session, scope.address)
+
+
+# --- overseas send window (SPEC §7, L4639-4677) -----------------------------------------
+
+
+@router.get("/overseas", response_model=OverseasSummary)
+def get_overseas(
+    scope: AddressAdminDep, settings: SettingsDep, clock: ClockDep
+) -> OverseasSummary:
+    return overseas_summary(scope.address.overseas_expires_at, clock.now(), settings.tz)
+
+
+@router.put("/overseas", response_model=OverseasSummary)
+def put_overseas(
+    body: OverseasUpdate,
+    scope: AddressAdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> OverseasSummary:
+    """``enabled: true`` opens the window until now + ``window_days`` (7); ``false`` closes it.
+
+    The portal's "click while ON turns it OFF" is a toggle on its side; this call is
+    declarative, so ``enabled: true`` while the window is still open is a no-op that keeps
+    the running week (a retried request must not silently move the end date) and writes
+    nothing.  To restart the week, turn it OFF and ON again — ON after OFF (or after the
+    window ran out by itself) always starts a fresh week from that moment.
+    """
+    now = clock.now()
+    row = scope.address
+    current = overseas_summary(row.overseas_expires_at, now, settings.tz)
+    if body.enabled and current.enabled:
+        return current
+    expires_at = now + timedelta(days=settings.overseas.window_days) if body.enabled else None
+    settings_repo.set_overseas_expiry(session, address=row, expires_at=expires_at)
+    _save(session, scope, clock, "settings.overseas",
+          {"enabled": body.enabled,
+           "expires_at": as_utc(expires_at).isoformat() if expires_at else None})
+    return overseas_summary(expires_at, now, settings.tz)
+
+
+# --- mailbox quota (SPEC §8) ------------------------------------------------------------
+
+
+@router.get("/quota", response_model=QuotaOut)
+def get_quota(scope: AddressScopeDep, settings: SettingsDep) -> QuotaOut:
+    return QuotaOut(quota_bytes=scope.address.quota_bytes,
+                    max_quota_bytes=settings.addresses.max_quota_bytes)
+
+
+@router.put("/quota", response_model=QuotaOut)
+def put_quota(
+    body: QuotaUpdate,
+    _operator: OperatorDep,
+    scope: AddressScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> QuotaOut:
+    """Operators raise (or lower) a mailbox's quota, up to the configured maximum (004 L474)."""
+    limit = settings.addresses.max_quota_bytes
+    if not 1024**2 <= body.quota_bytes <= limit:
+        raise invalid("quota_bytes", f"must be between 1 MB and {limit} bytes")
+    settings_repo.set_quota(session, address=scope.address, quota_bytes=body.quota_bytes)
+    _save(session, scope, clock, "settings.quota", {"quota_bytes": body.quota_bytes})
+    return QuotaOut(quota_bytes=scope.address.quota_bytes, max_quota_bytes=limit)
