@@ -1,0 +1,170 @@
+"""The one credential check for POP3 and SMTP submission (SPEC §1: the same POP account and
+POP password log in to both).
+
+The username is the POP account (``m1234567``) or the full address (case-insensitive).  The
+hash is read from the database at each login — in a thread, like the argon2 verification —
+so a password change or a suspension takes effect at once on every node.
+
+Unknown users cost the same as known ones: the password is verified against a dummy hash and
+the same failure is returned, so neither the reply nor its timing tells whether an account
+exists.  A suspended address (or one under a suspended contract, 003 Art.20(3)) is refused
+only after the right password, which reveals nothing to someone who does not know it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.auth.login_guard import LoginGuard
+from mailplane.passwords import PasswordHashing
+from mailplane.storage.models import Address, Contract
+
+log = logging.getLogger(__name__)
+
+#: Longest username worth a database lookup (an address is at most 320 octets).
+MAX_USERNAME_LENGTH = 320
+
+
+class AuthOutcome(Enum):
+    OK = "ok"
+    #: Wrong password or unknown user — deliberately one outcome.
+    BAD_CREDENTIALS = "bad_credentials"
+    #: Right password, but the address or its contract is suspended.
+    SUSPENDED = "suspended"
+    #: Too many failures for this IP or account; try again after ``locked_until``.
+    LOCKED = "locked"
+    #: The credential store could not be read; the client should retry later.
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    outcome: AuthOutcome
+    address: str | None = None
+    address_id: int | None = None
+    pop_account: str | None = None
+    locked_until: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is AuthOutcome.OK
+
+
+@dataclass(frozen=True, slots=True)
+class _Credential:
+    address_id: int
+    address: str
+    pop_account: str
+    password_hash: str
+    active: bool
+
+
+class Authenticator:
+    """Verifies a username/password pair under the login guard."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        hashing: PasswordHashing,
+        guard: LoginGuard,
+    ) -> None:
+        self._session_factory = session_factory
+        self._hashing = hashing
+        self._guard = guard
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
+
+    async def authenticate(
+        self, username: str, password: str, *, peer_ip: str, listener: str
+    ) -> AuthResult:
+        """Check one login attempt; failures are delayed by the guard before returning."""
+        username = username.strip()
+        try:
+            credential = await asyncio.to_thread(self._lookup, username)
+        except SQLAlchemyError as exc:
+            log.error("%s login: credential store unavailable: %s", listener, type(exc).__name__)
+            return AuthResult(AuthOutcome.UNAVAILABLE)
+        # Unknown users are counted under the name they gave, known ones under their POP
+        # account whichever name they used: both lock the same way, so locking leaks nothing.
+        account = credential.pop_account if credential else username[:MAX_USERNAME_LENGTH]
+        try:
+            locked_until = await self._guard.locked_until(peer_ip=peer_ip, account=account)
+        except SQLAlchemyError as exc:
+            log.error("%s login: guard unavailable: %s", listener, type(exc).__name__)
+            return AuthResult(AuthOutcome.UNAVAILABLE)
+        if locked_until is not None:
+            log.info("%s login refused while locked: peer %s", listener, peer_ip)
+            return AuthResult(AuthOutcome.LOCKED, locked_until=locked_until)
+
+        hashed = credential.password_hash if credential else None
+        matches = await asyncio.to_thread(self._verify, hashed, password)
+        try:
+            if not matches or credential is None:
+                log.info("%s login failed: peer %s", listener, peer_ip)
+                await self._guard.record_failure(peer_ip=peer_ip, account=account)
+                return AuthResult(AuthOutcome.BAD_CREDENTIALS)
+            await self._guard.record_success(account=account)
+        except SQLAlchemyError as exc:
+            log.error("%s login: guard unavailable: %s", listener, type(exc).__name__)
+            return AuthResult(AuthOutcome.UNAVAILABLE)
+        outcome = AuthOutcome.OK if credential.active else AuthOutcome.SUSPENDED
+        log.info("%s login %s: %s from %s", listener, outcome.value, credential.pop_account,
+                 peer_ip)
+        return AuthResult(
+            outcome,
+            address=credential.address,
+            address_id=credential.address_id,
+            pop_account=credential.pop_account,
+        )
+
+    def _lookup(self, username: str) -> _Credential | None:
+        if not username or len(username) > MAX_USERNAME_LENGTH:
+            return None
+        name = username.lower()
+        column = Address.address if "@" in name else Address.pop_account
+        with self._session_factory() as session:
+            row = session.execute(
+                select(
+                    Address.id,
+                    Address.address,
+                    Address.pop_account,
+                    Address.password_hash,
+                    Address.status,
+                    Contract.status,
+                )
+                .join(Contract, Contract.id == Address.contract_id)
+                .where(column == name)
+            ).first()
+        if row is None:
+            return None
+        address_id, address, pop_account, password_hash, status, contract_status = row
+        return _Credential(
+            address_id=address_id,
+            address=address,
+            pop_account=pop_account,
+            password_hash=password_hash,
+            active=status == "active" and contract_status == "active",
+        )
+
+    def _verify(self, hashed: str | None, password: str) -> bool:
+        if hashed is None:
+            # Same work as a real check so the timing does not reveal unknown users.
+            self._hashing.verify(self._dummy(), password)
+            return False
+        return self._hashing.verify(hashed, password)
+
+    def _dummy(self) -> str:
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self._hashing.hash(secrets.token_urlsafe(16))
+            return self._dummy_hash

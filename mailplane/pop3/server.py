@@ -1,0 +1,118 @@
+"""POP3 listeners: plain with STLS on ``pop3.port``, implicit TLS on ``pop3.tls_port``
+(RFC 8314 §3.3 recommends implicit TLS; STLS stays for older clients, RFC 2595).
+
+Every session is a kept task, cancelled and awaited on :meth:`Pop3Server.close`, so no
+mailbox lock outlives the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.auth.credentials import Authenticator
+from mailplane.clock import Clock
+from mailplane.pop3.session import Pop3Session, SessionConfig
+from mailplane.settings import Settings
+from mailplane.tls import server_ssl_context
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_TIMEOUT_SECONDS = 600.0  # RFC 1939 §3: at least 10 minutes
+#: Longest line the stream reader buffers; longer input closes the connection.
+READ_LIMIT = 4096
+
+
+class Pop3Server:
+    """The running listeners; ``port`` and ``tls_port`` are the ports actually bound."""
+
+    def __init__(self, config: SessionConfig, authenticator: Authenticator) -> None:
+        self._config = config
+        self._authenticator = authenticator
+        self._servers: list[asyncio.Server] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+        self.port = 0
+        self.tls_port = 0
+
+    async def listen(self, host: str, port: int, *, implicit_tls: bool) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._sessions.add(task)
+            try:
+                session = Pop3Session(
+                    reader,
+                    writer,
+                    config=self._config,
+                    authenticator=self._authenticator,
+                    secure=implicit_tls,
+                )
+                await session.run()
+            finally:
+                self._sessions.discard(task)
+
+        server = await asyncio.start_server(
+            handle,
+            host,
+            port,
+            ssl=self._config.tls_context if implicit_tls else None,
+            limit=READ_LIMIT,
+            reuse_address=True,
+        )
+        self._servers.append(server)
+        bound = int(server.sockets[0].getsockname()[1])
+        log.info("pop3 listening on %s:%d (%s)", host, bound,
+                 "implicit TLS" if implicit_tls else "STLS")
+        return bound
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._sessions):
+            task.cancel()
+        for task in list(self._sessions):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+async def start_pop3(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    authenticator: Authenticator,
+    clock: Clock,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    allow_plaintext_auth: bool = True,
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS,
+) -> Pop3Server:
+    """Bind both listeners (port 0 picks a free port) and return the running server.
+
+    ``allow_plaintext_auth`` permits USER/PASS and AUTH without TLS from loopback peers
+    only; other peers must use STLS or the TLS port.  ``session_factory`` and ``clock`` are
+    taken for parity with the other services; credentials go through ``authenticator``.
+    """
+    del session_factory, clock  # the authenticator owns database access and time
+    context = ssl_context or await asyncio.to_thread(server_ssl_context, settings)
+    config = SessionConfig(
+        maildir_root=settings.maildir_root,
+        tls_context=context,
+        allow_plaintext_auth=allow_plaintext_auth,
+        idle_timeout_seconds=idle_timeout_seconds,
+    )
+    server = Pop3Server(config, authenticator)
+    try:
+        server.port = await server.listen(settings.pop3.host, settings.pop3.port,
+                                           implicit_tls=False)
+        server.tls_port = await server.listen(settings.pop3.host, settings.pop3.tls_port,
+                                               implicit_tls=True)
+    except BaseException:
+        await server.close()
+        raise
+    return server
