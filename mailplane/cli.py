@@ -58,6 +58,20 @@ def _cmd_purge(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_dovecot(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.dovecot_export import export_passwd_file
+    from mailplane.storage.db import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    try:
+        count = export_passwd_file(settings, make_session_factory(engine), Path(args.path),
+                                   uid=args.uid, gid=args.gid, names=args.names)
+    finally:
+        engine.dispose()
+    print(f"wrote {count} passwd-file lines to {args.path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailplane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=_cmd_check_config)
     sub.add_parser("purge", help="delete expired quarantine and inbox mail once"
                    ).set_defaults(func=_cmd_purge)
+    export = sub.add_parser("export-dovecot",
+                            help="write a Dovecot passwd-file for the same Maildirs")
+    export.add_argument("path")
+    export.add_argument("--uid", type=int, default=None)
+    export.add_argument("--gid", type=int, default=None)
+    export.add_argument("--names", choices=["both", "pop_account", "address"], default="both")
+    export.set_defaults(func=_cmd_export_dovecot)
     return parser
 
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailplane.auth.credentials import Authenticator
 from mailplane.clock import Clock, SystemClock
 from mailplane.policy import PolicyCache
 from mailplane.settings import Settings
@@ -52,7 +53,29 @@ async def start_mail_services(
         closers.append(mx.aclose)
         jobs = start_background_jobs(settings, session_factory, clock)
         closers.append(jobs.aclose)
+    if "pop3" in roles and settings.pop3.enabled:
+        from mailplane.pop3.server import start_pop3
+        from mailplane.tls import server_ssl_context
+
+        pop3 = await start_pop3(
+            settings, session_factory, _authenticator(settings, session_factory, clock), clock,
+            ssl_context=await asyncio.to_thread(server_ssl_context, settings),
+            allow_plaintext_auth=settings.pop3.allow_plain_auth_on_loopback,
+            idle_timeout_seconds=settings.pop3.idle_timeout_seconds,
+        )
+        closers.append(pop3.close)
     return closers
+
+
+def _authenticator(
+    settings: Settings, session_factory: sessionmaker[Session], clock: Clock
+) -> Authenticator:
+    """One credential check for POP3 and submission: same guard, same counters."""
+    from mailplane.auth.login_guard import LoginGuard
+    from mailplane.passwords import PasswordHashing
+
+    guard = LoginGuard.from_settings(settings, session_factory, clock)
+    return Authenticator(session_factory, PasswordHashing(settings.security), guard)
 
 
 def purge_once(settings: Settings) -> None:

@@ -74,6 +74,10 @@ class Pop3Settings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=2110, ge=0, le=65535)
     tls_port: int = Field(default=2995, ge=0, le=65535)
+    #: Development only: allow USER/PASS without TLS from loopback peers.
+    allow_plain_auth_on_loopback: bool = False
+    #: RFC 1939 §3: an autologout timer of at least 10 minutes.
+    idle_timeout_seconds: float = Field(default=600.0, ge=600)
 
 
 class TlsSettings(_Section):
@@ -174,6 +178,9 @@ class SecuritySettings(_Section):
     argon2_parallelism: int = Field(default=1, ge=1)
     login_max_failures: int = Field(default=5, ge=1)
     login_lock_seconds: int = Field(default=900, ge=1)
+    #: Growing delay after each failed login (doubles per failure, capped).
+    login_base_delay_seconds: float = Field(default=0.5, ge=0)
+    login_max_delay_seconds: float = Field(default=5.0, ge=0)
 
 
 class Settings(BaseSettings):

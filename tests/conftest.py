@@ -50,7 +50,8 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
             "database_url": f"sqlite:///{tmp_path / 'var' / 'mailplane.db'}",
             "base_domains": ["example.net", "example.org"],
             "templates_dir": str(Path(__file__).parent.parent / "config" / "templates"),
-            "security": {"argon2_time_cost": 1, "argon2_memory_kib": 64},
+            "security": {"argon2_time_cost": 1, "argon2_memory_kib": 64,
+                         "login_base_delay_seconds": 0},
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):

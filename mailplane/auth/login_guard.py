@@ -64,17 +64,15 @@ class LoginGuard:
         settings: Settings,
         session_factory: sessionmaker[Session],
         clock: Clock,
-        *,
-        base_delay_seconds: float = 0.5,
-        max_delay_seconds: float = 5.0,
     ) -> LoginGuard:
+        security = settings.security
         return cls(
             session_factory,
             clock,
-            max_failures=settings.security.login_max_failures,
-            lock_seconds=settings.security.login_lock_seconds,
-            base_delay_seconds=base_delay_seconds,
-            max_delay_seconds=max_delay_seconds,
+            max_failures=security.login_max_failures,
+            lock_seconds=security.login_lock_seconds,
+            base_delay_seconds=security.login_base_delay_seconds,
+            max_delay_seconds=security.login_max_delay_seconds,
         )
 
     def delay_after(self, failures: int) -> float:

@@ -7,6 +7,7 @@ import smtplib
 import time
 from email.message import EmailMessage
 
+import pytest
 from sqlalchemy import update
 
 from mailplane.storage import policy_repo
@@ -90,4 +91,57 @@ def test_quarantined_mail_is_listed_shown_and_released_through_the_api(
 
     metrics = api.get("/metrics").text
     assert "mailplane_messages_total" in metrics
+    assert node.stop(signal.SIGTERM) == 0
+
+
+def test_mail_delivered_by_the_mx_is_fetched_over_pop3_with_the_pop_password(
+    node_factory: NodeFactory,
+) -> None:
+    import poplib
+    import ssl
+
+    node = node_factory()
+    node.start()
+    api = node.api()
+    api.post("/v1/contracts", json={"customer_number": "C1",
+                                    "contact_email": "c1@contact.example.jp"})
+    created = api.post("/v1/contracts/C1/addresses",
+                       json={"local_part": "taro", "subdomain": "e06", "accept_terms": True}
+                       ).json()
+    address = "taro@e06.example.net"
+    password = created["initial_password"]["password"]
+    message = EmailMessage()
+    message["From"] = "friend@example.org"
+    message["To"] = address
+    message["Subject"] = "こんにちは"
+    message.set_content("元気ですか\n.leading dot line\n")
+
+    def delivered() -> bool:
+        try:
+            with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as smtp:
+                smtp.send_message(message, from_addr="friend@example.org", to_addrs=[address])
+            return True
+        except smtplib.SMTPRecipientsRefused:
+            return False
+
+    assert _wait_for(delivered)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    pop = poplib.POP3_SSL("127.0.0.1", node.ports["pop3tls"], context=context, timeout=10)
+    pop.user(created["pop_account"])
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        pop.pass_("wrong-password")
+    pop.close()
+    pop = poplib.POP3_SSL("127.0.0.1", node.ports["pop3tls"], context=context, timeout=10)
+    pop.user(created["pop_account"])
+    pop.pass_(password)
+    count, _size = pop.stat()
+    assert count == 1
+    _resp, lines, _octets = pop.retr(1)
+    text = b"\r\n".join(lines)
+    assert b"Delivered-To: taro@e06.example.net" in text
+    assert b".leading dot line" in text
+    pop.dele(1)
+    pop.quit()
     assert node.stop(signal.SIGTERM) == 0

@@ -158,7 +158,7 @@ def pop3_env(
     session_factory = make_session_factory(engine)
     hashing = PasswordHashing(settings.security)
     clock = FrozenClock()
-    guard = LoginGuard.from_settings(settings, session_factory, clock, base_delay_seconds=0)
+    guard = LoginGuard.from_settings(settings, session_factory, clock)
     authenticator = Authenticator(session_factory, hashing, guard)
 
     async def start() -> Pop3Server:
