@@ -13,6 +13,7 @@ from mailplane.api.principal import KeyVerifier
 from mailplane.api.routes import address_settings, addresses, audit, contracts, keys, quarantine
 from mailplane.clock import Clock, SystemClock
 from mailplane.passwords import PasswordHashing
+from mailplane.portal import mount_portal
 from mailplane.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
 
@@ -43,6 +44,7 @@ def create_app(
 
     install_error_handlers(app)
     app.include_router(keys.router)
+    app.include_router(keys.me_router)
     app.include_router(contracts.router)
     app.include_router(addresses.router)
     app.include_router(address_settings.router)
@@ -63,5 +65,6 @@ def create_app(
             generate_latest(metrics_module.REGISTRY), media_type=CONTENT_TYPE_LATEST
         )
 
+    mount_portal(app)
     return app
 

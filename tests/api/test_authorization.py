@@ -165,3 +165,12 @@ def test_errors_use_the_spec_error_shape(world: World) -> None:
     unknown = world.operator.get("/v1/nowhere")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "not_found"
+
+
+def test_me_tells_a_key_its_own_scope(world: World) -> None:
+    assert world.customer.get("/v1/me").json() == {"role": "customer", "contract": MINE,
+                                                   "address": None}
+    assert world.mailbox.get("/v1/me").json() == {"role": "customer", "contract": MINE,
+                                                  "address": MY_ADDRESS}
+    assert world.portal.get("/v1/me").json()["role"] == "portal"
+    assert world.anonymous.get("/v1/me").status_code == 401

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 from sqlalchemy import select
 
-from mailplane.api.deps import ClockDep, HashingDep, OperatorDep, SessionDep
+from mailplane.api.deps import ClockDep, HashingDep, OperatorDep, PrincipalDep, SessionDep
 from mailplane.api.errors import ApiError, invalid
 from mailplane.api.schemas.keys import ApiKeyCreate, ApiKeyCreated
 from mailplane.api_keys import issue_api_key
@@ -60,4 +61,29 @@ def create_api_key(
         contract=body.contract,
         address=body.address.lower() if body.address else None,
         api_key=full_key,
+    )
+
+
+me_router = APIRouter(prefix="/v1/me", tags=["api keys"])
+
+
+class Me(BaseModel):
+    """Who the key belongs to, so a portal can open the right contract after sign-in."""
+
+    role: str
+    contract: str | None
+    address: str | None
+
+
+@me_router.get("", response_model=Me)
+def whoami(principal: PrincipalDep, session: SessionDep) -> Me:
+    contract = (
+        contracts_repo.get_by_id(session, contract_id=principal.contract_id)
+        if principal.contract_id is not None else None
+    )
+    address = session.get(Address, principal.address_id) if principal.address_id else None
+    return Me(
+        role=principal.role,
+        contract=contract.customer_number if contract else None,
+        address=address.address if address else None,
     )

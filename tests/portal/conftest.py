@@ -1,0 +1,150 @@
+"""Portal fixtures: Debian's Chromium driven by Playwright (sync API), the real API server.
+
+One browser for the whole session (a new context per test keeps them independent); the
+API is the ApiHarness of tests/api (uvicorn in a thread on a free port) with the portal
+mounted by ``create_app``.  No browser is ever downloaded: Chromium comes from apt
+(``make test`` installs it); without it, or without the ``playwright`` package, the tests
+skip with the reason printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import ApiHarness, api, api_factory
+
+__all__ = ["PHONE", "SCREENSHOTS", "Portal", "api", "api_factory", "run_mx"]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+
+
+def _skip(reason: str) -> None:
+    print(f"\nportal tests skipped: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip("the playwright package is not installed (.venv/bin/pip install playwright)")
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        _skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class Portal:
+    """A signed-out page on the portal plus the API it talks to, for one test."""
+
+    page: Any
+    api: ApiHarness
+    contract: str
+    customer_key: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.api.base_url}/portal/"
+
+    def sign_in(self, *, key: str | None = None, contract: str | None = None) -> None:
+        self.page.goto(self.url)
+        self.page.get_by_label("API キー").fill(key or self.customer_key)
+        self.page.get_by_label("お客さま番号").fill(self.contract if contract is None else contract)
+        self.page.get_by_role("button", name="ログイン").click()
+        self.page.get_by_role("heading", name="メールアドレス", exact=True).wait_for()
+
+    def row(self, address: str) -> Any:
+        return self.page.locator(f'tr[data-address="{address}"]')
+
+    def screenshot(self, name: str, *, full_page: bool = True) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    def get(self, path: str) -> Any:
+        response = self.api.operator.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@contextlib.contextmanager
+def run_mx(api: ApiHarness) -> Iterator[int]:
+    """The real MX service on the API's database, in its own event loop thread, so a
+    test can put mail in a quarantine over SMTP; yields the port.  The policy is loaded
+    once at start: configure the addresses first."""
+    from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
+    from mailplane.policy import PolicyCache
+    from mailplane.smtp.mx import start_mx
+
+    settings = api.settings
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    cache = PolicyCache(api.session_factory, base_domains=tuple(settings.base_domains),
+                        refresh_seconds=settings.mx.policy_refresh_seconds, clock=api.clock)
+    cache.load_now()
+    virus_engine = build_virus_engine(settings.virus)
+    spam_engine = build_spam_engine(settings.spam)
+    server = asyncio.run_coroutine_threadsafe(
+        start_mx(settings, api.session_factory, cache, api.clock,
+                 virus_engine=virus_engine, spam_engine=spam_engine), loop).result(20)
+    try:
+        yield server.port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.aclose(), loop).result(20)
+        for engine in (virus_engine, spam_engine):
+            if engine is not None:
+                asyncio.run_coroutine_threadsafe(engine.aclose(), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture
+def portal(browser: Any, api_factory: Any) -> Iterator[Portal]:
+    """Contract C0001 with one address (taro@e06.example.net) and a customer key; the
+    settings let :func:`run_mx` listen on a free port."""
+    api = api_factory(mx={"port": 0, "hostname": "mx.example.net"})
+    api.create_contract("C0001")
+    api.create_address("C0001", local_part="taro", subdomain="e06")
+    key = api.create_key("customer", contract="C0001")
+    context = browser.new_context(viewport=DESKTOP, locale="ja-JP", timezone_id="Asia/Tokyo")
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield Portal(page, api, "C0001", key)
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
