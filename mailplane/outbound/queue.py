@@ -1,0 +1,139 @@
+"""Staging outbound jobs (issue 4: "a job is committed before the SMTP transaction that
+caused it is answered").
+
+:func:`stage_job` writes the message to the spool (tmp file → fsync → rename → directory
+fsync) and adds the row to the *caller's* session, so the job commits in the same
+transaction as the caller's own writes (the MX delivery, an API change).  Blocking: call it
+from a thread.  If the caller's commit fails the spool file is an orphan; the worker's
+:func:`sweep_orphan_spool_files` removes orphans older than an hour.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from mailplane.clock import as_utc
+from mailplane.storage import outbound_repo
+
+log = logging.getLogger(__name__)
+
+SPOOL_SUFFIX = ".eml"
+TMP_PREFIX = ".tmp-"
+ORPHAN_AGE_SECONDS = 3600.0
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def spool_path(spool_dir: Path, job_id: str) -> Path:
+    return spool_dir / f"{job_id}{SPOOL_SUFFIX}"
+
+
+def write_spool_file(spool_dir: Path, job_id: str, message: bytes) -> Path:
+    """Durably write one spool file (SPEC §8 non-negotiable: fsynced before 250)."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    final = spool_path(spool_dir, job_id)
+    tmp = spool_dir / f"{TMP_PREFIX}{job_id}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(message)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    _fsync_dir(spool_dir)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage_job(
+    session: Session,
+    *,
+    spool_dir: Path,
+    kind: str,
+    mail_from: str,
+    recipients: list[str],
+    message: bytes,
+    now: datetime,
+) -> str:
+    """Spool ``message`` and add its job row to ``session`` (the caller commits).
+
+    ``mail_from`` ``""`` is the null sender (DSNs, auto-replies): a job with a null sender
+    never produces a DSN of its own (RFC 3464 §2: no bounce of a bounce).
+    """
+    if not recipients:
+        raise ValueError("an outbound job needs at least one recipient")
+    job_id = new_job_id()
+    path = write_spool_file(spool_dir, job_id, message)
+    outbound_repo.add_job(
+        session,
+        job_id=job_id,
+        kind=kind,
+        mail_from=mail_from,
+        recipients=recipients,
+        spool_path=str(path),
+        now=as_utc(now),
+    )
+    return job_id
+
+
+def remove_spool_file(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+def sweep_orphan_spool_files(
+    session: Session, *, spool_dir: Path, older_than_seconds: float = ORPHAN_AGE_SECONDS
+) -> int:
+    """Delete spool files whose job row never committed (the caller's commit failed).
+
+    Age is wall-clock (file mtime vs ``time.time()``), not the injected clock: a file staged
+    a moment ago must never look old, whatever a test clock says.
+    """
+    if not spool_dir.is_dir():
+        return 0
+    cutoff = time.time() - older_than_seconds
+    candidates: dict[str, Path] = {}
+    for entry in os.scandir(spool_dir):
+        if not entry.is_file():
+            continue
+        try:
+            if entry.stat().st_mtime >= cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        name = entry.name
+        if name.startswith(TMP_PREFIX):
+            candidates[name[len(TMP_PREFIX):] + "/tmp"] = Path(entry.path)
+        elif name.endswith(SPOOL_SUFFIX):
+            candidates[name[: -len(SPOOL_SUFFIX)]] = Path(entry.path)
+    if not candidates:
+        return 0
+    known = outbound_repo.existing_job_ids(
+        session, job_ids=[key for key in candidates if not key.endswith("/tmp")]
+    )
+    removed = 0
+    for key, path in candidates.items():
+        if key in known:
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+        log.info("removed orphan spool file %s", path.name)
+    return removed

@@ -1,0 +1,216 @@
+"""One SMTP transaction to a remote server with aiosmtplib, reported per recipient.
+
+Host-level trouble (refused connection, timeout, 4xx greeting/EHLO/MAIL, TLS that fails to
+negotiate twice) moves on to the next candidate host; a 5xx to MAIL FROM fails every
+recipient; RCPT and DATA replies are per recipient: 2xx sent, 4xx retry, 5xx failed
+(RFC 5321 §4.2.1, §4.5.4.1).
+
+TLS: STARTTLS whenever the server offers it.  For MX hops certificates are *not* verified
+by default (opportunistic TLS, RFC 7435: most MX certificates don't match the MX name and a
+failed check would only push the mail back to plain text); if the handshake itself fails we
+reconnect once without TLS, as Postfix does.  A smarthost gets verified TLS because we send
+it credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+from dataclasses import dataclass
+from typing import Literal
+
+import aiosmtplib
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["sent", "retry", "failed"]
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    recipient: str
+    outcome: Outcome
+    status: str  # RFC 3463 enhanced status code
+    diagnostic: str  # what the remote said (or why we could not ask it)
+    remote_mta: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One place to try: ``name`` for TLS/SNI and reports, ``address`` to connect to."""
+
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    local_hostname: str
+    timeout: float
+    verify_certs: bool = False
+    username: str = ""
+    password: str = ""
+
+
+class _HostTempFail(Exception):
+    pass
+
+
+class _AllFailed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def status_of(code: int, message: str) -> str:
+    match = _ENHANCED.match(message)
+    if match and match.group(1) == str(code // 100):
+        return ".".join(match.groups())
+    return f"{code // 100}.0.0"
+
+
+def _reply(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"
+
+
+def _result(recipient: str, code: int, message: str, host: str) -> RecipientResult:
+    if 200 <= code < 300:
+        outcome: Outcome = "sent"
+    elif code >= 500:
+        outcome = "failed"
+    else:
+        outcome = "retry"
+    return RecipientResult(
+        recipient, outcome, status_of(code, message), _reply(code, message), host
+    )
+
+
+_CONNECTION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+
+
+async def send_message(
+    candidates: list[Candidate],
+    *,
+    mail_from: str,
+    recipients: list[str],
+    message: bytes,
+    options: TransportOptions,
+) -> list[RecipientResult]:
+    """Try ``candidates`` in order until one gives an answer for every recipient."""
+    last_error = "no host to try"
+    for candidate in candidates:
+        for use_tls in (True, False):
+            try:
+                return await _transaction(
+                    candidate, use_tls=use_tls, mail_from=mail_from,
+                    recipients=recipients, message=message, options=options,
+                )
+            except _AllFailed as exc:
+                return [_result(r, exc.code, exc.message, candidate.name) for r in recipients]
+            except ssl.SSLError as exc:
+                last_error = f"{candidate.name}: TLS failed: {exc}"
+                log.info("%s; retrying without TLS", last_error)
+                continue
+            except _HostTempFail as exc:
+                last_error = f"{candidate.name}: {exc}"
+            except _CONNECTION_ERRORS as exc:
+                last_error = f"{candidate.name}[{candidate.address}]: {type(exc).__name__}: {exc}"
+            break
+        log.info("outbound host failed: %s", last_error)
+    return [RecipientResult(r, "retry", "4.4.1", last_error) for r in recipients]
+
+
+async def _transaction(
+    candidate: Candidate,
+    *,
+    use_tls: bool,
+    mail_from: str,
+    recipients: list[str],
+    message: bytes,
+    options: TransportOptions,
+) -> list[RecipientResult]:
+    smtp = aiosmtplib.SMTP(
+        hostname=candidate.address,
+        port=candidate.port,
+        local_hostname=options.local_hostname,
+        timeout=options.timeout,
+        start_tls=False,
+        validate_certs=options.verify_certs,
+    )
+    try:
+        await smtp.connect()
+    except aiosmtplib.SMTPConnectResponseError as exc:
+        raise _HostTempFail(_reply(exc.code, exc.message)) from None
+    try:
+        return await _converse(
+            smtp, candidate, use_tls=use_tls, mail_from=mail_from,
+            recipients=recipients, message=message, options=options,
+        )
+    finally:
+        try:
+            await smtp.quit()
+        except _CONNECTION_ERRORS:
+            smtp.close()
+
+
+async def _converse(
+    smtp: aiosmtplib.SMTP,
+    candidate: Candidate,
+    *,
+    use_tls: bool,
+    mail_from: str,
+    recipients: list[str],
+    message: bytes,
+    options: TransportOptions,
+) -> list[RecipientResult]:
+    host = candidate.name
+    try:
+        await smtp.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        await smtp.helo()
+    if use_tls and smtp.supports_extension("starttls"):
+        await smtp.starttls(server_hostname=candidate.name)
+    if options.username:
+        try:
+            await smtp.login(options.username, options.password)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500:
+                raise _AllFailed(exc.code, f"authentication refused: {exc.message}") from None
+            raise _HostTempFail(_reply(exc.code, exc.message)) from None
+    mail_options = []
+    if smtp.supports_extension("8bitmime") and any(byte > 127 for byte in message):
+        mail_options.append("BODY=8BITMIME")
+    try:
+        await smtp.mail(mail_from, options=mail_options)
+    except aiosmtplib.SMTPResponseException as exc:
+        if exc.code >= 500:
+            raise _AllFailed(exc.code, exc.message) from None
+        raise _HostTempFail(_reply(exc.code, exc.message)) from None
+    results: dict[str, RecipientResult] = {}
+    accepted: list[str] = []
+    for recipient in recipients:
+        try:
+            await smtp.rcpt(recipient)
+        except aiosmtplib.SMTPResponseException as exc:
+            results[recipient] = _result(recipient, exc.code, exc.message, host)
+        else:
+            accepted.append(recipient)
+    if accepted:
+        try:
+            response = await smtp.data(message)
+        except aiosmtplib.SMTPResponseException as exc:
+            for recipient in accepted:
+                results[recipient] = _result(recipient, exc.code, exc.message, host)
+        except _CONNECTION_ERRORS as exc:
+            for recipient in accepted:
+                results[recipient] = RecipientResult(
+                    recipient, "retry", "4.4.2", f"{host}: lost during DATA: {exc}", host
+                )
+        else:
+            for recipient in accepted:
+                results[recipient] = _result(recipient, response.code, response.message, host)
+    return [results[r] for r in recipients]

@@ -1,0 +1,300 @@
+"""The outbound queue worker (issue 4; DESIGN step 4).
+
+Each pass claims due jobs (a lease, so a crashed worker's jobs come back), reads the spool
+file, delivers — to the smarthost if one is configured, else to each recipient domain's MX
+hosts — and records the outcome per recipient in one transaction:
+
+- 2xx → sent; 4xx or no connection → retry with exponential backoff (60 s doubling, capped
+  at ``outbound.max_backoff_seconds``); 5xx → failed;
+- a recipient still failing temporarily after ``outbound.lifetime_hours`` → failed (5.4.7);
+- failed recipients → one DSN (RFC 3464) to the envelope sender, staged as a new job with
+  the null sender in the same transaction; never a DSN for a null-sender job.
+
+All blocking work (DB, spool files) runs in threads.  :meth:`OutboundWorker.stop` lets the
+delivery in flight finish and hands the rest of the claimed batch back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dns.asyncresolver
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.clock import Clock
+from mailplane.outbound.dsn import FailedRecipient, build_dsn
+from mailplane.outbound.mx_route import RouteError, host_addresses, make_resolver, mx_hosts
+from mailplane.outbound.queue import (
+    remove_spool_file,
+    stage_job,
+    sweep_orphan_spool_files,
+)
+from mailplane.outbound.smtp_transport import (
+    Candidate,
+    Outcome,
+    RecipientResult,
+    TransportOptions,
+    send_message,
+)
+from mailplane.settings import Settings
+from mailplane.storage import outbound_repo
+from mailplane.storage.outbound_repo import ClaimedJob
+
+log = logging.getLogger(__name__)
+
+BASE_BACKOFF_SECONDS = 60
+DEFAULT_LEASE = timedelta(minutes=15)
+SWEEP_INTERVAL_SECONDS = 600.0
+
+
+def backoff(
+    attempts: int, *, max_seconds: int, base_seconds: int = BASE_BACKOFF_SECONDS
+) -> timedelta:
+    """Delay before the next try after ``attempts`` earlier tries (60 s, 120 s, 240 s, …)."""
+    return timedelta(seconds=min(max_seconds, base_seconds * 2 ** min(attempts, 30)))
+
+
+class OutboundWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        clock: Clock,
+        *,
+        worker_id: str,
+        resolver: dns.asyncresolver.Resolver | None = None,
+        dns_nameserver: tuple[str, int] | None = None,
+        smtp_port_override: int | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+        batch_size: int = 20,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.clock = clock
+        self.worker_id = worker_id
+        timeout = settings.outbound.connect_timeout_seconds
+        self.resolver = resolver or make_resolver(dns_nameserver, timeout=timeout)
+        self.mx_port = smtp_port_override or 25
+        self.lease = lease
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Nudge the worker (thread-safe): a job was just committed."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        last_sweep = 0.0
+        try:
+            while not self._stopping:
+                try:
+                    handled = await self.run_once()
+                except Exception:
+                    log.exception("outbound worker pass failed")
+                    handled = 0
+                if time.monotonic() - last_sweep > SWEEP_INTERVAL_SECONDS:
+                    last_sweep = time.monotonic()
+                    try:
+                        await asyncio.to_thread(self._sweep)
+                    except Exception:
+                        log.exception("outbound spool sweep failed")
+                if handled < self.batch_size and not self._stopping:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    self._wake.clear()
+        finally:
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Finish the delivery in flight, give back the rest, and return once ``run`` ends."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop is not None:
+            await self._stopped.wait()
+
+    # --- one pass -----------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim and process one batch of due jobs; return how many were claimed."""
+        jobs = await asyncio.to_thread(self._claim)
+        for index, job in enumerate(jobs):
+            if self._stopping:
+                await asyncio.to_thread(self._release, jobs[index:])
+                break
+            await self._process(job)
+        return len(jobs)
+
+    def _claim(self) -> list[ClaimedJob]:
+        with self.session_factory() as session:
+            jobs = outbound_repo.claim_due_jobs(
+                session, worker_id=self.worker_id, now=self.clock.now(),
+                lease=self.lease, limit=self.batch_size,
+            )
+            session.commit()
+        return jobs
+
+    def _release(self, jobs: list[ClaimedJob]) -> None:
+        with self.session_factory() as session:
+            for job in jobs:
+                outbound_repo.release_claim(session, job_id=job.id, worker_id=self.worker_id)
+            session.commit()
+
+    def _sweep(self) -> None:
+        with self.session_factory() as session:
+            sweep_orphan_spool_files(session, spool_dir=self.settings.spool_dir)
+
+    async def _process(self, job: ClaimedJob) -> None:
+        try:
+            message = await asyncio.to_thread(Path(job.spool_path).read_bytes)
+        except FileNotFoundError:
+            log.error("outbound job %s: spool file %s is missing", job.id, job.spool_path)
+            await asyncio.to_thread(self._fail_missing, job)
+            return
+        try:
+            results = await self._deliver(job, message)
+        except Exception as exc:  # never let one job stop the queue
+            log.exception("outbound job %s: delivery crashed", job.id)
+            results = [RecipientResult(r, "retry", "4.3.0", f"internal error: {type(exc).__name__}")
+                       for r in job.recipients]
+        await asyncio.to_thread(self._record, job, message, results)
+
+    def _fail_missing(self, job: ClaimedJob) -> None:
+        with self.session_factory() as session:
+            outbound_repo.mark_failed(
+                session, job_id=job.id, worker_id=self.worker_id, error="spool file missing"
+            )
+            session.commit()
+
+    # --- delivery -----------------------------------------------------------------------
+
+    def _options(self, *, smarthost: bool) -> TransportOptions:
+        out = self.settings.outbound
+        return TransportOptions(
+            local_hostname=self.settings.mx.hostname,
+            timeout=out.connect_timeout_seconds,
+            verify_certs=smarthost,
+            username=out.smarthost_username if smarthost else "",
+            password=out.smarthost_password.get_secret_value() if smarthost else "",
+        )
+
+    async def _deliver(self, job: ClaimedJob, message: bytes) -> list[RecipientResult]:
+        out = self.settings.outbound
+        if out.smarthost:
+            return await send_message(
+                [Candidate(out.smarthost, out.smarthost, out.smarthost_port)],
+                mail_from=job.mail_from, recipients=list(job.recipients),
+                message=message, options=self._options(smarthost=True),
+            )
+        by_domain: dict[str, list[str]] = defaultdict(list)
+        for recipient in job.recipients:
+            by_domain[recipient.rpartition("@")[2].lower()].append(recipient)
+        results: list[RecipientResult] = []
+        for domain, recipients in by_domain.items():
+            results.extend(await self._deliver_domain(domain, recipients, job, message))
+        return results
+
+    async def _deliver_domain(
+        self, domain: str, recipients: list[str], job: ClaimedJob, message: bytes
+    ) -> list[RecipientResult]:
+        try:
+            hosts = await mx_hosts(self.resolver, domain)
+        except RouteError as exc:
+            outcome: Outcome = "failed" if exc.permanent else "retry"
+            return [RecipientResult(r, outcome, exc.status, str(exc)) for r in recipients]
+        candidates = [
+            Candidate(host.name, address, self.mx_port)
+            for host in hosts
+            for address in await host_addresses(self.resolver, host.name)
+        ]
+        if not candidates:
+            return [RecipientResult(r, "retry", "4.4.4", f"no address for the MX hosts of {domain}")
+                    for r in recipients]
+        return await send_message(
+            candidates, mail_from=job.mail_from, recipients=recipients,
+            message=message, options=self._options(smarthost=False),
+        )
+
+    # --- bookkeeping --------------------------------------------------------------------
+
+    def _record(self, job: ClaimedJob, message: bytes, results: list[RecipientResult]) -> None:
+        now = self.clock.now()
+        out = self.settings.outbound
+        expired = now >= job.created_at + timedelta(hours=out.lifetime_hours)
+        sent = [r for r in results if r.outcome == "sent"]
+        retry = [r for r in results if r.outcome == "retry"]
+        failed = [r for r in results if r.outcome == "failed"]
+        if retry and expired:
+            failed += [
+                RecipientResult(r.recipient, "failed", "5.4.7",
+                                f"delivery time expired; last error: {r.diagnostic}", r.remote_mta)
+                for r in retry
+            ]
+            retry = []
+        with self.session_factory() as session:
+            if retry:
+                owned = outbound_repo.mark_retry(
+                    session, job_id=job.id, worker_id=self.worker_id,
+                    recipients=[r.recipient for r in retry],
+                    next_attempt_at=now
+                    + backoff(job.attempts, max_seconds=out.max_backoff_seconds),
+                    error="; ".join(r.diagnostic for r in retry),
+                )
+            elif failed and not sent:
+                owned = outbound_repo.mark_failed(
+                    session, job_id=job.id, worker_id=self.worker_id,
+                    error="; ".join(r.diagnostic for r in failed),
+                )
+            else:
+                owned = outbound_repo.mark_sent(session, job_id=job.id, worker_id=self.worker_id)
+            if not owned:
+                log.warning("outbound job %s: lease lost before the outcome was recorded", job.id)
+                session.rollback()
+                return
+            if failed:
+                self._stage_dsn(session, job, message, failed, now)
+            session.commit()
+        for result in sent:
+            log.info("outbound job %s: sent to <%s> via %s",
+                     job.id, result.recipient, result.remote_mta)
+        for result in failed:
+            log.info("outbound job %s: <%s> failed: %s",
+                     job.id, result.recipient, result.diagnostic)
+        if not retry:
+            remove_spool_file(job.spool_path)
+
+    def _stage_dsn(
+        self, session: Session, job: ClaimedJob, message: bytes,
+        failed: list[RecipientResult], now: datetime,
+    ) -> None:
+        if not job.mail_from:
+            log.info("outbound job %s: null sender, no DSN (no bounce of a bounce)", job.id)
+            return
+        dsn = build_dsn(
+            original=message,
+            original_sender=job.mail_from,
+            failures=[FailedRecipient(r.recipient, r.status, r.diagnostic, r.remote_mta)
+                      for r in failed],
+            reporting_mta=self.settings.mx.hostname,
+            arrival_date=job.created_at,
+            now=now,
+        )
+        stage_job(
+            session, spool_dir=self.settings.spool_dir, kind="dsn", mail_from="",
+            recipients=[job.mail_from], message=dsn, now=now,
+        )

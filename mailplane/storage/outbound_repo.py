@@ -1,0 +1,204 @@
+"""Outbound job rows (issue 4): add, claim, and record the outcome of a delivery attempt.
+
+Claiming is the one place concurrency matters: two worker processes (or nodes) must never
+send the same job, and a crashed worker's lease must expire so another takes the job.
+
+- PostgreSQL: ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`` — rows
+  another claimer holds are skipped, not waited for.
+- SQLite (≥ 3.35 for RETURNING): the same UPDATE without the lock clause; SQLite runs one
+  writer at a time, so the sub-select and the update are atomic together.
+
+Every outcome update is fenced by ``claimed_by = worker_id``: a worker whose lease expired
+and was re-claimed cannot overwrite the new owner's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from mailplane.clock import as_utc
+from mailplane.storage.models import OutboundJob
+
+if sqlite3.sqlite_version_info < (3, 35):  # pragma: no cover - checked at import
+    raise RuntimeError(f"SQLite {sqlite3.sqlite_version} lacks RETURNING (needs >= 3.35)")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: str
+    kind: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    spool_path: str
+    attempts: int
+    created_at: datetime
+
+
+def add_job(
+    session: Session,
+    *,
+    job_id: str,
+    kind: str,
+    mail_from: str,
+    recipients: list[str],
+    spool_path: str,
+    now: datetime,
+) -> None:
+    session.add(
+        OutboundJob(
+            id=job_id,
+            kind=kind,
+            mail_from=mail_from,
+            recipients=list(recipients),
+            spool_path=spool_path,
+            status="queued",
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+            claimed_by=None,
+            claimed_until=None,
+            last_error="",
+        )
+    )
+
+
+def claim_due_jobs(
+    session: Session, *, worker_id: str, now: datetime, lease: timedelta, limit: int
+) -> list[ClaimedJob]:
+    """Claim up to ``limit`` due jobs for ``worker_id`` until ``now + lease``.
+
+    The caller commits right away (a claim is its own short transaction).
+    """
+    now = as_utc(now)
+    due = (
+        select(OutboundJob.id)
+        .where(
+            OutboundJob.status == "queued",
+            OutboundJob.next_attempt_at <= now,
+            or_(OutboundJob.claimed_until.is_(None), OutboundJob.claimed_until < now),
+        )
+        .order_by(OutboundJob.next_attempt_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    statement = (
+        update(OutboundJob)
+        .where(OutboundJob.id.in_(due.scalar_subquery()))
+        .values(claimed_by=worker_id, claimed_until=now + lease)
+        .returning(
+            OutboundJob.id,
+            OutboundJob.kind,
+            OutboundJob.mail_from,
+            OutboundJob.recipients,
+            OutboundJob.spool_path,
+            OutboundJob.attempts,
+            OutboundJob.created_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(statement).all()
+    jobs = [
+        ClaimedJob(
+            id=row.id,
+            kind=row.kind,
+            mail_from=row.mail_from,
+            recipients=tuple(row.recipients),
+            spool_path=row.spool_path,
+            attempts=row.attempts,
+            created_at=as_utc(row.created_at),
+        )
+        for row in rows
+    ]
+    jobs.sort(key=lambda job: job.created_at)
+    return jobs
+
+
+def _owned(job_id: str, worker_id: str) -> ColumnElement[bool]:
+    return and_(OutboundJob.id == job_id, OutboundJob.claimed_by == worker_id)
+
+
+def mark_sent(session: Session, *, job_id: str, worker_id: str) -> bool:
+    result = session.execute(
+        update(OutboundJob)
+        .where(_owned(job_id, worker_id))
+        .values(status="sent", claimed_by=None, claimed_until=None,
+                attempts=OutboundJob.attempts + 1, last_error="")
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_retry(
+    session: Session,
+    *,
+    job_id: str,
+    worker_id: str,
+    recipients: list[str],
+    next_attempt_at: datetime,
+    error: str,
+) -> bool:
+    """Keep only the recipients still to try; release the claim until ``next_attempt_at``."""
+    result = session.execute(
+        update(OutboundJob)
+        .where(_owned(job_id, worker_id))
+        .values(
+            recipients=list(recipients),
+            next_attempt_at=as_utc(next_attempt_at),
+            attempts=OutboundJob.attempts + 1,
+            claimed_by=None,
+            claimed_until=None,
+            last_error=error[:2000],
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_failed(session: Session, *, job_id: str, worker_id: str, error: str) -> bool:
+    result = session.execute(
+        update(OutboundJob)
+        .where(_owned(job_id, worker_id))
+        .values(status="failed", claimed_by=None, claimed_until=None,
+                attempts=OutboundJob.attempts + 1, last_error=error[:2000])
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_claim(session: Session, *, job_id: str, worker_id: str) -> bool:
+    """Give an untouched job back (graceful stop before its turn came)."""
+    result = session.execute(
+        update(OutboundJob)
+        .where(_owned(job_id, worker_id))
+        .values(claimed_by=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def existing_job_ids(session: Session, *, job_ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start : start + 500]
+        found.update(session.scalars(select(OutboundJob.id).where(OutboundJob.id.in_(chunk))))
+    return found
+
+
+def get_job(session: Session, *, job_id: str) -> OutboundJob | None:
+    return session.get(OutboundJob, job_id)
+
+
+def delete_jobs(session: Session, *, job_ids: list[str]) -> None:
+    """Compensate a staged batch whose transaction could not finish (the MX's 451 path,
+    like ``quarantine_repo.delete_items``); the caller removes the spool files."""
+    if job_ids:
+        session.execute(
+            delete(OutboundJob).where(OutboundJob.id.in_(job_ids))
+            .execution_options(synchronize_session=False)
+        )
