@@ -9,6 +9,7 @@ nothing half-stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from mailplane.delivery.maildir import (
 from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
 from mailplane.mailbox_paths import mailbox_dir
 from mailplane.settings import Settings
-from mailplane.storage import quarantine_repo
+from mailplane.storage import outbound_repo, quarantine_repo
 from mailplane.storage.models import QuarantineItem
 
 _MAX_HEADER_TEXT = 998
@@ -47,10 +48,17 @@ class QuarantineWrite:
     reason: str
 
 
+#: Something to queue for sending, staged in the delivery transaction: it receives the
+#: open session and returns the new job id, or None when nothing was queued (e.g. the
+#: auto-reply ledger says this sender already had a reply within 24 hours).
+OutboundStaging = Callable[[Session], "str | None"]
+
+
 @dataclass(slots=True)
 class DeliveryPlan:
     inbox: list[InboxWrite] = field(default_factory=list)
     quarantine: list[QuarantineWrite] = field(default_factory=list)
+    outbound: list[OutboundStaging] = field(default_factory=list)
 
 
 def persist(
@@ -59,11 +67,16 @@ def persist(
     plan: DeliveryPlan,
     *,
     now: datetime,
-) -> None:
-    """Blocking; run in a thread.  Returns only when every byte is durable."""
+) -> int:
+    """Blocking; run in a thread.  Returns only when every byte is durable.
+
+    The quarantine index, outbound jobs (forwards, auto-replies, SRS returns) and the
+    auto-reply ledger claim commit in ONE transaction.  Returns how many jobs were queued.
+    """
     pending: list[PendingFile] = []
     quarantine_files: list[Path] = []
     item_ids: list[str] = []
+    job_ids: list[str] = []
     committed = False
     try:
         for write in plan.inbox:
@@ -91,9 +104,13 @@ def persist(
             )
         for directory in {p.parent for p in quarantine_files}:
             fsync_dir(directory)
-        if items:
+        if items or plan.outbound:
             with session_factory() as session:
                 quarantine_repo.add_items(session, items=items)
+                for stage in plan.outbound:
+                    job_id = stage(session)
+                    if job_id is not None:
+                        job_ids.append(job_id)
                 session.commit()
             committed = True
         publish(pending)
@@ -104,5 +121,7 @@ def persist(
         if committed:
             with session_factory() as session:
                 quarantine_repo.delete_items(session, item_ids=item_ids)
+                outbound_repo.delete_jobs(session, job_ids=job_ids)
                 session.commit()
         raise
+    return len(job_ids)

@@ -73,6 +73,10 @@ class RecipientDecision:
     virus_report: bool
     hits: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    #: Filled in after the content filters by the delivery steps (pipeline.AFTER_DECISION).
+    forward_to: tuple[str, ...] = ()
+    keep_copy: bool = True
+    auto_reply_body: str | None = None
 
     def trace(self) -> str:
         """Value of the ``X-Mailplane-Verdict`` header (RFC 5322 §3.6.7 trace style)."""

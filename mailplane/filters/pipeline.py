@@ -1,12 +1,20 @@
-"""The ordered filter pipeline (DESIGN "A message through the MX service", step 2)."""
+"""The ordered filter pipeline (DESIGN "A message through the MX service", step 2).
+
+Two stages.  The content filters return Verdicts that ``merge`` folds into one decision
+(inbox or quarantine, tag or not); a verdict may stop the fold.  The delivery steps then act
+on that final decision — they must see it whole, since forwarding and auto-reply depend on
+where the mail ended up, and they still run after a stop (the virus report is forwarded).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mailplane.filters.allow_list import AllowListFilter
-from mailplane.filters.auto_reply import AutoReplyFilter
+from mailplane.filters.auto_reply import AutoReplyStep
 from mailplane.filters.base import Filter, RecipientDecision, ScanResults, Verdict, merge
 from mailplane.filters.deny_list import DenyListFilter
-from mailplane.filters.forwarding import ForwardingFilter
+from mailplane.filters.forwarding import ForwardingStep
 from mailplane.filters.spam import SpamFilter
 from mailplane.filters.virus import VirusFilter
 from mailplane.message import MessageContext
@@ -14,7 +22,7 @@ from mailplane.policy import AddressPolicy
 
 PIPELINE: tuple[Filter, ...] = (
     # First: infected content is never delivered, so nothing after it may see or tag it
-    # (SPEC §3); it stops the pipeline and the report goes to the inbox.
+    # (SPEC §3); it stops the fold and the report goes to the inbox.
     VirusFilter(),
     # Before the lists: the [spam] tag applies even to allowed senders (L4104).
     SpamFilter(),
@@ -22,11 +30,24 @@ PIPELINE: tuple[Filter, ...] = (
     DenyListFilter(),
     # Allow list cancels every quarantine asked for so far (spam or deny), keeps the tag.
     AllowListFilter(),
-    # Forwarding only for inbox mail (L4408), hence after the quarantine decision. STUB.
-    ForwardingFilter(),
-    # Auto-reply last: never for quarantined or virus mail (SPEC §6). STUB.
-    AutoReplyFilter(),
 )
+
+AFTER_DECISION = (
+    # Forwarding only for mail that reached the inbox (L4408); decides keep-copy.
+    ForwardingStep(),
+    # Auto-reply last: never for quarantined or virus mail, RFC 3834 suppressions.
+    AutoReplyStep(),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    """Operator choices the pure steps need (from ``[outbound]`` settings)."""
+
+    auto_reply_require_recipient_header: bool = True
+
+
+DEFAULT_OPTIONS = PipelineOptions()
 
 
 def decide(
@@ -34,12 +55,20 @@ def decide(
     policy: AddressPolicy,
     scans: ScanResults,
     pipeline: tuple[Filter, ...] = PIPELINE,
+    options: PipelineOptions = DEFAULT_OPTIONS,
 ) -> RecipientDecision:
-    """Run the filters in order for one recipient until one says stop, then merge."""
+    """Run the filters in order for one recipient until one says stop, merge, then let the
+    delivery steps act on the merged decision."""
     verdicts: list[Verdict] = []
     for step in pipeline:
         verdict = step(ctx, policy, scans)
         verdicts.append(verdict)
         if verdict.stop:
             break
-    return merge(verdicts)
+    decision = merge(verdicts)
+    for after in AFTER_DECISION:
+        decision = after(
+            ctx, policy, decision,
+            require_address_in_recipients=options.auto_reply_require_recipient_header,
+        )
+    return decision

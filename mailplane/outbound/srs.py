@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -145,10 +147,37 @@ class Srs:
             raise SrsError("SRS address expired")
 
 
+def node_secret(settings: Settings) -> str:
+    """``srs.secret``, or a secret generated once into ``<state_dir>/srs.secret`` (mode 600).
+
+    A single node (``make run``) then works out of the box and keeps its secret across
+    restarts; several nodes must share one configured secret, or a bounce that arrives at
+    another node could not be verified.
+    """
+    configured = settings.srs.secret.get_secret_value()
+    if configured:
+        return configured
+    path = settings.state_dir / "srs.secret"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process won the race
+            return path.read_text(encoding="utf-8").strip()
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secret + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return secret
+
+
 def srs_from_settings(settings: Settings, clock: Clock) -> Srs:
     """The node's SRS from ``[srs]`` (domain defaults to the MX host name)."""
     return Srs(
-        secret=settings.srs.secret.get_secret_value(),
+        secret=node_secret(settings),
         domain=settings.srs.domain or settings.mx.hostname,
         max_age_days=settings.srs.max_age_days,
         now=clock.now,

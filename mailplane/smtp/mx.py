@@ -14,10 +14,12 @@ message with ``550 5.6.0`` so no downstream MTA can split it later.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any, AnyStr
@@ -32,7 +34,7 @@ from mailplane.delivery.maildir import MaildirUsage
 from mailplane.delivery.rewrite import delivered_copy
 from mailplane.delivery.store import DeliveryPlan, InboxWrite, QuarantineWrite, persist
 from mailplane.delivery.virus_report import build_virus_report, find_infected_parts
-from mailplane.filters.base import ScanResults
+from mailplane.filters.base import RecipientDecision, ScanResults
 from mailplane.filters.engines.base import (
     ScannerUnavailable,
     SpamEngine,
@@ -40,8 +42,11 @@ from mailplane.filters.engines.base import (
     VirusEngine,
     VirusScanResult,
 )
-from mailplane.filters.pipeline import decide
+from mailplane.filters.pipeline import PipelineOptions, decide
 from mailplane.message import MessageContext, has_bare_line_ending
+from mailplane.outbound.forwarding import plan_forward
+from mailplane.outbound.srs import Srs, SrsError, srs_from_settings
+from mailplane.outbound.staging import stage_auto_reply, stage_forward, stage_srs_return
 from mailplane.policy import AddressPolicy, PolicyCache
 from mailplane.settings import Settings
 from mailplane.smtp import replies
@@ -86,8 +91,18 @@ class MxHandler:
         *,
         virus_engine: VirusEngine | None,
         spam_engine: SpamEngine | None,
+        srs: Srs | None = None,
+        on_outbound: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Built at start-up (reads or creates the node's SRS secret file once).
+        self.srs = srs if srs is not None else srs_from_settings(settings, clock)
+        self.on_outbound = on_outbound
+        self.options = PipelineOptions(
+            auto_reply_require_recipient_header=(
+                settings.outbound.auto_reply_require_recipient_header
+            )
+        )
         self.session_factory = session_factory
         self.policy_cache = policy_cache
         self.clock = clock
@@ -96,6 +111,10 @@ class MxHandler:
         self.usage = MaildirUsage(settings.maildir_root)
         # Policies remembered at RCPT time (DESIGN step 1), per envelope.
         self._policies: weakref.WeakKeyDictionary[Envelope, dict[str, AddressPolicy]] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Bounces to our SRS addresses (SPEC §5): sent on to the original sender.
+        self._srs_returns: weakref.WeakKeyDictionary[Envelope, list[str]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -113,6 +132,18 @@ class MxHandler:
             return replies.TOO_MANY_RECIPIENTS.line
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
+        if self.srs.is_srs_address(normalised):
+            try:
+                self.srs.reverse(normalised)
+            except SrsError as exc:
+                log.info("refused SRS address %s: %s", normalised, exc)
+                return replies.UNKNOWN_RECIPIENT.line
+            returns = self._srs_returns.setdefault(envelope, [])
+            if normalised not in returns:
+                returns.append(normalised)
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(rcpt_options)
+            return replies.RCPT_OK.line
         snapshot = self.policy_cache.snapshot
         if not local_part or not domain or not snapshot.is_hosted_domain(domain):
             return replies.RELAY_DENIED.line
@@ -157,7 +188,8 @@ class MxHandler:
         if len(raw) > self.settings.mx.max_message_size:
             return replies.MESSAGE_TOO_BIG
         policies = list(self._policies.get(envelope, {}).items())
-        if not policies:
+        srs_returns = self._srs_returns.get(envelope, [])
+        if not policies and not srs_returns:
             return replies.NO_VALID_RECIPIENTS
         now = self.clock.now()
         peer = session.peer
@@ -170,32 +202,69 @@ class MxHandler:
             helo=session.host_name or None,
             queue_id=secrets.token_hex(8),
         )
-        scan = await self._scan(ctx, [policy for _, policy in policies])
+        plan = await self.plan_local_delivery(ctx, policies, esmtp=bool(session.extended_smtp))
+        if isinstance(plan, SmtpReply):
+            return plan
+        for srs_recipient in srs_returns:
+            plan.outbound.append(functools.partial(
+                stage_srs_return, settings=self.settings, srs=self.srs,
+                srs_recipient=srs_recipient, envelope_sender=ctx.envelope_sender,
+                raw=raw, now=now,
+            ))
+        staged = await asyncio.to_thread(
+            persist, self.settings, self.session_factory, plan, now=now
+        )
+        self.record_delivered(plan, staged_jobs=staged)
+        return replies.MESSAGE_ACCEPTED
+
+    async def plan_local_delivery(
+        self,
+        ctx: MessageContext,
+        policies: list[tuple[str, AddressPolicy]],
+        *,
+        esmtp: bool,
+    ) -> DeliveryPlan | SmtpReply:
+        """Scan, run the pipeline for each hosted recipient and check quotas; the caller
+        persists the plan.  Shared with submission (DESIGN: "Submission runs the same
+        machinery"), so a customer's mail to a neighbour is filtered by the neighbour's own
+        settings.  Returns a reply instead when the message must be deferred."""
+        try:
+            scan = await self._scan(ctx, [policy for _, policy in policies])
+        except _TempFail as exc:
+            return exc.reply
         plan = DeliveryPlan()
         for address, policy in policies:
-            self._plan_recipient(ctx, address, policy, scan, plan,
-                                 esmtp=bool(session.extended_smtp))
+            self._plan_recipient(ctx, address, policy, scan, plan, esmtp=esmtp)
         for write in plan.inbox:
             used = await asyncio.to_thread(self.usage.used, write.address)
             policy = dict(policies)[write.address]
             if used + len(write.data) > policy.quota_bytes:
                 return replies.MAILBOX_FULL
-        await asyncio.to_thread(persist, self.settings, self.session_factory, plan, now=now)
+        return plan
+
+    def record_delivered(self, plan: DeliveryPlan, *, staged_jobs: int = 0) -> None:
+        """After :func:`persist`: account inbox writes in the quota cache and nudge the
+        outbound worker when jobs were queued."""
         for write in plan.inbox:
             self.usage.add(write.address, len(write.data))
-        return replies.MESSAGE_ACCEPTED
+        if staged_jobs and self.on_outbound is not None:
+            self.on_outbound()
 
-    def _trace(
-        self, ctx: MessageContext, recipient: str, verdict: str, *, esmtp: bool,
-        return_path: str | None = None,
-    ) -> list[tuple[str, str]]:
+    def _received(self, ctx: MessageContext, recipient: str, *, esmtp: bool) -> str:
+        """This hop's ``Received`` value (RFC 5321 §4.4), folded with CRLF + tab."""
         helo = ctx.helo or "unknown"
-        received = (
+        return (
             f"from {helo} ([{ctx.peer_ip or 'unknown'}])\r\n"
             f"\tby {self.settings.mx.hostname} (mailplane) with {'ESMTP' if esmtp else 'SMTP'}"
             f" id {ctx.queue_id}\r\n"
             f"\tfor <{recipient}>; {format_datetime(ctx.received_at.astimezone(self.settings.tz))}"
         )
+
+    def _trace(
+        self, ctx: MessageContext, recipient: str, verdict: str, *, esmtp: bool,
+        return_path: str | None = None,
+    ) -> list[tuple[str, str]]:
+        received = self._received(ctx, recipient, esmtp=esmtp)
         sender = ctx.envelope_sender if return_path is None else return_path
         return [
             ("Return-Path", f"<{sender}>"),
@@ -214,7 +283,7 @@ class MxHandler:
         *,
         esmtp: bool,
     ) -> None:
-        decision = decide(ctx, policy, scan.results)
+        decision = decide(ctx, policy, scan.results, options=self.options)
         for hit in decision.hits:
             metrics.FILTER_HITS.labels(LISTENER, hit).inc()
         if decision.virus_report:
@@ -225,7 +294,9 @@ class MxHandler:
                 infected_parts=scan.infected_parts, now=ctx.received_at,
             )
             trace = self._trace(ctx, address, decision.trace(), esmtp=esmtp, return_path="")
-            plan.inbox.append(InboxWrite(address, delivered_copy(report, trace=trace)))
+            self._deliver_and_forward(ctx, address, decision, plan, esmtp=esmtp,
+                                      inbox_copy=delivered_copy(report, trace=trace),
+                                      forward_source=report)
             return
         metrics.RECIPIENT_DECISIONS.labels(LISTENER, decision.disposition).inc()
         data = delivered_copy(
@@ -233,6 +304,10 @@ class MxHandler:
             trace=self._trace(ctx, address, decision.trace(), esmtp=esmtp),
             tag_subject=decision.tag_subject,
         )
+        if decision.disposition != "quarantine":
+            self._deliver_and_forward(ctx, address, decision, plan, esmtp=esmtp,
+                                      inbox_copy=data, forward_source=ctx.raw)
+            return
         if decision.disposition == "quarantine":
             plan.quarantine.append(
                 QuarantineWrite(
@@ -244,8 +319,46 @@ class MxHandler:
                     reason=decision.quarantine_reason or "spam",
                 )
             )
-        else:
-            plan.inbox.append(InboxWrite(address, data))
+
+    def _deliver_and_forward(
+        self,
+        ctx: MessageContext,
+        address: str,
+        decision: RecipientDecision,
+        plan: DeliveryPlan,
+        *,
+        esmtp: bool,
+        inbox_copy: bytes,
+        forward_source: bytes,
+    ) -> None:
+        """Inbox copy, forwards (SPEC §5) and the auto-reply (SPEC §6) of inbox mail.
+
+        The forwarded copy is the message as received — no ``[spam]`` subject rewrite, so
+        DKIM survives — with the envelope sender SRS-rewritten.  Keep-copy OFF drops the
+        inbox copy only when a forward is really queued (a loop keeps it, never loses it).
+        """
+        forward = None
+        if decision.forward_to:
+            forward = plan_forward(
+                raw=forward_source, headers=ctx.headers, address=address,
+                destinations=decision.forward_to, envelope_sender=ctx.envelope_sender,
+                received=self._received(ctx, address, esmtp=esmtp), srs=self.srs,
+                max_hops=self.settings.outbound.max_hops,
+            )
+        if forward is not None:
+            plan.outbound.append(functools.partial(
+                stage_forward, settings=self.settings, plan=forward, now=ctx.received_at,
+            ))
+        if forward is None or decision.keep_copy:
+            plan.inbox.append(InboxWrite(address, inbox_copy))
+        if decision.auto_reply_body is not None:
+            plan.outbound.append(functools.partial(
+                stage_auto_reply, settings=self.settings, address=address,
+                sender=ctx.envelope_sender, original_headers=ctx.headers,
+                body=decision.auto_reply_body, now=ctx.received_at,
+                envelope_from_address=self.settings.outbound.auto_reply_envelope_sender
+                == "address",
+            ))
 
     # --- engines (I/O, before the pipeline) ----------------------------------------------
 
@@ -346,6 +459,8 @@ async def start_mx(
     *,
     virus_engine: VirusEngine | None,
     spam_engine: SpamEngine | None,
+    srs: Srs | None = None,
+    on_outbound: Callable[[], None] | None = None,
 ) -> MxServer:
     """Listen on ``settings.mx.host:port`` (port 0 = any free port) inside the running loop
     (so it shares the loop with the API), with aiosmtpd's SMTP as the protocol."""
@@ -353,6 +468,8 @@ async def start_mx(
     handler = MxHandler(
         settings, session_factory, policy_cache, clock,
         virus_engine=virus_engine, spam_engine=spam_engine,
+        srs=srs,
+        on_outbound=on_outbound,
     )
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
 

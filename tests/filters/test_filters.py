@@ -11,7 +11,7 @@ from mailplane.filters.address_match import entry_matches
 from mailplane.filters.base import ScanResults, Verdict, merge
 from mailplane.filters.deny_list import DenyListFilter, header_condition
 from mailplane.filters.engines.base import SpamScanResult, VirusScanResult
-from mailplane.filters.pipeline import PIPELINE, decide
+from mailplane.filters.pipeline import AFTER_DECISION, PIPELINE, decide
 from mailplane.message import MessageContext, has_bare_line_ending
 from mailplane.policy import AddressPolicy, DenyConditions
 
@@ -99,7 +99,7 @@ def test_merge_first_quarantine_reason_wins_and_stop_ends_the_fold() -> None:
 
 
 def test_pipeline_order_is_virus_spam_deny_allow_forwarding_auto_reply() -> None:
-    assert [f.name for f in PIPELINE] == [
+    assert [f.name for f in PIPELINE] + [s.name for s in AFTER_DECISION] == [
         "virus", "spam", "deny_list", "allow_list", "forwarding", "auto_reply"]
 
 
