@@ -41,3 +41,10 @@ def outcome_of(code: int) -> str:
     if code < 300:
         return "accepted"
     return "tempfail" if code < 500 else "rejected"
+
+OVERSEAS_REFUSALS = Counter(
+    "mailplane_overseas_send_refusals",
+    "Submission MAIL FROM refused by the overseas-send window (SPEC §7), by peer country.",
+    ["country"],
+    registry=REGISTRY,
+)

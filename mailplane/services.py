@@ -35,10 +35,26 @@ async def start_mail_services(
 ) -> list[Closer]:
     """Start the requested mail services; return their closers in start order."""
     closers: list[Closer] = []
-    if "mx" in roles and settings.mx.enabled:
-        from mailplane.delivery.periodic import start_background_jobs
+    wake_worker = None
+    if "worker" in roles:
+        import os
+        import socket
+
+        from mailplane.outbound.worker import OutboundWorker
+
+        worker = OutboundWorker(settings, session_factory, clock,
+                                worker_id=f"{socket.gethostname()}:{os.getpid()}")
+        tasks.append(asyncio.create_task(worker.run(), name="outbound-worker"))
+        # stop() lets the delivery in flight finish and hands unstarted claims back.
+        closers.append(worker.stop)
+        wake_worker = worker.wake
+    authenticator = _authenticator(settings, session_factory, clock)
+    serves_mail = ("mx" in roles and settings.mx.enabled) or (
+        "submission" in roles and settings.submission.enabled
+    )
+    mx_handler = None
+    if serves_mail:
         from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
-        from mailplane.smtp.mx import start_mx
 
         virus_engine = build_virus_engine(settings.virus)
         spam_engine = build_spam_engine(settings.spam)
@@ -48,17 +64,31 @@ async def start_mail_services(
             await spam_engine.aclose()
 
         closers.append(_close_engines)
+    if "mx" in roles and settings.mx.enabled:
+        from mailplane.delivery.periodic import start_background_jobs
+        from mailplane.smtp.mx import start_mx
+
         mx = await start_mx(settings, session_factory, policy, clock,
-                            virus_engine=virus_engine, spam_engine=spam_engine)
+                            virus_engine=virus_engine, spam_engine=spam_engine,
+                            on_outbound=wake_worker)
+        mx_handler = mx.handler
         closers.append(mx.aclose)
         jobs = start_background_jobs(settings, session_factory, clock)
         closers.append(jobs.aclose)
+    if "submission" in roles and settings.submission.enabled:
+        from mailplane.smtp.submission import start_submission
+
+        submission = await start_submission(
+            settings, session_factory, policy, clock, authenticator=authenticator,
+            virus_engine=virus_engine, spam_engine=spam_engine, local_delivery=mx_handler,
+        )
+        closers.append(submission.aclose)
     if "pop3" in roles and settings.pop3.enabled:
         from mailplane.pop3.server import start_pop3
         from mailplane.tls import server_ssl_context
 
         pop3 = await start_pop3(
-            settings, session_factory, _authenticator(settings, session_factory, clock), clock,
+            settings, session_factory, authenticator, clock,
             ssl_context=await asyncio.to_thread(server_ssl_context, settings),
             allow_plaintext_auth=settings.pop3.allow_plain_auth_on_loopback,
             idle_timeout_seconds=settings.pop3.idle_timeout_seconds,

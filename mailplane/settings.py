@@ -151,6 +151,9 @@ class OverseasSettings(_Section):
     window_days: int = Field(default=7, ge=1)
     mmdb_path: str = ""
     unknown_country: Literal["allow", "deny"] = "allow"
+    #: CIDR → ISO country code, checked before the database: VPN/CGNAT ranges the data
+    #: places abroad, or a lab network made to look foreign in tests.
+    country_overrides: dict[str, str] = Field(default_factory=dict)
 
 
 class OutboundSettings(_Section):
@@ -162,6 +165,10 @@ class OutboundSettings(_Section):
     max_backoff_seconds: int = Field(default=3600, ge=1)
     connect_timeout_seconds: float = Field(default=30.0, gt=0)
     max_hops: int = Field(default=25, ge=1)
+    #: SPEC §6 "mail not addressed to the address in To/Cc (optional)": no reply to Bcc.
+    auto_reply_require_recipient_header: bool = True
+    #: RFC 3834 §3.3: the null reverse-path by default; "address" sends from the address.
+    auto_reply_envelope_sender: Literal["null", "address"] = "null"
 
 
 class SrsSettings(_Section):

@@ -43,3 +43,36 @@ TEMPORARY_FAILURE = SmtpReply(451, "4.3.0", "Temporary local problem, try again 
 SCANNER_UNAVAILABLE = SmtpReply(
     451, "4.3.0", "Content scanner temporarily unavailable, try again later"
 )
+
+# Submission (SPEC §1, §3, §7; RFC 6409, RFC 4954 for AUTH, RFC 3207 for STARTTLS).
+SENDER_OK = SmtpReply(250, "2.1.0", "Sender ok")
+AUTH_BAD_CREDENTIALS = SmtpReply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_SUSPENDED = SmtpReply(
+    535, "5.7.8", "This address is suspended and cannot log in; please contact support"
+)
+AUTH_LOCKED = SmtpReply(
+    454, "4.7.0", "Too many failed logins; temporarily locked, try again later"
+)
+AUTH_UNAVAILABLE = SmtpReply(454, "4.7.0", "Temporary authentication failure, try again later")
+AUTH_NEEDS_TLS = SmtpReply(
+    538, "5.7.11", "Encryption required: use STARTTLS (or port 465-style TLS) before AUTH"
+)
+SENDER_NOT_OWNED = SmtpReply(
+    553, "5.7.1", "You may send only as the address you logged in as (envelope sender)"
+)
+HEADER_FROM_NOT_OWNED = SmtpReply(
+    553, "5.7.1", "The From header must be the address you logged in as"
+)
+SENDER_SUSPENDED = SmtpReply(550, "5.7.1", "This address is suspended and cannot send mail")
+OVERSEAS_SEND_REFUSED = SmtpReply(
+    550,
+    "5.7.1",
+    "Sending from abroad is turned off for this address. To lift it, turn ON overseas"
+    " sending (kaigai kara no meru soshin) in My Page or through the API; it stays ON for"
+    " 7 days",
+)
+VIRUS_REFUSED = SmtpReply(
+    554, "5.7.1", "Message refused: a virus was found in it and it was not sent"
+)
+RECIPIENT_NEEDS_DOMAIN = SmtpReply(553, "5.1.3", "Recipient address needs a domain")
+AUTH_REQUIRED = SmtpReply(530, "5.7.0", "Authentication required")

@@ -1,0 +1,71 @@
+"""The overseas-send window (SPEC §7, manual L4639-4677), decided at MAIL FROM.
+
+Pure: the peer's country is looked up by the caller (:mod:`mailplane.geo`); this module only
+decides, in this order:
+
+1. a peer in a trusted network (loopback, the ISP's own ranges) is always allowed;
+2. a peer in a home country (default ``JP``) is allowed;
+3. an unknown country follows ``overseas.unknown_country`` (default allow, and the caller
+   logs it);
+4. anywhere else is allowed only while the address's window is ON (``now < expires_at``,
+   so it closes by itself once the week is over).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from mailplane.geo import Network, in_networks, parse_networks
+from mailplane.policy import AddressPolicy
+from mailplane.settings import OverseasSettings
+
+Reason = Literal[
+    "trusted_network",
+    "home_country",
+    "unknown_country_allowed",
+    "unknown_country_denied",
+    "window_open",
+    "window_closed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class OverseasVerdict:
+    allowed: bool
+    reason: Reason
+    country: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OverseasRule:
+    home_countries: frozenset[str]
+    trusted_networks: tuple[Network, ...]
+    unknown_country: Literal["allow", "deny"]
+
+    @classmethod
+    def from_settings(cls, overseas: OverseasSettings) -> OverseasRule:
+        return cls(
+            home_countries=frozenset(c.upper() for c in overseas.home_countries),
+            trusted_networks=parse_networks(overseas.trusted_networks),
+            unknown_country=overseas.unknown_country,
+        )
+
+    def is_trusted(self, peer_ip: str) -> bool:
+        return in_networks(peer_ip, self.trusted_networks)
+
+    def decide(
+        self, *, peer_ip: str, country: str | None, policy: AddressPolicy, now: datetime
+    ) -> OverseasVerdict:
+        if self.is_trusted(peer_ip):
+            return OverseasVerdict(True, "trusted_network", country)
+        if country is None:
+            if self.unknown_country == "allow":
+                return OverseasVerdict(True, "unknown_country_allowed", None)
+            return OverseasVerdict(False, "unknown_country_denied", None)
+        if country.upper() in self.home_countries:
+            return OverseasVerdict(True, "home_country", country)
+        if policy.overseas_open(now):
+            return OverseasVerdict(True, "window_open", country)
+        return OverseasVerdict(False, "window_closed", country)

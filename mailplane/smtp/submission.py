@@ -1,0 +1,549 @@
+"""SMTP submission for customers' mail clients (SPEC §1, §3, §7; RFC 6409; issue 5).
+
+Two listeners share one handler: STARTTLS (``submission.starttls_port``, RFC 3207 — nothing
+but EHLO/STARTTLS/NOOP/QUIT before TLS) and implicit TLS (``submission.tls_port``, RFC 8314).
+``submission.allow_plain_auth_on_loopback`` lifts the TLS requirement for loopback peers
+only (development).
+
+- **AUTH** PLAIN/LOGIN (RFC 4954) with the POP account or the full address; the shared
+  :class:`~mailplane.auth.credentials.Authenticator` verifies argon2 in a thread under the
+  brute-force guard.  aiosmtpd 1.4.6 calls its authenticator synchronously, so
+  :class:`SubmissionSMTP` lets aiosmtpd parse the exchange and then *awaits* the check.
+- **MAIL FROM**: the sender must be the authenticated address (553 5.7.1), the address must
+  not be suspended, and the overseas-send window (SPEC §7) is decided from the peer's country.
+- **DATA**: bare CR/LF refused as on the MX; header From must be the authenticated address;
+  the *sender's* virus-check setting decides the scan (infected → 554 5.7.1, scanner down →
+  451 unless ``virus.on_error = accept``); a ``Received … with ESMTPSA`` line (RFC 3848) and a
+  missing Message-ID/Date are added (RFC 6409 §8.2, §8.3).
+- **Routing**: hosted recipients go through the MX pipeline with their own settings
+  (:meth:`MxHandler.plan_local_delivery`); every other recipient goes into one outbound job.
+  The job commits in the same transaction as the local deliveries (``DeliveryPlan.outbound``)
+  and everything is fsynced before ``250``; any failure leaves nothing behind (SPEC §8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import ssl
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as SmtpSession
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane import metrics
+from mailplane.auth.credentials import Authenticator, AuthOutcome
+from mailplane.clock import Clock
+from mailplane.delivery.store import DeliveryPlan, OutboundStaging, persist
+from mailplane.filters.engines.base import ScannerUnavailable, SpamEngine, VirusEngine
+from mailplane.filters.overseas_window import OverseasRule
+from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
+from mailplane.geo import CountryLookup, build_country_lookup
+from mailplane.message import MessageContext, has_bare_line_ending
+from mailplane.outbound.queue import stage_job
+from mailplane.policy import AddressPolicy, PolicyCache
+from mailplane.settings import Settings
+from mailplane.smtp import replies
+from mailplane.smtp.mx import MxHandler, MxSMTP
+from mailplane.smtp.replies import SmtpReply
+from mailplane.tls import server_ssl_context
+
+log = logging.getLogger(__name__)
+
+LISTENER = "submission"
+OUTBOUND_KIND = "submission"
+_SCAN_ERRORS = (ScannerUnavailable, TimeoutError, OSError)
+#: Marks an aiosmtpd-parsed credential that still has to be verified (see SubmissionSMTP).
+_PARSED = "mailplane:parsed-credentials"
+
+_AUTH_REFUSALS: dict[AuthOutcome, SmtpReply] = {
+    AuthOutcome.BAD_CREDENTIALS: replies.AUTH_BAD_CREDENTIALS,
+    AuthOutcome.SUSPENDED: replies.AUTH_SUSPENDED,
+    AuthOutcome.LOCKED: replies.AUTH_LOCKED,
+    AuthOutcome.UNAVAILABLE: replies.AUTH_UNAVAILABLE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedUser:
+    """What a successful AUTH leaves on the session (never the password)."""
+
+    address: str
+    pop_account: str
+
+
+def _peer_ip(session: SmtpSession | None) -> str:
+    peer = session.peer if session is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _printable(text: str, limit: int = 255) -> str:
+    """Client-supplied text made safe for a trace header or a reply."""
+    return "".join(c if " " < c < "\x7f" else "?" for c in text)[:limit]
+
+
+# --- the protocol ---------------------------------------------------------------------
+
+
+class SubmissionSMTP(MxSMTP):
+    """aiosmtpd's SMTP with an *awaited* credential check and per-peer TLS requirements.
+
+    aiosmtpd reads ``_auth_require_tls`` and ``require_starttls`` as plain attributes set
+    in ``__init__``, before the peer is known; here they are properties evaluated per
+    connection: implicit TLS already satisfies "TLS before AUTH", and the development
+    loopback exception applies only to loopback peers.
+    """
+
+    def __init__(
+        self,
+        handler: SubmissionHandler,
+        *,
+        credentials: Authenticator,
+        implicit_tls: bool,
+        allow_plain_auth_on_loopback: bool,
+        **kwargs: Any,
+    ) -> None:
+        # Set before super().__init__, which introspects (and so reads) the properties.
+        self._credentials = credentials
+        self._implicit_tls = implicit_tls
+        self._loopback_exception_allowed = allow_plain_auth_on_loopback
+        self._tls_wanted_for_auth = True
+        self._starttls_wanted = False
+        super().__init__(handler, **kwargs)
+
+    def _loopback_exception(self) -> bool:
+        session = getattr(self, "session", None)
+        return self._loopback_exception_allowed and _is_loopback(_peer_ip(session))
+
+    @property
+    def _auth_require_tls(self) -> bool:
+        if self._implicit_tls or self._loopback_exception():
+            return False
+        return self._tls_wanted_for_auth
+
+    @_auth_require_tls.setter
+    def _auth_require_tls(self, value: bool) -> None:
+        self._tls_wanted_for_auth = bool(value)
+
+    @property
+    def require_starttls(self) -> bool:
+        return self._starttls_wanted and not self._loopback_exception()
+
+    @require_starttls.setter
+    def require_starttls(self, value: object) -> None:
+        self._starttls_wanted = bool(value)
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        # Called synchronously by aiosmtpd's auth_PLAIN/auth_LOGIN once the exchange is
+        # parsed: hand the credentials back so our async overrides can await the check.
+        return AuthResult(success=False, handled=False, message=_PARSED, auth_data=auth_data)
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._verify(await super().auth_PLAIN(server, args))
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._verify(await super().auth_LOGIN(server, args))
+
+    async def _verify(self, parsed: AuthResult) -> AuthResult:
+        if parsed.message != _PARSED or not isinstance(parsed.auth_data, LoginPassword):
+            return parsed  # aiosmtpd already answered (bad base64, '*' abort, …)
+        try:
+            username = parsed.auth_data.login.decode("utf-8")
+            password = parsed.auth_data.password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False,
+                              message=replies.AUTH_BAD_CREDENTIALS.line)
+        result = await self._credentials.authenticate(
+            username, password, peer_ip=_peer_ip(self.session), listener=LISTENER
+        )
+        if result.ok and result.address and result.pop_account:
+            user = AuthenticatedUser(result.address, result.pop_account)
+            return AuthResult(success=True, auth_data=user)
+        refusal = _AUTH_REFUSALS.get(result.outcome, replies.AUTH_BAD_CREDENTIALS)
+        return AuthResult(success=False, handled=False, message=refusal.line)
+
+
+# --- the handler ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Recipients:
+    local: dict[str, AddressPolicy] = field(default_factory=dict)
+    remote: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.local) + len(self.remote)
+
+
+def _user(session: SmtpSession) -> AuthenticatedUser | None:
+    data = session.auth_data if session.authenticated else None
+    return data if isinstance(data, AuthenticatedUser) else None
+
+
+class SubmissionHandler:
+    """aiosmtpd handler: ``handle_MAIL``, ``handle_RCPT``, ``handle_DATA``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        policy_cache: PolicyCache,
+        clock: Clock,
+        *,
+        country_lookup: CountryLookup,
+        virus_engine: VirusEngine | None,
+        local_delivery: MxHandler,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.policy_cache = policy_cache
+        self.clock = clock
+        self.country_lookup = country_lookup
+        self.virus_engine = virus_engine
+        self.local_delivery = local_delivery
+        self.overseas = OverseasRule.from_settings(settings.overseas)
+        self._recipients: weakref.WeakKeyDictionary[Envelope, _Recipients] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # --- MAIL ---------------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        user = _user(session)
+        if user is None:
+            return replies.AUTH_REQUIRED.line
+        if not envelope_sender_owned(authenticated=user.address, mail_from=address):
+            log.info("submission: %s tried to send as another sender", user.pop_account)
+            return replies.SENDER_NOT_OWNED.line
+        policy = self.policy_cache.snapshot.lookup(user.address)
+        if policy is None or not policy.accepts_logins:
+            return replies.SENDER_SUSPENDED.line
+        refusal = self._overseas_refusal(user, policy, _peer_ip(session))
+        if refusal is not None:
+            return refusal.line
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.SENDER_OK.line
+
+    def _overseas_refusal(
+        self, user: AuthenticatedUser, policy: AddressPolicy, peer_ip: str
+    ) -> SmtpReply | None:
+        """SPEC §7.  The lookup is an in-memory search (microseconds), so it runs here."""
+        country = None if self.overseas.is_trusted(peer_ip) else self.country_lookup.country(
+            peer_ip
+        )
+        verdict = self.overseas.decide(
+            peer_ip=peer_ip, country=country, policy=policy, now=self.clock.now()
+        )
+        if verdict.reason == "unknown_country_allowed":
+            log.info("submission: %s from %s: country unknown, allowed by configuration",
+                     user.pop_account, peer_ip)
+        if verdict.allowed:
+            return None
+        metrics.OVERSEAS_REFUSALS.labels(verdict.country or "unknown").inc()
+        log.warning("submission: overseas send refused for %s from %s (country %s, %s)",
+                    user.pop_account, peer_ip, verdict.country or "unknown", verdict.reason)
+        return replies.OVERSEAS_SEND_REFUSED
+
+    # --- RCPT ---------------------------------------------------------------------------
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        recipients = self._recipients.setdefault(envelope, _Recipients())
+        if len(recipients) >= self.settings.mx.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS.line
+        normalised = address.strip().lower()
+        local_part, _, domain = normalised.rpartition("@")
+        if not local_part or not domain:
+            return replies.RECIPIENT_NEEDS_DOMAIN.line
+        snapshot = self.policy_cache.snapshot
+        if snapshot.is_hosted_domain(domain):
+            policy = snapshot.lookup(normalised)
+            if policy is None or policy.status == "deleted":
+                return replies.UNKNOWN_RECIPIENT.line
+            if normalised not in recipients.local:
+                envelope.rcpt_tos.append(address)
+            recipients.local[normalised] = policy
+        elif normalised not in recipients.remote:
+            recipients.remote.append(normalised)
+            envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.RCPT_OK.line
+
+    # --- DATA ---------------------------------------------------------------------------
+
+    async def handle_DATA(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope
+    ) -> str:
+        started = time.perf_counter()
+        try:
+            reply = await self._data(session, envelope)
+        except Exception:
+            log.exception("submission failed; answering 451")
+            reply = replies.TEMPORARY_FAILURE
+        metrics.MESSAGES.labels(LISTENER, metrics.outcome_of(reply.code)).inc()
+        if reply.code < 300:
+            metrics.DATA_LATENCY.labels(LISTENER).observe(time.perf_counter() - started)
+        return reply.line
+
+    async def _data(self, session: SmtpSession, envelope: Envelope) -> SmtpReply:
+        user = _user(session)
+        if user is None:
+            return replies.AUTH_REQUIRED
+        raw = envelope.original_content or b""
+        if has_bare_line_ending(raw):
+            return replies.BARE_LINE_ENDING
+        if len(raw) > self.settings.mx.max_message_size:
+            return replies.MESSAGE_TOO_BIG
+        recipients = self._recipients.get(envelope)
+        if not recipients:
+            return replies.NO_VALID_RECIPIENTS
+        sender_policy = self.policy_cache.snapshot.lookup(user.address)
+        if sender_policy is None or not sender_policy.accepts_logins:
+            return replies.SENDER_SUSPENDED
+        now = self.clock.now()
+        peer_ip = _peer_ip(session)
+        original = MessageContext(mail_from=envelope.mail_from or "", rcpt_tos=(), raw=raw,
+                                  received_at=now, peer_ip=peer_ip)
+        if not header_from_owned(authenticated=user.address,
+                                 header_from=original.header_from_addresses):
+            return replies.HEADER_FROM_NOT_OWNED
+        refusal = await self._virus_refusal(raw, sender_policy)
+        if refusal is not None:
+            return refusal
+        queue_id = secrets.token_hex(8)
+        helo = _printable(session.host_name or "unknown")
+        message = self._submitted_copy(original, user, helo=helo, peer_ip=peer_ip,
+                                       queue_id=queue_id, now=now)
+        plan = DeliveryPlan()
+        if recipients.local:
+            ctx = MessageContext(
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=tuple(recipients.local),
+                raw=message,
+                received_at=now,
+                peer_ip=peer_ip,
+                helo=helo,
+                queue_id=queue_id,
+            )
+            planned = await self.local_delivery.plan_local_delivery(
+                ctx, list(recipients.local.items()), esmtp=True
+            )
+            if isinstance(planned, SmtpReply):
+                return planned
+            plan = planned
+        if recipients.remote:
+            plan.outbound.append(self._outbound_stage(
+                mail_from=envelope.mail_from or user.address,
+                recipients=list(recipients.remote), message=message, now=now,
+            ))
+        staged = await asyncio.to_thread(
+            persist, self.settings, self.session_factory, plan, now=now
+        )
+        self.local_delivery.record_delivered(plan, staged_jobs=staged)
+        log.info("submission %s accepted from %s: %d local, %d remote recipients",
+                 queue_id, user.pop_account, len(recipients.local), len(recipients.remote))
+        return replies.MESSAGE_ACCEPTED
+
+    async def _virus_refusal(self, raw: bytes, sender: AddressPolicy) -> SmtpReply | None:
+        """SPEC §3: the sender's own setting decides; infected mail is never sent."""
+        if self.virus_engine is None or not sender.virus_check:
+            return None
+        try:
+            result = await asyncio.wait_for(self.virus_engine.scan(raw),
+                                            self.settings.virus.timeout_seconds)
+        except _SCAN_ERRORS as exc:
+            log.warning("virus scanner %s unavailable on submission: %s",
+                        self.virus_engine.name, exc)
+            if self.settings.virus.on_error == "tempfail":
+                return replies.SCANNER_UNAVAILABLE
+            return None
+        if not result.infected:
+            return None
+        metrics.FILTER_HITS.labels(LISTENER, "virus").inc()
+        signature = _printable(result.signature, 100)
+        log.warning("submission refused from %s: virus %s", sender.pop_account, signature)
+        if not signature:
+            return replies.VIRUS_REFUSED
+        return replies.VIRUS_REFUSED._replace(
+            text=f"{replies.VIRUS_REFUSED.text} ({signature})"
+        )
+
+    def _submitted_copy(
+        self,
+        original: MessageContext,
+        user: AuthenticatedUser,
+        *,
+        helo: str,
+        peer_ip: str,
+        queue_id: str,
+        now: datetime,
+    ) -> bytes:
+        """The message as it leaves the MSA: our trace line first (RFC 5321 §4.4, "ESMTPSA"
+        per RFC 3848, the login named, never the password), plus Date and Message-ID if the
+        client left them out (RFC 6409 §8.2, §8.3)."""
+        hostname = self.settings.mx.hostname
+        local_time = format_datetime(now.astimezone(self.settings.tz))
+        lines = [
+            f"Received: from {helo} ([{peer_ip}])\r\n"
+            f"\t(authenticated user {user.pop_account})\r\n"
+            f"\tby {hostname} (mailplane) with ESMTPSA id {queue_id};\r\n"
+            f"\t{local_time}"
+        ]
+        if not original.raw_header("Date"):
+            lines.append(f"Date: {local_time}")
+        if not original.raw_header("Message-ID"):
+            lines.append(f"Message-ID: {make_msgid(idstring=queue_id, domain=hostname)}")
+        return ("\r\n".join(lines) + "\r\n").encode("ascii") + original.raw
+
+    def _outbound_stage(
+        self, *, mail_from: str, recipients: list[str], message: bytes, now: datetime
+    ) -> OutboundStaging:
+        """One job for every remote recipient, committed by :func:`persist` in the same
+        transaction as the local deliveries' index rows (all or nothing, SPEC §8)."""
+        spool_dir = self.settings.spool_dir
+
+        def stage(db: Session) -> str:
+            return stage_job(db, spool_dir=spool_dir, kind=OUTBOUND_KIND, mail_from=mail_from,
+                             recipients=recipients, message=message, now=now)
+
+        return stage
+
+
+# --- server ---------------------------------------------------------------------------
+
+
+class SubmissionServer:
+    """The two running submission listeners on the current event loop."""
+
+    def __init__(
+        self,
+        starttls: asyncio.Server,
+        implicit_tls: asyncio.Server,
+        handler: SubmissionHandler,
+        protocols: weakref.WeakSet[SMTP],
+    ) -> None:
+        self._starttls = starttls
+        self._implicit_tls = implicit_tls
+        self.handler = handler
+        self._protocols = protocols
+
+    @property
+    def starttls_port(self) -> int:
+        return int(self._starttls.sockets[0].getsockname()[1])
+
+    @property
+    def tls_port(self) -> int:
+        return int(self._implicit_tls.sockets[0].getsockname()[1])
+
+    async def aclose(self) -> None:
+        for server in (self._starttls, self._implicit_tls):
+            server.close()
+        for protocol in list(self._protocols):
+            transport: Any = protocol.transport
+            if transport is not None:
+                transport.close()
+        for server in (self._starttls, self._implicit_tls):
+            await server.wait_closed()
+
+
+async def start_submission(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    policy_cache: PolicyCache,
+    clock: Clock,
+    *,
+    authenticator: Authenticator,
+    virus_engine: VirusEngine | None,
+    spam_engine: SpamEngine | None = None,
+    local_delivery: MxHandler | None = None,
+    country_lookup: CountryLookup | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> SubmissionServer:
+    """Listen on ``submission.starttls_port`` and ``submission.tls_port`` (0 = any free port)
+    inside the running loop.
+
+    ``local_delivery`` should be the node's MX handler (``MxServer.handler``) so both share
+    the quota cache; without one a private MX handler is built from the given engines.
+    ``country_lookup`` defaults to :func:`mailplane.geo.build_country_lookup`, and
+    ``ssl_context`` to :func:`mailplane.tls.server_ssl_context` (self-signed if none set).
+    """
+    loop = asyncio.get_running_loop()
+    if ssl_context is None:
+        ssl_context = await asyncio.to_thread(server_ssl_context, settings)
+    if country_lookup is None:
+        country_lookup = await asyncio.to_thread(build_country_lookup, settings.overseas)
+    if local_delivery is None:
+        local_delivery = MxHandler(settings, session_factory, policy_cache, clock,
+                                   virus_engine=virus_engine, spam_engine=spam_engine)
+    handler = SubmissionHandler(
+        settings, session_factory, policy_cache, clock,
+        country_lookup=country_lookup, virus_engine=virus_engine,
+        local_delivery=local_delivery,
+    )
+    protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
+    context = ssl_context
+
+    def factory(*, implicit_tls: bool) -> SMTP:
+        protocol = SubmissionSMTP(
+            handler,
+            credentials=authenticator,
+            implicit_tls=implicit_tls,
+            allow_plain_auth_on_loopback=settings.submission.allow_plain_auth_on_loopback,
+            data_size_limit=settings.mx.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=settings.mx.hostname,
+            ident="mailplane",
+            tls_context=None if implicit_tls else context,
+            require_starttls=not implicit_tls,
+            auth_required=True,
+            auth_require_tls=True,
+            loop=loop,
+        )
+        protocols.add(protocol)
+        return protocol
+
+    host = settings.submission.host
+    starttls = await loop.create_server(
+        lambda: factory(implicit_tls=False), host=host, port=settings.submission.starttls_port
+    )
+    try:
+        implicit = await loop.create_server(
+            lambda: factory(implicit_tls=True), host=host, port=settings.submission.tls_port,
+            ssl=context,
+        )
+    except BaseException:
+        starttls.close()
+        raise
+    server = SubmissionServer(starttls, implicit, handler, protocols)
+    log.info("submission listening on %s:%d (STARTTLS) and %s:%d (TLS); country lookup %s",
+             host, server.starttls_port, host, server.tls_port, country_lookup.name)
+    return server
