@@ -145,3 +145,50 @@ def test_mail_delivered_by_the_mx_is_fetched_over_pop3_with_the_pop_password(
     pop.dele(1)
     pop.quit()
     assert node.stop(signal.SIGTERM) == 0
+
+
+def test_customer_sends_through_submission_and_the_neighbour_reads_it_over_pop3(
+    node_factory: NodeFactory,
+) -> None:
+    import poplib
+    import ssl
+
+    node = node_factory()
+    node.start()
+    api = node.api()
+    api.post("/v1/contracts", json={"customer_number": "C1",
+                                    "contact_email": "c1@contact.example.jp"})
+    taro = api.post("/v1/contracts/C1/addresses",
+                    json={"local_part": "taro", "subdomain": "e06", "accept_terms": True}).json()
+    hanako = api.post("/v1/contracts/C1/addresses",
+                      json={"local_part": "hanako", "subdomain": "e06",
+                            "accept_terms": True}).json()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    message = EmailMessage()
+    message["From"] = "taro@e06.example.net"
+    message["To"] = "hanako@e06.example.net"
+    message["Subject"] = "お昼"
+    message.set_content("一緒にどう？\n")
+
+    def sent() -> bool:
+        with smtplib.SMTP("127.0.0.1", node.ports["sub"], timeout=10) as smtp:
+            smtp.starttls(context=context)
+            smtp.login(taro["pop_account"], taro["initial_password"]["password"])
+            try:
+                smtp.send_message(message)
+            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused):
+                return False  # the node's policy cache has not seen the new addresses yet
+            return True
+
+    assert _wait_for(sent)
+    pop = poplib.POP3("127.0.0.1", node.ports["pop3"], timeout=10)
+    pop.stls(context=context)
+    pop.user(hanako["pop_account"])
+    pop.pass_(hanako["initial_password"]["password"])
+    _resp, lines, _octets = pop.retr(1)
+    text = b"\r\n".join(lines)
+    assert b"ESMTPSA" in text and b"Delivered-To: hanako@e06.example.net" in text
+    pop.quit()
+    assert node.stop(signal.SIGTERM) == 0
