@@ -43,7 +43,7 @@ run: $(STAMP)
 	$(MAILPLANE) serve
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mailplane tests bench
+	$(VENV)/bin/ruff check mailplane tests $(wildcard bench)
 	$(VENV)/bin/mypy --strict mailplane
 
 test: $(STAMP) apt-deps lint
