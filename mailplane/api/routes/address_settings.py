@@ -39,6 +39,7 @@ from mailplane.api.schemas.settings import (
     VirusCheck,
 )
 from mailplane.api.views import overseas_summary
+from mailplane.change_notices import stage_change_notice
 from mailplane.clock import as_utc
 from mailplane.list_rules import (
     ListEntryError,
@@ -256,13 +257,18 @@ def get_forwarding(scope: AddressScopeDep, session: SessionDep) -> Forwarding:
 
 @router.put("/forwarding", response_model=Forwarding)
 def put_forwarding(
-    body: ForwardingUpdate, scope: AddressScopeDep, session: SessionDep, clock: ClockDep
+    body: ForwardingUpdate, scope: AddressScopeDep, session: SessionDep, clock: ClockDep,
+    settings: SettingsDep,
 ) -> Forwarding:
     """Up to 3 destinations, none of them the address itself or repeated (L4409); all
-    blank = forwarding OFF.  A mailbox key may change its own forwarding (004)."""
+    blank = forwarding OFF.  A mailbox key may change its own forwarding (004).  The
+    contract's contact address is told (SPEC §9): forwarding redirects someone's mail."""
     destinations = _clean_destinations(body.destinations, scope.address.address)
     settings_repo.replace_forwarding(session, address=scope.address,
                                      destinations=destinations, keep_copy=body.keep_copy)
+    stage_change_notice(session, settings=settings, contract=scope.contract,
+                        action="settings.forwarding", address=scope.address.address,
+                        now=clock.now())
     _save(session, scope, clock, "settings.forwarding",
           {"enabled": bool(destinations), "destinations": destinations,
            "keep_copy": body.keep_copy})

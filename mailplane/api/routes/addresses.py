@@ -33,6 +33,7 @@ from mailplane.api.schemas.addresses import (
     PasswordReissued,
 )
 from mailplane.api.views import address_row, issued_password, local_date, quota
+from mailplane.change_notices import stage_change_notice
 from mailplane.mailbox_paths import mailbox_dir, remove_tree
 from mailplane.passwords import generate_password
 from mailplane.storage import addresses_repo, contracts_repo, idempotency_repo
@@ -152,6 +153,8 @@ def create_address(
         address=row.address,
         detail={"virus_check": body.virus_check, "paid_slot": used >= contracted},
     )
+    stage_change_notice(session, settings=settings, contract=contract,
+                        action="address.create", address=row.address, now=now)
     result = AddressCreated(
         address=address_row(row, now, settings.tz),
         pop_account=row.pop_account,
@@ -221,6 +224,8 @@ def delete_address(
         contract_id=contract.id,
         address=address,
     )
+    stage_change_notice(session, settings=settings, contract=contract,
+                        action="address.delete", address=address, now=now)
     session.commit()
     # After the commit: mail for the address is refused from the next policy refresh on,
     # and the files go away whole (rename, then delete).
@@ -256,6 +261,8 @@ def change_password(
         address=scope.address.address,
         affects_policy=False,
     )
+    stage_change_notice(session, settings=settings, contract=scope.contract,
+                        action="address.password_change", address=scope.address.address, now=now)
     session.commit()
     return PasswordChanged(address=scope.address.address, changed_on=local_date(now, settings.tz))
 
@@ -283,6 +290,8 @@ def reissue_password(
         address=scope.address.address,
         affects_policy=False,
     )
+    stage_change_notice(session, settings=settings, contract=scope.contract,
+                        action="address.password_reissue", address=scope.address.address, now=now)
     session.commit()
     issued = issued_password(password, now, settings.tz)
     return PasswordReissued(
