@@ -192,3 +192,28 @@ def test_customer_sends_through_submission_and_the_neighbour_reads_it_over_pop3(
     assert b"ESMTPSA" in text and b"Delivered-To: hanako@e06.example.net" in text
     pop.quit()
     assert node.stop(signal.SIGTERM) == 0
+
+
+def test_sighup_reloads_the_policy_cache_at_once(node_factory: NodeFactory) -> None:
+    """With a long poll interval, a new address is unknown until SIGHUP forces a reload."""
+    node = node_factory(MAILPLANE_MX__POLICY_REFRESH_SECONDS="600")
+    node.start()
+    api = node.api()
+    api.post("/v1/contracts", json={"customer_number": "C1",
+                                    "contact_email": "c1@contact.example.jp"})
+    assert api.post("/v1/contracts/C1/addresses",
+                    json={"local_part": "taro", "subdomain": "e06",
+                          "accept_terms": True}).status_code == 201
+
+    def rcpt_code() -> int:
+        with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as smtp:
+            smtp.ehlo("client.example.org")
+            smtp.mail("friend@example.org")
+            code, _ = smtp.rcpt("taro@e06.example.net")
+            return int(code)
+
+    assert rcpt_code() == 550
+    assert node.process is not None
+    node.process.send_signal(signal.SIGHUP)
+    assert _wait_for(lambda: rcpt_code() == 250)
+    assert node.stop(signal.SIGTERM) == 0
