@@ -44,8 +44,11 @@ def _skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per module.  Not per session: Playwright's sync API keeps an asyncio
+    loop running on the main thread while it is open, which would stop every async test
+    collected after the portal tests (pytest-asyncio cannot start its own loop then)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
