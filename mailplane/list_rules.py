@@ -27,6 +27,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 
+from mailplane.filters.address_match import entry_matches
 from mailplane.mail_address import email_rule_violation
 from mailplane.message import normalise_subject
 
@@ -97,15 +98,7 @@ def address_entry_violation(entry: str, *, max_length: int) -> str | None:
 
 def address_entry_matches(entry: str, sender: str) -> bool:
     """Whether a stored entry matches one sender address (exact or ends-with, as above)."""
-    pattern = normalise_address_entry(entry)
-    address = sender.strip().lower()
-    if not pattern or not address:
-        return False
-    if "@" in pattern and not pattern.startswith("@"):
-        return address == pattern
-    if "@" not in pattern and "." not in pattern:
-        return False
-    return address.endswith(pattern)
+    return entry_matches(normalise_address_entry(entry), sender)
 
 
 # --- subject entries --------------------------------------------------------------------
