@@ -29,6 +29,10 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_PATH = Path("config/mailplane.toml")
+#: Texts mailplane writes to people (SPEC §9), shipped inside the package so an installed
+#: wheel works from any directory.  An operator who wants other wording copies them to a
+#: directory of their own and points ``templates_dir`` at it.
+PACKAGED_TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 
 class ConfigError(Exception):
@@ -169,6 +173,45 @@ class OutboundSettings(_Section):
     auto_reply_require_recipient_header: bool = True
     #: RFC 3834 §3.3: the null reverse-path by default; "address" sends from the address.
     auto_reply_envelope_sender: Literal["null", "address"] = "null"
+    #: Where the worker resolves MX/A/AAAA: "" = the system resolver, else "host" or
+    #: "host:port" of one nameserver (a split-horizon resolver, or a test's DNS stub).
+    dns_nameserver: str = ""
+    #: The port remote MX hosts are contacted on: 25 in production (RFC 5321 §4.5.4.2);
+    #: another value only to point a node's worker at a capture server in tests.
+    mx_port: int = Field(default=25, ge=1, le=65535)
+    #: Seconds between queue polls when nothing woke the worker (jobs staged by another
+    #: node's MX or API are only seen by polling).
+    poll_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("dns_nameserver")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_host_port(value, default_port=53)
+        return value
+
+    def nameserver(self) -> tuple[str, int] | None:
+        """``dns_nameserver`` as ``(host, port)``, or None for the system resolver."""
+        if not self.dns_nameserver:
+            return None
+        return parse_host_port(self.dns_nameserver, default_port=53)
+
+
+def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
+    """``"127.0.0.1"``, ``"127.0.0.1:5353"`` or ``"[::1]:5353"`` → ``(host, port)``."""
+    host, port_text = value, ""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    if not host:
+        raise ValueError(f"{value!r} is not host or host:port")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return host, int(port_text)
 
 
 class SrsSettings(_Section):
@@ -206,7 +249,7 @@ class Settings(BaseSettings):
     base_domains: list[str] = Field(default_factory=lambda: ["example.net"], min_length=1)
     timezone: str = "Asia/Tokyo"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    templates_dir: Path = Path("config/templates")
+    templates_dir: Path = PACKAGED_TEMPLATES_DIR
 
     api: ApiSettings = Field(default_factory=ApiSettings)
     mx: MxSettings = Field(default_factory=MxSettings)
@@ -229,6 +272,15 @@ class Settings(BaseSettings):
             if domain != domain.lower() or "." not in domain or domain.startswith("."):
                 raise ValueError(f"{domain!r} is not a lowercase domain name")
         return value
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_present(cls, value: Path) -> Path:
+        """A configured directory must exist (config is data: fail at start, not at the
+        first notice)."""
+        if value.is_dir():
+            return value
+        raise ValueError(f"directory {str(value)!r} does not exist")
 
     @field_validator("timezone")
     @classmethod

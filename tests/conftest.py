@@ -49,7 +49,6 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
             "state_dir": str(tmp_path / "var"),
             "database_url": f"sqlite:///{tmp_path / 'var' / 'mailplane.db'}",
             "base_domains": ["example.net", "example.org"],
-            "templates_dir": str(Path(__file__).parent.parent / "config" / "templates"),
             "security": {"argon2_time_cost": 1, "argon2_memory_kib": 64,
                          "login_base_delay_seconds": 0},
         }

@@ -1,7 +1,7 @@
 """Mail that mailplane itself writes to a person (SPEC §9): rendered from a template under
-``config/templates/`` (Japanese first, English beside it), UTF-8, MIME-encoded correctly,
-dates in the configured time zone, marked ``Auto-Submitted: auto-generated`` (RFC 3834 §5)
-so no auto-responder answers it.
+``templates_dir`` (default ``mailplane/templates/``; Japanese first, English beside it),
+UTF-8, MIME-encoded correctly, dates in the configured time zone, marked
+``Auto-Submitted: auto-generated`` (RFC 3834 §5) so no auto-responder answers it.
 
 Template files are ``string.Template`` text: a first line ``Subject: ...``, a blank line,
 then the body.  Values are substituted as plain text (no code runs in a template).

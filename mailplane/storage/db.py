@@ -14,6 +14,21 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+#: Every external call has a timeout: a database that does not answer fails a connection
+#: attempt after 10 s (the caller logs and retries) instead of hanging a thread, and TCP
+#: keepalives notice a peer that vanished (a network partition) within about a minute.
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "application_name": "mailplane",
+}
+#: How long a thread waits for a pooled connection before the request fails (and is retried
+#: by its loop, or answered 451/5xx) rather than queueing forever.
+POOL_TIMEOUT_SECONDS = 30
+
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     parsed = make_url(url)
@@ -40,10 +55,16 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         return engine
     return create_engine(
         url,
+        # Per process: ``pool_size`` kept open, as many again in a burst.  Size PostgreSQL's
+        # max_connections for processes x 2 x pool_size (docs/operations.md).
         pool_size=pool_size,
         max_overflow=pool_size,
+        # A connection the server dropped (restart, failover, idle kill) is tested on
+        # checkout and replaced, so a lost connection costs one reconnect, not an error.
         pool_pre_ping=True,
         pool_recycle=1800,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        connect_args=POSTGRES_CONNECT_ARGS,
     )
 
 

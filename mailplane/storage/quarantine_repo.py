@@ -52,14 +52,20 @@ def list_received_before(session: Session, *, cutoff: datetime) -> list[Quaranti
 
 
 def list_unnotified(session: Session, *, address: str) -> list[QuarantineItem]:
-    """Items quarantined since the last digest, oldest first."""
-    return list(
-        session.scalars(
-            select(QuarantineItem)
-            .where(QuarantineItem.address == address, QuarantineItem.notified.is_(False))
-            .order_by(QuarantineItem.received_at, QuarantineItem.id)
-        )
+    """Items quarantined since the last digest, oldest first.
+
+    On PostgreSQL the rows stay locked until the caller commits ``mark_notified``, and
+    another node's digest run skips them (SKIP LOCKED): two nodes never send the same
+    digest.  SQLite serialises writers on its own.
+    """
+    query = (
+        select(QuarantineItem)
+        .where(QuarantineItem.address == address, QuarantineItem.notified.is_(False))
+        .order_by(QuarantineItem.received_at, QuarantineItem.id)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
 
 
 def mark_notified(session: Session, *, item_ids: Iterable[str]) -> None:
