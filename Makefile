@@ -49,5 +49,9 @@ lint: $(STAMP)
 test: $(STAMP) apt-deps lint
 	$(VENV)/bin/pytest -q -ra
 
+# The long crash test: kill -9 the node while clients send, then count every message.
+soak: $(STAMP)
+	$(PY) -m tests.reliability.soak
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import dns.asyncresolver
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
@@ -60,6 +62,16 @@ def backoff(
     return timedelta(seconds=min(max_seconds, base_seconds * 2 ** min(attempts, 30)))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class OutboundWorker:
     def __init__(
         self,
@@ -73,18 +85,25 @@ class OutboundWorker:
         smtp_port_override: int | None = None,
         lease: timedelta = DEFAULT_LEASE,
         batch_size: int = 20,
-        poll_seconds: float = 5.0,
+        poll_seconds: float | None = None,
     ) -> None:
+        """``dns_nameserver``, ``smtp_port_override`` and ``poll_seconds`` default to
+        ``[outbound] dns_nameserver``, ``mx_port`` and ``poll_seconds``: a node started as a
+        separate process (the two-node test) is pointed at a DNS stub and capture MX that
+        way; in-process tests pass them directly."""
         self.settings = settings
         self.session_factory = session_factory
         self.clock = clock
         self.worker_id = worker_id
         timeout = settings.outbound.connect_timeout_seconds
-        self.resolver = resolver or make_resolver(dns_nameserver, timeout=timeout)
-        self.mx_port = smtp_port_override or 25
+        nameserver = dns_nameserver or settings.outbound.nameserver()
+        self.resolver = resolver or make_resolver(nameserver, timeout=timeout)
+        self.mx_port = smtp_port_override or settings.outbound.mx_port
         self.lease = lease
         self.batch_size = batch_size
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = (
+            settings.outbound.poll_seconds if poll_seconds is None else poll_seconds
+        )
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -102,9 +121,18 @@ class OutboundWorker:
         self._loop = asyncio.get_running_loop()
         last_sweep = 0.0
         try:
+            await asyncio.to_thread(self._release_dead_local_claims)
+        except Exception:
+            log.exception("outbound worker: could not release claims of dead workers")
+        try:
             while not self._stopping:
                 try:
                     handled = await self.run_once()
+                except OperationalError as exc:
+                    # The database is away: say so once per pass, without a traceback.
+                    log.warning("outbound worker: database unavailable, retrying: %s",
+                                str(exc).splitlines()[0])
+                    handled = 0
                 except Exception:
                     log.exception("outbound worker pass failed")
                     handled = 0
@@ -153,6 +181,25 @@ class OutboundWorker:
         with self.session_factory() as session:
             for job in jobs:
                 outbound_repo.release_claim(session, job_id=job.id, worker_id=self.worker_id)
+            session.commit()
+
+    def _release_dead_local_claims(self) -> None:
+        """After a crash (``kill -9``, power loss) this host's previous worker left its
+        claims behind; waiting out the lease would hold accepted mail back for
+        ``lease`` minutes.  Worker ids are ``host:pid``: a claim held by a pid of this host
+        that no longer runs is handed back now.  A pid reused by an unrelated process only
+        means the lease is waited out, as before."""
+        host, sep, _pid = self.worker_id.rpartition(":")
+        if not sep:
+            return
+        with self.session_factory() as session:
+            for holder in outbound_repo.claim_holders(session, prefix=f"{host}:"):
+                pid = holder.rpartition(":")[2]
+                if holder == self.worker_id or not pid.isdigit() or _pid_alive(int(pid)):
+                    continue
+                released = outbound_repo.release_claims_of(session, worker_id=holder)
+                log.warning("outbound worker: took back %d job(s) of dead worker %s",
+                            released, holder)
             session.commit()
 
     def _sweep(self) -> None:

@@ -14,6 +14,7 @@ message with ``550 5.6.0`` so no downstream MTA can split it later.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import secrets
@@ -56,6 +57,21 @@ log = logging.getLogger(__name__)
 
 LISTENER = "mx"
 _SCAN_ERRORS = (ScannerUnavailable, TimeoutError, OSError)
+
+
+_STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def failure_reply(exc: BaseException, listener: str) -> SmtpReply:
+    """The 4xx for an unexpected failure while receiving: a full disk or quota is
+    ``452 4.3.1`` (RFC 3463 "mail system full"; the sender retries later), anything else
+    ``451 4.3.0``.  :func:`persist` removed every partial write before this runs."""
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_FULL_ERRNOS:
+        log.error("%s delivery failed: storage full (%s); answering 452", listener,
+                  exc.strerror)
+        return replies.STORAGE_FULL
+    log.error("%s delivery failed; answering 451", listener, exc_info=exc)
+    return replies.TEMPORARY_FAILURE
 
 
 class _TempFail(Exception):
@@ -173,9 +189,8 @@ class MxHandler:
             reply = await self._data(session, envelope)
         except _TempFail as exc:
             reply = exc.reply
-        except Exception:
-            log.exception("MX delivery failed; answering 451")
-            reply = replies.TEMPORARY_FAILURE
+        except Exception as exc:
+            reply = failure_reply(exc, "MX")
         metrics.MESSAGES.labels(LISTENER, metrics.outcome_of(reply.code)).inc()
         if reply.code < 300:
             metrics.DATA_LATENCY.labels(LISTENER).observe(time.perf_counter() - started)
@@ -422,11 +437,73 @@ class MxSMTP(SMTP):
     _OWN_SIZE_REPLIES = ("552 Error: Too much mail data",
                          "552 Error: message size exceeds fixed maximum message size")
 
+    in_data = False
+    shutting_down = False
+    _data_done: asyncio.Event | None = None
+
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and status.startswith(self._OWN_SIZE_REPLIES):
             await super().push(replies.MESSAGE_TOO_BIG.line)
             return
         await super().push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA, marked in flight from the command until its reply was written, so a
+        shutdown waits for it; after that reply a stopping server says 421 and closes."""
+        self.in_data = True
+        self._data_done = asyncio.Event()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.in_data = False
+            self._data_done.set()
+        if self.shutting_down:
+            self.say_shutting_down()
+
+    async def data_finished(self) -> None:
+        if self.in_data and self._data_done is not None:
+            await self._data_done.wait()
+
+    def say_shutting_down(self) -> None:
+        """``421 4.3.2`` and close (RFC 5321 §3.8); ``close()`` flushes the write first."""
+        transport: Any = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(replies.SHUTTING_DOWN.line.encode() + b"\r\n")
+            transport.close()
+
+
+#: How long a stopping listener waits for transactions in DATA (SPEC §8: a message being
+#: received when SIGTERM arrives still gets its 250; nothing accepted is dropped).
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+async def close_gracefully(
+    servers: list[asyncio.Server], protocols: weakref.WeakSet[SMTP],
+    *, grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
+) -> None:
+    """Stop listening; idle sessions get 421 now; sessions in DATA finish (bounded by
+    ``grace_seconds``) and get 421 after their reply; whatever is left is then closed."""
+    for server in servers:
+        server.close()
+    for protocol in list(protocols):
+        if isinstance(protocol, MxSMTP):
+            protocol.shutting_down = True
+            if not protocol.in_data:
+                protocol.say_shutting_down()
+    in_flight = [asyncio.create_task(p.data_finished()) for p in list(protocols)
+                 if isinstance(p, MxSMTP) and p.in_data]
+    if in_flight:
+        _done, pending = await asyncio.wait(in_flight, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+    for protocol in list(protocols):
+        transport: Any = protocol.transport
+        if transport is not None:
+            if isinstance(protocol, MxSMTP) and protocol.in_data:
+                log.warning("closing a session still in DATA after %.0f s", grace_seconds)
+            transport.close()
+    for server in servers:
+        await server.wait_closed()
 
 
 class MxServer:
@@ -442,13 +519,9 @@ class MxServer:
     def port(self) -> int:
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def aclose(self) -> None:
-        self._server.close()
-        for protocol in list(self._protocols):
-            transport: Any = protocol.transport
-            if transport is not None:
-                transport.close()
-        await self._server.wait_closed()
+    async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Graceful stop (issue 7): see :func:`close_gracefully`."""
+        await close_gracefully([self._server], self._protocols, grace_seconds=grace_seconds)
 
 
 async def start_mx(

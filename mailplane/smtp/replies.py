@@ -23,6 +23,9 @@ class SmtpReply(NamedTuple):
         return str(self)
 
 
+# Connection-level (RFC 5321 §3.8: 421 when the service must close the channel).
+SHUTTING_DOWN = SmtpReply(421, "4.3.2", "Service shutting down, try again later")
+
 # Success.
 RCPT_OK = SmtpReply(250, "2.1.5", "Recipient ok")
 MESSAGE_ACCEPTED = SmtpReply(250, "2.0.0", "Message accepted for delivery")
@@ -40,6 +43,8 @@ BARE_LINE_ENDING = SmtpReply(
 MESSAGE_TOO_BIG = SmtpReply(552, "5.3.4", "Message exceeds the size limit")
 NO_VALID_RECIPIENTS = SmtpReply(554, "5.5.1", "No valid recipients")
 TEMPORARY_FAILURE = SmtpReply(451, "4.3.0", "Temporary local problem, try again later")
+#: ENOSPC/EDQUOT while persisting (RFC 3463 4.3.1 "mail system full"): nothing was stored.
+STORAGE_FULL = SmtpReply(452, "4.3.1", "Insufficient system storage, try again later")
 SCANNER_UNAVAILABLE = SmtpReply(
     451, "4.3.0", "Content scanner temporarily unavailable, try again later"
 )

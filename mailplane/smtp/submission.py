@@ -52,7 +52,13 @@ from mailplane.outbound.queue import stage_job
 from mailplane.policy import AddressPolicy, PolicyCache
 from mailplane.settings import Settings
 from mailplane.smtp import replies
-from mailplane.smtp.mx import MxHandler, MxSMTP
+from mailplane.smtp.mx import (
+    SHUTDOWN_GRACE_SECONDS,
+    MxHandler,
+    MxSMTP,
+    close_gracefully,
+    failure_reply,
+)
 from mailplane.smtp.replies import SmtpReply
 from mailplane.tls import server_ssl_context
 
@@ -306,9 +312,8 @@ class SubmissionHandler:
         started = time.perf_counter()
         try:
             reply = await self._data(session, envelope)
-        except Exception:
-            log.exception("submission failed; answering 451")
-            reply = replies.TEMPORARY_FAILURE
+        except Exception as exc:
+            reply = failure_reply(exc, "submission")
         metrics.MESSAGES.labels(LISTENER, metrics.outcome_of(reply.code)).inc()
         if reply.code < 300:
             metrics.DATA_LATENCY.labels(LISTENER).observe(time.perf_counter() - started)
@@ -464,15 +469,10 @@ class SubmissionServer:
     def tls_port(self) -> int:
         return int(self._implicit_tls.sockets[0].getsockname()[1])
 
-    async def aclose(self) -> None:
-        for server in (self._starttls, self._implicit_tls):
-            server.close()
-        for protocol in list(self._protocols):
-            transport: Any = protocol.transport
-            if transport is not None:
-                transport.close()
-        for server in (self._starttls, self._implicit_tls):
-            await server.wait_closed()
+    async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Graceful stop, like the MX: in-flight DATA finishes, idle sessions get 421."""
+        await close_gracefully([self._starttls, self._implicit_tls], self._protocols,
+                               grace_seconds=grace_seconds)
 
 
 async def start_submission(

@@ -182,6 +182,26 @@ def release_claim(session: Session, *, job_id: str, worker_id: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def claim_holders(session: Session, *, prefix: str) -> set[str]:
+    """Worker ids starting with ``prefix`` that hold a claim on a queued job."""
+    return set(session.scalars(
+        select(OutboundJob.claimed_by).distinct().where(
+            OutboundJob.status == "queued", OutboundJob.claimed_by.startswith(prefix)
+        )
+    ))
+
+
+def release_claims_of(session: Session, *, worker_id: str) -> int:
+    """Hand back every claim of a worker known to be dead (it cannot record an outcome)."""
+    result = session.execute(
+        update(OutboundJob)
+        .where(OutboundJob.status == "queued", OutboundJob.claimed_by == worker_id)
+        .values(claimed_by=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def existing_job_ids(session: Session, *, job_ids: list[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(job_ids), 500):
