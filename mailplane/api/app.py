@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.api.errors import install_error_handlers
+from mailplane.api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
 from mailplane.api.principal import KeyVerifier
 from mailplane.api.routes import address_settings, addresses, audit, contracts, keys, quarantine
 from mailplane.clock import Clock, SystemClock
@@ -43,13 +43,13 @@ def create_app(
         setattr(app.state, name, value)
 
     install_error_handlers(app)
-    app.include_router(keys.router)
-    app.include_router(keys.me_router)
-    app.include_router(contracts.router)
-    app.include_router(addresses.router)
-    app.include_router(address_settings.router)
-    app.include_router(quarantine.router)
-    app.include_router(audit.router)
+    app.include_router(keys.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(keys.me_router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(contracts.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(addresses.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(address_settings.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(quarantine.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(audit.router, responses=COMMON_ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

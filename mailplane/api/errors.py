@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,18 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
+        # A lost database is temporary (several nodes, failover): 503 + Retry-After, and a
+        # one-line warning rather than a traceback per request.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__)
+        return JSONResponse(
+            error_body("unavailable", "database unavailable, retry shortly"),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged with the path only: request bodies may hold passwords.
@@ -103,3 +117,37 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal", "internal error; the operator has been notified"),
             status_code=500,
         )
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The SPEC §11 error shape, published in the OpenAPI document for every 4xx."""
+
+    error: ErrorInfo
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+#: Responses every authenticated router may give; published so clients (and schemathesis)
+#: know the error shape instead of FastAPI's default validation schema.
+COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("missing or invalid API key"),
+    403: _error("the key's role or scope does not allow this call"),
+    404: _error("not found, or not visible to this key"),
+    409: _error("conflict with the current state (taken, charge required, suspended)"),
+    422: _error("a field broke a rule; `field` names it"),
+    503: _error("the database is unavailable; retry after Retry-After seconds"),
+}
