@@ -49,6 +49,17 @@ lint: $(STAMP)
 test: $(STAMP) apt-deps lint
 	$(VENV)/bin/pytest -q -ra
 
+# Throughput and latency against baselines measured in the same run (docs/performance.md).
+# Postfix's smtp-sink/smtp-source are the optional ceiling and client.
+bench: $(STAMP)
+	@command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || [ "$$(id -u)" != "0" ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null) || \
+	  echo "bench: postfix not installable; smtp-sink column skipped"
+	$(PY) -m bench.run
+
+bench-quick: $(STAMP)
+	$(PY) -m bench.run --quick
+
 # The long crash test: kill -9 the node while clients send, then count every message.
 soak: $(STAMP)
 	$(PY) -m tests.reliability.soak

@@ -111,7 +111,14 @@ def serve_forever(settings: Settings, *, roles: tuple[str, ...]) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_node(settings, roles, stop)
 
-    asyncio.run(main())
+    from mailplane.smtp.workers import MxWorkers, wants_workers
+
+    workers = MxWorkers.start(settings) if wants_workers(settings, roles) else None
+    try:
+        asyncio.run(main())
+    finally:
+        if workers is not None:
+            workers.stop()
     return 0
 
 

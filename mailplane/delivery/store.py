@@ -16,11 +16,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailplane.delivery.fsync_batcher import publish_batched
 from mailplane.delivery.maildir import (
     PendingFile,
     discard,
     fsync_dir,
-    publish,
     write_tmp,
 )
 from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
@@ -113,7 +113,7 @@ def persist(
                         job_ids.append(job_id)
                 session.commit()
             committed = True
-        publish(pending)
+        publish_batched(pending)  # dir fsync grouped across concurrent deliveries
     except BaseException:
         discard(pending)
         for path in quarantine_files:

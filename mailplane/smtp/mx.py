@@ -51,6 +51,7 @@ from mailplane.outbound.staging import stage_auto_reply, stage_forward, stage_sr
 from mailplane.policy import AddressPolicy, PolicyCache
 from mailplane.settings import Settings
 from mailplane.smtp import replies
+from mailplane.smtp.fast_protocol import FastSMTP
 from mailplane.smtp.replies import SmtpReply
 
 log = logging.getLogger(__name__)
@@ -427,7 +428,7 @@ class MxHandler:
 # --- server ---------------------------------------------------------------------------
 
 
-class MxSMTP(SMTP):
+class MxSMTP(FastSMTP):
     """aiosmtpd's SMTP with its built-in size refusals spoken as our named reply.
 
     aiosmtpd itself answers an oversize MAIL FROM SIZE= or DATA with its own 552 texts;

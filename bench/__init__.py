@@ -1,0 +1,1 @@
+"""Benchmarks of issue 6: ``python -m bench.run`` (see docs/performance.md)."""

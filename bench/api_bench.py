@@ -1,0 +1,151 @@
+"""API benchmark (issue 6): ``GET /v1/contracts/{cn}/addresses`` (5-address contract) and
+``PUT …/addresses/{address}/forwarding`` against a bare FastAPI endpoint, same process.
+
+Requests go through ``httpx.AsyncClient`` over ``ASGITransport`` (no sockets), one at a
+time, so the figure is the per-request cost of the app — routing, the key check (argon2
+once per key, then the cache in :mod:`mailplane.api.principal`), the database work and
+the response model — and the same client cost is paid by the bare endpoint.  The bare
+endpoints are a sync ``def`` (threadpool, like mailplane's routes) and an ``async def``.
+
+Run alone: ``python -m bench.api_bench --requests 500``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from bench.dataset import DatasetShape, address_of, contract_number, populate
+from mailplane.api.app import create_app
+from mailplane.api.principal import new_key_material
+from mailplane.passwords import PasswordHashing
+from mailplane.settings import Settings, load_settings
+from mailplane.storage import api_keys_repo
+from mailplane.storage.db import make_engine, make_session_factory
+from mailplane.storage.migrate import upgrade
+
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/bare-sync")
+    def bare_sync() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/bare-async")
+    async def bare_async() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+async def _timed(requests: int, call: Callable[[int], Awaitable[httpx.Response]]
+                 ) -> dict[str, float]:
+    for i in range(min(10, requests)):  # warm-up: key verification, imports, caches
+        (await call(i)).raise_for_status()
+    latencies = []
+    started = time.perf_counter()
+    for i in range(requests):
+        t0 = time.perf_counter()
+        response = await call(i)
+        latencies.append(time.perf_counter() - t0)
+        response.raise_for_status()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"rps": requests / elapsed, "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3}
+
+
+def _prepare(workdir: Path) -> tuple[Settings, Engine, str]:
+    """A migrated SQLite DB with 1,000 configured addresses and an operator key."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(
+        state_dir=str(workdir / "var"), database_url=f"sqlite:///{workdir / 'api.db'}",
+        base_domains=["example.net"],
+    )
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    populate(engine, DatasetShape(addresses=1000, deny_entries=2, allow_entries=1))
+    factory = make_session_factory(engine)
+    key_id, secret, key = new_key_material()
+    with factory() as session:
+        api_keys_repo.create_api_key(
+            session, key_id=key_id, secret_hash=PasswordHashing(settings.security).hash(secret),
+            role="operator", now=datetime.now(UTC), label="bench")
+        session.commit()
+    return settings, engine, key
+
+
+async def _measure(requests: int, settings: Settings, engine: Engine, key: str
+                   ) -> dict[str, Any]:
+    factory = make_session_factory(engine)
+    headers = {"Authorization": f"Bearer {key}"}
+    cn, address = contract_number(7), address_of(35)  # contract 7 holds addresses 35-39
+    results: dict[str, Any] = {}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare_app()),
+                                     base_url="http://bench") as bare:
+            results["bare_sync"] = await _timed(requests, lambda i: bare.get("/bare-sync"))
+            results["bare_async"] = await _timed(requests, lambda i: bare.get("/bare-async"))
+        app = create_app(settings, session_factory=factory)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://bench", headers=headers) as api:
+            results["get_addresses"] = await _timed(
+                requests, lambda i: api.get(f"/v1/contracts/{cn}/addresses"))
+            results["put_forwarding"] = await _timed(
+                requests, lambda i: api.put(
+                    f"/v1/contracts/{cn}/addresses/{address}/forwarding",
+                    json={"destinations": [f"fwd{i % 7}@elsewhere.example"],
+                          "keep_copy": True}))
+    finally:
+        engine.dispose()
+    for name in ("get_addresses", "put_forwarding"):
+        results[name]["ratio_vs_bare_sync"] = results[name]["rps"] / results["bare_sync"]["rps"]
+        results[name]["ratio_vs_bare_async"] = (
+            results[name]["rps"] / results["bare_async"]["rps"])
+    results["requests"] = requests
+    return results
+
+
+def run(requests: int, workdir: Path) -> dict[str, Any]:
+    settings, engine, key = _prepare(workdir)
+    return asyncio.run(_measure(requests, settings, engine, key))
+
+
+def format_result(r: dict[str, Any]) -> str:
+    lines = [f"API ({r['requests']} sequential requests each, in-process ASGI):"]
+    for name in ("bare_sync", "bare_async", "get_addresses", "put_forwarding"):
+        row = r[name]
+        ratio = (f"  ratio vs bare sync {row['ratio_vs_bare_sync']:.2f}, "
+                 f"vs bare async {row['ratio_vs_bare_async']:.2f}"
+                 if "ratio_vs_bare_sync" in row else "")
+        lines.append(f"  {name:<15} {row['rps']:>7.0f} req/s  p50 {row['p50_ms']:.2f} ms  "
+                     f"p99 {row['p99_ms']:.2f} ms{ratio}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=500)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="mailplane-api-"))
+    try:
+        print(format_result(run(args.requests, workdir)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

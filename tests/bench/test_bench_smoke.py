@@ -1,0 +1,32 @@
+"""``make bench-quick`` as a smoke check (issue 6): the harness starts every server, moves
+real mail through each and writes its JSON.  No timing assertions — figures are only
+meaningful as ratios on a quiet machine (docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_bench_delivers_through_every_server_and_writes_json(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--output", str(output)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(output.read_text())
+    rows = report["smtp"]["rows"]
+    servers = {row["server"] for row in rows}
+    assert {"baseline-durable", "mailplane"} <= servers
+    for row in rows:
+        assert row["failed"] == 0, row
+        assert row["sent"] > 0, row
+    assert any("vs_baseline" in row for row in rows)
+    assert report["control_plane"]["addresses"] > 0
+    assert report["api"]["get_addresses"]["rps"] > 0
+    assert "mailplane" in proc.stdout

@@ -1,0 +1,118 @@
+"""FastSMTP reads DATA in chunks but must answer exactly like stock aiosmtpd 1.4.6: same
+replies, same message bytes (RFC 5321 §4.5.2 unstuffing, the ``<CRLF>.<CRLF>`` end, line
+length → 500, size limit → 552, bare CR/LF kept for the handler to refuse) and nothing read
+past the end of DATA.  Both run on real sockets and get the same bytes, split the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailplane.smtp.fast_protocol import FastSMTP
+
+LIMIT = 4000
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.messages.append(envelope.original_content or b"")
+        return f"250 OK {len(self.messages)}"
+
+
+async def _exchange(cls: type[SMTP], chunks: list[bytes]) -> tuple[list[str], list[bytes]]:
+    loop = asyncio.get_running_loop()
+    handler = Recorder()
+    server = await loop.create_server(
+        lambda: cls(handler, data_size_limit=LIMIT, hostname="mx.test", loop=loop),
+        host="127.0.0.1", port=0)
+    port = server.sockets[0].getsockname()[1]
+
+    def talk() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for chunk in chunks:
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            received = b""
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                received += data
+        return received
+
+    try:
+        received = await asyncio.to_thread(talk)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return received.decode("latin-1").splitlines(), handler.messages
+
+
+HEAD = (b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+TAIL = b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nsecond\r\n.\r\nQUIT\r\n"
+
+token = st.sampled_from([
+    b"x", b"hello world", b"\r\n", b".", b"..", b"\r", b"\n", b".\r\n", b"\r\n.\r\n",
+    b"\r\n..\r\n", b"\n.\n", b"\r.\r", b"y" * 998, b"y" * 999, b"y" * 1000, b"y" * 1001,
+    b"z" * 1500, b"w" * 3000,
+])
+
+
+def _split(payload: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(payload) + 1) for c in cuts} | {0, len(payload)})
+    return [payload[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.lists(token, max_size=12), cuts=st.lists(st.integers(0, 10_000), max_size=4))
+async def test_fast_data_matches_stock_aiosmtpd(body: list[bytes], cuts: list[int]) -> None:
+    payload = HEAD + b"".join(body) + b"\r\n.\r\n" + TAIL
+    chunks = _split(payload, cuts)
+    stock = await _exchange(SMTP, chunks)
+    fast = await _exchange(FastSMTP, chunks)
+    assert fast == stock
+
+
+async def test_dot_stuffed_lines_and_pipelined_commands_after_the_end() -> None:
+    payload = HEAD + b"..leading dot\r\n.\r\n...\r\nend\r\n.\r\n" + TAIL
+    stock = await _exchange(SMTP, [payload])
+    fast = await _exchange(FastSMTP, [payload])
+    assert fast == stock
+    assert fast[1][0] == b".leading dot\r\n"
+
+
+def _instance(cls: type[SMTP]) -> dict[str, Any]:
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = cls(Recorder(), data_size_limit=LIMIT, enable_SMTPUTF8=True,
+                       hostname="mx.test", ident="mailplane", loop=loop)
+        state = dict(vars(protocol))
+    finally:
+        loop.close()
+    return state
+
+
+def test_fast_constructor_sets_what_the_stock_one_sets() -> None:
+    stock, fast = _instance(SMTP), _instance(FastSMTP)
+    assert stock.keys() == fast.keys()
+    for key in ("_auth_methods", "_handle_hooks", "_smtp_methods"):
+        assert stock[key].keys() == fast[key].keys(), key
+    skip = {"_auth_methods", "_handle_hooks", "_smtp_methods", "_stream_reader_wr",
+            "_strong_reader", "_closed", "loop", "_loop", "event_handler",
+            "_client_connected_cb"}
+    assert {k: v for k, v in stock.items() if k not in skip} == {
+        k: v for k, v in fast.items() if k not in skip}
