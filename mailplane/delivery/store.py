@@ -9,22 +9,22 @@ nothing half-stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.delivery.fsync_batcher import publish_batched
+from mailplane.delivery.commit_batcher import CommitBatcher
+from mailplane.delivery.fsync_batcher import BATCHER, publish_batched
 from mailplane.delivery.maildir import (
     PendingFile,
     discard,
-    fsync_dir,
     write_tmp,
 )
 from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
 from mailplane.mailbox_paths import mailbox_dir
+from mailplane.outbound.queue import PendingJob
 from mailplane.settings import Settings
 from mailplane.storage import outbound_repo, quarantine_repo
 from mailplane.storage.models import QuarantineItem
@@ -48,17 +48,12 @@ class QuarantineWrite:
     reason: str
 
 
-#: Something to queue for sending, staged in the delivery transaction: it receives the
-#: open session and returns the new job id, or None when nothing was queued (e.g. the
-#: auto-reply ledger says this sender already had a reply within 24 hours).
-OutboundStaging = Callable[[Session], "str | None"]
-
-
 @dataclass(slots=True)
 class DeliveryPlan:
     inbox: list[InboxWrite] = field(default_factory=list)
     quarantine: list[QuarantineWrite] = field(default_factory=list)
-    outbound: list[OutboundStaging] = field(default_factory=list)
+    #: Jobs to queue for sending (forwards, auto-replies, SRS returns, remote submission).
+    outbound: list[PendingJob] = field(default_factory=list)
 
 
 def persist(
@@ -67,11 +62,16 @@ def persist(
     plan: DeliveryPlan,
     *,
     now: datetime,
+    committer: CommitBatcher | None = None,
 ) -> int:
     """Blocking; run in a thread.  Returns only when every byte is durable.
 
     The quarantine index, outbound jobs (forwards, auto-replies, SRS returns) and the
-    auto-reply ledger claim commit in ONE transaction.  Returns how many jobs were queued.
+    auto-reply ledger claim commit in ONE transaction.  Every file — inbox copies,
+    quarantine files, spooled jobs — is written and fsynced *before* that transaction
+    starts, so the database write lock is never held across an fsync (with SQLite that
+    lock is shared by every concurrent delivery); ``committer`` lets concurrent deliveries
+    share that transaction (group commit).  Returns how many jobs were queued.
     """
     pending: list[PendingFile] = []
     quarantine_files: list[Path] = []
@@ -103,25 +103,33 @@ def persist(
                 )
             )
         for directory in {p.parent for p in quarantine_files}:
-            fsync_dir(directory)
+            BATCHER.fsync_dir(directory)
+        for job in plan.outbound:
+            job.spool(settings.spool_dir)
         if items or plan.outbound:
-            with session_factory() as session:
+
+            def stage_rows(session: Session) -> list[str]:
+                staged = [job_id for job in plan.outbound
+                          if (job_id := job.stage(session, now=now)) is not None]
                 quarantine_repo.add_items(session, items=items)
-                for stage in plan.outbound:
-                    job_id = stage(session)
-                    if job_id is not None:
-                        job_ids.append(job_id)
-                session.commit()
+                return staged
+
+            job_ids = (committer or CommitBatcher(session_factory)).run(stage_rows)
             committed = True
         publish_batched(pending)  # dir fsync grouped across concurrent deliveries
     except BaseException:
         discard(pending)
         for path in quarantine_files:
             path.unlink(missing_ok=True)
+        for job in plan.outbound:
+            job.discard()
         if committed:
             with session_factory() as session:
                 quarantine_repo.delete_items(session, item_ids=item_ids)
                 outbound_repo.delete_jobs(session, job_ids=job_ids)
                 session.commit()
         raise
+    for job in plan.outbound:
+        if not job.staged:
+            job.discard()  # its claim was refused: no row points at the file
     return len(job_ids)

@@ -14,6 +14,8 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -38,7 +40,13 @@ def spool_path(spool_dir: Path, job_id: str) -> Path:
 
 
 def write_spool_file(spool_dir: Path, job_id: str, message: bytes) -> Path:
-    """Durably write one spool file (SPEC §8 non-negotiable: fsynced before 250)."""
+    """Durably write one spool file (SPEC §8 non-negotiable: fsynced before 250).
+
+    The directory fsync goes through the process-wide batcher, so concurrent deliveries
+    that each spool a job share one directory fsync instead of paying one each.
+    """
+    from mailplane.delivery.fsync_batcher import BATCHER
+
     spool_dir.mkdir(parents=True, exist_ok=True)
     final = spool_path(spool_dir, job_id)
     tmp = spool_dir / f"{TMP_PREFIX}{job_id}"
@@ -52,16 +60,51 @@ def write_spool_file(spool_dir: Path, job_id: str, message: bytes) -> Path:
     finally:
         os.close(fd)
     os.replace(tmp, final)
-    _fsync_dir(spool_dir)
+    BATCHER.fsync_dir(spool_dir)
     return final
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+@dataclass
+class PendingJob:
+    """An outbound message on its way into the queue, in two steps.
+
+    :meth:`spool` writes and fsyncs the file *before* the delivery transaction starts, so
+    no database write lock is ever held across an fsync; :meth:`stage` adds the row inside
+    the transaction.  ``claim`` (the auto-reply ledger) runs first inside the transaction:
+    when it says no, no row is added and :meth:`discard` removes the file afterwards.
+    """
+
+    kind: str
+    mail_from: str
+    recipients: list[str]
+    message: bytes
+    claim: Callable[[Session], bool] | None = None
+    job_id: str = field(default_factory=lambda: new_job_id())
+    path: Path | None = None
+    staged: bool = False
+
+    def spool(self, spool_dir: Path) -> None:
+        if not self.recipients:
+            raise ValueError("an outbound job needs at least one recipient")
+        self.path = write_spool_file(spool_dir, self.job_id, self.message)
+
+    def stage(self, session: Session, *, now: datetime) -> str | None:
+        """Add the job row (after a successful claim); None when the claim was refused."""
+        if self.path is None:
+            raise RuntimeError("spool() must run before stage()")
+        self.staged = False  # a retried transaction stages again from scratch
+        if self.claim is not None and not self.claim(session):
+            return None
+        outbound_repo.add_job(
+            session, job_id=self.job_id, kind=self.kind, mail_from=self.mail_from,
+            recipients=self.recipients, spool_path=str(self.path), now=as_utc(now),
+        )
+        self.staged = True
+        return self.job_id
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def stage_job(
@@ -79,19 +122,10 @@ def stage_job(
     ``mail_from`` ``""`` is the null sender (DSNs, auto-replies): a job with a null sender
     never produces a DSN of its own (RFC 3464 §2: no bounce of a bounce).
     """
-    if not recipients:
-        raise ValueError("an outbound job needs at least one recipient")
-    job_id = new_job_id()
-    path = write_spool_file(spool_dir, job_id, message)
-    outbound_repo.add_job(
-        session,
-        job_id=job_id,
-        kind=kind,
-        mail_from=mail_from,
-        recipients=recipients,
-        spool_path=str(path),
-        now=as_utc(now),
-    )
+    job = PendingJob(kind=kind, mail_from=mail_from, recipients=recipients, message=message)
+    job.spool(spool_dir)
+    job_id = job.stage(session, now=now)
+    assert job_id is not None
     return job_id
 
 

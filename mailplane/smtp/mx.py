@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import logging
 import secrets
 import time
@@ -31,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane import metrics
 from mailplane.clock import Clock
+from mailplane.delivery.commit_batcher import CommitBatcher
 from mailplane.delivery.maildir import MaildirUsage
 from mailplane.delivery.rewrite import delivered_copy
 from mailplane.delivery.store import DeliveryPlan, InboxWrite, QuarantineWrite, persist
@@ -45,9 +45,11 @@ from mailplane.filters.engines.base import (
 )
 from mailplane.filters.pipeline import PipelineOptions, decide
 from mailplane.message import MessageContext, has_bare_line_ending
+from mailplane.outbound.auto_reply import reply_subject
 from mailplane.outbound.forwarding import plan_forward
+from mailplane.outbound.recent_replies import RecentReplies
 from mailplane.outbound.srs import Srs, SrsError, srs_from_settings
-from mailplane.outbound.staging import stage_auto_reply, stage_forward, stage_srs_return
+from mailplane.outbound.staging import auto_reply_job, forward_job, srs_return_job
 from mailplane.policy import AddressPolicy, PolicyCache
 from mailplane.settings import Settings
 from mailplane.smtp import replies
@@ -115,6 +117,10 @@ class MxHandler:
         # Built at start-up (reads or creates the node's SRS secret file once).
         self.srs = srs if srs is not None else srs_from_settings(settings, clock)
         self.on_outbound = on_outbound
+        # Senders this process already answered within 24 h skip the ledger upsert.
+        self.recent_replies = RecentReplies()
+        # Concurrent deliveries share one transaction (docs/performance.md).
+        self.committer = CommitBatcher(session_factory)
         self.options = PipelineOptions(
             auto_reply_require_recipient_header=(
                 settings.outbound.auto_reply_require_recipient_header
@@ -222,13 +228,13 @@ class MxHandler:
         if isinstance(plan, SmtpReply):
             return plan
         for srs_recipient in srs_returns:
-            plan.outbound.append(functools.partial(
-                stage_srs_return, settings=self.settings, srs=self.srs,
-                srs_recipient=srs_recipient, envelope_sender=ctx.envelope_sender,
-                raw=raw, now=now,
+            plan.outbound.append(srs_return_job(
+                srs=self.srs, srs_recipient=srs_recipient,
+                envelope_sender=ctx.envelope_sender, raw=raw,
             ))
         staged = await asyncio.to_thread(
-            persist, self.settings, self.session_factory, plan, now=now
+            persist, self.settings, self.session_factory, plan, now=now,
+            committer=self.committer,
         )
         self.record_delivered(plan, staged_jobs=staged)
         return replies.MESSAGE_ACCEPTED
@@ -362,16 +368,18 @@ class MxHandler:
                 max_hops=self.settings.outbound.max_hops,
             )
         if forward is not None:
-            plan.outbound.append(functools.partial(
-                stage_forward, settings=self.settings, plan=forward, now=ctx.received_at,
-            ))
+            plan.outbound.append(forward_job(forward))
         if forward is None or decision.keep_copy:
             plan.inbox.append(InboxWrite(address, inbox_copy))
-        if decision.auto_reply_body is not None:
-            plan.outbound.append(functools.partial(
-                stage_auto_reply, settings=self.settings, address=address,
-                sender=ctx.envelope_sender, original_headers=ctx.headers,
-                body=decision.auto_reply_body, now=ctx.received_at,
+        if decision.auto_reply_body is not None and not self.recent_replies.replied_recently(
+            address, ctx.envelope_sender, ctx.received_at
+        ):
+            plan.outbound.append(auto_reply_job(
+                settings=self.settings, address=address, sender=ctx.envelope_sender,
+                original_headers=ctx.headers, body=decision.auto_reply_body,
+                # Decoded from the raw header line: 8-bit UTF-8 subjects survive.
+                subject=reply_subject(ctx.subject),
+                now=ctx.received_at, recent=self.recent_replies,
                 envelope_from_address=self.settings.outbound.auto_reply_envelope_sender
                 == "address",
             ))

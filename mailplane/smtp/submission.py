@@ -42,13 +42,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane import metrics
 from mailplane.auth.credentials import Authenticator, AuthOutcome
 from mailplane.clock import Clock
-from mailplane.delivery.store import DeliveryPlan, OutboundStaging, persist
+from mailplane.delivery.store import DeliveryPlan, persist
 from mailplane.filters.engines.base import ScannerUnavailable, SpamEngine, VirusEngine
 from mailplane.filters.overseas_window import OverseasRule
 from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
 from mailplane.geo import CountryLookup, build_country_lookup
 from mailplane.message import MessageContext, has_bare_line_ending
-from mailplane.outbound.queue import stage_job
+from mailplane.outbound.queue import PendingJob
 from mailplane.policy import AddressPolicy, PolicyCache
 from mailplane.settings import Settings
 from mailplane.smtp import replies
@@ -366,12 +366,13 @@ class SubmissionHandler:
                 return planned
             plan = planned
         if recipients.remote:
-            plan.outbound.append(self._outbound_stage(
-                mail_from=envelope.mail_from or user.address,
-                recipients=list(recipients.remote), message=message, now=now,
+            plan.outbound.append(PendingJob(
+                kind=OUTBOUND_KIND, mail_from=envelope.mail_from or user.address,
+                recipients=list(recipients.remote), message=message,
             ))
         staged = await asyncio.to_thread(
-            persist, self.settings, self.session_factory, plan, now=now
+            persist, self.settings, self.session_factory, plan, now=now,
+            committer=self.local_delivery.committer,
         )
         self.local_delivery.record_delivered(plan, staged_jobs=staged)
         log.info("submission %s accepted from %s: %d local, %d remote recipients",
@@ -428,19 +429,6 @@ class SubmissionHandler:
         if not original.raw_header("Message-ID"):
             lines.append(f"Message-ID: {make_msgid(idstring=queue_id, domain=hostname)}")
         return ("\r\n".join(lines) + "\r\n").encode("ascii") + original.raw
-
-    def _outbound_stage(
-        self, *, mail_from: str, recipients: list[str], message: bytes, now: datetime
-    ) -> OutboundStaging:
-        """One job for every remote recipient, committed by :func:`persist` in the same
-        transaction as the local deliveries' index rows (all or nothing, SPEC §8)."""
-        spool_dir = self.settings.spool_dir
-
-        def stage(db: Session) -> str:
-            return stage_job(db, spool_dir=spool_dir, kind=OUTBOUND_KIND, mail_from=mail_from,
-                             recipients=recipients, message=message, now=now)
-
-        return stage
 
 
 # --- server ---------------------------------------------------------------------------
