@@ -114,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # aiosmtpd logs every connection and command at INFO: a measurable share of MX CPU
+    # (docs/performance.md) and nothing an operator reads; our own logs say what matters.
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         result: int = args.func(settings, args)
     except ConfigError as exc:

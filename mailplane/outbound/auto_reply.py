@@ -107,9 +107,11 @@ def choose_message(policy: AutoReplyPolicy, sender: str) -> str | None:
     return text if text.strip() else None
 
 
-def reply_subject(original: str | None) -> str:
-    """``Re: <original>`` once, whatever Re:/RE:/Re[2]: prefixes the original carried."""
-    subject = decode_header_text(unfold(original or "")).strip()
+def reply_subject(original: object) -> str:
+    """``Re: <original>`` once, whatever Re:/RE:/Re[2]: prefixes the original carried.
+
+    ``original`` is the raw header value (a str, or a compat32 ``Header`` object)."""
+    subject = decode_header_text(unfold(str(original or ""))).strip()
     while True:
         stripped = _REPLY_PREFIX.sub("", subject, count=1)
         if stripped == subject:

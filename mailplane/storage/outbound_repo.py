@@ -17,8 +17,9 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailplane.clock import as_utc
@@ -39,6 +40,11 @@ class ClaimedJob:
     created_at: datetime
 
 
+#: Compiled once: the ORM-enabled ``insert(OutboundJob).values(...)`` rebuilt its cache key
+#: on every call, a measurable share of MX CPU (docs/performance.md).
+_INSERT_JOB = insert(cast(Table, OutboundJob.__table__))
+
+
 def add_job(
     session: Session,
     *,
@@ -49,21 +55,24 @@ def add_job(
     spool_path: str,
     now: datetime,
 ) -> None:
-    session.add(
-        OutboundJob(
-            id=job_id,
-            kind=kind,
-            mail_from=mail_from,
-            recipients=list(recipients),
-            spool_path=spool_path,
-            status="queued",
-            attempts=0,
-            created_at=now,
-            next_attempt_at=now,
-            claimed_by=None,
-            claimed_until=None,
-            last_error="",
-        )
+    """One Core INSERT (no ORM unit of work): this runs inside every MX delivery that
+    forwards or replies, so its cost is paid per message."""
+    session.execute(
+        _INSERT_JOB,
+        {
+            "id": job_id,
+            "kind": kind,
+            "mail_from": mail_from,
+            "recipients": list(recipients),
+            "spool_path": spool_path,
+            "status": "queued",
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+            "claimed_by": None,
+            "claimed_until": None,
+            "last_error": "",
+        },
     )
 
 
