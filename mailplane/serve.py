@@ -51,7 +51,9 @@ async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Eve
         refresh_seconds=settings.mx.policy_refresh_seconds,
         clock=clock,
     )
-    await asyncio.to_thread(policy.load_now)
+    if not await _first_policy_load(policy, stop):
+        engine.dispose()
+        return
     closers: list[Closer] = []
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(policy.run(), name="policy-cache")]
     loop = asyncio.get_running_loop()
@@ -93,6 +95,28 @@ async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Eve
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         engine.dispose()
+
+
+async def _first_policy_load(policy: PolicyCache, stop: asyncio.Event) -> bool:
+    """Load the policy before listening, waiting for the database if it is not up yet.
+
+    A node never serves from an empty snapshot (it would refuse every recipient), and a
+    database that comes up after the node is not fatal: retry with a growing delay until
+    it answers or the node is told to stop.  Returns False if stopped first.
+    """
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(policy.load_now)
+            return True
+        except Exception as exc:
+            log.warning("database not reachable at start-up, retrying in %.0f s: %s", delay,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, 30.0)
 
 
 class _EmbeddedUvicorn(uvicorn.Server):

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.storage.db import make_engine, make_session_factory
 from tests.conftest import PG_ADMIN_URL, free_port
-from tests.e2e.conftest import Node, close_node, make_node
+from tests.e2e.conftest import Node, build_node, close_node
 from tests.outbound.conftest import DnsStub
 
 CAPTURE_HOST = "127.0.0.2"
@@ -198,7 +198,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     engine = make_engine(database_url)
     try:
         for name in ("node-a", "node-b"):
-            node = make_node(
+            node = build_node(
                 base, database_url, name, shared_state,
                 MAILPLANE_MX__HOSTNAME=f"{name}.mailplane.test",
                 MAILPLANE_OUTBOUND__DNS_NAMESERVER=f"{dns.address[0]}:{dns.address[1]}",

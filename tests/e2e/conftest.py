@@ -83,7 +83,8 @@ NodeFactory = Callable[..., Node]
 def build_node(base: Path, database_url: str | None = None, name: str = "node",
                state_dir: Path | None = None, **env_extra: Any) -> Node:
     """A migrated node (not started) under ``base``, with an operator key; usable outside
-    pytest (the soak run in ``tests/reliability/soak.py``)."""
+    pytest (the soak run in ``tests/reliability/soak.py``).  Several nodes may share one
+    ``database_url`` (PostgreSQL) and one ``state_dir`` (the Maildir volume and spool)."""
     state = state_dir or base / name
     ports = {k: free_port() for k in ("api", "mx", "sub", "subtls", "pop3", "pop3tls")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPLANE_")}
@@ -113,39 +114,6 @@ def build_node(base: Path, database_url: str | None = None, name: str = "node",
     return node
 
 
-def make_node(base_dir: Path, database_url: str | None = None, name: str = "node",
-              state_dir: Path | None = None, **env_extra: Any) -> Node:
-    """A migrated node with an operator key, not started yet.  Several nodes may share one
-    ``database_url`` (PostgreSQL) and one ``state_dir`` (the Maildir volume and spool)."""
-    state = state_dir or base_dir / name
-    ports = {k: free_port() for k in ("api", "mx", "sub", "subtls", "pop3", "pop3tls")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPLANE_")}
-    env.update({
-        "MAILPLANE_CONFIG": str(REPO / "config" / "mailplane.toml"),
-        "MAILPLANE_STATE_DIR": str(state),
-        "MAILPLANE_DATABASE_URL": database_url or f"sqlite:///{state / 'mailplane.db'}",
-        "MAILPLANE_BASE_DOMAINS": '["example.net"]',
-        "MAILPLANE_API__PORT": str(ports["api"]),
-        "MAILPLANE_MX__PORT": str(ports["mx"]),
-        "MAILPLANE_MX__POLICY_REFRESH_SECONDS": "0.5",
-        "MAILPLANE_SUBMISSION__STARTTLS_PORT": str(ports["sub"]),
-        "MAILPLANE_SUBMISSION__TLS_PORT": str(ports["subtls"]),
-        "MAILPLANE_POP3__PORT": str(ports["pop3"]),
-        "MAILPLANE_POP3__TLS_PORT": str(ports["pop3tls"]),
-        "MAILPLANE_SECURITY__ARGON2_MEMORY_KIB": "64",
-        "MAILPLANE_SECURITY__ARGON2_TIME_COST": "1",
-        **{k: str(v) for k, v in env_extra.items()},
-    })
-    node = Node(env=env, api_url=f"http://127.0.0.1:{ports['api']}", ports=ports,
-                state_dir=state, log_path=base_dir / f"{name}.log")
-    migrated = node.cli("migrate")
-    assert migrated.returncode == 0, migrated.stderr
-    key = node.cli("create-api-key", "--role", "operator")
-    assert key.returncode == 0, key.stderr
-    node.operator_key = key.stdout.strip()
-    return node
-
-
 def close_node(node: Node) -> None:
     for client in node.clients:
         client.close()
@@ -158,7 +126,7 @@ def node_factory(tmp_path: Path) -> Iterator[NodeFactory]:
 
     def factory(database_url: str | None = None, name: str = "node",
                 state_dir: Path | None = None, **env_extra: Any) -> Node:
-        node = make_node(tmp_path, database_url, name, state_dir, **env_extra)
+        node = build_node(tmp_path, database_url, name, state_dir, **env_extra)
         nodes.append(node)
         return node
 
