@@ -9,11 +9,12 @@ account (its own row, password, forwarding, auto-reply).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,29 +26,39 @@ from mailplane.settings import Settings
 from mailplane.storage import contracts_repo
 from mailplane.storage.models import Address, Contract
 
+# The trivial dependencies are ``async def`` on purpose: FastAPI runs every sync dependency
+# in the threadpool, and a request with eight of them paid eight thread hand-offs before
+# doing any work (docs/performance.md, API benchmark).  Only dependencies that touch the
+# database run in a thread.
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-def get_hashing(request: Request) -> PasswordHashing:
+async def get_hashing(request: Request) -> PasswordHashing:
     hashing: PasswordHashing = request.app.state.hashing
     return hashing
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session per request; creating one does no I/O (a connection is taken from the
+    pool only when a query runs, in the route's thread)."""
     factory: sessionmaker[Session] = request.app.state.session_factory
-    with factory() as session:
+    session = factory()
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)
 
 
-def get_session_factory(request: Request) -> sessionmaker[Session]:
+async def get_session_factory(request: Request) -> sessionmaker[Session]:
     factory: sessionmaker[Session] = request.app.state.session_factory
     return factory
 
@@ -61,7 +72,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     session: SessionDep,
     authorization: Annotated[str | None, Header()] = None,
@@ -73,7 +84,11 @@ def get_principal(
         raise ApiError(401, "unauthorized", "use Authorization: Bearer <api key>",
                        headers=_UNAUTHORIZED)
     verifier: KeyVerifier = request.app.state.key_verifier
-    principal = verifier.verify(session, token.strip())
+    token = token.strip()
+    # A key seen recently is a dict hit; only a new key costs a query and argon2 (thread).
+    principal = verifier.cached(token) or await run_in_threadpool(
+        verifier.verify, session, token
+    )
     if principal is None:
         raise ApiError(401, "unauthorized", "invalid API key", headers=_UNAUTHORIZED)
     return principal
@@ -82,7 +97,7 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_operator(principal: PrincipalDep) -> Principal:
+async def require_operator(principal: PrincipalDep) -> Principal:
     if principal.role != "operator":
         raise ApiError(403, "forbidden", "this call needs an operator key")
     return principal
@@ -105,7 +120,7 @@ def get_contract(
 ContractDep = Annotated[Contract, Depends(get_contract)]
 
 
-def require_contract_admin(principal: PrincipalDep, contract: ContractDep) -> Contract:
+async def require_contract_admin(principal: PrincipalDep, contract: ContractDep) -> Contract:
     """Contract-wide operations (creating/deleting addresses, settings of every address)."""
     if principal.address_id is not None:
         raise ApiError(403, "forbidden", "this key may only manage its own address")
@@ -141,7 +156,7 @@ def get_address_scope(
 AddressScopeDep = Annotated[AddressScope, Depends(get_address_scope)]
 
 
-def require_address_admin(scope: AddressScopeDep) -> AddressScope:
+async def require_address_admin(scope: AddressScopeDep) -> AddressScope:
     """Settings a user-level (mailbox) key may not change: virus, spam, lists, overseas."""
     if scope.principal.address_id is not None:
         raise ApiError(403, "forbidden", "this setting needs a contract-level key")

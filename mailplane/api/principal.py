@@ -65,13 +65,22 @@ class KeyVerifier:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 
-    def verify(self, session: Session, token: str) -> Principal | None:
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a key verified less than ``cache_seconds`` ago (no I/O)."""
         digest = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
         with self._lock:
             cached = self._cache.get(digest)
-        if cached and cached[0] > now:
+        if cached and cached[0] > time.monotonic():
             return cached[1]
+        return None
+
+    def verify(self, session: Session, token: str) -> Principal | None:
+        """Blocking (a query and argon2): run in a thread."""
+        found = self.cached(token)
+        if found is not None:
+            return found
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
         parts = split_key(token)
         if parts is None:
             return None

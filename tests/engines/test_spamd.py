@@ -69,3 +69,18 @@ async def test_killed_spamd_is_scanner_unavailable(tmp_path: Path) -> None:
             await engine.check(gtube_message())
     finally:
         daemon.stop()
+
+
+async def test_hung_spamd_is_scanner_unavailable_within_the_timeout(tmp_path: Path) -> None:
+    """A spamd that accepts but never answers (SIGSTOP) must not hold the message: the
+    engine gives up at its timeout and the MX applies spam.on_error."""
+    daemon = start_spamd(tmp_path / "spamd")
+    try:
+        engine = _engine(daemon, timeout_seconds=1.0)
+        assert (await engine.check(gtube_message())).is_spam
+        daemon.pause()
+        with pytest.raises(ScannerUnavailable):
+            await engine.check(gtube_message())
+    finally:
+        daemon.resume()
+        daemon.stop()
