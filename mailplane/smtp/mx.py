@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any, AnyStr
@@ -63,6 +63,22 @@ _SCAN_ERRORS = (ScannerUnavailable, TimeoutError, OSError)
 
 
 _STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+async def answer_data(listener: str, work: Awaitable[SmtpReply]) -> str:
+    """Run a listener's DATA work and turn any failure into its 4xx (never a traceback to
+    the client), counting the outcome and the DATA-to-reply latency per listener."""
+    started = time.perf_counter()
+    try:
+        reply = await work
+    except _TempFail as exc:
+        reply = exc.reply
+    except Exception as exc:
+        reply = failure_reply(exc, listener)
+    metrics.MESSAGES.labels(listener, metrics.outcome_of(reply.code)).inc()
+    if reply.code < 300:
+        metrics.DATA_LATENCY.labels(listener).observe(time.perf_counter() - started)
+    return reply.line
 
 
 def failure_reply(exc: BaseException, listener: str) -> SmtpReply:
@@ -191,17 +207,7 @@ class MxHandler:
     async def handle_DATA(
         self, server: SMTP, session: SmtpSession, envelope: Envelope
     ) -> str:
-        started = time.perf_counter()
-        try:
-            reply = await self._data(session, envelope)
-        except _TempFail as exc:
-            reply = exc.reply
-        except Exception as exc:
-            reply = failure_reply(exc, "MX")
-        metrics.MESSAGES.labels(LISTENER, metrics.outcome_of(reply.code)).inc()
-        if reply.code < 300:
-            metrics.DATA_LATENCY.labels(LISTENER).observe(time.perf_counter() - started)
-        return reply.line
+        return await answer_data(LISTENER, self._data(session, envelope))
 
     async def _data(self, session: SmtpSession, envelope: Envelope) -> SmtpReply:
         raw = envelope.original_content or b""

@@ -28,7 +28,6 @@ import ipaddress
 import logging
 import secrets
 import ssl
-import time
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,8 +55,8 @@ from mailplane.smtp.mx import (
     SHUTDOWN_GRACE_SECONDS,
     MxHandler,
     MxSMTP,
+    answer_data,
     close_gracefully,
-    failure_reply,
 )
 from mailplane.smtp.replies import SmtpReply
 from mailplane.tls import server_ssl_context
@@ -309,15 +308,7 @@ class SubmissionHandler:
     async def handle_DATA(
         self, server: SMTP, session: SmtpSession, envelope: Envelope
     ) -> str:
-        started = time.perf_counter()
-        try:
-            reply = await self._data(session, envelope)
-        except Exception as exc:
-            reply = failure_reply(exc, "submission")
-        metrics.MESSAGES.labels(LISTENER, metrics.outcome_of(reply.code)).inc()
-        if reply.code < 300:
-            metrics.DATA_LATENCY.labels(LISTENER).observe(time.perf_counter() - started)
-        return reply.line
+        return await answer_data(LISTENER, self._data(session, envelope))
 
     async def _data(self, session: SmtpSession, envelope: Envelope) -> SmtpReply:
         user = _user(session)
