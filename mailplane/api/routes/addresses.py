@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from mailplane.api.changes import record_change
 from mailplane.api.deps import (
+    AddressScope,
     AddressScopeDep,
     ClockDep,
     ContractAdminDep,
@@ -36,6 +37,7 @@ from mailplane.api.views import address_row, issued_password, local_date, quota
 from mailplane.change_notices import stage_change_notice
 from mailplane.mailbox_paths import mailbox_dir, remove_tree
 from mailplane.passwords import generate_password
+from mailplane.settings import Settings
 from mailplane.storage import addresses_repo, contracts_repo, idempotency_repo
 from mailplane.storage.models import Contract
 from mailplane.subdomains import expand
@@ -234,6 +236,19 @@ def delete_address(
     return Response(status_code=204)
 
 
+def _store_password(session: Session, scope: AddressScope, settings: Settings,
+                    password_hash: str, action: str, now: datetime) -> None:
+    """Save a new POP password hash, audited and notified (SPEC §9), in one transaction."""
+    addresses_repo.set_password_hash(session, address=scope.address,
+                                     password_hash=password_hash, now=now)
+    record_change(session, principal=scope.principal, action=action, now=now,
+                  contract_id=scope.contract.id, address=scope.address.address,
+                  affects_policy=False)
+    stage_change_notice(session, settings=settings, contract=scope.contract, action=action,
+                        address=scope.address.address, now=now)
+    session.commit()
+
+
 @router.post("/{address}/password", response_model=PasswordChanged)
 def change_password(
     body: PasswordChange,
@@ -249,21 +264,8 @@ def change_password(
     if body.current == body.new:
         raise invalid("new", "must differ from the current password")
     now = clock.now()
-    addresses_repo.set_password_hash(
-        session, address=scope.address, password_hash=hashing.hash(body.new), now=now
-    )
-    record_change(
-        session,
-        principal=scope.principal,
-        action="address.password_change",
-        now=now,
-        contract_id=scope.contract.id,
-        address=scope.address.address,
-        affects_policy=False,
-    )
-    stage_change_notice(session, settings=settings, contract=scope.contract,
-                        action="address.password_change", address=scope.address.address, now=now)
-    session.commit()
+    _store_password(session, scope, settings, hashing.hash(body.new),
+                    "address.password_change", now)
     return PasswordChanged(address=scope.address.address, changed_on=local_date(now, settings.tz))
 
 
@@ -278,21 +280,8 @@ def reissue_password(
     """Random password with its katakana reading, shown once (SPEC §1, L3974-4039)."""
     password = generate_password(settings.addresses.reissue_password_length)
     now = clock.now()
-    addresses_repo.set_password_hash(
-        session, address=scope.address, password_hash=hashing.hash(password), now=now
-    )
-    record_change(
-        session,
-        principal=scope.principal,
-        action="address.password_reissue",
-        now=now,
-        contract_id=scope.contract.id,
-        address=scope.address.address,
-        affects_policy=False,
-    )
-    stage_change_notice(session, settings=settings, contract=scope.contract,
-                        action="address.password_reissue", address=scope.address.address, now=now)
-    session.commit()
+    _store_password(session, scope, settings, hashing.hash(password),
+                    "address.password_reissue", now)
     issued = issued_password(password, now, settings.tz)
     return PasswordReissued(
         address=scope.address.address, pop_account=scope.address.pop_account,
