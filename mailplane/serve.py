@@ -70,7 +70,8 @@ async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Eve
             )
         )
         if "api" in roles:
-            app = create_app(settings, clock=clock, session_factory=session_factory)
+            app = create_app(settings, clock=clock, session_factory=session_factory,
+                             extra_state={"policy_cache": policy})
             config = uvicorn.Config(
                 app, host=settings.api.host, port=settings.api.port, log_level="warning",
                 lifespan="off",

@@ -52,8 +52,14 @@ def create_app(
     app.include_router(audit.router, responses=COMMON_ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, str | int]:
+        """Liveness; on a node that also runs mail services, the policy revision its SMTP
+        decisions use right now (so an operator — or a test — can see a change arrive)."""
+        body: dict[str, str | int] = {"status": "ok"}
+        policy = getattr(app.state, "policy_cache", None)
+        if policy is not None:
+            body["policy_revision"] = policy.snapshot.revision
+        return body
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:

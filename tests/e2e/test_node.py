@@ -10,6 +10,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import update
 
+from mailplane.policy import read_revision
 from mailplane.storage import policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.models import Address
@@ -57,20 +58,15 @@ def test_quarantined_mail_is_listed_shown_and_released_through_the_api(
                         .values(spam_judge=True, spam_quarantine=True))
         policy_repo.bump_revision(session)
         session.commit()
+        revision = read_revision(session)
     engine.dispose()
-
-    def delivered() -> bool:
-        try:
-            with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as smtp:
-                smtp.send_message(_spam(address), from_addr="spammer@spam.example.com",
-                                  to_addrs=[address])
-            return True
-        except smtplib.SMTPRecipientsRefused:
-            return False  # the policy cache has not seen the new address yet
-
-    assert _wait_for(delivered)
+    # The node reports the revision its SMTP decisions use: wait until it has this one.
+    assert _wait_for(lambda: api.get("/healthz").json().get("policy_revision", 0) >= revision)
+    with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as smtp:
+        smtp.send_message(_spam(address), from_addr="spammer@spam.example.com",
+                          to_addrs=[address])
     base = f"/v1/contracts/C1/addresses/{address}/quarantine"
-    assert _wait_for(lambda: len(api.get(base).json()["items"]) == 1)
+    assert len(api.get(base).json()["items"]) == 1
     item = api.get(base).json()["items"][0]
     assert item["reason"] == "spam" and item["sender"] == "spammer@spam.example.com"
     detail = api.get(f"{base}/{item['id']}").json()
