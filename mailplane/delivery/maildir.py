@@ -155,14 +155,21 @@ class MaildirUsage:
 
     def used(self, address: str) -> int:
         """Blocking (scans a directory when the cache is stale): call from a thread."""
-        with self._lock:
-            cached = self._cache.get(address)
-        if cached is not None and time.monotonic() - cached[1] < self._ttl:
-            return cached[0]
+        cached = self.cached(address)
+        if cached is not None:
+            return cached
         size = mailbox_size(mailbox_dir(self._root, address))
         with self._lock:
             self._cache[address] = (size, time.monotonic())
         return size
+
+    def cached(self, address: str) -> int | None:
+        """The cached figure if one is fresh, without touching the disk (event loop safe)."""
+        with self._lock:
+            cached = self._cache.get(address)
+        if cached is not None and time.monotonic() - cached[1] < self._ttl:
+            return cached[0]
+        return None
 
     def add(self, address: str, size: int) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import format_datetime
 from typing import Any, AnyStr
 
@@ -32,6 +33,7 @@ from mailplane import metrics
 from mailplane.clock import Clock
 from mailplane.delivery.commit_batcher import CommitBatcher
 from mailplane.delivery.maildir import MaildirUsage
+from mailplane.delivery.quota_notice import over_threshold, update_quota_notice
 from mailplane.delivery.rewrite import delivered_copy
 from mailplane.delivery.store import DeliveryPlan, InboxWrite, QuarantineWrite, persist
 from mailplane.delivery.virus_report import build_virus_report, find_infected_parts
@@ -137,6 +139,8 @@ class MxHandler:
         self.recent_replies = RecentReplies()
         # Concurrent deliveries share one transaction (docs/performance.md).
         self.committer = CommitBatcher(session_factory)
+        # Addresses known to be over the quota-notice threshold (to re-arm below it).
+        self._notice_armed: dict[str, bool] = {}
         self.options = PipelineOptions(
             auto_reply_require_recipient_header=(
                 settings.outbound.auto_reply_require_recipient_header
@@ -243,6 +247,7 @@ class MxHandler:
             committer=self.committer,
         )
         self.record_delivered(plan, staged_jobs=staged)
+        await self.quota_notices(plan, [policy for _, policy in policies], now=now)
         return replies.MESSAGE_ACCEPTED
 
     async def plan_local_delivery(
@@ -277,6 +282,29 @@ class MxHandler:
             self.usage.add(write.address, len(write.data))
         if staged_jobs and self.on_outbound is not None:
             self.on_outbound()
+
+    async def quota_notices(self, plan: DeliveryPlan, policies: list[AddressPolicy], *,
+                            now: datetime) -> None:
+        """SPEC §8: one notice when an inbox passes 90 % of its quota.  Only addresses at
+        or over the threshold cost a thread hop; a failed notice never fails the mail."""
+        quotas = {p.address: p.quota_bytes for p in policies}
+        for address in {write.address for write in plan.inbox}:
+            quota = quotas.get(address, 0)
+            used = self.usage.cached(address)  # filled at RCPT; no I/O on the loop
+            if used is None or (
+                not over_threshold(used, quota) and not self._notice_armed.get(address)
+            ):
+                continue
+            try:
+                sent = await asyncio.to_thread(update_quota_notice, self.settings,
+                                               address=address, used=used, quota=quota,
+                                               now=now)
+            except OSError as exc:
+                log.warning("quota notice for %s not sent: %s", address, exc)
+                continue
+            self._notice_armed[address] = over_threshold(used, quota)
+            if sent:
+                self.usage.forget(address)
 
     def _received(self, ctx: MessageContext, recipient: str, *, esmtp: bool) -> str:
         """This hop's ``Received`` value (RFC 5321 §4.4), folded with CRLF + tab."""
