@@ -141,6 +141,8 @@ class SpamSettings(_Section):
 class RetentionSettings(_Section):
     quarantine_days: int = Field(default=7, ge=1)
     inbox_days: int = Field(default=28, ge=1)
+    #: Rows of sent or failed outbound jobs (no message bytes) kept for support questions.
+    outbound_history_days: int = Field(default=30, ge=1)
     purge_interval_seconds: int = Field(default=3600, ge=1)
     notify_interval_seconds: int = Field(default=3600, ge=1)
 

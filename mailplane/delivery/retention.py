@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane.clock import Clock
 from mailplane.delivery.maildir import delivered_at
 from mailplane.settings import Settings
-from mailplane.storage import quarantine_repo
+from mailplane.storage import outbound_repo, quarantine_repo
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 class PurgeResult:
     quarantine_deleted: int
     inbox_deleted: int
+    outbound_rows_deleted: int = 0
 
 
 def _inbox_files(root: Path) -> list[Path]:
@@ -77,11 +78,24 @@ def purge_quarantine(
     return len(items)
 
 
+def purge_outbound_history(
+    settings: Settings, session_factory: sessionmaker[Session], clock: Clock
+) -> int:
+    """Rows of sent or failed outbound jobs (their spool files are already gone) are kept
+    for ``retention.outbound_history_days`` for support questions, then deleted."""
+    cutoff = clock.now() - timedelta(days=settings.retention.outbound_history_days)
+    with session_factory() as session:
+        deleted = outbound_repo.delete_finished_before(session, cutoff=cutoff)
+        session.commit()
+    return deleted
+
+
 def purge(settings: Settings, session_factory: sessionmaker[Session], clock: Clock) -> PurgeResult:
-    """Delete expired quarantine items and inbox mail once (blocking)."""
+    """Delete expired quarantine items, inbox mail and outbound history once (blocking)."""
     result = PurgeResult(
         quarantine_deleted=purge_quarantine(settings, session_factory, clock),
         inbox_deleted=purge_inbox(settings, clock),
+        outbound_rows_deleted=purge_outbound_history(settings, session_factory, clock),
     )
     log.info("purge: %d quarantined and %d inbox messages deleted",
              result.quarantine_deleted, result.inbox_deleted)

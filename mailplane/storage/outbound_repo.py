@@ -231,3 +231,13 @@ def delete_jobs(session: Session, *, job_ids: list[str]) -> None:
             delete(OutboundJob).where(OutboundJob.id.in_(job_ids))
             .execution_options(synchronize_session=False)
         )
+
+
+def delete_finished_before(session: Session, *, cutoff: datetime) -> int:
+    """Delete sent/failed job rows created before ``cutoff``; queued jobs are never touched."""
+    result = session.execute(
+        delete(OutboundJob)
+        .where(OutboundJob.status.in_(("sent", "failed")), OutboundJob.created_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
