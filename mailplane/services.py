@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,9 +39,6 @@ async def start_mail_services(
     closers: list[Closer] = []
     wake_worker = None
     if "worker" in roles:
-        import os
-        import socket
-
         from mailplane.outbound.worker import OutboundWorker
 
         worker = OutboundWorker(settings, session_factory, clock,
