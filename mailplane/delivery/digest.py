@@ -70,6 +70,8 @@ def send_quarantine_digests(
         addresses = quarantine_repo.addresses_with_unnotified_and_notify_on(session)
     for address in addresses:
         with session_factory() as session:
+            if not quarantine_repo.claim_digest(session, address=address):
+                continue  # another node is sending this address's digest right now
             items = quarantine_repo.list_unnotified(session, address=address)
             if not items:
                 continue

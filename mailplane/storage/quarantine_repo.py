@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import Address, QuarantineItem
@@ -51,21 +51,29 @@ def list_received_before(session: Session, *, cutoff: datetime) -> list[Quaranti
     )
 
 
-def list_unnotified(session: Session, *, address: str) -> list[QuarantineItem]:
-    """Items quarantined since the last digest, oldest first.
+def claim_digest(session: Session, *, address: str) -> bool:
+    """Whether this transaction may send ``address``'s digest now.
 
-    On PostgreSQL the rows stay locked until the caller commits ``mark_notified``, and
-    another node's digest run skips them (SKIP LOCKED): two nodes never send the same
-    digest.  SQLite serialises writers on its own.
+    On PostgreSQL a transaction-scoped advisory lock per address: of two nodes running
+    digests at the same moment, one gets it and the other skips the address (row locks
+    with SKIP LOCKED were not enough — two nodes could each lock *part* of one address's
+    items and both send a digest).  SQLite serialises writers on its own.
     """
-    query = (
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"),
+        {"key": f"mailplane-digest:{address}"},
+    ))
+
+
+def list_unnotified(session: Session, *, address: str) -> list[QuarantineItem]:
+    """Items quarantined since the last digest, oldest first (after :func:`claim_digest`)."""
+    return list(session.scalars(
         select(QuarantineItem)
         .where(QuarantineItem.address == address, QuarantineItem.notified.is_(False))
         .order_by(QuarantineItem.received_at, QuarantineItem.id)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+    ))
 
 
 def mark_notified(session: Session, *, item_ids: Iterable[str]) -> None:
