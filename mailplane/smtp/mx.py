@@ -67,6 +67,16 @@ _SCAN_ERRORS = (ScannerUnavailable, TimeoutError, OSError)
 _STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
+def content_refusal(raw: bytes, max_size: int) -> SmtpReply | None:
+    """The refusal every listener gives a message's bytes before any other work: bare CR
+    or LF (SMTP smuggling, RFC 5321 §2.3.8) or over the size limit; None if acceptable."""
+    if has_bare_line_ending(raw):
+        return replies.BARE_LINE_ENDING
+    if len(raw) > max_size:
+        return replies.MESSAGE_TOO_BIG
+    return None
+
+
 async def answer_data(listener: str, work: Awaitable[SmtpReply]) -> str:
     """Run a listener's DATA work and turn any failure into its 4xx (never a traceback to
     the client), counting the outcome and the DATA-to-reply latency per listener."""
@@ -215,10 +225,9 @@ class MxHandler:
 
     async def _data(self, session: SmtpSession, envelope: Envelope) -> SmtpReply:
         raw = envelope.original_content or b""
-        if has_bare_line_ending(raw):
-            return replies.BARE_LINE_ENDING
-        if len(raw) > self.settings.mx.max_message_size:
-            return replies.MESSAGE_TOO_BIG
+        refused = content_refusal(raw, self.settings.mx.max_message_size)
+        if refused is not None:
+            return refused
         policies = list(self._policies.get(envelope, {}).items())
         srs_returns = self._srs_returns.get(envelope, [])
         if not policies and not srs_returns:

@@ -46,7 +46,7 @@ from mailplane.filters.engines.base import ScannerUnavailable, SpamEngine, Virus
 from mailplane.filters.overseas_window import OverseasRule
 from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
 from mailplane.geo import CountryLookup, build_country_lookup
-from mailplane.message import MessageContext, has_bare_line_ending
+from mailplane.message import MessageContext
 from mailplane.outbound.queue import PendingJob
 from mailplane.policy import AddressPolicy, PolicyCache
 from mailplane.settings import Settings
@@ -57,6 +57,7 @@ from mailplane.smtp.mx import (
     MxSMTP,
     answer_data,
     close_gracefully,
+    content_refusal,
 )
 from mailplane.smtp.replies import SmtpReply
 from mailplane.tls import server_ssl_context
@@ -315,10 +316,9 @@ class SubmissionHandler:
         if user is None:
             return replies.AUTH_REQUIRED
         raw = envelope.original_content or b""
-        if has_bare_line_ending(raw):
-            return replies.BARE_LINE_ENDING
-        if len(raw) > self.settings.mx.max_message_size:
-            return replies.MESSAGE_TOO_BIG
+        refused = content_refusal(raw, self.settings.mx.max_message_size)
+        if refused is not None:
+            return refused
         recipients = self._recipients.get(envelope)
         if not recipients:
             return replies.NO_VALID_RECIPIENTS
