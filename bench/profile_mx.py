@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--wall", action="store_true", help="wall time, not only GIL-holding")
     parser.add_argument("--top", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="MX worker processes (py-spy follows them with --subprocesses)")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
         "py-spy")
@@ -62,7 +64,7 @@ def main() -> None:
     (workdir / "mailplane").mkdir()
     url = f"sqlite:///{workdir / 'mailplane' / 'mailplane.db'}"
     prepare_mailplane(url, 10_000)
-    server = servers.start_mailplane(workdir, workers=1, database_url=url)
+    server = servers.start_mailplane(workdir, workers=args.workers, database_url=url)
     recipients = [address_of(n) for n in range(100)]
     try:
         asyncio.run(client.run_asyncio_load("127.0.0.1", server.port, sessions=args.sessions,
@@ -70,7 +72,8 @@ def main() -> None:
                                             recipients=recipients))
         spy = subprocess.Popen(
             [py_spy, "record", "-p", str(server.process.pid), "-r", "250", "-f", "raw",
-             "-o", str(raw), "--nonblocking", *([] if args.wall else ["--gil"])],
+             "-o", str(raw), "--nonblocking", *([] if args.wall else ["--gil"]),
+             *(["--subprocesses"] if args.workers > 1 else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         result = asyncio.run(client.run_asyncio_load(

@@ -1,8 +1,9 @@
 """Replies this process already sent, so a repeat sender skips the ledger round trip.
 
 The shared ledger (``auto_reply_ledger``) stays the authority: a claim it refuses is never
-sent.  This cache only remembers claims *this process won*, so "replied less than 24 h
-ago" read from it is always true in the database as well — skipping the upsert for such a
+sent.  This cache only remembers reply times the ledger recorded — claims this process won, and
+after a refused claim the time of the claim that won — so "replied less than 24 h ago"
+read from it is always true in the database as well — skipping the upsert for such a
 sender can only avoid work, never send a second reply or suppress a due one.
 """
 

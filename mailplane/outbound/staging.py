@@ -20,7 +20,7 @@ from mailplane.outbound.queue import PendingJob
 from mailplane.outbound.recent_replies import RecentReplies
 from mailplane.outbound.srs import Srs
 from mailplane.settings import Settings
-from mailplane.storage.auto_reply_ledger_repo import REPLY_WINDOW, claim_reply
+from mailplane.storage.auto_reply_ledger_repo import REPLY_WINDOW, claim_reply, last_reply_at
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,13 @@ def auto_reply_job(
     def claim(session: Session) -> bool:
         if not claim_reply(session, address=address, sender=sender, now=now):
             log.info("auto-reply %s → %s: already replied within 24 h", address, sender)
+            if recent is not None:
+                # Another process (or node) won: remember *its* reply time, so this
+                # process stops building and claiming a reply on every message from
+                # this sender, yet still replies once that reply's 24 h are over.
+                won_at = last_reply_at(session, address=address, sender=sender)
+                if won_at is not None:
+                    recent.remember(address, sender, won_at)
             return False
         if recent is not None:
             recent.remember(address, sender, now)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -54,3 +55,17 @@ def claim_reply(
             where=refresh_when,
         ).returning(ledger.address)
     return session.execute(statement).first() is not None
+
+
+def last_reply_at(session: Session, *, address: str, sender: str) -> datetime | None:
+    """When the ledger last recorded a reply from ``address`` to ``sender`` (None: never).
+
+    Read after a refused :func:`claim_reply`, so a process that lost a claim to another
+    process can remember the winner's time instead of trying again on every message.
+    """
+    ledger = AutoReplyLedger
+    at = session.execute(
+        select(ledger.replied_at).where(ledger.address == address.lower(),
+                                        ledger.sender == sender.lower())
+    ).scalar_one_or_none()
+    return None if at is None else as_utc(at)

@@ -20,7 +20,8 @@ from mailplane.outbound.auto_reply import (
     reply_subject,
     suppression_reason,
 )
-from mailplane.outbound.staging import stage_auto_reply
+from mailplane.outbound.recent_replies import RecentReplies
+from mailplane.outbound.staging import auto_reply_job, stage_auto_reply
 from mailplane.policy import AutoReplyPolicy
 from mailplane.settings import Settings
 from mailplane.storage.auto_reply_ledger_repo import claim_reply
@@ -197,6 +198,37 @@ def test_two_concurrent_claims_for_the_same_sender_yield_exactly_one_reply(
         for thread in threads:
             thread.join(30)
         assert sorted(results) == [False, True]
+    engine.dispose()
+
+
+def test_a_process_that_loses_the_claim_remembers_the_winners_reply_time(
+    db_settings: Settings,
+) -> None:
+    """Two MX processes, each with its own RecentReplies: the loser must stop claiming on
+    every message (it did, and that was 26 % of MX CPU with two workers), yet reply again
+    once the *winner's* 24 h are over — not 24 h after it lost."""
+    engine = make_engine(db_settings.database_url)
+    factory = make_session_factory(engine)
+    clock = FrozenClock()
+    winner, loser = RecentReplies(), RecentReplies()
+
+    def claim(recent: RecentReplies) -> bool:
+        job = auto_reply_job(settings=db_settings, address=ADDRESS, sender=SENDER,
+                             original_headers=headers(), body="不在です", now=clock.now(),
+                             recent=recent)
+        assert job.claim is not None
+        with factory() as session:
+            won = job.claim(session)
+            session.commit()
+        return won
+
+    won_at = clock.now()
+    assert claim(winner) is True
+    clock.advance(timedelta(hours=2))
+    assert loser.replied_recently(ADDRESS, SENDER, clock.now()) is False
+    assert claim(loser) is False
+    assert loser.replied_recently(ADDRESS, SENDER.upper(), clock.now()) is True
+    assert loser.replied_recently(ADDRESS, SENDER, won_at + timedelta(hours=24)) is False
     engine.dispose()
 
 
