@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mailplane.logging_config import configure_logging
 from mailplane.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("mailplane")
@@ -109,15 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mailplane: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=os.environ.get("MAILPLANE_LOG_LEVEL", settings.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    # aiosmtpd logs every connection and command at INFO: a measurable share of MX CPU
-    # (docs/performance.md) and nothing an operator reads; our own logs say what matters.
-    if logging.getLogger().level > logging.DEBUG:
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    configure_logging(os.environ.get("MAILPLANE_LOG_LEVEL", settings.log_level))
     try:
         result: int = args.func(settings, args)
     except ConfigError as exc:

@@ -35,6 +35,17 @@ def has_bare_line_ending(data: bytes) -> bool:
     return data.count(b"\r") != crlf or data.count(b"\n") != crlf
 
 
+def header_block(raw: bytes) -> bytes:
+    """A prefix of ``raw`` that holds the whole header section (RFC 5322 §2.1).
+
+    The section ends at the first empty line; ``\n\r\n`` or ``\n\n`` is always one,
+    whatever the line endings, so cutting just after the first of them never cuts a header
+    — at worst a byte of body comes along, which the parser ignores.
+    """
+    ends = [i for i in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return raw[: min(ends) + 3] if ends else raw
+
+
 def decode_header_text(raw: str) -> str:
     """RFC 2047 decode, tolerant of broken encoded-words (falls back to the raw text)."""
     try:
@@ -75,8 +86,12 @@ class MessageContext:
 
     @cached_property
     def headers(self) -> Message:
-        """Headers only (the body is not parsed); values are raw, undecoded strings."""
-        return _HEADER_PARSER.parsebytes(self.raw)
+        """Headers only (the body is not parsed); values are raw, undecoded strings.
+
+        Only the header block is handed to the parser: even in headers-only mode it would
+        decode and split every body line into its payload, which nobody reads here.
+        """
+        return _HEADER_PARSER.parsebytes(header_block(self.raw))
 
     @cached_property
     def parsed(self) -> EmailMessage:

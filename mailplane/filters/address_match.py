@@ -11,6 +11,7 @@ All comparisons are case-insensitive.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 
 def entry_matches(entry: str, sender: str) -> bool:
@@ -23,6 +24,33 @@ def entry_matches(entry: str, sender: str) -> bool:
     if "@" not in pattern and "." not in pattern:
         return False
     return address.endswith(pattern)
+
+
+@lru_cache(maxsize=65_536)
+def _compiled(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """One address's list as (exact addresses, suffixes): the same rules as
+    :func:`entry_matches`, checked with one set lookup and one ``str.endswith`` per sender
+    instead of a loop over every entry.  Lists are the policy snapshot's tuples, so each
+    is compiled once per snapshot."""
+    exact: set[str] = set()
+    suffixes: list[str] = []
+    for entry in entries:
+        pattern = entry.strip().lower()
+        if "@" in pattern and not pattern.startswith("@"):
+            exact.add(pattern)
+        elif pattern and ("@" in pattern or "." in pattern):
+            suffixes.append(pattern)
+    return frozenset(exact), tuple(suffixes)
+
+
+def any_match(entries: tuple[str, ...], senders: Iterable[str]) -> bool:
+    """True when some entry matches some sender (same answer as :func:`first_match`)."""
+    exact, suffixes = _compiled(entries)
+    for sender in senders:
+        address = sender.strip().lower()
+        if address and (address in exact or address.endswith(suffixes)):
+            return True
+    return False
 
 
 def first_match(entries: Iterable[str], senders: Iterable[str]) -> str | None:

@@ -16,6 +16,12 @@ fast" removed, and nothing else changed.
    line with the stock rules; a line still growing past the limit hands the rest of DATA
    to the stock line-by-line loop.
 
+3. ``MAIL FROM``/``RCPT TO`` addresses go through ``email._header_value_parser`` (~9 % of
+   MX CPU with two workers).  The plain ``<dot-atom@domain>`` form nearly all mail uses
+   is matched by one regular expression whose result is the parser's; anything else
+   (quoted local parts, routes, comments, the null path, leading blanks) still takes the
+   stock parser.
+
 Only aiosmtpd 1.4.6 is known to match: with any other version the class is the stock one.
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from typing import Any, NamedTuple
 
 import aiosmtpd
@@ -42,6 +49,11 @@ log = logging.getLogger("mail.log")
 _COMPATIBLE = aiosmtpd.__version__ == "1.4.6"
 _CRLF = b"\r\n"
 _TERMINATOR = b"\r\n.\r\n"
+#: ``<local@domain>`` then the parameters: RFC 5322 dot-atom local part, LDH domain labels
+#: — the subset on which ``get_angle_addr(...).addr_spec`` is the text between the brackets
+#: (a test compares both on generated input).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
 
 class _Tables(NamedTuple):
@@ -325,6 +337,17 @@ class FastSMTP(SMTP):
                     else:
                         acc.pieces.append(whole)
                 line_fragments = []
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        match = _PLAIN_PATH.match(arg) if _COMPATIBLE else None
+        if match is None:
+            return super()._getaddr(arg)
+        rest = arg[match.end():].lstrip(" \t")  # the parser eats trailing CFWS ...
+        if rest.startswith("("):  # ... comments included: leave those to it
+            return super()._getaddr(arg)
+        if self.local_part_limit and len(match[1]) > self.local_part_limit:
+            return None, None
+        return f"{match[1]}@{match[2]}", rest
 
     def _post_data(self) -> None:
         stock: Any = self  # untyped in aiosmtpd

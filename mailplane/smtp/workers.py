@@ -22,6 +22,7 @@ import os
 import signal
 from multiprocessing.process import BaseProcess
 
+from mailplane.logging_config import configure_logging
 from mailplane.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,7 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
 
 
 def _worker_main(settings: Settings, parent: int) -> None:
-    logging.basicConfig(level=os.environ.get("MAILPLANE_LOG_LEVEL", settings.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    configure_logging(os.environ.get("MAILPLANE_LOG_LEVEL", settings.log_level), with_pid=True)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -116,3 +116,36 @@ def test_fast_constructor_sets_what_the_stock_one_sets() -> None:
             "_client_connected_cb"}
     assert {k: v for k, v in stock.items() if k not in skip} == {
         k: v for k, v in fast.items() if k not in skip}
+
+
+_ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+_PATH_ALPHABET = _ATEXT + '.@<> "\\(),:;[]\t'
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    arg=st.one_of(
+        st.text(alphabet=_PATH_ALPHABET, max_size=40),
+        st.builds(
+            lambda local, domain, rest: f"<{local}@{domain}>{rest}",
+            st.text(alphabet=_ATEXT + ".", min_size=1, max_size=20),
+            st.text(alphabet="abcZ09-.", min_size=1, max_size=20),
+            st.sampled_from(["", " SIZE=100", " BODY=8BITMIME SMTPUTF8", "x", ">", " "]),
+        ),
+    ),
+    limit=st.sampled_from([0, 5, 64]),
+)
+def test_mail_and_rcpt_paths_parse_exactly_like_stock_aiosmtpd(arg: str, limit: int) -> None:
+    """The regular-expression fast path for ``<local@domain>`` gives the stock parser's
+    (address, parameters) — or the stock parser runs — for any input."""
+    fast = FastSMTP(Recorder())
+    stock = SMTP(Recorder())
+    fast.local_part_limit = stock.local_part_limit = limit
+
+    def outcome(protocol: SMTP) -> object:
+        try:
+            return protocol._getaddr(arg)
+        except Exception as exc:  # the stdlib parser raises IndexError on e.g. "<"
+            return type(exc)
+
+    assert outcome(fast) == outcome(stock)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import email
 from collections.abc import Iterator
 from email.message import EmailMessage
+from email.policy import compat32
 
 import pytest
 
+from mailplane.filters.engines import builtin_spam
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine, make_resolver
 from mailplane.settings import SpamSettings
 from tests.engines.dns_stub import DnsStub
@@ -132,3 +135,37 @@ async def test_dnsbl_timeout_skips_the_rule_and_never_fails_the_message() -> Non
         )
     assert result.rules == ()
     assert not result.is_spam
+
+
+def _shapes() -> list[bytes]:
+    """Single-part, multipart, encoded, HTML-only, message/rfc822, GTUBE in each."""
+    gtube_body = gtube_message().decode().split("\n\n", 1)[1]
+    shapes = [ordinary_message(), gtube_message(), b"Subject: hi\r\n\r\nbody\r\n", b"",
+              b"no headers at all", b"\r\nbody only\r\n"]
+    for cte in ("7bit", "8bit", "base64", "quoted-printable"):
+        for subtype in ("plain", "html"):
+            message = EmailMessage()
+            message["From"] = '"a@other.example" <x@cheap.example>'
+            message["Subject"] = "BUY NOW CHEAP PILLS!!!"
+            message.set_content(gtube_body, subtype=subtype, cte=cte)
+            shapes.append(bytes(message))
+            message.add_alternative("<p>hi</p>", subtype="html")
+            shapes.append(bytes(message))
+    wrapper = EmailMessage()
+    wrapper["Subject"] = "fwd"
+    inner = EmailMessage()
+    inner.set_content(gtube_body, cte="base64")
+    wrapper.set_content(inner)
+    shapes.append(bytes(wrapper))
+    return shapes
+
+
+def test_parsing_only_the_headers_of_plain_mail_fires_the_same_rules_as_a_full_parse() -> None:
+    """``parse_for_rules`` skips the body parse only where it cannot change a verdict."""
+    for data in _shapes():
+        full = email.message_from_bytes(data, policy=compat32)
+        fast = builtin_spam.parse_for_rules(data)
+        assert ({r.name for r in builtin_spam.RULES if r.fires(fast)}
+                == {r.name for r in builtin_spam.RULES if r.fires(full)}), data[:200]
+        assert ((builtin_spam.GTUBE in data or builtin_spam._gtube_in_decoded_text(fast))
+                == (builtin_spam.GTUBE in data or builtin_spam._gtube_in_decoded_text(full)))

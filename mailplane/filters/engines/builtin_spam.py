@@ -26,6 +26,7 @@ import dns.exception
 import dns.resolver
 
 from mailplane.filters.engines.base import SpamScanResult
+from mailplane.message import header_block
 from mailplane.settings import SpamSettings
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,28 @@ _LISTED_RANGE = ipaddress.ip_network("127.0.0.0/8")
 _ERROR_RANGE = ipaddress.ip_network("127.255.255.0/24")
 
 
+#: Transfer encodings under which the body bytes *are* the decoded text.
+_IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+
+
+def parse_for_rules(data: bytes) -> Message:
+    """The message as the rules need it, parsed no further than they look.
+
+    A single-part message in an identity transfer encoding — nearly all mail — needs only
+    its header block: its one part's type is in the headers, and its decoded text is the
+    raw body, which the raw ``GTUBE in data`` test already covers.  Anything else (MIME
+    parts, base64, quoted-printable) is parsed whole, so encoded GTUBE is still found.
+    """
+    head: Message = email.message_from_bytes(header_block(data), policy=compat32)
+    encoding = str(head.get("Content-Transfer-Encoding", "")).strip().lower()
+    if head.get_content_maintype() not in ("multipart", "message") and (
+            encoding in _IDENTITY_ENCODINGS):
+        return head
+    return email.message_from_bytes(data, policy=compat32)
+
+
 def _content_hits(data: bytes) -> list[tuple[str, float]]:
-    message: Message = email.message_from_bytes(data, policy=compat32)
+    message = parse_for_rules(data)
     hits: list[tuple[str, float]] = []
     if GTUBE in data or _gtube_in_decoded_text(message):
         hits.append(("GTUBE", GTUBE_SCORE))
