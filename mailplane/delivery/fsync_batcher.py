@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from mailplane.delivery.maildir import PendingFile
+from mailplane.delivery.maildir import PendingFile, rename_into
 
 
 class _DirState:
@@ -96,7 +96,7 @@ def publish_batched(pending: Iterable[PendingFile]) -> None:
     touched directory."""
     directories: set[Path] = set()
     for item in pending:
-        os.rename(item.tmp_path, item.final_path)
+        rename_into(item)
         directories.add(item.final_path.parent)
     for directory in directories:
         BATCHER.fsync_dir(directory)

@@ -18,7 +18,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,29 @@ _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "loc
 def ensure_maildir(path: Path) -> None:
     for sub in ("tmp", "new", "cur"):
         (path / sub).mkdir(parents=True, exist_ok=True)
+
+
+def create_exclusive(path: Path, make_parent: Callable[[], None]) -> int:
+    """Open a new file for writing; ``make_parent`` runs only when its directory is
+    missing — once per mailbox, instead of three ``mkdir`` calls on every delivery."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        return os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        make_parent()
+        return os.open(path, flags, 0o600)
+
+
+def rename_into(item: PendingFile) -> None:
+    """Move a tmp file to its final name; a missing target directory (removed by a tool
+    or an operator since the mailbox was created) is made again rather than failing."""
+    try:
+        os.rename(item.tmp_path, item.final_path)
+    except FileNotFoundError:
+        if not item.tmp_path.exists():
+            raise
+        item.final_path.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(item.tmp_path, item.final_path)
 
 
 def fsync_dir(path: Path) -> None:
@@ -75,10 +98,9 @@ class PendingFile:
 
 
 def write_tmp(maildir: Path, data: bytes, *, now: datetime) -> PendingFile:
-    ensure_maildir(maildir)
     name = unique_name(now, len(data))
     tmp_path = maildir / "tmp" / name
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = create_exclusive(tmp_path, lambda: ensure_maildir(maildir))
     try:
         view = memoryview(data)
         while view:
@@ -97,7 +119,7 @@ def publish(pending: Iterable[PendingFile]) -> None:
     """Rename into ``new/`` and fsync each touched directory once."""
     directories: set[Path] = set()
     for item in pending:
-        os.rename(item.tmp_path, item.final_path)
+        rename_into(item)
         directories.add(item.final_path.parent)
     for directory in directories:
         fsync_dir(directory)

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
-from mailplane.delivery.maildir import deliver, fsync_dir
+from mailplane.delivery.maildir import create_exclusive, deliver, fsync_dir
 from mailplane.mailbox_paths import mailbox_dir
 from mailplane.settings import Settings
 from mailplane.storage import quarantine_repo
@@ -39,9 +39,8 @@ def new_item_id(now: datetime) -> str:
 
 def write_item_file(directory: Path, item_id: str, data: bytes) -> Path:
     """Write and fsync one quarantined message (blocking); the caller fsyncs the dir."""
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{item_id}.eml"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = create_exclusive(path, lambda: directory.mkdir(parents=True, exist_ok=True))
     try:
         view = memoryview(data)
         while view:

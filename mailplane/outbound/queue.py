@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from mailplane.clock import as_utc
+from mailplane.delivery.maildir import create_exclusive
 from mailplane.storage import outbound_repo
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,9 @@ def write_spool_file(spool_dir: Path, job_id: str, message: bytes) -> Path:
     """
     from mailplane.delivery.fsync_batcher import BATCHER
 
-    spool_dir.mkdir(parents=True, exist_ok=True)
     final = spool_path(spool_dir, job_id)
     tmp = spool_dir / f"{TMP_PREFIX}{job_id}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = create_exclusive(tmp, lambda: spool_dir.mkdir(parents=True, exist_ok=True))
     try:
         view = memoryview(message)
         while view:

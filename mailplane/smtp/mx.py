@@ -278,7 +278,9 @@ class MxHandler:
         for address, policy in policies:
             self._plan_recipient(ctx, address, policy, scan, plan, esmtp=esmtp)
         for write in plan.inbox:
-            used = await asyncio.to_thread(self.usage.used, write.address)
+            used = self.usage.cached(write.address)
+            if used is None:  # a directory scan: only when the cached figure is stale
+                used = await asyncio.to_thread(self.usage.used, write.address)
             policy = dict(policies)[write.address]
             if used + len(write.data) > policy.quota_bytes:
                 return replies.MAILBOX_FULL
