@@ -1,33 +1,40 @@
-"""Persist everything one SMTP transaction produced, all or nothing (DESIGN step 3).
+"""Persist everything SMTP transactions produced, all or nothing per transaction (DESIGN
+step 3), many transactions at a time (group commit).
 
-Order: inbox copies fsynced in ``tmp/`` → quarantine files fsynced (and their dirs) →
-quarantine index committed → inbox copies renamed into ``new/`` and dirs fsynced.  Only
-then may the MX answer 250.  Any failure removes what this transaction wrote (and the
-index rows if they were already committed) and re-raises, so the MX answers 451 with
-nothing half-stored.
+For each transaction ("plan"): inbox copies fsynced in ``tmp/``, quarantine files and
+spooled outbound jobs fsynced → spool files renamed into place and the spool and quarantine
+directories fsynced → quarantine index, outbound job rows and auto-reply ledger claims
+committed → inbox copies renamed into ``new/`` and those directories fsynced.  Only then
+may the MX answer 250.  A failure anywhere removes what that plan wrote (and its rows, if
+they were already committed) and is returned as that plan's result, so its MX session
+answers 451 with nothing half-stored while the other plans of the batch go on.
+
+:func:`persist_batch` does this for several plans at once: every directory is fsynced once
+per batch and every row of the batch commits in one transaction (if that transaction
+fails, each plan is committed alone, so one bad plan never fails its neighbours).  No
+database write lock is ever held across an fsync: every file is durable before the
+transaction starts.  :class:`~mailplane.delivery.writer.DeliveryWriter` feeds it.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.delivery.commit_batcher import CommitBatcher
-from mailplane.delivery.fsync_batcher import BATCHER, publish_batched
-from mailplane.delivery.maildir import (
-    PendingFile,
-    discard,
-    write_tmp,
-)
+from mailplane.delivery.maildir import PendingFile, discard, fsync_dir, rename_into, write_tmp
 from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
 from mailplane.mailbox_paths import mailbox_dir
 from mailplane.outbound.queue import PendingJob
 from mailplane.settings import Settings
 from mailplane.storage import outbound_repo, quarantine_repo
 from mailplane.storage.models import QuarantineItem
+
+log = logging.getLogger(__name__)
 
 _MAX_HEADER_TEXT = 998
 
@@ -56,80 +63,175 @@ class DeliveryPlan:
     outbound: list[PendingJob] = field(default_factory=list)
 
 
+#: One plan's outcome: how many outbound jobs it queued, or why it failed.
+PersistResult = int | Exception
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What one plan has written so far, to finish it or to undo it."""
+
+    plan: DeliveryPlan
+    now: datetime
+    inbox: list[PendingFile] = field(default_factory=list)
+    quarantine_files: list[Path] = field(default_factory=list)
+    items: list[QuarantineItem] = field(default_factory=list)
+    spool: list[PendingFile] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+    committed: bool = False
+    error: Exception | None = None
+
+    @property
+    def has_rows(self) -> bool:
+        return bool(self.items or self.plan.outbound)
+
+
+_FilesOf = Callable[[_Progress], Iterable[PendingFile]]
+_DirsOf = Callable[[_Progress], Iterable[Path]]
+
+
 def persist(
     settings: Settings,
     session_factory: sessionmaker[Session],
     plan: DeliveryPlan,
     *,
     now: datetime,
-    committer: CommitBatcher | None = None,
 ) -> int:
-    """Blocking; run in a thread.  Returns only when every byte is durable.
+    """One plan (blocking; run in a thread).  Returns how many jobs were queued once every
+    byte is durable; raises (with nothing left behind) otherwise."""
+    [result] = persist_batch(settings, session_factory, [(plan, now)])
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
-    The quarantine index, outbound jobs (forwards, auto-replies, SRS returns) and the
-    auto-reply ledger claim commit in ONE transaction.  Every file — inbox copies,
-    quarantine files, spooled jobs — is written and fsynced *before* that transaction
-    starts, so the database write lock is never held across an fsync (with SQLite that
-    lock is shared by every concurrent delivery); ``committer`` lets concurrent deliveries
-    share that transaction (group commit).  Returns how many jobs were queued.
-    """
-    pending: list[PendingFile] = []
-    quarantine_files: list[Path] = []
-    item_ids: list[str] = []
-    job_ids: list[str] = []
-    committed = False
+
+def persist_batch(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    plans: Sequence[tuple[DeliveryPlan, datetime]],
+) -> list[PersistResult]:
+    """Blocking; the results are in the order of ``plans``.  Never raises for one plan's
+    failure: that plan's result is the exception and everything it wrote is removed."""
+    progress = [_Progress(plan, now) for plan, now in plans]
+    for p in progress:
+        _write_files(settings, p)
+    _publish(_live(progress), lambda p: p.spool)
+    _fsync_dirs(_live(progress), lambda p: {path.parent for path in p.quarantine_files})
+    _commit_rows(session_factory, [p for p in _live(progress) if p.has_rows])
+    _publish(_live(progress), lambda p: p.inbox)
+    results: list[PersistResult] = []
+    for p in progress:
+        if p.error is not None:
+            _undo(session_factory, p)
+            results.append(p.error)
+            continue
+        for job in p.plan.outbound:
+            if not job.staged:
+                job.discard()  # its claim was refused: no row points at the file
+        results.append(len(p.job_ids))
+    return results
+
+
+def _live(progress: Iterable[_Progress]) -> list[_Progress]:
+    return [p for p in progress if p.error is None]
+
+
+def _write_files(settings: Settings, p: _Progress) -> None:
+    """Every file of one plan, each fsynced under a name no reader looks at yet."""
     try:
-        for write in plan.inbox:
-            pending.append(write_tmp(mailbox_dir(settings.maildir_root, write.address),
-                                     write.data, now=now))
-        items: list[QuarantineItem] = []
-        for q in plan.quarantine:
-            item_id = new_item_id(now)
+        for write in p.plan.inbox:
+            p.inbox.append(write_tmp(mailbox_dir(settings.maildir_root, write.address),
+                                     write.data, now=p.now))
+        for q in p.plan.quarantine:
+            item_id = new_item_id(p.now)
             path = write_item_file(quarantine_dir(settings, q.address), item_id, q.data)
-            quarantine_files.append(path)
-            item_ids.append(item_id)
-            items.append(
-                QuarantineItem(
-                    id=item_id,
-                    address=q.address,
-                    received_at=now,
-                    sender=q.sender[:320],
-                    header_from=q.header_from[:_MAX_HEADER_TEXT],
-                    subject=q.subject[:_MAX_HEADER_TEXT],
-                    reason=q.reason,
-                    size=len(q.data),
-                    path=str(path),
-                    notified=False,
-                )
-            )
-        for directory in {p.parent for p in quarantine_files}:
-            BATCHER.fsync_dir(directory)
-        for job in plan.outbound:
-            job.spool(settings.spool_dir)
-        if items or plan.outbound:
+            p.quarantine_files.append(path)
+            p.items.append(QuarantineItem(
+                id=item_id, address=q.address, received_at=p.now, sender=q.sender[:320],
+                header_from=q.header_from[:_MAX_HEADER_TEXT],
+                subject=q.subject[:_MAX_HEADER_TEXT], reason=q.reason, size=len(q.data),
+                path=str(path), notified=False,
+            ))
+        for job in p.plan.outbound:
+            p.spool.append(job.spool_tmp(settings.spool_dir))
+    except Exception as exc:  # returned as this plan's result
+        p.error = exc
 
-            def stage_rows(session: Session) -> list[str]:
-                staged = [job_id for job in plan.outbound
-                          if (job_id := job.stage(session, now=now)) is not None]
-                quarantine_repo.add_items(session, items=items)
-                return staged
 
-            job_ids = (committer or CommitBatcher(session_factory)).run(stage_rows)
-            committed = True
-        publish_batched(pending)  # dir fsync grouped across concurrent deliveries
-    except BaseException:
-        discard(pending)
-        for path in quarantine_files:
-            path.unlink(missing_ok=True)
-        for job in plan.outbound:
-            job.discard()
-        if committed:
+def _publish(progress: list[_Progress], files: _FilesOf) -> None:
+    """Rename each plan's files into place, then fsync every touched directory once."""
+    renamed: list[_Progress] = []
+    for p in progress:
+        try:
+            for item in files(p):
+                rename_into(item)
+        except Exception as exc:
+            p.error = exc
+            continue
+        renamed.append(p)
+    _fsync_dirs(renamed, lambda p: {item.final_path.parent for item in files(p)})
+
+
+def _fsync_dirs(progress: list[_Progress], dirs_of: _DirsOf) -> None:
+    """One fsync per directory for the whole batch; a failed fsync fails every plan that
+    needed that directory (their renames may not be durable)."""
+    needed: dict[Path, list[_Progress]] = {}
+    for p in progress:
+        for directory in dirs_of(p):
+            needed.setdefault(directory, []).append(p)
+    for directory, waiting in needed.items():
+        try:
+            fsync_dir(directory)
+        except Exception as exc:
+            for p in waiting:
+                p.error = p.error or exc
+
+
+def _stage(session: Session, p: _Progress) -> None:
+    p.job_ids = [job_id for job in p.plan.outbound
+                 if (job_id := job.stage(session, now=p.now)) is not None]
+    quarantine_repo.add_items(session, items=p.items)
+
+
+def _commit_rows(session_factory: sessionmaker[Session], progress: list[_Progress]) -> None:
+    """Every plan's rows in one transaction; if it fails, each plan alone."""
+    if not progress:
+        return
+    if len(progress) > 1:
+        try:
             with session_factory() as session:
-                quarantine_repo.delete_items(session, item_ids=item_ids)
-                outbound_repo.delete_jobs(session, job_ids=job_ids)
+                for p in progress:
+                    _stage(session, p)
                 session.commit()
-        raise
-    for job in plan.outbound:
-        if not job.staged:
-            job.discard()  # its claim was refused: no row points at the file
-    return len(job_ids)
+        except Exception:  # retried plan by plan below
+            pass
+        else:
+            for p in progress:
+                p.committed = True
+            return
+    for p in progress:
+        try:
+            with session_factory() as session:
+                _stage(session, p)
+                session.commit()
+            p.committed = True
+        except Exception as exc:
+            p.error = exc
+
+
+def _undo(session_factory: sessionmaker[Session], p: _Progress) -> None:
+    """Remove every trace of a failed plan: files, and rows if they were committed."""
+    discard(p.inbox)
+    for path in p.quarantine_files:
+        path.unlink(missing_ok=True)
+    for job in p.plan.outbound:
+        job.discard()
+    if p.committed:
+        try:
+            with session_factory() as session:
+                quarantine_repo.delete_items(session,
+                                             item_ids=[item.id for item in p.items])
+                outbound_repo.delete_jobs(session, job_ids=p.job_ids)
+                session.commit()
+        except Exception:  # the plan still fails with its own error (451)
+            log.exception("could not remove the rows of a failed delivery")

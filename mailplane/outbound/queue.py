@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from mailplane.clock import as_utc
-from mailplane.delivery.maildir import create_exclusive
+from mailplane.delivery.maildir import PendingFile, create_exclusive, rename_into
 from mailplane.storage import outbound_repo
 
 log = logging.getLogger(__name__)
@@ -40,15 +40,9 @@ def spool_path(spool_dir: Path, job_id: str) -> Path:
     return spool_dir / f"{job_id}{SPOOL_SUFFIX}"
 
 
-def write_spool_file(spool_dir: Path, job_id: str, message: bytes) -> Path:
-    """Durably write one spool file (SPEC §8 non-negotiable: fsynced before 250).
-
-    The directory fsync goes through the process-wide batcher, so concurrent deliveries
-    that each spool a job share one directory fsync instead of paying one each.
-    """
-    from mailplane.delivery.fsync_batcher import BATCHER
-
-    final = spool_path(spool_dir, job_id)
+def write_spool_tmp(spool_dir: Path, job_id: str, message: bytes) -> PendingFile:
+    """Write and fsync one spool file under its temporary name; the caller renames it into
+    place (:func:`~mailplane.delivery.maildir.rename_into`) and fsyncs ``spool_dir``."""
     tmp = spool_dir / f"{TMP_PREFIX}{job_id}"
     fd = create_exclusive(tmp, lambda: spool_dir.mkdir(parents=True, exist_ok=True))
     try:
@@ -57,11 +51,30 @@ def write_spool_file(spool_dir: Path, job_id: str, message: bytes) -> Path:
             written = os.write(fd, view)
             view = view[written:]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    os.replace(tmp, final)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return PendingFile(tmp, spool_path(spool_dir, job_id), len(message))
+
+
+def write_spool_file(spool_dir: Path, job_id: str, message: bytes) -> Path:
+    """Durably write one spool file (SPEC §8 non-negotiable: fsynced before 250).
+
+    The directory fsync goes through the process-wide batcher, so concurrent callers
+    that each spool a job share one directory fsync instead of paying one each.
+    """
+    from mailplane.delivery.fsync_batcher import BATCHER
+
+    pending = write_spool_tmp(spool_dir, job_id, message)
+    try:
+        rename_into(pending)
+    except BaseException:
+        pending.tmp_path.unlink(missing_ok=True)
+        raise
     BATCHER.fsync_dir(spool_dir)
-    return final
+    return pending.final_path
 
 
 @dataclass
@@ -82,11 +95,22 @@ class PendingJob:
     job_id: str = field(default_factory=lambda: new_job_id())
     path: Path | None = None
     staged: bool = False
+    _tmp: Path | None = field(default=None, repr=False)
 
     def spool(self, spool_dir: Path) -> None:
         if not self.recipients:
             raise ValueError("an outbound job needs at least one recipient")
         self.path = write_spool_file(spool_dir, self.job_id, self.message)
+
+    def spool_tmp(self, spool_dir: Path) -> PendingFile:
+        """:meth:`spool` in two steps, for a caller that renames many files into place
+        and fsyncs the directory once for all of them (group commit, ``store``)."""
+        if not self.recipients:
+            raise ValueError("an outbound job needs at least one recipient")
+        pending = write_spool_tmp(spool_dir, self.job_id, self.message)
+        self.path = pending.final_path
+        self._tmp = pending.tmp_path
+        return pending
 
     def stage(self, session: Session, *, now: datetime) -> str | None:
         """Add the job row (after a successful claim); None when the claim was refused."""
@@ -103,6 +127,8 @@ class PendingJob:
         return self.job_id
 
     def discard(self) -> None:
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 

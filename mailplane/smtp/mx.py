@@ -31,12 +31,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane import metrics
 from mailplane.clock import Clock
-from mailplane.delivery.commit_batcher import CommitBatcher
 from mailplane.delivery.maildir import MaildirUsage
 from mailplane.delivery.quota_notice import over_threshold, update_quota_notice
 from mailplane.delivery.rewrite import delivered_copy
-from mailplane.delivery.store import DeliveryPlan, InboxWrite, QuarantineWrite, persist
+from mailplane.delivery.store import DeliveryPlan, InboxWrite, QuarantineWrite
 from mailplane.delivery.virus_report import build_virus_report, find_infected_parts
+from mailplane.delivery.writer import DeliveryWriter
 from mailplane.filters.base import RecipientDecision, ScanResults
 from mailplane.filters.engines.base import (
     ScannerUnavailable,
@@ -147,8 +147,9 @@ class MxHandler:
         self.on_outbound = on_outbound
         # Senders this process already answered within 24 h skip the ledger upsert.
         self.recent_replies = RecentReplies()
-        # Concurrent deliveries share one transaction (docs/performance.md).
-        self.committer = CommitBatcher(session_factory)
+        # One thread persists every delivery of this process, in batches
+        # (group commit, docs/performance.md).
+        self.writer = DeliveryWriter(settings, session_factory)
         # Addresses known to be over the quota-notice threshold (to re-arm below it).
         self._notice_armed: dict[str, bool] = {}
         self.options = PipelineOptions(
@@ -251,10 +252,7 @@ class MxHandler:
                 srs=self.srs, srs_recipient=srs_recipient,
                 envelope_sender=ctx.envelope_sender, raw=raw,
             ))
-        staged = await asyncio.to_thread(
-            persist, self.settings, self.session_factory, plan, now=now,
-            committer=self.committer,
-        )
+        staged = await self.writer.persist(plan, now=now)
         self.record_delivered(plan, staged_jobs=staged)
         await self.quota_notices(plan, [policy for _, policy in policies], now=now)
         return replies.MESSAGE_ACCEPTED
@@ -576,6 +574,7 @@ class MxServer:
     async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Graceful stop (issue 7): see :func:`close_gracefully`."""
         await close_gracefully([self._server], self._protocols, grace_seconds=grace_seconds)
+        await self.handler.writer.aclose()
 
 
 async def start_mx(

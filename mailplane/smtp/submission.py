@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane import metrics
 from mailplane.auth.credentials import Authenticator, AuthOutcome
 from mailplane.clock import Clock
-from mailplane.delivery.store import DeliveryPlan, persist
+from mailplane.delivery.store import DeliveryPlan
 from mailplane.filters.engines.base import ScannerUnavailable, SpamEngine, VirusEngine
 from mailplane.filters.overseas_window import OverseasRule
 from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
@@ -361,10 +361,7 @@ class SubmissionHandler:
                 kind=OUTBOUND_KIND, mail_from=envelope.mail_from or user.address,
                 recipients=list(recipients.remote), message=message,
             ))
-        staged = await asyncio.to_thread(
-            persist, self.settings, self.session_factory, plan, now=now,
-            committer=self.local_delivery.committer,
-        )
+        staged = await self.local_delivery.writer.persist(plan, now=now)
         self.local_delivery.record_delivered(plan, staged_jobs=staged)
         log.info("submission %s accepted from %s: %d local, %d remote recipients",
                  queue_id, user.pop_account, len(recipients.local), len(recipients.remote))
@@ -452,6 +449,7 @@ class SubmissionServer:
         """Graceful stop, like the MX: in-flight DATA finishes, idle sessions get 421."""
         await close_gracefully([self._starttls, self._implicit_tls], self._protocols,
                                grace_seconds=grace_seconds)
+        await self.handler.local_delivery.writer.aclose()
 
 
 async def start_submission(

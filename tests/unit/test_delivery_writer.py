@@ -1,0 +1,190 @@
+"""DeliveryWriter + persist_batch: deliveries that queue while a batch is written share the
+next batch (one transaction, one fsync per directory), each caller hears only about its own
+plan, a bad plan fails alone with nothing of it left behind, and no result is given before
+the plan is durable."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, func, select
+
+from mailplane.delivery import store
+from mailplane.delivery.store import DeliveryPlan, InboxWrite, persist_batch
+from mailplane.delivery.writer import DeliveryWriter
+from mailplane.mailbox_paths import mailbox_dir
+from mailplane.outbound.queue import PendingJob
+from mailplane.settings import Settings
+from mailplane.storage.db import make_engine, make_session_factory
+from mailplane.storage.models import OutboundJob
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _plan(address: str, *, forward_to: str | None = None, job_id: str | None = None
+          ) -> DeliveryPlan:
+    plan = DeliveryPlan(inbox=[InboxWrite(address, f"Subject: to {address}\r\n\r\nhi\r\n"
+                                                   .encode())])
+    if forward_to is not None:
+        job = PendingJob(kind="forward", mail_from="srs@mx.test", recipients=[forward_to],
+                         message=b"Subject: fwd\r\n\r\nhi\r\n")
+        if job_id is not None:
+            job.job_id = job_id
+        plan.outbound.append(job)
+    return plan
+
+
+def _inbox(settings: Settings, address: str) -> list[str]:
+    new = mailbox_dir(settings.maildir_root, address) / "new"
+    return sorted(os.listdir(new)) if new.is_dir() else []
+
+
+def _leftovers(settings: Settings, address: str) -> list[str]:
+    found = []
+    for sub in ("tmp", "new"):
+        directory = mailbox_dir(settings.maildir_root, address) / sub
+        if directory.is_dir():
+            found += os.listdir(directory)
+    return found
+
+
+def _spool(settings: Settings) -> list[str]:
+    return sorted(os.listdir(settings.spool_dir)) if settings.spool_dir.is_dir() else []
+
+
+async def test_plans_queued_during_a_batch_share_the_next_one_with_one_commit(
+    settings: Settings,
+) -> None:
+    engine = make_engine(settings.database_url)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    factory = make_session_factory(engine)
+    release = threading.Event()
+    started = threading.Event()
+    sizes: list[int] = []
+
+    def slow_first(s: Settings, f, plans):  # type: ignore[no-untyped-def]
+        sizes.append(len(plans))
+        started.set()
+        if len(sizes) == 1:
+            release.wait(10)  # hold the first batch while the others queue up
+        return persist_batch(s, f, plans)
+
+    writer = DeliveryWriter(settings, factory, persist=slow_first)
+    first = asyncio.create_task(writer.persist(_plan("a0@e06.example.net", forward_to="x@f.test"),
+                                               now=NOW))
+    assert await asyncio.to_thread(started.wait, 10)
+    rest = [asyncio.create_task(writer.persist(
+        _plan(f"a{n}@e06.example.net", forward_to="x@f.test"), now=NOW)) for n in range(1, 6)]
+    await asyncio.sleep(0.1)
+    assert not any(task.done() for task in [first, *rest])  # nothing answered early
+    commits.clear()
+    release.set()
+    assert await asyncio.gather(first, *rest) == [1] * 6
+    assert sizes == [1, 5]
+    assert len(commits) == 2  # the first batch alone, then the five together
+    for n in range(6):
+        assert len(_inbox(settings, f"a{n}@e06.example.net")) == 1
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(OutboundJob)) == 6
+    assert len(_spool(settings)) == 6
+    await writer.aclose()
+    engine.dispose()
+
+
+def test_a_plan_whose_rows_fail_fails_alone_and_leaves_nothing(settings: Settings) -> None:
+    """The shared transaction fails on one plan's rows: each plan is retried alone, that
+    one fails — its inbox copy and spool file are gone — and the others are stored."""
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    bad = _plan("bad@e06.example.net", forward_to="x@f.test")
+
+    def broken_claim(session: object) -> bool:
+        raise RuntimeError("the database refused this row")
+
+    bad.outbound[0].claim = broken_claim
+    plans = [
+        (_plan("ok1@e06.example.net", forward_to="x@f.test", job_id="j1"), NOW),
+        (bad, NOW),
+        (_plan("ok2@e06.example.net"), NOW),
+    ]
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    results = persist_batch(settings, factory, plans)
+    assert results[0] == 1 and results[2] == 0
+    assert isinstance(results[1], RuntimeError)
+    assert len(commits) == 1  # the shared one rolled back; ok1 alone (ok2 has no rows)
+    assert len(_inbox(settings, "ok1@e06.example.net")) == 1
+    assert len(_inbox(settings, "ok2@e06.example.net")) == 1
+    assert _leftovers(settings, "bad@e06.example.net") == []
+    assert _spool(settings) == ["j1.eml"]
+    with factory() as session:
+        assert session.scalars(select(OutboundJob.id)).all() == ["j1"]
+    engine.dispose()
+
+
+def test_a_plan_whose_mailbox_cannot_be_written_fails_alone(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    blocked = mailbox_dir(settings.maildir_root, "blocked@e06.example.net")
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("a file where the mailbox should be")
+    results = persist_batch(settings, factory, [
+        (_plan("blocked@e06.example.net", forward_to="x@f.test"), NOW),
+        (_plan("fine@e06.example.net", forward_to="x@f.test"), NOW),
+    ])
+    assert isinstance(results[0], OSError)
+    assert results[1] == 1
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(OutboundJob)) == 1
+    assert len(_spool(settings)) == 1
+    engine.dispose()
+
+
+def test_a_failed_directory_fsync_fails_the_plans_that_needed_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No 250 for a rename that may not survive a crash; the rows it committed are removed."""
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    real = store.fsync_dir
+    broken = mailbox_dir(settings.maildir_root, "disk@e06.example.net") / "new"
+
+    def fsync_dir(path: Path) -> None:
+        if path == broken:
+            raise OSError(5, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(store, "fsync_dir", fsync_dir)
+    results = persist_batch(settings, factory, [
+        (_plan("disk@e06.example.net", forward_to="x@f.test"), NOW),
+        (_plan("other@e06.example.net", forward_to="x@f.test"), NOW),
+    ])
+    assert isinstance(results[0], OSError) and results[1] == 1
+    assert _leftovers(settings, "disk@e06.example.net") == []
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(OutboundJob)) == 1
+    assert len(_spool(settings)) == 1
+    engine.dispose()
+
+
+async def test_the_writer_raises_a_plans_error_to_its_caller_and_restarts_after_close(
+    settings: Settings,
+) -> None:
+    engine = make_engine(settings.database_url)
+    writer = DeliveryWriter(settings, make_session_factory(engine))
+    blocked = mailbox_dir(settings.maildir_root, "blocked@e06.example.net")
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("not a directory")
+    with pytest.raises(OSError):
+        await writer.persist(_plan("blocked@e06.example.net"), now=NOW)
+    await writer.aclose()
+    assert await writer.persist(_plan("late@e06.example.net"), now=NOW) == 0
+    assert len(_inbox(settings, "late@e06.example.net")) == 1
+    await writer.aclose()
+    engine.dispose()
