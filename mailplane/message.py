@@ -47,7 +47,13 @@ def header_block(raw: bytes) -> bytes:
 
 
 def decode_header_text(raw: str) -> str:
-    """RFC 2047 decode, tolerant of broken encoded-words (falls back to the raw text)."""
+    """RFC 2047 decode, tolerant of broken encoded-words (falls back to the raw text).
+
+    Text without ``=?`` holds no encoded-word and decodes to itself (tested), so the
+    common case skips building a ``Header``.
+    """
+    if "=?" not in raw:
+        return raw
     try:
         return str(make_header(decode_header(raw)))
     except (ValueError, LookupError, UnicodeError):

@@ -62,6 +62,10 @@ class MxSettings(_Section):
     #: Seconds between polls of the policy revision (DESIGN "Keeping the SMTP path fast").
     policy_refresh_seconds: float = Field(default=2.0, gt=0)
     workers: int = Field(default=1, ge=1, le=64)
+    #: How accepted mail is made durable before the 250 (SPEC §8): "fsync" every file and
+    #: directory, "syncfs" once per filesystem per batch (Linux >= 5.8), or "auto" (syncfs
+    #: where supported).  See mailplane/delivery/durability.py and docs/operations.md.
+    durability: Literal["auto", "syncfs", "fsync"] = "auto"
 
 
 class SubmissionSettings(_Section):

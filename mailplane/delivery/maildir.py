@@ -57,6 +57,14 @@ def rename_into(item: PendingFile) -> None:
         os.rename(item.tmp_path, item.final_path)
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -97,7 +105,9 @@ class PendingFile:
     size: int
 
 
-def write_tmp(maildir: Path, data: bytes, *, now: datetime) -> PendingFile:
+def write_tmp(maildir: Path, data: bytes, *, now: datetime, fsync: bool = True) -> PendingFile:
+    """Write ``data`` into ``tmp/``; ``fsync=False`` leaves making it durable to the
+    caller (one ``syncfs`` for a batch, :mod:`mailplane.delivery.durability`)."""
     name = unique_name(now, len(data))
     tmp_path = maildir / "tmp" / name
     fd = create_exclusive(tmp_path, lambda: ensure_maildir(maildir))
@@ -106,7 +116,8 @@ def write_tmp(maildir: Path, data: bytes, *, now: datetime) -> PendingFile:
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp_path.unlink(missing_ok=True)

@@ -37,15 +37,17 @@ def new_item_id(now: datetime) -> str:
     return f"{int(now.timestamp())}-{secrets.token_hex(8)}"
 
 
-def write_item_file(directory: Path, item_id: str, data: bytes) -> Path:
-    """Write and fsync one quarantined message (blocking); the caller fsyncs the dir."""
+def write_item_file(directory: Path, item_id: str, data: bytes, *, fsync: bool = True) -> Path:
+    """Write and fsync one quarantined message (blocking); the caller fsyncs the dir
+    (and, with ``fsync=False``, the file: one ``syncfs`` for a batch)."""
     path = directory / f"{item_id}.eml"
     fd = create_exclusive(path, lambda: directory.mkdir(parents=True, exist_ok=True))
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)

@@ -26,7 +26,15 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.delivery.maildir import PendingFile, discard, fsync_dir, rename_into, write_tmp
+from mailplane.delivery.durability import Syncfs
+from mailplane.delivery.maildir import (
+    PendingFile,
+    discard,
+    fsync_dir,
+    fsync_file,
+    rename_into,
+    write_tmp,
+)
 from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
 from mailplane.mailbox_paths import mailbox_dir
 from mailplane.outbound.queue import PendingJob
@@ -109,16 +117,32 @@ def persist_batch(
     settings: Settings,
     session_factory: sessionmaker[Session],
     plans: Sequence[tuple[DeliveryPlan, datetime]],
+    *,
+    syncfs: Syncfs | None = None,
 ) -> list[PersistResult]:
     """Blocking; the results are in the order of ``plans``.  Never raises for one plan's
-    failure: that plan's result is the exception and everything it wrote is removed."""
+    failure: that plan's result is the exception and everything it wrote is removed.
+
+    With ``syncfs`` (``mx.durability``) files are written without their own fsync and each
+    of the two steps below ends with one ``syncfs`` per filesystem instead; the order of
+    what becomes durable is the same: file contents and spool names, then the rows, then
+    the inbox names.
+    """
     progress = [_Progress(plan, now) for plan, now in plans]
     for p in progress:
-        _write_files(settings, p)
-    _publish(_live(progress), lambda p: p.spool)
-    _fsync_dirs(_live(progress), lambda p: {path.parent for path in p.quarantine_files})
+        _write_files(settings, p, fsync=syncfs is None)
+    _rename(_live(progress), lambda p: p.spool)
+    if syncfs is None:
+        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent for f in p.spool}
+                    | {path.parent for path in p.quarantine_files})
+    else:
+        _syncfs(syncfs, _live(progress), _written_files)
     _commit_rows(session_factory, [p for p in _live(progress) if p.has_rows])
-    _publish(_live(progress), lambda p: p.inbox)
+    _rename(_live(progress), lambda p: p.inbox)
+    if syncfs is None:
+        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent for f in p.inbox})
+    else:
+        _syncfs(syncfs, _live(progress), lambda p: [f.final_path for f in p.inbox])
     results: list[PersistResult] = []
     for p in progress:
         if p.error is not None:
@@ -132,19 +156,46 @@ def persist_batch(
     return results
 
 
+def _written_files(p: _Progress) -> list[Path]:
+    """Where each file of ``p`` is after the spool renames (inbox copies still in tmp/)."""
+    return ([f.tmp_path for f in p.inbox] + p.quarantine_files
+            + [f.final_path for f in p.spool])
+
+
+def _syncfs(syncfs: Syncfs, progress: list[_Progress],
+            files_of: Callable[[_Progress], list[Path]]) -> None:
+    """One syncfs per filesystem for every file of ``progress`` (contents and names).
+    Files in a directory on a filesystem that appeared after start-up are fsynced one by
+    one, with their directory.  A failure fails every plan of the step."""
+    files = [path for p in progress for path in files_of(p)]
+    if not files:
+        return
+    try:
+        foreign = set(syncfs.sync(path.parent for path in files))
+        for path in files:
+            if path.parent in foreign:
+                fsync_file(path)
+        for directory in foreign:
+            fsync_dir(directory)
+    except Exception as exc:
+        for p in progress:
+            p.error = p.error or exc
+
+
 def _live(progress: Iterable[_Progress]) -> list[_Progress]:
     return [p for p in progress if p.error is None]
 
 
-def _write_files(settings: Settings, p: _Progress) -> None:
-    """Every file of one plan, each fsynced under a name no reader looks at yet."""
+def _write_files(settings: Settings, p: _Progress, *, fsync: bool) -> None:
+    """Every file of one plan, under a name no reader looks at yet."""
     try:
         for write in p.plan.inbox:
             p.inbox.append(write_tmp(mailbox_dir(settings.maildir_root, write.address),
-                                     write.data, now=p.now))
+                                     write.data, now=p.now, fsync=fsync))
         for q in p.plan.quarantine:
             item_id = new_item_id(p.now)
-            path = write_item_file(quarantine_dir(settings, q.address), item_id, q.data)
+            path = write_item_file(quarantine_dir(settings, q.address), item_id, q.data,
+                                   fsync=fsync)
             p.quarantine_files.append(path)
             p.items.append(QuarantineItem(
                 id=item_id, address=q.address, received_at=p.now, sender=q.sender[:320],
@@ -153,23 +204,19 @@ def _write_files(settings: Settings, p: _Progress) -> None:
                 path=str(path), notified=False,
             ))
         for job in p.plan.outbound:
-            p.spool.append(job.spool_tmp(settings.spool_dir))
+            p.spool.append(job.spool_tmp(settings.spool_dir, fsync=fsync))
     except Exception as exc:  # returned as this plan's result
         p.error = exc
 
 
-def _publish(progress: list[_Progress], files: _FilesOf) -> None:
-    """Rename each plan's files into place, then fsync every touched directory once."""
-    renamed: list[_Progress] = []
+def _rename(progress: list[_Progress], files: _FilesOf) -> None:
+    """Rename each plan's files into place (the caller makes the names durable)."""
     for p in progress:
         try:
             for item in files(p):
                 rename_into(item)
         except Exception as exc:
             p.error = exc
-            continue
-        renamed.append(p)
-    _fsync_dirs(renamed, lambda p: {item.final_path.parent for item in files(p)})
 
 
 def _fsync_dirs(progress: list[_Progress], dirs_of: _DirsOf) -> None:
@@ -187,10 +234,18 @@ def _fsync_dirs(progress: list[_Progress], dirs_of: _DirsOf) -> None:
                 p.error = p.error or exc
 
 
-def _stage(session: Session, p: _Progress) -> None:
-    p.job_ids = [job_id for job in p.plan.outbound
-                 if (job_id := job.stage(session, now=p.now)) is not None]
-    quarantine_repo.add_items(session, items=p.items)
+def _stage(session: Session, progress: list[_Progress]) -> None:
+    """Claims first, then every job row of the batch in one INSERT."""
+    rows: list[dict[str, object]] = []
+    for p in progress:
+        p.job_ids = []
+        for job in p.plan.outbound:
+            row = job.claimed_row(session, now=p.now)
+            if row is not None:
+                rows.append(row)
+                p.job_ids.append(job.job_id)
+        quarantine_repo.add_items(session, items=p.items)
+    outbound_repo.add_jobs(session, rows)
 
 
 def _commit_rows(session_factory: sessionmaker[Session], progress: list[_Progress]) -> None:
@@ -200,8 +255,7 @@ def _commit_rows(session_factory: sessionmaker[Session], progress: list[_Progres
     if len(progress) > 1:
         try:
             with session_factory() as session:
-                for p in progress:
-                    _stage(session, p)
+                _stage(session, progress)
                 session.commit()
         except Exception:  # retried plan by plan below
             pass
@@ -212,7 +266,7 @@ def _commit_rows(session_factory: sessionmaker[Session], progress: list[_Progres
     for p in progress:
         try:
             with session_factory() as session:
-                _stage(session, p)
+                _stage(session, [p])
                 session.commit()
             p.committed = True
         except Exception as exc:

@@ -6,8 +6,10 @@ to five other pool threads — ~150 futex calls per message, most of the server'
 time.  Here the event loop hands each plan to one writer thread and awaits a future; the
 writer takes everything that queued up meanwhile and runs :func:`~mailplane.delivery.store
 .persist_batch` on it: one fsync per directory and one database transaction per batch
-(group commit, DESIGN "Keeping the SMTP path fast").  Each future is resolved only after
-its plan is durable, so no 250 ever goes out before its data is on disk (SPEC §8).
+(group commit, DESIGN "Keeping the SMTP path fast"), made durable with one ``syncfs`` per
+filesystem per step where ``mx.durability`` allows (:mod:`~mailplane.delivery.durability`).
+Each future is resolved only after its plan is durable, so no 250 ever goes out before
+its data is on disk (SPEC §8).
 
 The thread starts on first use and stops in :meth:`aclose` after draining what was
 queued; a plan submitted after that starts it again, so a late delivery never hangs.
@@ -19,12 +21,13 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailplane.delivery.durability import Syncfs, use_syncfs
 from mailplane.delivery.store import DeliveryPlan, PersistResult, persist_batch
 from mailplane.settings import Settings
 
@@ -33,10 +36,10 @@ log = logging.getLogger(__name__)
 #: Plans in one batch at most: bounds one transaction and the latency of its first plan.
 MAX_BATCH = 64
 
-_Persist = Callable[
-    [Settings, sessionmaker[Session], list[tuple[DeliveryPlan, datetime]]],
-    list[PersistResult],
-]
+class _Persist(Protocol):
+    def __call__(self, settings: Settings, session_factory: sessionmaker[Session],
+                 plans: list[tuple[DeliveryPlan, datetime]], *,
+                 syncfs: Syncfs | None) -> list[PersistResult]: ...
 
 
 @dataclass(slots=True)
@@ -88,6 +91,21 @@ class DeliveryWriter:
         await asyncio.to_thread(thread.join)
 
     def _run(self) -> None:
+        syncfs: Syncfs | None = None
+        try:
+            if use_syncfs(self._settings.mx.durability):
+                settings = self._settings
+                syncfs = Syncfs([settings.maildir_root, settings.spool_dir,
+                                 settings.quarantine_root])
+        except OSError as exc:
+            log.warning("syncfs durability unavailable (%s): using fsync", exc)
+        try:
+            self._loop(syncfs)
+        finally:
+            if syncfs is not None:
+                syncfs.close()
+
+    def _loop(self, syncfs: Syncfs | None) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -103,14 +121,14 @@ class DeliveryWriter:
                     stop = True
                     break
                 batch.append(more)
-            self._write(batch)
+            self._write(batch, syncfs)
             if stop:
                 return
 
-    def _write(self, batch: list[_Request]) -> None:
+    def _write(self, batch: list[_Request], syncfs: Syncfs | None) -> None:
         try:
             results = self._persist(self._settings, self._session_factory,
-                                    [(r.plan, r.now) for r in batch])
+                                    [(r.plan, r.now) for r in batch], syncfs=syncfs)
         except Exception as exc:  # persist_batch returns per-plan errors; this is a bug
             log.exception("delivery batch failed")
             results = [exc] * len(batch)

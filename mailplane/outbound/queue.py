@@ -40,9 +40,11 @@ def spool_path(spool_dir: Path, job_id: str) -> Path:
     return spool_dir / f"{job_id}{SPOOL_SUFFIX}"
 
 
-def write_spool_tmp(spool_dir: Path, job_id: str, message: bytes) -> PendingFile:
-    """Write and fsync one spool file under its temporary name; the caller renames it into
-    place (:func:`~mailplane.delivery.maildir.rename_into`) and fsyncs ``spool_dir``."""
+def write_spool_tmp(spool_dir: Path, job_id: str, message: bytes, *,
+                    fsync: bool = True) -> PendingFile:
+    """Write (and fsync) one spool file under its temporary name; the caller renames it
+    into place (:func:`~mailplane.delivery.maildir.rename_into`) and fsyncs ``spool_dir``
+    (with ``fsync=False``, makes the file durable too: one ``syncfs`` for a batch)."""
     tmp = spool_dir / f"{TMP_PREFIX}{job_id}"
     fd = create_exclusive(tmp, lambda: spool_dir.mkdir(parents=True, exist_ok=True))
     try:
@@ -50,7 +52,8 @@ def write_spool_tmp(spool_dir: Path, job_id: str, message: bytes) -> PendingFile
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -102,29 +105,37 @@ class PendingJob:
             raise ValueError("an outbound job needs at least one recipient")
         self.path = write_spool_file(spool_dir, self.job_id, self.message)
 
-    def spool_tmp(self, spool_dir: Path) -> PendingFile:
+    def spool_tmp(self, spool_dir: Path, *, fsync: bool = True) -> PendingFile:
         """:meth:`spool` in two steps, for a caller that renames many files into place
         and fsyncs the directory once for all of them (group commit, ``store``)."""
         if not self.recipients:
             raise ValueError("an outbound job needs at least one recipient")
-        pending = write_spool_tmp(spool_dir, self.job_id, self.message)
+        pending = write_spool_tmp(spool_dir, self.job_id, self.message, fsync=fsync)
         self.path = pending.final_path
         self._tmp = pending.tmp_path
         return pending
 
     def stage(self, session: Session, *, now: datetime) -> str | None:
         """Add the job row (after a successful claim); None when the claim was refused."""
+        row = self.claimed_row(session, now=now)
+        if row is None:
+            return None
+        outbound_repo.add_jobs(session, [row])
+        return self.job_id
+
+    def claimed_row(self, session: Session, *, now: datetime) -> dict[str, object] | None:
+        """Run the claim and return the row for the caller to insert with others
+        (``outbound_repo.add_jobs``) in the same transaction; None when refused."""
         if self.path is None:
             raise RuntimeError("spool() must run before stage()")
         self.staged = False  # a retried transaction stages again from scratch
         if self.claim is not None and not self.claim(session):
             return None
-        outbound_repo.add_job(
-            session, job_id=self.job_id, kind=self.kind, mail_from=self.mail_from,
+        self.staged = True
+        return outbound_repo.job_row(
+            job_id=self.job_id, kind=self.kind, mail_from=self.mail_from,
             recipients=self.recipients, spool_path=str(self.path), now=as_utc(now),
         )
-        self.staged = True
-        return self.job_id
 
     def discard(self) -> None:
         if self._tmp is not None:

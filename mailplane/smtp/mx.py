@@ -205,7 +205,7 @@ class MxHandler:
         if policy is None or policy.status == "deleted":
             return replies.UNKNOWN_RECIPIENT.line
         # Suspended addresses still receive (003 Art.20(3)); only the quota can defer.
-        used = await asyncio.to_thread(self.usage.used, normalised)
+        used = await self._mailbox_usage(normalised)
         if used >= policy.quota_bytes or (
             used + declared_size(envelope.mail_options) > policy.quota_bytes
         ):
@@ -276,13 +276,19 @@ class MxHandler:
         for address, policy in policies:
             self._plan_recipient(ctx, address, policy, scan, plan, esmtp=esmtp)
         for write in plan.inbox:
-            used = self.usage.cached(write.address)
-            if used is None:  # a directory scan: only when the cached figure is stale
-                used = await asyncio.to_thread(self.usage.used, write.address)
+            used = await self._mailbox_usage(write.address)
             policy = dict(policies)[write.address]
             if used + len(write.data) > policy.quota_bytes:
                 return replies.MAILBOX_FULL
         return plan
+
+    async def _mailbox_usage(self, address: str) -> int:
+        """Bytes in the mailbox: the cached figure on the loop, a directory scan in a
+        thread only when that figure is stale."""
+        used = self.usage.cached(address)
+        if used is None:
+            used = await asyncio.to_thread(self.usage.used, address)
+        return used
 
     def record_delivered(self, plan: DeliveryPlan, *, staged_jobs: int = 0) -> None:
         """After :func:`persist`: account inbox writes in the quota cache and nudge the
@@ -457,7 +463,8 @@ class MxHandler:
         if self.spam_engine is not None and any(p.spam_judge for p in policies):
             try:
                 spam = await asyncio.wait_for(
-                    self.spam_engine.check(ctx.raw, client_ip=ctx.peer_ip, helo=ctx.helo),
+                    self.spam_engine.check(ctx.raw, client_ip=ctx.peer_ip, helo=ctx.helo,
+                                           headers=ctx.headers),
                     settings.spam.timeout_seconds,
                 )
             except _SCAN_ERRORS as exc:

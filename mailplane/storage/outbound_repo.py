@@ -45,8 +45,7 @@ class ClaimedJob:
 _INSERT_JOB = insert(cast(Table, OutboundJob.__table__))
 
 
-def add_job(
-    session: Session,
+def job_row(
     *,
     job_id: str,
     kind: str,
@@ -54,26 +53,29 @@ def add_job(
     recipients: list[str],
     spool_path: str,
     now: datetime,
-) -> None:
-    """One Core INSERT (no ORM unit of work): this runs inside every MX delivery that
-    forwards or replies, so its cost is paid per message."""
-    session.execute(
-        _INSERT_JOB,
-        {
-            "id": job_id,
-            "kind": kind,
-            "mail_from": mail_from,
-            "recipients": list(recipients),
-            "spool_path": spool_path,
-            "status": "queued",
-            "attempts": 0,
-            "created_at": now,
-            "next_attempt_at": now,
-            "claimed_by": None,
-            "claimed_until": None,
-            "last_error": "",
-        },
-    )
+) -> dict[str, object]:
+    """A new queued job, as :func:`add_jobs` inserts it."""
+    return {
+        "id": job_id,
+        "kind": kind,
+        "mail_from": mail_from,
+        "recipients": list(recipients),
+        "spool_path": spool_path,
+        "status": "queued",
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "claimed_by": None,
+        "claimed_until": None,
+        "last_error": "",
+    }
+
+
+def add_jobs(session: Session, rows: list[dict[str, object]]) -> None:
+    """One Core INSERT for many jobs (executemany; no ORM unit of work): the MX runs this
+    for every batch of deliveries that forward or reply, so its cost is paid per message."""
+    if rows:
+        session.execute(_INSERT_JOB, rows)
 
 
 def claim_due_jobs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import compat32
 
@@ -11,6 +12,7 @@ import pytest
 
 from mailplane.filters.engines import builtin_spam
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine, make_resolver
+from mailplane.message import MessageContext
 from mailplane.settings import SpamSettings
 from tests.engines.dns_stub import DnsStub
 from tests.engines.messages import gtube_message, ordinary_message
@@ -164,8 +166,12 @@ def test_parsing_only_the_headers_of_plain_mail_fires_the_same_rules_as_a_full_p
     """``parse_for_rules`` skips the body parse only where it cannot change a verdict."""
     for data in _shapes():
         full = email.message_from_bytes(data, policy=compat32)
-        fast = builtin_spam.parse_for_rules(data)
-        assert ({r.name for r in builtin_spam.RULES if r.fires(fast)}
-                == {r.name for r in builtin_spam.RULES if r.fires(full)}), data[:200]
-        assert ((builtin_spam.GTUBE in data or builtin_spam._gtube_in_decoded_text(fast))
-                == (builtin_spam.GTUBE in data or builtin_spam._gtube_in_decoded_text(full)))
+        mx_view = MessageContext(mail_from="", rcpt_tos=(), raw=data,
+                                 received_at=datetime.now(UTC)).headers
+        for fast in (builtin_spam.parse_for_rules(data),
+                     builtin_spam.parse_for_rules(data, mx_view)):
+            assert ({r.name for r in builtin_spam.RULES if r.fires(fast)}
+                    == {r.name for r in builtin_spam.RULES if r.fires(full)}), data[:200]
+            assert ((builtin_spam.GTUBE in data or builtin_spam._gtube_in_decoded_text(fast))
+                    == (builtin_spam.GTUBE in data
+                        or builtin_spam._gtube_in_decoded_text(full)))

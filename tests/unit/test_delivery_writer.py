@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mailplane.delivery import store
+from mailplane.delivery.durability import Syncfs, syncfs_supported
 from mailplane.delivery.store import DeliveryPlan, InboxWrite, persist_batch
 from mailplane.delivery.writer import DeliveryWriter
 from mailplane.mailbox_paths import mailbox_dir
@@ -24,6 +28,19 @@ from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.models import OutboundJob
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["fsync", "syncfs"])
+def syncfs(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Syncfs | None]:
+    """Every persist_batch test runs with both ways of making a batch durable."""
+    if request.param == "fsync":
+        yield None
+        return
+    if not syncfs_supported():
+        pytest.skip("syncfs(2) with error reporting needs Linux >= 5.8")
+    opened = Syncfs([settings.maildir_root, settings.spool_dir, settings.quarantine_root])
+    yield opened
+    opened.close()
 
 
 def _plan(address: str, *, forward_to: str | None = None, job_id: str | None = None
@@ -68,12 +85,12 @@ async def test_plans_queued_during_a_batch_share_the_next_one_with_one_commit(
     started = threading.Event()
     sizes: list[int] = []
 
-    def slow_first(s: Settings, f, plans):  # type: ignore[no-untyped-def]
+    def slow_first(s: Settings, f, plans, **kwargs):  # type: ignore[no-untyped-def]
         sizes.append(len(plans))
         started.set()
         if len(sizes) == 1:
             release.wait(10)  # hold the first batch while the others queue up
-        return persist_batch(s, f, plans)
+        return persist_batch(s, f, plans, **kwargs)
 
     writer = DeliveryWriter(settings, factory, persist=slow_first)
     first = asyncio.create_task(writer.persist(_plan("a0@e06.example.net", forward_to="x@f.test"),
@@ -97,7 +114,9 @@ async def test_plans_queued_during_a_batch_share_the_next_one_with_one_commit(
     engine.dispose()
 
 
-def test_a_plan_whose_rows_fail_fails_alone_and_leaves_nothing(settings: Settings) -> None:
+def test_a_plan_whose_rows_fail_fails_alone_and_leaves_nothing(
+    settings: Settings, syncfs: Syncfs | None,
+) -> None:
     """The shared transaction fails on one plan's rows: each plan is retried alone, that
     one fails — its inbox copy and spool file are gone — and the others are stored."""
     engine = make_engine(settings.database_url)
@@ -115,7 +134,7 @@ def test_a_plan_whose_rows_fail_fails_alone_and_leaves_nothing(settings: Setting
     ]
     commits: list[int] = []
     event.listen(engine, "commit", lambda conn: commits.append(1))
-    results = persist_batch(settings, factory, plans)
+    results = persist_batch(settings, factory, plans, syncfs=syncfs)
     assert results[0] == 1 and results[2] == 0
     assert isinstance(results[1], RuntimeError)
     assert len(commits) == 1  # the shared one rolled back; ok1 alone (ok2 has no rows)
@@ -128,7 +147,9 @@ def test_a_plan_whose_rows_fail_fails_alone_and_leaves_nothing(settings: Setting
     engine.dispose()
 
 
-def test_a_plan_whose_mailbox_cannot_be_written_fails_alone(settings: Settings) -> None:
+def test_a_plan_whose_mailbox_cannot_be_written_fails_alone(
+    settings: Settings, syncfs: Syncfs | None,
+) -> None:
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
     blocked = mailbox_dir(settings.maildir_root, "blocked@e06.example.net")
@@ -137,7 +158,7 @@ def test_a_plan_whose_mailbox_cannot_be_written_fails_alone(settings: Settings) 
     results = persist_batch(settings, factory, [
         (_plan("blocked@e06.example.net", forward_to="x@f.test"), NOW),
         (_plan("fine@e06.example.net", forward_to="x@f.test"), NOW),
-    ])
+    ], syncfs=syncfs)
     assert isinstance(results[0], OSError)
     assert results[1] == 1
     with factory() as session:
@@ -188,3 +209,73 @@ async def test_the_writer_raises_a_plans_error_to_its_caller_and_restarts_after_
     assert len(_inbox(settings, "late@e06.example.net")) == 1
     await writer.aclose()
     engine.dispose()
+
+
+def test_a_failed_syncfs_fails_every_plan_of_the_step_and_leaves_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not syncfs_supported():
+        pytest.skip("syncfs(2) with error reporting needs Linux >= 5.8")
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    syncfs = Syncfs([settings.maildir_root, settings.spool_dir, settings.quarantine_root])
+    calls: list[int] = []
+    real_sync = syncfs.sync
+
+    def sync(directories):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:  # the step that publishes the inbox copies
+            raise OSError(5, "syncfs: Input/output error")
+        return real_sync(directories)
+
+    monkeypatch.setattr(syncfs, "sync", sync)
+    results = persist_batch(settings, factory, [
+        (_plan("one@e06.example.net", forward_to="x@f.test"), NOW),
+        (_plan("two@e06.example.net"), NOW),
+    ], syncfs=syncfs)
+    assert all(isinstance(result, OSError) for result in results)
+    for address in ("one@e06.example.net", "two@e06.example.net"):
+        assert _leftovers(settings, address) == []
+    assert _spool(settings) == []
+    with factory() as session:  # the committed row was taken back
+        assert session.scalar(select(func.count()).select_from(OutboundJob)) == 0
+    syncfs.close()
+    engine.dispose()
+
+
+def test_a_mailbox_on_another_filesystem_is_fsynced_the_classic_way(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A directory whose filesystem was not open at start-up (a mount inside the maildir
+    tree; here a symlink to tmpfs) is not covered by the roots' syncfs: its files and
+    directory are fsynced one by one, and the mail is stored."""
+    if not syncfs_supported() or not Path("/dev/shm").is_dir():
+        pytest.skip("needs syncfs(2) and a tmpfs at /dev/shm")
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        mailbox = mailbox_dir(settings.maildir_root, "mounted@e06.example.net")
+        mailbox.parent.mkdir(parents=True, exist_ok=True)
+        mailbox.symlink_to(elsewhere)
+        syncfs = Syncfs([settings.maildir_root, settings.spool_dir, settings.quarantine_root])
+        assert os.stat(elsewhere).st_dev != os.stat(settings.maildir_root).st_dev
+        foreign: list[Path] = []
+        real_sync = syncfs.sync
+
+        def sync(directories):  # type: ignore[no-untyped-def]
+            result = real_sync(directories)
+            foreign.extend(result)
+            return result
+
+        syncfs.sync = sync  # type: ignore[method-assign]
+        engine = make_engine(settings.database_url)
+        results = persist_batch(settings, make_session_factory(engine), [
+            (_plan("mounted@e06.example.net"), NOW), (_plan("local@e06.example.net"), NOW),
+        ], syncfs=syncfs)
+        assert results == [0, 0]
+        assert {path.name for path in foreign} == {"tmp", "new"}
+        assert len(_inbox(settings, "mounted@e06.example.net")) == 1
+        assert len(_inbox(settings, "local@e06.example.net")) == 1
+        syncfs.close()
+        engine.dispose()
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)

@@ -4,12 +4,13 @@ standard parser sees in the whole message, whatever the line endings or body."""
 from __future__ import annotations
 
 import email.policy
+from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailplane.message import header_block
+from mailplane.message import decode_header_text, header_block
 
 _WHOLE = BytesHeaderParser(policy=email.policy.compat32)
 
@@ -35,3 +36,18 @@ def test_header_block_yields_the_headers_of_the_whole_message(
 def test_header_block_stops_after_the_blank_line() -> None:
     raw = b"Subject: hi\r\nFrom: a@b.test\r\n\r\n" + b"x" * 10_000
     assert len(header_block(raw)) <= len(b"Subject: hi\r\nFrom: a@b.test\r\n\r\n") + 1
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(
+    st.text(max_size=30),
+    st.binary(max_size=30).map(lambda b: b.decode("ascii", "surrogateescape")),
+    st.sampled_from(["=?utf-8?b?5pel5pys?=", "=?iso-2022-jp?B?GyRCRnxLXDhsGyhC?= x",
+                     "=?bogus?q?a?=", "a =?utf-8?q?b?= c", "=?"]),
+))
+def test_decoding_a_header_matches_the_standard_decoder(raw: str) -> None:
+    try:
+        expected = str(make_header(decode_header(raw)))
+    except (ValueError, LookupError, UnicodeError):
+        expected = raw
+    assert decode_header_text(raw) == expected

@@ -8,6 +8,7 @@ trace header).  An engine never decides what happens to the mail.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.message import Message
 from typing import Protocol
 
 
@@ -43,9 +44,12 @@ class SpamEngine(Protocol):
     name: str
 
     async def check(
-        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None
+        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None,
+        headers: Message | None = None,
     ) -> SpamScanResult:
-        """Score a whole RFC 5322 message; ``client_ip`` feeds DNSBL checks."""
+        """Score a whole RFC 5322 message; ``client_ip`` feeds DNSBL checks.  ``headers``
+        is the MX's compat32 parse of the header block (an engine may reuse it instead of
+        parsing again, or ignore it)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -16,7 +16,6 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from email.utils import parseaddr
@@ -26,7 +25,7 @@ import dns.exception
 import dns.resolver
 
 from mailplane.filters.engines.base import SpamScanResult
-from mailplane.message import header_block
+from mailplane.message import decode_header_text, header_block
 from mailplane.settings import SpamSettings
 
 log = logging.getLogger(__name__)
@@ -52,12 +51,7 @@ class HeuristicRule:
 def _header(message: Message, name: str) -> str | None:
     """The header decoded from RFC 2047 words; the raw text when it does not decode."""
     value = message.get(name)
-    if value is None:
-        return None
-    try:
-        return str(make_header(decode_header(str(value))))
-    except (ValueError, LookupError, UnicodeError):
-        return str(value)
+    return None if value is None else decode_header_text(str(value))
 
 
 def _missing(name: str) -> Callable[[Message], bool]:
@@ -120,12 +114,13 @@ class BuiltinSpamEngine:
         self._resolver = resolver
 
     async def check(
-        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None
+        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None,
+        headers: Message | None = None,
     ) -> SpamScanResult:
         if len(data) <= _INLINE_PARSE_LIMIT:
-            hits = _content_hits(data)
+            hits = _content_hits(data, headers)
         else:
-            hits = await asyncio.to_thread(_content_hits, data)
+            hits = await asyncio.to_thread(_content_hits, data, headers)
         if client_ip and self._zones:
             hits.extend(await self._dnsbl_hits(client_ip))
         score = round(sum(score for _, score in hits), 2)
@@ -192,15 +187,17 @@ _ERROR_RANGE = ipaddress.ip_network("127.255.255.0/24")
 _IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 
 
-def parse_for_rules(data: bytes) -> Message:
+def parse_for_rules(data: bytes, headers: Message | None = None) -> Message:
     """The message as the rules need it, parsed no further than they look.
 
     A single-part message in an identity transfer encoding — nearly all mail — needs only
     its header block: its one part's type is in the headers, and its decoded text is the
     raw body, which the raw ``GTUBE in data`` test already covers.  Anything else (MIME
     parts, base64, quoted-printable) is parsed whole, so encoded GTUBE is still found.
+    ``headers`` is the caller's compat32 parse of the header block, if it has one.
     """
-    head: Message = email.message_from_bytes(header_block(data), policy=compat32)
+    head: Message = headers if headers is not None else email.message_from_bytes(
+        header_block(data), policy=compat32)
     encoding = str(head.get("Content-Transfer-Encoding", "")).strip().lower()
     if head.get_content_maintype() not in ("multipart", "message") and (
             encoding in _IDENTITY_ENCODINGS):
@@ -208,8 +205,8 @@ def parse_for_rules(data: bytes) -> Message:
     return email.message_from_bytes(data, policy=compat32)
 
 
-def _content_hits(data: bytes) -> list[tuple[str, float]]:
-    message = parse_for_rules(data)
+def _content_hits(data: bytes, headers: Message | None = None) -> list[tuple[str, float]]:
+    message = parse_for_rules(data, headers)
     hits: list[tuple[str, float]] = []
     if GTUBE in data or _gtube_in_decoded_text(message):
         hits.append(("GTUBE", GTUBE_SCORE))

@@ -9,6 +9,7 @@ answer without a score raises :class:`ScannerUnavailable`.
 
 from __future__ import annotations
 
+from email.message import Message
 from typing import Any
 
 import httpx
@@ -30,16 +31,17 @@ class RspamdEngine:
         self._client = client or httpx.AsyncClient(timeout=self._timeout)
 
     async def check(
-        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None
+        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None,
+        headers: Message | None = None,
     ) -> SpamScanResult:
-        headers = {"Content-Type": "message/rfc822"}
+        request_headers = {"Content-Type": "message/rfc822"}
         if client_ip:
-            headers["IP"] = client_ip
+            request_headers["IP"] = client_ip
         if helo:
-            headers["Helo"] = helo
+            request_headers["Helo"] = helo
         try:
             response = await self._client.post(
-                self._url, content=data, headers=headers, timeout=self._timeout
+                self._url, content=data, headers=request_headers, timeout=self._timeout
             )
         except httpx.TimeoutException:
             raise ScannerUnavailable(

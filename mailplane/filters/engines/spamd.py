@@ -10,6 +10,7 @@ on them and big mail is rarely spam; they score 0 with the rule ``TOO_BIG_NOT_SC
 from __future__ import annotations
 
 import asyncio
+from email.message import Message
 
 import aiospamc
 
@@ -36,7 +37,8 @@ class SpamdEngine:
         return f"{self._host}:{self._port}"
 
     async def check(
-        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None
+        self, data: bytes, *, client_ip: str | None = None, helo: str | None = None,
+        headers: Message | None = None,
     ) -> SpamScanResult:
         # client_ip/helo are already in the Received header the MX prepends; spamd reads it.
         if len(data) > self._max_size:
