@@ -35,10 +35,24 @@ from mailplane.settings import Settings, load_settings
 from mailplane.storage import api_keys_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade
+from mailplane.storage.models import AuditRecord
 
 
-def bare_app() -> FastAPI:
+def bare_app(engine: Engine | None = None) -> FastAPI:
+    """Bare endpoints: nothing but FastAPI, and (``/bare-commit``) one durable row commit
+    on mailplane's own engine — the least any durable write endpoint must do."""
     app = FastAPI()
+
+    if engine is not None:
+        factory = make_session_factory(engine)
+
+        @app.put("/bare-commit")
+        def bare_commit() -> dict[str, str]:
+            with factory() as session:
+                session.add(AuditRecord(at=datetime.now(UTC), actor="bench",
+                                        action="bench.bare", detail={}))
+                session.commit()
+            return {"status": "ok"}
 
     @app.get("/bare-sync")
     def bare_sync() -> dict[str, str]:
@@ -95,10 +109,12 @@ async def _measure(requests: int, settings: Settings, engine: Engine, key: str
     cn, address = contract_number(7), address_of(35)  # contract 7 holds addresses 35-39
     results: dict[str, Any] = {}
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare_app()),
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare_app(engine)),
                                      base_url="http://bench") as bare:
             results["bare_sync"] = await _timed(requests, lambda i: bare.get("/bare-sync"))
             results["bare_async"] = await _timed(requests, lambda i: bare.get("/bare-async"))
+            results["bare_commit"] = await _timed(requests,
+                                                  lambda i: bare.put("/bare-commit"))
         app = create_app(settings, session_factory=factory)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://bench", headers=headers) as api:
@@ -115,6 +131,8 @@ async def _measure(requests: int, settings: Settings, engine: Engine, key: str
         results[name]["ratio_vs_bare_sync"] = results[name]["rps"] / results["bare_sync"]["rps"]
         results[name]["ratio_vs_bare_async"] = (
             results[name]["rps"] / results["bare_async"]["rps"])
+    results["put_forwarding"]["ratio_vs_bare_commit"] = (
+        results["put_forwarding"]["rps"] / results["bare_commit"]["rps"])
     results["requests"] = requests
     return results
 
@@ -126,11 +144,13 @@ def run(requests: int, workdir: Path) -> dict[str, Any]:
 
 def format_result(r: dict[str, Any]) -> str:
     lines = [f"API ({r['requests']} sequential requests each, in-process ASGI):"]
-    for name in ("bare_sync", "bare_async", "get_addresses", "put_forwarding"):
+    for name in ("bare_sync", "bare_async", "bare_commit", "get_addresses", "put_forwarding"):
         row = r[name]
         ratio = (f"  ratio vs bare sync {row['ratio_vs_bare_sync']:.2f}, "
                  f"vs bare async {row['ratio_vs_bare_async']:.2f}"
                  if "ratio_vs_bare_sync" in row else "")
+        if "ratio_vs_bare_commit" in row:
+            ratio += f", vs bare commit {row['ratio_vs_bare_commit']:.2f}"
         lines.append(f"  {name:<15} {row['rps']:>7.0f} req/s  p50 {row['p50_ms']:.2f} ms  "
                      f"p99 {row['p99_ms']:.2f} ms{ratio}")
     return "\n".join(lines)

@@ -55,7 +55,10 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        await run_in_threadpool(session.close)
+        if session.in_transaction():
+            await run_in_threadpool(session.close)  # a rollback: I/O, not on the loop
+        else:
+            session.close()  # committed or released by the route: nothing to do but forget
 
 
 async def get_session_factory(request: Request) -> sessionmaker[Session]:
@@ -106,15 +109,20 @@ async def require_operator(principal: PrincipalDep) -> Principal:
 OperatorDep = Annotated[Principal, Depends(require_operator)]
 
 
-def get_contract(
-    cn: Annotated[str, Path(description="customer number")],
-    principal: PrincipalDep,
-    session: SessionDep,
-) -> Contract:
+CustomerNumber = Annotated[str, Path(description="customer number")]
+
+
+def contract_in_scope(session: Session, cn: str, principal: Principal) -> Contract:
+    """The contract ``cn`` if ``principal`` may see it; 404 otherwise (never 403: whether
+    another customer's contract exists is not revealed).  Blocking."""
     contract = contracts_repo.get_by_number(session, customer_number=cn)
     if contract is None or not (principal.is_staff or principal.contract_id == contract.id):
         raise not_found("contract not found")
     return contract
+
+
+def get_contract(cn: CustomerNumber, principal: PrincipalDep, session: SessionDep) -> Contract:
+    return contract_in_scope(session, cn, principal)
 
 
 ContractDep = Annotated[Contract, Depends(get_contract)]

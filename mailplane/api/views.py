@@ -16,7 +16,8 @@ from mailplane.api.schemas.addresses import (
 from mailplane.api.schemas.contracts import ContractOut, Quota
 from mailplane.clock import as_utc
 from mailplane.passwords import reading_of, reading_text
-from mailplane.storage.models import Address, Contract
+from mailplane.storage.addresses_repo import AddressSummary
+from mailplane.storage.models import Contract
 
 
 def local_date(moment: datetime, tz: ZoneInfo) -> str:
@@ -34,8 +35,8 @@ def overseas_summary(expires_at: datetime | None, now: datetime, tz: ZoneInfo) -
     )
 
 
-def address_row(row: Address, now: datetime, tz: ZoneInfo) -> AddressRow:
-    destinations = [d.destination for d in row.forward_destinations]
+def address_row(row: AddressSummary, now: datetime, tz: ZoneInfo) -> AddressRow:
+    destinations = list(row.forward_destinations)
     return AddressRow(
         address=row.address,
         pop_account=row.pop_account,
@@ -48,7 +49,7 @@ def address_row(row: Address, now: datetime, tz: ZoneInfo) -> AddressRow:
             enabled=bool(destinations), destinations=destinations, keep_copy=row.forward_keep_copy
         ),
         overseas=overseas_summary(row.overseas_expires_at, now, tz),
-        auto_reply_enabled=bool(row.auto_reply and row.auto_reply.enabled),
+        auto_reply_enabled=row.auto_reply_enabled,
         created_at=as_utc(row.created_at),
     )
 

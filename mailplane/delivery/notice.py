@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import email.policy
 from datetime import datetime
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
 from string import Template
 
@@ -55,6 +57,8 @@ def build_notice(
     attachment: EmailMessage | None = None,
 ) -> bytes:
     """Serialise a notice with CRLF line endings, ready for the Maildir writer."""
+    if attachment is None:
+        return _plain_notice(settings, to=to, subject=subject, body=body, now=now)
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = f"{SYSTEM_SENDER_NAME} <{system_sender(settings)}>"
     message["To"] = to
@@ -67,3 +71,23 @@ def build_notice(
     if attachment is not None:
         message.add_attachment(attachment, disposition="attachment")
     return message.as_bytes(policy=email.policy.SMTP)
+
+
+_CRLF_COMPAT32 = email.policy.compat32.clone(linesep="\r\n")
+
+
+def _plain_notice(settings: Settings, *, to: str, subject: str, body: str,
+                  now: datetime) -> bytes:
+    """A single text/plain UTF-8 part built with compat32 — the same message as the
+    ``EmailMessage`` path (RFC 2047 words for the Japanese headers, base64 body, CRLF
+    lines), at a seventh of the cost: every forwarding or password change through the API
+    builds one inside its request (docs/performance.md, API benchmark)."""
+    crlf_body = body.replace("\r\n", "\n").replace("\n", "\r\n")
+    message = MIMEText(crlf_body, "plain", "utf-8")
+    message["From"] = formataddr((SYSTEM_SENDER_NAME, system_sender(settings)), charset="utf-8")
+    message["To"] = to
+    message["Subject"] = Header(subject, "utf-8")  # type: ignore[assignment]  # compat32 API
+    message["Date"] = format_datetime(now.astimezone(settings.tz))
+    message["Message-ID"] = make_msgid(domain=settings.mx.hostname)
+    message["Auto-Submitted"] = "auto-generated"
+    return message.as_bytes(policy=_CRLF_COMPAT32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import Address, Contract
@@ -31,8 +31,13 @@ def create_contract(
     return row
 
 
+#: Built once: every API call on a contract runs it, and building the statement (and its
+#: cache key) each time cost as much as running it (docs/performance.md, API benchmark).
+_BY_NUMBER = select(Contract).where(Contract.customer_number == bindparam("customer_number"))
+
+
 def get_by_number(session: Session, *, customer_number: str) -> Contract | None:
-    return session.scalar(select(Contract).where(Contract.customer_number == customer_number))
+    return session.scalar(_BY_NUMBER, {"customer_number": customer_number})
 
 
 def get_by_id(session: Session, *, contract_id: int) -> Contract | None:

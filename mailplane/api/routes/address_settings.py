@@ -272,7 +272,9 @@ def put_forwarding(
     _save(session, scope, clock, "settings.forwarding",
           {"enabled": bool(destinations), "destinations": destinations,
            "keep_copy": body.keep_copy})
-    return _forwarding_of(session, scope.address)
+    # Exactly what was just committed: no query to read it back.
+    return Forwarding(enabled=bool(destinations), destinations=destinations,
+                      keep_copy=body.keep_copy)
 
 
 # --- auto-reply (SPEC §6, L4525-4637) ---------------------------------------------------
