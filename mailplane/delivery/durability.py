@@ -65,14 +65,42 @@ def syncfs_supported() -> bool:
     return _SYNCFS is not None and _kernel_version() >= _MIN_KERNEL
 
 
-def use_syncfs(setting: str) -> bool:
-    """``mx.durability``: "syncfs", "fsync" or "auto" (syncfs where supported)."""
+#: Filesystem types "auto" leaves to fsync: network and FUSE filesystems, where what a
+#: syncfs(2) promises depends on the client and server (an explicit "syncfs" still uses it).
+_NETWORK_FS_PREFIXES = ("nfs", "cifs", "smb", "ceph", "glusterfs", "fuse", "9p", "afs")
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem ``path`` is on, from /proc/self/mounts ("" if unknown)."""
+    try:
+        target = os.path.realpath(path)
+        best, kind = "", ""
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+        return kind
+    except OSError:
+        return ""
+
+
+def use_syncfs(setting: str, roots: Iterable[Path] = ()) -> bool:
+    """``mx.durability``: "syncfs", "fsync" or "auto" (syncfs where supported and every
+    root is on a local filesystem)."""
     if setting == "fsync":
         return False
     supported = syncfs_supported()
-    if setting == "syncfs" and not supported:
-        log.warning("mx.durability = syncfs needs Linux >= 5.8: using fsync")
-    return supported
+    if setting == "syncfs":
+        if not supported:
+            log.warning("mx.durability = syncfs needs Linux >= 5.8: using fsync")
+        return supported
+    return supported and not any(
+        filesystem_type(root).startswith(_NETWORK_FS_PREFIXES) for root in roots)
 
 
 class Syncfs:

@@ -93,10 +93,12 @@ class DeliveryWriter:
     def _run(self) -> None:
         syncfs: Syncfs | None = None
         try:
-            if use_syncfs(self._settings.mx.durability):
-                settings = self._settings
-                syncfs = Syncfs([settings.maildir_root, settings.spool_dir,
-                                 settings.quarantine_root])
+            settings = self._settings
+            roots = [settings.maildir_root, settings.spool_dir, settings.quarantine_root]
+            for root in roots:
+                root.mkdir(parents=True, exist_ok=True)
+            if use_syncfs(settings.mx.durability, roots):
+                syncfs = Syncfs(roots)
         except OSError as exc:
             log.warning("syncfs durability unavailable (%s): using fsync", exc)
         try:
