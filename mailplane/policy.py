@@ -105,8 +105,23 @@ def read_revision(session: Session) -> int:
     return session.scalar(select(PolicyRevision.revision).where(PolicyRevision.id == 1)) or 0
 
 
+_NO_CONDITIONS = DenyConditions()
+_NO_AUTO_REPLY = AutoReplyPolicy()
+
+_ADDRESS_COLUMNS = (
+    Address.id, Address.address, Address.contract_id, Address.pop_account, Address.status,
+    Address.virus_check, Address.spam_judge, Address.spam_quarantine, Address.spam_notify,
+    Address.deny_no_from, Address.deny_angle_from, Address.deny_blank_from,
+    Address.deny_no_subject, Address.deny_blank_subject, Address.forward_keep_copy,
+    Address.overseas_expires_at, Address.quota_bytes, Contract.status,
+)
+
+
 def load_snapshot(session: Session, base_domains: tuple[str, ...]) -> PolicySnapshot:
-    """Build a snapshot with four queries (not one per address), whatever the size."""
+    """Build a snapshot with five column queries (not one per address, and no ORM
+    entities: loading entities was most of the build time at a million addresses,
+    docs/performance.md), whatever the size.  Addresses without deny conditions or
+    auto-reply share one immutable default instance, and equal list tuples are shared."""
     revision = read_revision(session)
     lists: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for address_id, kind, value in session.execute(
@@ -123,50 +138,63 @@ def load_snapshot(session: Session, base_domains: tuple[str, ...]) -> PolicySnap
     ):
         forwards[address_id].append(destination)
     replies: dict[int, AutoReplyPolicy] = {}
-    for reply in session.scalars(select(AutoReply)):
-        replies[reply.address_id] = AutoReplyPolicy(
-            enabled=reply.enabled,
-            special_senders=frozenset(s.lower() for s in reply.special_senders),
-            special_message=reply.special_message,
-            default_message=reply.default_message,
+    for address_id, enabled, special_senders, special_message, default_message in (
+        session.execute(select(AutoReply.address_id, AutoReply.enabled,
+                               AutoReply.special_senders, AutoReply.special_message,
+                               AutoReply.default_message))
+    ):
+        replies[address_id] = AutoReplyPolicy(
+            enabled=enabled,
+            special_senders=frozenset(s.lower() for s in special_senders or ()),
+            special_message=special_message,
+            default_message=default_message,
         )
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def interned(values: list[str] | None) -> tuple[str, ...]:
+        if not values:
+            return ()
+        key = tuple(values)
+        return shared.setdefault(key, key)
+
     by_address: dict[str, AddressPolicy] = {}
     domains: set[str] = set()
     empty: dict[str, list[str]] = {}
-    rows = session.execute(select(Address, Contract.status).join(Contract))
-    for row, contract_status in rows:
-        entry_lists = lists.get(row.id, empty)
-        policy = AddressPolicy(
-            address=row.address,
-            address_id=row.id,
-            contract_id=row.contract_id,
-            pop_account=row.pop_account,
-            # A suspended contract suspends every address under it (003 Art.20(3)).
-            status="suspended" if contract_status == "suspended" else row.status,
-            virus_check=row.virus_check,
-            spam_judge=row.spam_judge,
-            spam_quarantine=row.spam_quarantine,
-            spam_notify=row.spam_notify,
-            deny_addresses=tuple(entry_lists.get("deny_address", ())),
-            deny_subjects=tuple(entry_lists.get("deny_subject", ())),
-            deny_conditions=DenyConditions(
-                no_from=row.deny_no_from,
-                angle_from=row.deny_angle_from,
-                blank_from=row.deny_blank_from,
-                no_subject=row.deny_no_subject,
-                blank_subject=row.deny_blank_subject,
-            ),
-            allow_addresses=tuple(entry_lists.get("allow_address", ())),
-            forward_destinations=tuple(forwards.get(row.id, ())),
-            forward_keep_copy=row.forward_keep_copy,
-            auto_reply=replies.get(row.id, AutoReplyPolicy()),
-            overseas_expires_at=(
-                as_utc(row.overseas_expires_at) if row.overseas_expires_at else None
-            ),
-            quota_bytes=row.quota_bytes,
+    for (address_id, address, contract_id, pop_account, status, virus_check, spam_judge,
+         spam_quarantine, spam_notify, no_from, angle_from, blank_from, no_subject,
+         blank_subject, keep_copy, overseas_expires_at, quota_bytes, contract_status,
+         ) in session.execute(select(*_ADDRESS_COLUMNS).join(Contract)):
+        entry_lists = lists.get(address_id, empty)
+        conditions = (
+            DenyConditions(no_from=no_from, angle_from=angle_from, blank_from=blank_from,
+                           no_subject=no_subject, blank_subject=blank_subject)
+            if no_from or angle_from or blank_from or no_subject or blank_subject
+            else _NO_CONDITIONS
         )
-        by_address[row.address] = policy
-        domains.add(row.address.rpartition("@")[2])
+        by_address[address] = AddressPolicy(
+            address=address,
+            address_id=address_id,
+            contract_id=contract_id,
+            pop_account=pop_account,
+            # A suspended contract suspends every address under it (003 Art.20(3)).
+            status="suspended" if contract_status == "suspended" else status,
+            virus_check=virus_check,
+            spam_judge=spam_judge,
+            spam_quarantine=spam_quarantine,
+            spam_notify=spam_notify,
+            deny_addresses=interned(entry_lists.get("deny_address")),
+            deny_subjects=interned(entry_lists.get("deny_subject")),
+            deny_conditions=conditions,
+            allow_addresses=interned(entry_lists.get("allow_address")),
+            forward_destinations=interned(forwards.get(address_id)),
+            forward_keep_copy=keep_copy,
+            auto_reply=replies.get(address_id, _NO_AUTO_REPLY),
+            overseas_expires_at=(
+                as_utc(overseas_expires_at) if overseas_expires_at else None
+            ),
+            quota_bytes=quota_bytes,
+        )
+        domains.add(address.rpartition("@")[2])
     return PolicySnapshot(
         revision=revision,
         by_address=by_address,

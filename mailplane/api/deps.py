@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.errors import ApiError, not_found
@@ -145,17 +145,22 @@ class AddressScope:
     principal: Principal
 
 
+#: Built once (see ``contracts_repo._BY_NUMBER``): every per-address call runs it.
+_ADDRESS_OF_CONTRACT = select(Address).where(
+    Address.contract_id == bindparam("contract_id"), Address.address == bindparam("address"))
+
+
 def get_address_scope(
+    cn: CustomerNumber,
     address: Annotated[str, Path(description="full mail address")],
-    contract: ContractDep,
     principal: PrincipalDep,
     session: SessionDep,
 ) -> AddressScope:
-    row = session.scalar(
-        select(Address).where(
-            Address.contract_id == contract.id, Address.address == address.lower()
-        )
-    )
+    """Contract and address in one dependency, so a per-address call pays one thread hop
+    for its lookups, not one per dependency (docs/performance.md, API benchmark)."""
+    contract = contract_in_scope(session, cn, principal)
+    row = session.scalar(_ADDRESS_OF_CONTRACT,
+                         {"contract_id": contract.id, "address": address.lower()})
     if row is None or (principal.address_id is not None and principal.address_id != row.id):
         raise not_found("address not found")
     return AddressScope(contract=contract, address=row, principal=principal)
