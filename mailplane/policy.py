@@ -1,9 +1,11 @@
-"""In-memory policy cache: ``{address: AddressPolicy}``, rebuilt when the revision moves.
+"""In-memory policy cache: ``{address: AddressPolicy}``, patched when the revision moves.
 
 RCPT-time and DATA-time decisions are pure dict hits on an immutable snapshot (DESIGN
 "Keeping the SMTP path fast").  The API bumps ``policy_revision`` in the same transaction
-as every settings write; :class:`PolicyCache` polls the revision and swaps in a fresh
-snapshot atomically, so a change made on any node takes effect within seconds everywhere.
+as every settings write and logs which address (or contract) it touched;
+:class:`PolicyCache` polls the revision, reloads only what the log names and swaps in a
+fresh snapshot atomically, so a change made on any node takes effect within seconds
+everywhere.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, or_, select, true
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
+from mailplane.storage import policy_repo
 from mailplane.storage.models import (
     Address,
     AutoReply,
@@ -117,31 +122,98 @@ _ADDRESS_COLUMNS = (
 )
 
 
+#: Above this many changed addresses/contracts since the last refresh, reload everything.
+MAX_PATCH = 5_000
+
+
 def load_snapshot(session: Session, base_domains: tuple[str, ...]) -> PolicySnapshot:
-    """Build a snapshot with five column queries (not one per address, and no ORM
+    """Build a whole snapshot with five column queries (not one per address, and no ORM
     entities: loading entities was most of the build time at a million addresses,
-    docs/performance.md), whatever the size.  Addresses without deny conditions or
-    auto-reply share one immutable default instance, and equal list tuples are shared."""
+    docs/performance.md), whatever the size."""
     revision = read_revision(session)
+    by_address = _load_policies(session, session.execute(select(*_ADDRESS_COLUMNS)
+                                                         .join(Contract)).all(), ids=None)
+    return PolicySnapshot(
+        revision=revision,
+        by_address=by_address,
+        by_pop_account={p.pop_account: p for p in by_address.values()},
+        hosted_domains=frozenset(a.rpartition("@")[2] for a in by_address),
+        base_domains=base_domains,
+    )
+
+
+def refresh_snapshot(session: Session, current: PolicySnapshot) -> PolicySnapshot:
+    """``current`` brought up to the database's revision: only the addresses the policy
+    change log names are reloaded and patched into a copy (a settings change at a million
+    addresses costs milliseconds, not a full rebuild that holds the GIL for many seconds).
+    Falls back to :func:`load_snapshot` when a revision is not logged, too much changed,
+    or an address disappeared (so the hosted-domain set stays exact)."""
+    revision = read_revision(session)
+    if revision == current.revision:
+        return current
+    changes = policy_repo.changes_between(session, after=current.revision, upto=revision)
+    if changes is None or len(changes.addresses) + len(changes.contract_ids) > MAX_PATCH:
+        return load_snapshot(session, current.base_domains)
+    conditions = []
+    if changes.addresses:
+        conditions.append(Address.address.in_(sorted(changes.addresses)))
+    if changes.contract_ids:
+        conditions.append(Address.contract_id.in_(sorted(changes.contract_ids)))
+    rows = session.execute(select(*_ADDRESS_COLUMNS).join(Contract)
+                           .where(or_(*conditions))).all() if conditions else []
+    fresh = _load_policies(session, rows, ids=[row[0] for row in rows])
+    if any(address not in fresh and address in current.by_address
+           for address in changes.addresses):
+        return load_snapshot(session, current.base_domains)
+    by_address = dict(current.by_address)
+    by_pop_account = dict(current.by_pop_account)
+    for address, policy in fresh.items():
+        before = by_address.get(address)
+        if before is not None and before.pop_account != policy.pop_account:
+            by_pop_account.pop(before.pop_account, None)
+        by_address[address] = policy
+        by_pop_account[policy.pop_account] = policy
+    return PolicySnapshot(
+        revision=revision,
+        by_address=by_address,
+        by_pop_account=by_pop_account,
+        hosted_domains=current.hosted_domains | {a.rpartition("@")[2] for a in fresh},
+        base_domains=current.base_domains,
+    )
+
+
+def _load_policies(session: Session, rows: Sequence[Row[Any]],
+                   ids: list[int] | None) -> dict[str, AddressPolicy]:
+    """Policies for address ``rows`` (``_ADDRESS_COLUMNS``); ``ids`` limits the list,
+    forwarding and auto-reply queries to those addresses (None: every address).
+    Addresses without deny conditions or auto-reply share one immutable default instance,
+    and equal list tuples are shared."""
+    if ids is not None and not ids:
+        return {}
+
+    def only(column: Any) -> Any:
+        return column.in_(ids) if ids is not None else true()
+
     lists: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for address_id, kind, value in session.execute(
-        select(ListEntry.address_id, ListEntry.kind, ListEntry.value).order_by(
-            ListEntry.address_id, ListEntry.position
-        )
+        select(ListEntry.address_id, ListEntry.kind, ListEntry.value)
+        .where(only(ListEntry.address_id))
+        .order_by(ListEntry.address_id, ListEntry.position)
     ):
         lists[address_id][kind].append(value)
     forwards: dict[int, list[str]] = defaultdict(list)
     for address_id, destination in session.execute(
-        select(ForwardDestination.address_id, ForwardDestination.destination).order_by(
-            ForwardDestination.address_id, ForwardDestination.position
-        )
+        select(ForwardDestination.address_id, ForwardDestination.destination)
+        .where(only(ForwardDestination.address_id))
+        .order_by(ForwardDestination.address_id, ForwardDestination.position)
     ):
         forwards[address_id].append(destination)
     replies: dict[int, AutoReplyPolicy] = {}
     for address_id, enabled, special_senders, special_message, default_message in (
         session.execute(select(AutoReply.address_id, AutoReply.enabled,
                                AutoReply.special_senders, AutoReply.special_message,
-                               AutoReply.default_message))
+                               AutoReply.default_message)
+                        .where(only(AutoReply.address_id)))
     ):
         replies[address_id] = AutoReplyPolicy(
             enabled=enabled,
@@ -158,12 +230,11 @@ def load_snapshot(session: Session, base_domains: tuple[str, ...]) -> PolicySnap
         return shared.setdefault(key, key)
 
     by_address: dict[str, AddressPolicy] = {}
-    domains: set[str] = set()
     empty: dict[str, list[str]] = {}
     for (address_id, address, contract_id, pop_account, status, virus_check, spam_judge,
          spam_quarantine, spam_notify, no_from, angle_from, blank_from, no_subject,
          blank_subject, keep_copy, overseas_expires_at, quota_bytes, contract_status,
-         ) in session.execute(select(*_ADDRESS_COLUMNS).join(Contract)):
+         ) in rows:
         entry_lists = lists.get(address_id, empty)
         conditions = (
             DenyConditions(no_from=no_from, angle_from=angle_from, blank_from=blank_from,
@@ -194,14 +265,7 @@ def load_snapshot(session: Session, base_domains: tuple[str, ...]) -> PolicySnap
             ),
             quota_bytes=quota_bytes,
         )
-        domains.add(address.rpartition("@")[2])
-    return PolicySnapshot(
-        revision=revision,
-        by_address=by_address,
-        by_pop_account={p.pop_account: p for p in by_address.values()},
-        hosted_domains=frozenset(domains),
-        base_domains=base_domains,
-    )
+    return by_address
 
 
 class PolicyCache:
@@ -245,11 +309,20 @@ class PolicyCache:
         """SIGHUP handler: reload at once regardless of the revision."""
         self._reload_requested.set()
 
+    def _refresh_now(self) -> None:
+        """Blocking: patch the snapshot with what changed since its revision."""
+        current = self._snapshot
+        with self._session_factory() as session:
+            snapshot = refresh_snapshot(session, current)
+        self._snapshot = snapshot
+        log.info("policy cache refreshed: revision %d → %d, %d addresses",
+                 current.revision, snapshot.revision, len(snapshot.by_address))
+
     async def refresh_if_changed(self) -> bool:
         revision = await asyncio.to_thread(self._revision_now)
         if self._loaded and revision == self._snapshot.revision:
             return False
-        await asyncio.to_thread(self.load_now)
+        await asyncio.to_thread(self._refresh_now if self._loaded else self.load_now)
         return True
 
     async def run(self) -> None:

@@ -33,4 +33,6 @@ def record_change(
         detail=detail,
     )
     if affects_policy:
-        policy_repo.bump_revision(session)
+        # Logged per address (or per contract): SMTP nodes reload only what changed.
+        policy_repo.bump_revision(session, address=address,
+                                  contract_id=None if address else contract_id, now=now)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane.clock import Clock
 from mailplane.delivery.maildir import delivered_at
 from mailplane.settings import Settings
-from mailplane.storage import outbound_repo, quarantine_repo
+from mailplane.storage import outbound_repo, policy_repo, quarantine_repo
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class PurgeResult:
     quarantine_deleted: int
     inbox_deleted: int
     outbound_rows_deleted: int = 0
+    policy_changes_deleted: int = 0
 
 
 def _inbox_files(root: Path) -> list[Path]:
@@ -90,12 +91,25 @@ def purge_outbound_history(
     return deleted
 
 
+#: The policy change log only has to cover the gap between two refreshes of any cache; a
+#: cache further behind than this reloads everything (``policy.refresh_snapshot``).
+POLICY_LOG_KEEP = timedelta(days=1)
+
+
+def purge_policy_changes(session_factory: sessionmaker[Session], clock: Clock) -> int:
+    with session_factory() as session:
+        deleted = policy_repo.purge_changes_before(session, cutoff=clock.now() - POLICY_LOG_KEEP)
+        session.commit()
+    return deleted
+
+
 def purge(settings: Settings, session_factory: sessionmaker[Session], clock: Clock) -> PurgeResult:
     """Delete expired quarantine items, inbox mail and outbound history once (blocking)."""
     result = PurgeResult(
         quarantine_deleted=purge_quarantine(settings, session_factory, clock),
         inbox_deleted=purge_inbox(settings, clock),
         outbound_rows_deleted=purge_outbound_history(settings, session_factory, clock),
+        policy_changes_deleted=purge_policy_changes(session_factory, clock),
     )
     log.info("purge: %d quarantined and %d inbox messages deleted",
              result.quarantine_deleted, result.inbox_deleted)

@@ -216,6 +216,22 @@ class PolicyRevision(Base):
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class PolicyChange(Base):
+    """What one policy revision touched: an address, or every address of a contract.
+
+    Written with the bump, in the same transaction; SMTP nodes reload only those addresses
+    (``policy.PolicyCache``).  A revision with no row here (a bulk seed, a hand edit)
+    makes them reload everything, so a missing row costs time, never correctness.
+    """
+
+    __tablename__ = "policy_changes"
+
+    revision: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    contract_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class IdempotencyRecord(Base):
     """First response to an ``Idempotency-Key`` request, replayed on repeats (SPEC §1)."""
 

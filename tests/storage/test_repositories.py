@@ -41,7 +41,7 @@ def test_migrations_create_every_table_and_are_idempotent(db_settings: Settings)
     assert {"contracts", "addresses", "list_entries", "forward_destinations", "auto_replies",
             "auto_reply_ledger", "api_keys", "audit_log", "policy_revision",
             "idempotency_keys", "quarantine_items", "outbound_jobs",
-            "login_failures"} <= tables
+            "login_failures", "policy_changes"} <= tables
 
 
 def test_address_round_trip_and_snapshot(factory) -> None:  # type: ignore[no-untyped-def]
