@@ -35,6 +35,7 @@ def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None
     [
         ("MAILPLANE_MX__PORT", "not-a-port", "mx.port"),
         ("MAILPLANE_VIRUS__ON_ERROR", "maybe", "virus.on_error"),
+        ("MAILPLANE_MX__DURABILITY", "fast", "mx.durability"),
         ("MAILPLANE_TIMEZONE", "Mars/Base", "timezone"),
         ("MAILPLANE_ADDRESSES__SUBDOMAIN_PATTERN", "[a-z", "addresses.subdomain_pattern"),
     ],
