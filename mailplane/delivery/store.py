@@ -98,21 +98,6 @@ _FilesOf = Callable[[_Progress], Iterable[PendingFile]]
 _DirsOf = Callable[[_Progress], Iterable[Path]]
 
 
-def persist(
-    settings: Settings,
-    session_factory: sessionmaker[Session],
-    plan: DeliveryPlan,
-    *,
-    now: datetime,
-) -> int:
-    """One plan (blocking; run in a thread).  Returns how many jobs were queued once every
-    byte is durable; raises (with nothing left behind) otherwise."""
-    [result] = persist_batch(settings, session_factory, [(plan, now)])
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
 def persist_batch(
     settings: Settings,
     session_factory: sessionmaker[Session],

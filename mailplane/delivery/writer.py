@@ -73,6 +73,9 @@ class DeliveryWriter:
         error (nothing of it left behind) otherwise."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
+        # If our caller is cancelled (the client hung up), the plan is still persisted and
+        # its outcome is dropped here, not logged as "exception never retrieved".
+        future.add_done_callback(_retrieve)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="delivery-writer",
@@ -153,3 +156,8 @@ def _settle(settled: list[tuple[_Request, PersistResult]]) -> None:
             request.future.set_exception(result)
         else:
             request.future.set_result(result)
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()

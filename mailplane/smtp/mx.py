@@ -96,7 +96,7 @@ async def answer_data(listener: str, work: Awaitable[SmtpReply]) -> str:
 def failure_reply(exc: BaseException, listener: str) -> SmtpReply:
     """The 4xx for an unexpected failure while receiving: a full disk or quota is
     ``452 4.3.1`` (RFC 3463 "mail system full"; the sender retries later), anything else
-    ``451 4.3.0``.  :func:`persist` removed every partial write before this runs."""
+    ``451 4.3.0``.  The delivery writer removed every partial write before this runs."""
     if isinstance(exc, OSError) and exc.errno in _STORAGE_FULL_ERRNOS:
         log.error("%s delivery failed: storage full (%s); answering 452", listener,
                   exc.strerror)
@@ -291,8 +291,8 @@ class MxHandler:
         return used
 
     def record_delivered(self, plan: DeliveryPlan, *, staged_jobs: int = 0) -> None:
-        """After :func:`persist`: account inbox writes in the quota cache and nudge the
-        outbound worker when jobs were queued."""
+        """After the writer persisted the plan: account inbox writes in the quota cache
+        and nudge the outbound worker when jobs were queued."""
         for write in plan.inbox:
             self.usage.add(write.address, len(write.data))
         if staged_jobs and self.on_outbound is not None:
