@@ -12,6 +12,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,19 @@ from mailplane.delivery.store import DeliveryPlan, InboxWrite, persist_batch
 from mailplane.delivery.writer import DeliveryWriter
 from mailplane.mailbox_paths import mailbox_dir
 from mailplane.outbound.queue import PendingJob
+from mailplane.outbound.recent_replies import RecentReplies
+from mailplane.outbound.staging import auto_reply_job
 from mailplane.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.models import OutboundJob
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(db_settings: Settings) -> Settings:
+    """Every test here runs on SQLite and on PostgreSQL (the shared transaction, claims)."""
+    return db_settings
 
 
 @pytest.fixture(params=["fsync", "syncfs"])
@@ -279,3 +288,26 @@ def test_a_mailbox_on_another_filesystem_is_fsynced_the_classic_way(
         engine.dispose()
     finally:
         shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_two_plans_of_one_batch_replying_to_one_sender_queue_one_reply(
+    settings: Settings, syncfs: Syncfs | None,
+) -> None:
+    """The 24 h ledger claims of a batch run in its one transaction: the second claim
+    sees the first and loses, and its spool file is removed (SPEC §6)."""
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    recent = RecentReplies()
+    plans = []
+    for _ in range(2):
+        plan = _plan("away@e06.example.net")
+        plan.outbound.append(auto_reply_job(
+            settings=settings, address="away@e06.example.net", sender="bob@sender.test",
+            original_headers=Message(), body="不在です", now=NOW, recent=recent))
+        plans.append((plan, NOW))
+    assert persist_batch(settings, factory, plans, syncfs=syncfs) == [1, 0]
+    with factory() as session:
+        assert session.scalars(select(OutboundJob.kind)).all() == ["auto_reply"]
+    assert len(_spool(settings)) == 1
+    assert len(_inbox(settings, "away@e06.example.net")) == 2
+    engine.dispose()
