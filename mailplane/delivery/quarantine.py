@@ -9,7 +9,6 @@ management API calls (blocking: run them in a thread); release delivers to the i
 from __future__ import annotations
 
 import email.policy
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +19,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
-from mailplane.delivery.maildir import create_exclusive, deliver, fsync_dir
+from mailplane.delivery.maildir import deliver, fsync_dir, write_new_file
 from mailplane.mailbox_paths import mailbox_dir
 from mailplane.settings import Settings
 from mailplane.storage import quarantine_repo
@@ -41,18 +40,8 @@ def write_item_file(directory: Path, item_id: str, data: bytes, *, fsync: bool =
     """Write and fsync one quarantined message (blocking); the caller fsyncs the dir
     (and, with ``fsync=False``, the file: one ``syncfs`` for a batch)."""
     path = directory / f"{item_id}.eml"
-    fd = create_exclusive(path, lambda: directory.mkdir(parents=True, exist_ok=True))
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    write_new_file(path, data, fsync=fsync,
+                   make_parent=lambda: directory.mkdir(parents=True, exist_ok=True))
     return path
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from mailplane.clock import as_utc
-from mailplane.delivery.maildir import PendingFile, create_exclusive, rename_into
+from mailplane.delivery.maildir import PendingFile, rename_into, write_new_file
 from mailplane.storage import outbound_repo
 
 log = logging.getLogger(__name__)
@@ -46,19 +46,8 @@ def write_spool_tmp(spool_dir: Path, job_id: str, message: bytes, *,
     into place (:func:`~mailplane.delivery.maildir.rename_into`) and fsyncs ``spool_dir``
     (with ``fsync=False``, makes the file durable too: one ``syncfs`` for a batch)."""
     tmp = spool_dir / f"{TMP_PREFIX}{job_id}"
-    fd = create_exclusive(tmp, lambda: spool_dir.mkdir(parents=True, exist_ok=True))
-    try:
-        view = memoryview(message)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if fsync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    write_new_file(tmp, message, fsync=fsync,
+                   make_parent=lambda: spool_dir.mkdir(parents=True, exist_ok=True))
     return PendingFile(tmp, spool_path(spool_dir, job_id), len(message))
 
 

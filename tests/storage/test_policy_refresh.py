@@ -61,15 +61,20 @@ def _refresh(factory: sessionmaker[Session], current: PolicySnapshot) -> PolicyS
         return refresh_snapshot(session, current)
 
 
+def _change_setting(factory: sessionmaker[Session], clock: FrozenClock, address: str,
+                    **values: object) -> None:
+    """What a settings PUT does to the policy: update the row, log the bump."""
+    with factory() as session:
+        session.execute(update(Address).where(Address.address == address).values(**values))
+        policy_repo.bump_revision(session, address=address, now=clock.now())
+        session.commit()
+
+
 def test_a_logged_settings_change_reloads_only_that_address(factory) -> None:  # type: ignore[no-untyped-def]
     clock = FrozenClock()
     _seed(factory, clock)
     before = _snapshot(factory)
-    with factory() as session:
-        session.execute(update(Address).where(Address.address == "taro@e06.example.net")
-                        .values(spam_judge=True))
-        policy_repo.bump_revision(session, address="taro@e06.example.net", now=clock.now())
-        session.commit()
+    _change_setting(factory, clock, "taro@e06.example.net", spam_judge=True)
     after = _refresh(factory, before)
     assert after.revision == before.revision + 1
     taro = after.lookup("taro@e06.example.net")
@@ -147,11 +152,7 @@ def test_the_log_keeps_a_day_and_a_cache_older_than_that_reloads_everything(
     clock = FrozenClock()
     _seed(factory, clock)
     before = _snapshot(factory)
-    with factory() as session:
-        session.execute(update(Address).where(Address.address == "hanako@e06.example.net")
-                        .values(spam_notify=True))
-        policy_repo.bump_revision(session, address="hanako@e06.example.net", now=clock.now())
-        session.commit()
+    _change_setting(factory, clock, "hanako@e06.example.net", spam_notify=True)
     clock.advance(timedelta(days=1, seconds=1))
     assert purge_policy_changes(factory, clock) == 1
     with factory() as session:
