@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from mailplane.delivery.notice import build_notice, local_time, render_template
-from mailplane.outbound.queue import stage_job
+from mailplane.outbound.queue import stage_inline_job
 from mailplane.settings import Settings
 from mailplane.storage.models import Contract
 
@@ -55,7 +55,7 @@ def stage_change_notice(
     )
     message = build_notice(settings, to=contract.contact_email, subject=subject, body=body,
                            now=now)
-    return stage_job(
-        session, spool_dir=settings.spool_dir, kind="notice", mail_from="",
-        recipients=[contract.contact_email], message=message, now=now,
+    return stage_inline_job(
+        session, kind="notice", mail_from="", recipients=[contract.contact_email],
+        message=message, now=now,
     )

@@ -155,8 +155,39 @@ def stage_job(
     return job_id
 
 
+#: System mail up to this size may be kept in its job row (:func:`stage_inline_job`).
+INLINE_MAX_BYTES = 64 * 1024
+
+
+def stage_inline_job(
+    session: Session,
+    *,
+    kind: str,
+    mail_from: str,
+    recipients: list[str],
+    message: bytes,
+    now: datetime,
+) -> str:
+    """Queue small system mail (a change notice) with the message in the job row itself:
+    the caller's one durable commit covers it, with no spool file to write and fsync
+    before that commit — on this disk that was a third of an API settings change
+    (docs/performance.md, API).  Mail that passes through (forwards, submissions) is
+    spooled by :func:`stage_job`."""
+    if not recipients:
+        raise ValueError("an outbound job needs at least one recipient")
+    if len(message) > INLINE_MAX_BYTES:
+        raise ValueError(f"inline job messages are at most {INLINE_MAX_BYTES} bytes")
+    job_id = new_job_id()
+    outbound_repo.add_jobs(session, [outbound_repo.job_row(
+        job_id=job_id, kind=kind, mail_from=mail_from, recipients=recipients,
+        spool_path="", now=as_utc(now), message=message,
+    )])
+    return job_id
+
+
 def remove_spool_file(path: str) -> None:
-    Path(path).unlink(missing_ok=True)
+    if path:  # "" = the message was kept in the job row
+        Path(path).unlink(missing_ok=True)
 
 
 def sweep_orphan_spool_files(

@@ -208,7 +208,8 @@ class OutboundWorker:
 
     async def _process(self, job: ClaimedJob) -> None:
         try:
-            message = await asyncio.to_thread(Path(job.spool_path).read_bytes)
+            message = (job.message if job.message is not None
+                       else await asyncio.to_thread(Path(job.spool_path).read_bytes))
         except FileNotFoundError:
             log.error("outbound job %s: spool file %s is missing", job.id, job.spool_path)
             await asyncio.to_thread(self._fail_missing, job)

@@ -273,7 +273,9 @@ class OutboundJob(Base):
     kind: Mapped[str] = mapped_column(String(32))  # forward|auto_reply|notice|submission|dsn
     mail_from: Mapped[str] = mapped_column(String(320))
     recipients: Mapped[list[str]] = mapped_column(JSON)
+    #: The message file, or "" when the message is kept in ``message`` (small system mail).
     spool_path: Mapped[str] = mapped_column(String(1024))
+    message: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|sent|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -38,6 +38,7 @@ class ClaimedJob:
     spool_path: str
     attempts: int
     created_at: datetime
+    message: bytes | None = None  # kept in the row instead of a spool file
 
 
 #: Compiled once: the ORM-enabled ``insert(OutboundJob).values(...)`` rebuilt its cache key
@@ -53,14 +54,17 @@ def job_row(
     recipients: list[str],
     spool_path: str,
     now: datetime,
+    message: bytes | None = None,
 ) -> dict[str, object]:
-    """A new queued job, as :func:`add_jobs` inserts it."""
+    """A new queued job, as :func:`add_jobs` inserts it: its message in ``spool_path``,
+    or (``spool_path=""``) in ``message``."""
     return {
         "id": job_id,
         "kind": kind,
         "mail_from": mail_from,
         "recipients": list(recipients),
         "spool_path": spool_path,
+        "message": message,
         "status": "queued",
         "attempts": 0,
         "created_at": now,
@@ -110,6 +114,7 @@ def claim_due_jobs(
             OutboundJob.spool_path,
             OutboundJob.attempts,
             OutboundJob.created_at,
+            OutboundJob.message,
         )
         .execution_options(synchronize_session=False)
     )
@@ -123,6 +128,7 @@ def claim_due_jobs(
             spool_path=row.spool_path,
             attempts=row.attempts,
             created_at=as_utc(row.created_at),
+            message=row.message,
         )
         for row in rows
     ]

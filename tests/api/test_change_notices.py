@@ -4,7 +4,6 @@ secret in it, in the same transaction as the change."""
 from __future__ import annotations
 
 from email import message_from_bytes, policy
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -21,7 +20,8 @@ def _notices(api: ApiHarness) -> list[tuple[OutboundJob, str]]:
                                .order_by(OutboundJob.created_at)).all()
     out = []
     for job in jobs:
-        message = message_from_bytes(Path(job.spool_path).read_bytes(), policy=policy.default)
+        assert job.spool_path == "" and job.message is not None  # kept in the row
+        message = message_from_bytes(job.message, policy=policy.default)
         body = message.get_body(preferencelist=("plain",))
         assert body is not None
         out.append((job, f"{message['Subject']}\n{body.get_content()}"))

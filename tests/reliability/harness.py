@@ -253,10 +253,10 @@ def audit(node: Node, capture: CaptureLog) -> Audit:
         for (path,) in db.execute("SELECT path FROM quarantine_items"):
             mid, qid = identify(Path(path).read_bytes())
             copies[mid][qid].append("quarantine")
-        pending = db.execute("SELECT spool_path FROM outbound_jobs WHERE status = 'queued'"
-                             ).fetchall()
-        for (path,) in pending:
-            mid, qid = identify(Path(path).read_bytes())
+        pending = db.execute("SELECT spool_path, message FROM outbound_jobs"
+                             " WHERE status = 'queued'").fetchall()
+        for path, inline in pending:
+            mid, qid = identify(inline if inline is not None else Path(path).read_bytes())
             copies[mid][qid].append("queued")
     finally:
         db.close()
