@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import AuditRecord
+
+#: Built once: every write through the API adds one audit row.
+_INSERT_RECORD = insert(cast(Table, AuditRecord.__table__))
 
 
 def record(
@@ -20,17 +24,13 @@ def record(
     contract_id: int | None = None,
     address: str | None = None,
     detail: dict[str, object] | None = None,
-) -> AuditRecord:
-    row = AuditRecord(
-        at=now,
-        actor=actor,
-        contract_id=contract_id,
-        address=address,
-        action=action,
-        detail=detail or {},
-    )
-    session.add(row)
-    return row
+) -> None:
+    """One Core INSERT in the caller's transaction (no ORM unit of work: every API write
+    pays for it, docs/performance.md)."""
+    session.execute(_INSERT_RECORD, {
+        "at": now, "actor": actor, "contract_id": contract_id, "address": address,
+        "action": action, "detail": detail or {},
+    })
 
 
 def list_for_contract(

@@ -11,6 +11,11 @@ from sqlalchemy.orm import Session
 
 from mailplane.storage.models import PolicyChange, PolicyRevision
 
+#: Built once: every settings write through the API runs both.
+_BUMP = (update(PolicyRevision).where(PolicyRevision.id == 1)
+         .values(revision=PolicyRevision.revision + 1).returning(PolicyRevision.revision))
+_LOG_CHANGE = insert(PolicyChange)
+
 
 def bump_revision(
     session: Session,
@@ -26,15 +31,11 @@ def bump_revision(
     The UPDATE takes the row lock, so concurrent writers get consecutive revisions in
     commit order.
     """
-    revision = session.execute(
-        update(PolicyRevision).where(PolicyRevision.id == 1)
-        .values(revision=PolicyRevision.revision + 1)
-        .returning(PolicyRevision.revision)
-    ).scalar_one()
+    revision = session.execute(_BUMP).scalar_one()
     if address is not None or contract_id is not None:
-        session.execute(insert(PolicyChange).values(
-            revision=revision, address=address, contract_id=contract_id,
-            changed_at=now or datetime.now(UTC)))
+        session.execute(_LOG_CHANGE, {"revision": revision, "address": address,
+                                      "contract_id": contract_id,
+                                      "changed_at": now or datetime.now(UTC)})
     return int(revision)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import Address, AutoReply, ForwardDestination, ListEntry
@@ -85,21 +85,30 @@ def forward_destinations(session: Session, *, address_id: int) -> list[str]:
     )
 
 
+#: Built once (a settings PUT runs all three; building them cost as much as running them).
+_DELETE_FORWARDS = delete(ForwardDestination).where(
+    ForwardDestination.address_id == bindparam("address_id"))
+_INSERT_FORWARD = insert(ForwardDestination)
+_SET_KEEP_COPY = (update(Address).where(Address.id == bindparam("address_id"))
+                  .values(forward_keep_copy=bindparam("keep_copy"))
+                  .execution_options(synchronize_session=False))
+
+
 def replace_forwarding(
     session: Session, *, address: Address, destinations: Sequence[str], keep_copy: bool
 ) -> None:
-    """Delete then insert (explicitly, in that order: the unique constraint on
-    (address, destination) would trip if the ORM flushed the inserts first)."""
-    session.execute(
-        delete(ForwardDestination).where(ForwardDestination.address_id == address.id)
-    )
-    session.add_all(
-        ForwardDestination(address_id=address.id, destination=destination, position=position)
-        for position, destination in enumerate(destinations)
-    )
-    address.forward_keep_copy = keep_copy
-    session.flush()
-    session.expire(address, ["forward_destinations"])
+    """Delete then insert, in that order (the unique constraint on (address, destination)
+    would trip otherwise), as Core statements: no ORM unit of work for a settings PUT
+    (docs/performance.md, API).  ``address`` is expired for what changed, so a later read
+    through it sees the stored values."""
+    session.execute(_DELETE_FORWARDS, {"address_id": address.id})
+    if destinations:
+        session.execute(_INSERT_FORWARD, [
+            {"address_id": address.id, "destination": destination, "position": position}
+            for position, destination in enumerate(destinations)
+        ])
+    session.execute(_SET_KEEP_COPY, {"address_id": address.id, "keep_copy": keep_copy})
+    session.expire(address, ["forward_destinations", "forward_keep_copy"])
 
 
 def auto_reply(session: Session, *, address_id: int) -> AutoReply | None:
