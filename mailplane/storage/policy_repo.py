@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import PolicyChange, PolicyRevision
 
 #: Built once: every settings write through the API runs both.
-_BUMP = (update(PolicyRevision).where(PolicyRevision.id == 1)
-         .values(revision=PolicyRevision.revision + 1).returning(PolicyRevision.revision))
-_LOG_CHANGE = insert(PolicyChange)
+_REVISION = cast(Table, PolicyRevision.__table__)
+_BUMP = (update(_REVISION).where(_REVISION.c.id == 1)
+         .values(revision=_REVISION.c.revision + 1).returning(_REVISION.c.revision))
+_LOG_CHANGE = insert(cast(Table, PolicyChange.__table__))
 
 
 def bump_revision(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import Address, AutoReply, ForwardDestination, ListEntry
@@ -86,12 +87,13 @@ def forward_destinations(session: Session, *, address_id: int) -> list[str]:
 
 
 #: Built once (a settings PUT runs all three; building them cost as much as running them).
-_DELETE_FORWARDS = delete(ForwardDestination).where(
-    ForwardDestination.address_id == bindparam("address_id"))
-_INSERT_FORWARD = insert(ForwardDestination)
-_SET_KEEP_COPY = (update(Address).where(Address.id == bindparam("address_id"))
-                  .values(forward_keep_copy=bindparam("keep_copy"))
-                  .execution_options(synchronize_session=False))
+#: On the tables, not the mapped classes: Core statements skip the ORM's bulk paths.
+_FORWARDS = cast(Table, ForwardDestination.__table__)
+_ADDRESSES = cast(Table, Address.__table__)
+_DELETE_FORWARDS = delete(_FORWARDS).where(_FORWARDS.c.address_id == bindparam("address_id"))
+_INSERT_FORWARD = insert(_FORWARDS)
+_SET_KEEP_COPY = (update(_ADDRESSES).where(_ADDRESSES.c.id == bindparam("address_id"))
+                  .values(forward_keep_copy=bindparam("keep_copy")))
 
 
 def replace_forwarding(
