@@ -112,11 +112,16 @@ OperatorDep = Annotated[Principal, Depends(require_operator)]
 CustomerNumber = Annotated[str, Path(description="customer number")]
 
 
+def may_see_contract(principal: Principal, contract_id: int) -> bool:
+    """Operator and portal keys see every contract; a customer key only its own."""
+    return principal.is_staff or principal.contract_id == contract_id
+
+
 def contract_in_scope(session: Session, cn: str, principal: Principal) -> Contract:
     """The contract ``cn`` if ``principal`` may see it; 404 otherwise (never 403: whether
     another customer's contract exists is not revealed).  Blocking."""
     contract = contracts_repo.get_by_number(session, customer_number=cn)
-    if contract is None or not (principal.is_staff or principal.contract_id == contract.id):
+    if contract is None or not may_see_contract(principal, contract.id):
         raise not_found("contract not found")
     return contract
 

@@ -17,6 +17,7 @@ from mailplane.api.schemas.contracts import ContractOut, Quota
 from mailplane.clock import as_utc
 from mailplane.passwords import reading_of, reading_text
 from mailplane.storage.addresses_repo import AddressSummary
+from mailplane.storage.contracts_repo import ContractSlots
 from mailplane.storage.models import Contract
 
 
@@ -54,7 +55,7 @@ def address_row(row: AddressSummary, now: datetime, tz: ZoneInfo) -> AddressRow:
     )
 
 
-def quota(contract: Contract, used: int) -> Quota:
+def quota(contract: Contract | ContractSlots, used: int) -> Quota:
     return Quota(
         contracted=contract.included_addresses + contract.extra_slots,
         used=used,

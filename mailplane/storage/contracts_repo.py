@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import Address, Contract
@@ -38,6 +40,26 @@ _BY_NUMBER = select(Contract).where(Contract.customer_number == bindparam("custo
 
 def get_by_number(session: Session, *, customer_number: str) -> Contract | None:
     return session.scalar(_BY_NUMBER, {"customer_number": customer_number})
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSlots:
+    """What the address table needs of its contract (read without an ORM entity)."""
+
+    id: int
+    customer_number: str
+    included_addresses: int
+    extra_slots: int
+
+
+_C = cast(Table, Contract.__table__)
+_SLOTS_BY_NUMBER = select(_C.c.id, _C.c.customer_number, _C.c.included_addresses,
+                          _C.c.extra_slots).where(_C.c.customer_number == bindparam("number"))
+
+
+def slots_by_number(session: Session, *, customer_number: str) -> ContractSlots | None:
+    row = session.execute(_SLOTS_BY_NUMBER, {"number": customer_number}).first()
+    return None if row is None else ContractSlots(*row)
 
 
 def get_by_id(session: Session, *, contract_id: int) -> Contract | None:

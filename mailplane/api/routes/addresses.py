@@ -23,9 +23,9 @@ from mailplane.api.deps import (
     PrincipalDep,
     SessionDep,
     SettingsDep,
-    contract_in_scope,
+    may_see_contract,
 )
-from mailplane.api.errors import ApiError, invalid
+from mailplane.api.errors import ApiError, invalid, not_found
 from mailplane.api.principal import Principal
 from mailplane.api.schemas.addresses import (
     AddressCreate,
@@ -68,7 +68,9 @@ async def list_addresses(
 
 def _address_list(session: Session, cn: str, principal: Principal, settings: Settings,
                   clock: Clock) -> AddressList:
-    contract = contract_in_scope(session, cn, principal)
+    contract = contracts_repo.slots_by_number(session, customer_number=cn)
+    if contract is None or not may_see_contract(principal, contract.id):
+        raise not_found("contract not found")  # the same answer as every contract route
     rows = addresses_repo.list_for_contract(session, contract_id=contract.id)
     session.close()  # release the connection here, in this thread
     used = len(rows)  # every address of the contract counts against its slots
