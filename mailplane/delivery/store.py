@@ -1,13 +1,15 @@
 """Persist everything SMTP transactions produced, all or nothing per transaction (DESIGN
 step 3), many transactions at a time (group commit).
 
-For each transaction ("plan"): inbox copies fsynced in ``tmp/``, quarantine files and
-spooled outbound jobs fsynced → spool files renamed into place and the spool and quarantine
-directories fsynced → quarantine index, outbound job rows and auto-reply ledger claims
-committed → inbox copies renamed into ``new/`` and those directories fsynced.  Only then
-may the MX answer 250.  A failure anywhere removes what that plan wrote (and its rows, if
-they were already committed) and is returned as that plan's result, so its MX session
-answers 451 with nothing half-stored while the other plans of the batch go on.
+For each transaction ("plan"): inbox copies written in ``tmp/``, quarantine files and
+spooled outbound jobs written, spool files renamed into place, and all of it made durable
+→ quarantine index, outbound job rows and auto-reply ledger claims committed → inbox
+copies renamed into ``new/`` and those names made durable.  "Durable" is an fsync per file
+and per directory, or one ``syncfs`` per filesystem (``mx.durability``,
+:mod:`~mailplane.delivery.durability`).  Only then may the MX answer 250.  A failure
+anywhere removes what that plan wrote (and its rows, if they were already committed) and
+is returned as that plan's result, so its MX session answers 451 with nothing
+half-stored while the other plans of the batch go on.
 
 :func:`persist_batch` does this for several plans at once: every directory is fsynced once
 per batch and every row of the batch commits in one transaction (if that transaction
@@ -108,10 +110,10 @@ def persist_batch(
     """Blocking; the results are in the order of ``plans``.  Never raises for one plan's
     failure: that plan's result is the exception and everything it wrote is removed.
 
-    With ``syncfs`` (``mx.durability``) files are written without their own fsync and each
-    of the two steps below ends with one ``syncfs`` per filesystem instead; the order of
-    what becomes durable is the same: file contents and spool names, then the rows, then
-    the inbox names.
+    With ``syncfs`` (``mx.durability``) files are written without their own fsync, and
+    each of the two durability points — before the commit and after the inbox renames —
+    is one ``syncfs`` per filesystem; what becomes durable, and in which order, is the same
+    as with fsync: file contents and spool names, then the rows, then the inbox names.
     """
     progress = [_Progress(plan, now) for plan, now in plans]
     for p in progress:
