@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
 from pathlib import Path
-
-from mailplane.delivery.maildir import PendingFile, rename_into
 
 
 class _DirState:
@@ -86,17 +83,6 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-#: The process-wide batcher used by :mod:`mailplane.delivery.store`.
+#: The process-wide batcher, for spool files written outside the delivery writer (the
+#: outbound worker's DSNs: ``outbound.queue.write_spool_file``).
 BATCHER = DirFsyncBatcher()
-
-
-def publish_batched(pending: Iterable[PendingFile]) -> None:
-    """:func:`mailplane.delivery.maildir.publish` with the directory fsyncs grouped across
-    concurrent deliveries: rename each file into ``new/``, then one batched fsync per
-    touched directory."""
-    directories: set[Path] = set()
-    for item in pending:
-        rename_into(item)
-        directories.add(item.final_path.parent)
-    for directory in directories:
-        BATCHER.fsync_dir(directory)
