@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -112,18 +112,28 @@ OperatorDep = Annotated[Principal, Depends(require_operator)]
 CustomerNumber = Annotated[str, Path(description="customer number")]
 
 
-def may_see_contract(principal: Principal, contract_id: int) -> bool:
-    """Operator and portal keys see every contract; a customer key only its own."""
-    return principal.is_staff or principal.contract_id == contract_id
+class _Identified(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+_ContractT = TypeVar("_ContractT", bound=_Identified)
+
+
+def visible_contract(contract: _ContractT | None, principal: Principal) -> _ContractT:
+    """``contract`` if ``principal`` may see it: operator and portal keys see every
+    contract, a customer key only its own.  Otherwise 404, never 403: whether another
+    customer's contract exists is not revealed."""
+    if contract is None or not (principal.is_staff or principal.contract_id == contract.id):
+        raise not_found("contract not found")
+    return contract
 
 
 def contract_in_scope(session: Session, cn: str, principal: Principal) -> Contract:
-    """The contract ``cn`` if ``principal`` may see it; 404 otherwise (never 403: whether
-    another customer's contract exists is not revealed).  Blocking."""
-    contract = contracts_repo.get_by_number(session, customer_number=cn)
-    if contract is None or not may_see_contract(principal, contract.id):
-        raise not_found("contract not found")
-    return contract
+    """The contract ``cn`` if ``principal`` may see it (see :func:`visible_contract`).
+    Blocking."""
+    return visible_contract(contracts_repo.get_by_number(session, customer_number=cn),
+                            principal)
 
 
 def get_contract(cn: CustomerNumber, principal: PrincipalDep, session: SessionDep) -> Contract:

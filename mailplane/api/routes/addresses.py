@@ -23,9 +23,9 @@ from mailplane.api.deps import (
     PrincipalDep,
     SessionDep,
     SettingsDep,
-    may_see_contract,
+    visible_contract,
 )
-from mailplane.api.errors import ApiError, invalid, not_found
+from mailplane.api.errors import ApiError, invalid
 from mailplane.api.principal import Principal
 from mailplane.api.schemas.addresses import (
     AddressCreate,
@@ -68,9 +68,8 @@ async def list_addresses(
 
 def _address_list(session: Session, cn: str, principal: Principal, settings: Settings,
                   clock: Clock) -> AddressList:
-    contract = contracts_repo.slots_by_number(session, customer_number=cn)
-    if contract is None or not may_see_contract(principal, contract.id):
-        raise not_found("contract not found")  # the same answer as every contract route
+    contract = visible_contract(contracts_repo.slots_by_number(session, customer_number=cn),
+                                principal)
     rows = addresses_repo.list_for_contract(session, contract_id=contract.id)
     session.close()  # release the connection here, in this thread
     used = len(rows)  # every address of the contract counts against its slots
