@@ -63,10 +63,11 @@ class DeliveryWriter:
         self._session_factory = session_factory
         self._persist = persist
         self._max_batch = max_batch
+        # Each thread has its own queue: a thread started after aclose() can never take
+        # the stop mark meant for the one being closed.
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.batches = 0  # batches persisted (for tests and the benchmark)
 
     async def persist(self, plan: DeliveryPlan, *, now: datetime) -> int:
         """Return the number of outbound jobs queued once ``plan`` is durable; raise its
@@ -78,8 +79,9 @@ class DeliveryWriter:
         future.add_done_callback(_retrieve)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="delivery-writer",
-                                                daemon=True)
+                self._queue = queue.SimpleQueue()
+                self._thread = threading.Thread(target=self._run, args=(self._queue,),
+                                                name="delivery-writer", daemon=True)
                 self._thread.start()
             self._queue.put(_Request(plan, now, loop, future))
         return await asyncio.shield(future)
@@ -93,7 +95,7 @@ class DeliveryWriter:
             self._queue.put(None)
         await asyncio.to_thread(thread.join)
 
-    def _run(self) -> None:
+    def _run(self, requests: queue.SimpleQueue[_Request | None]) -> None:
         syncfs: Syncfs | None = None
         try:
             settings = self._settings
@@ -102,24 +104,25 @@ class DeliveryWriter:
                 root.mkdir(parents=True, exist_ok=True)
             if use_syncfs(settings.mx.durability, roots):
                 syncfs = Syncfs(roots)
-        except OSError as exc:
+        except Exception as exc:  # never leave queued plans without a thread
             log.warning("syncfs durability unavailable (%s): using fsync", exc)
         try:
-            self._loop(syncfs)
+            self._loop(requests, syncfs)
         finally:
             if syncfs is not None:
                 syncfs.close()
 
-    def _loop(self, syncfs: Syncfs | None) -> None:
+    def _loop(self, requests: queue.SimpleQueue[_Request | None],
+              syncfs: Syncfs | None) -> None:
         while True:
-            first = self._queue.get()
+            first = requests.get()
             if first is None:
                 return
             batch = [first]
             stop = False
             while len(batch) < self._max_batch:
                 try:
-                    more = self._queue.get_nowait()
+                    more = requests.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
@@ -137,7 +140,6 @@ class DeliveryWriter:
         except Exception as exc:  # persist_batch returns per-plan errors; this is a bug
             log.exception("delivery batch failed")
             results = [exc] * len(batch)
-        self.batches += 1
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, PersistResult]]] = {}
         for request, result in zip(batch, results, strict=True):
             by_loop.setdefault(request.loop, []).append((request, result))

@@ -311,3 +311,37 @@ def test_two_plans_of_one_batch_replying_to_one_sender_queue_one_reply(
     assert len(_spool(settings)) == 1
     assert len(_inbox(settings, "away@e06.example.net")) == 2
     engine.dispose()
+
+
+async def test_a_delivery_after_close_gets_its_own_thread_and_both_stop(
+    settings: Settings,
+) -> None:
+    """Submission closes the MX handler's writer while a batch is being written, and an
+    MX delivery arrives right after: the new thread must not take the old one's stop mark
+    (that left the first close waiting forever), and both closes finish."""
+    engine = make_engine(settings.database_url)
+    release = threading.Event()
+    started = threading.Event()
+    calls: list[int] = []
+
+    def first_one_slow(s: Settings, f, plans, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(plans))
+        if len(calls) == 1:
+            started.set()
+            release.wait(10)
+        return persist_batch(s, f, plans, **kwargs)
+
+    writer = DeliveryWriter(settings, make_session_factory(engine), persist=first_one_slow)
+    slow = asyncio.create_task(writer.persist(_plan("slow@e06.example.net"), now=NOW))
+    assert await asyncio.to_thread(started.wait, 10)
+    first_close = asyncio.create_task(writer.aclose())
+    await asyncio.sleep(0.05)  # the stop mark is queued behind the slow batch
+    late = asyncio.create_task(writer.persist(_plan("late@e06.example.net"), now=NOW))
+    assert await asyncio.wait_for(late, 10) == 0
+    release.set()
+    assert await asyncio.wait_for(slow, 10) == 0
+    await asyncio.wait_for(first_close, 10)
+    await asyncio.wait_for(writer.aclose(), 10)
+    for address in ("slow@e06.example.net", "late@e06.example.net"):
+        assert len(_inbox(settings, address)) == 1
+    engine.dispose()
