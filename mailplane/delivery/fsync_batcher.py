@@ -17,9 +17,10 @@ swallowed and a success is never assumed.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
+
+from mailplane.delivery.maildir import fsync_dir
 
 
 class _DirState:
@@ -58,7 +59,7 @@ class DirFsyncBatcher:
                 target = state.tickets
                 self._lock.release()
                 try:
-                    _fsync_directory(path)
+                    fsync_dir(path)
                     ok = True
                 except BaseException:
                     ok = False
@@ -73,14 +74,6 @@ class DirFsyncBatcher:
                     if state.covered >= state.tickets and not state.running:
                         # Idle: forget it so the table does not grow with every mailbox.
                         self._dirs.pop(path, None)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 #: The process-wide batcher, for spool files written outside the delivery writer (the

@@ -71,20 +71,21 @@ def rename_into(item: PendingFile) -> None:
         os.rename(item.tmp_path, item.final_path)
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _fsync_path(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    _fsync_path(path, 0)
 
 
 def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Make the names in ``path`` durable (a rename into it, maildir(5))."""
+    _fsync_path(path, os.O_DIRECTORY)
 
 
 def unique_name(now: datetime, size: int) -> str:

@@ -25,7 +25,7 @@ def test_concurrent_callers_share_directory_fsyncs(tmp_path: Path,
             started.set()
             release.wait(5)
 
-    monkeypatch.setattr(fsync_batcher, "_fsync_directory", slow_fsync)
+    monkeypatch.setattr(fsync_batcher, "fsync_dir", slow_fsync)
     batcher = DirFsyncBatcher()
     first = threading.Thread(target=batcher.fsync_dir, args=(tmp_path,))
     first.start()
@@ -54,7 +54,7 @@ def test_a_failed_fsync_raises_and_the_next_caller_fsyncs_again(
         if outcome is not None:
             raise outcome
 
-    monkeypatch.setattr(fsync_batcher, "_fsync_directory", flaky)
+    monkeypatch.setattr(fsync_batcher, "fsync_dir", flaky)
     batcher = DirFsyncBatcher()
     with pytest.raises(OSError):
         batcher.fsync_dir(tmp_path)
