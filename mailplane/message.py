@@ -46,6 +46,15 @@ def header_block(raw: bytes) -> bytes:
     return raw[: min(ends) + 3] if ends else raw
 
 
+def parse_headers(raw: bytes) -> Message:
+    """The header section of ``raw`` as a compat32 ``Message`` (raw, undecoded values).
+
+    Only the header block is handed to the parser: even in headers-only mode it would
+    decode and split every body line into its payload, which nobody reads here.
+    """
+    return _HEADER_PARSER.parsebytes(header_block(raw))
+
+
 def decode_header_text(raw: str) -> str:
     """RFC 2047 decode, tolerant of broken encoded-words (falls back to the raw text).
 
@@ -92,12 +101,8 @@ class MessageContext:
 
     @cached_property
     def headers(self) -> Message:
-        """Headers only (the body is not parsed); values are raw, undecoded strings.
-
-        Only the header block is handed to the parser: even in headers-only mode it would
-        decode and split every body line into its payload, which nobody reads here.
-        """
-        return _HEADER_PARSER.parsebytes(header_block(self.raw))
+        """Headers only (the body is not parsed); values are raw, undecoded strings."""
+        return parse_headers(self.raw)
 
     @cached_property
     def parsed(self) -> EmailMessage:

@@ -25,7 +25,7 @@ import dns.exception
 import dns.resolver
 
 from mailplane.filters.engines.base import SpamScanResult
-from mailplane.message import decode_header_text, header_block
+from mailplane.message import decode_header_text, parse_headers
 from mailplane.settings import SpamSettings
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,7 @@ def parse_for_rules(data: bytes, headers: Message | None = None) -> Message:
     parts, base64, quoted-printable) is parsed whole, so encoded GTUBE is still found.
     ``headers`` is the caller's compat32 parse of the header block, if it has one.
     """
-    head: Message = headers if headers is not None else email.message_from_bytes(
-        header_block(data), policy=compat32)
+    head = headers if headers is not None else parse_headers(data)
     encoding = str(head.get("Content-Transfer-Encoding", "")).strip().lower()
     if head.get_content_maintype() not in ("multipart", "message") and (
             encoding in _IDENTITY_ENCODINGS):
