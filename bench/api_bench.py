@@ -3,7 +3,7 @@
 
 Requests go through ``httpx.AsyncClient`` over ``ASGITransport`` (no sockets), one at a
 time, so the figure is the per-request cost of the app — routing, the key check (argon2
-once per key, then the cache in :mod:`mailplane.api.principal`), the database work and
+once per key, then the cache in :mod:`mailplane.auth.api_keys`), the database work and
 the response model — and the same client cost is paid by the bare endpoint.  The bare
 endpoints are a sync ``def`` (threadpool, like mailplane's routes) and an ``async def``.
 
@@ -29,9 +29,9 @@ from sqlalchemy import Engine
 
 from bench.dataset import DatasetShape, address_of, contract_number, populate
 from mailplane.api.app import create_app
-from mailplane.api.principal import new_key_material
-from mailplane.passwords import PasswordHashing
-from mailplane.settings import Settings, load_settings
+from mailplane.auth.api_keys import new_key_material
+from mailplane.auth.passwords import PasswordHashing
+from mailplane.config.settings import Settings, load_settings
 from mailplane.storage import api_keys_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade

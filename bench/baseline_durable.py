@@ -69,7 +69,7 @@ async def serve(host: str, port: int, root: Path, *, fast: bool = False) -> None
     handler = DurableHandler(root)
     protocol: type[SMTP] = SMTP
     if fast:
-        from mailplane.smtp.fast_protocol import FastSMTP
+        from mailplane.smtp.protocol import FastSMTP
 
         protocol = FastSMTP
     server = await loop.create_server(

@@ -1,11 +1,11 @@
 """Control-plane scale (issue 6): N addresses with settings → policy cache build time,
 memory per address and RCPT lookup time, and what one settings change then costs a node:
-:func:`mailplane.policy.refresh_snapshot` patching the snapshot from the change log.
+:func:`mailplane.storage.policy_loader.refresh_snapshot` patching the snapshot from the change log.
 
 Each address carries a 2-entry deny list, a 1-entry allow list, one forwarding destination
 and an enabled auto-reply (so every per-address structure of :class:`AddressPolicy` is
 populated).  Memory per address is what ``tracemalloc`` sees retained by the snapshot
-after :func:`mailplane.policy.load_snapshot` returns, divided by N.
+after :func:`mailplane.storage.policy_loader.load_snapshot` returns, divided by N.
 
 Run alone: ``python -m bench.control_plane --addresses 1000000``.
 """
@@ -25,11 +25,11 @@ from typing import Any
 from sqlalchemy import update
 
 from bench.dataset import DatasetShape, address_of, populate
-from mailplane.policy import load_snapshot, refresh_snapshot
 from mailplane.storage import policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade
 from mailplane.storage.models import Address
+from mailplane.storage.policy_loader import load_snapshot, refresh_snapshot
 
 BASE_DOMAINS = ("example.net",)
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailplane.logging_config import configure_logging
-from mailplane.settings import ConfigError, Settings, load_settings
+from mailplane.config.settings import ConfigError, Settings, load_settings
+from mailplane.node.logging import configure_logging
 
 log = logging.getLogger("mailplane")
 
@@ -32,14 +32,14 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_seed_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from mailplane.seed import seed_demo
+    from mailplane.node.seed import seed_demo
 
     seed_demo(settings, key_file=Path(args.key_file) if args.key_file else None)
     return 0
 
 
 def _cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
-    from mailplane.seed import create_api_key_cli
+    from mailplane.node.seed import create_api_key_cli
 
     print(create_api_key_cli(settings, role=args.role, contract=args.contract,
                              address=args.address))
@@ -47,20 +47,20 @@ def _cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from mailplane.serve import parse_roles, serve_forever
+    from mailplane.node.serve import parse_roles, serve_forever
 
     return serve_forever(settings, roles=parse_roles(args.role))
 
 
 def _cmd_purge(settings: Settings, _args: argparse.Namespace) -> int:
-    from mailplane.serve import purge_once
+    from mailplane.node.serve import purge_once
 
     purge_once(settings)
     return 0
 
 
 def _cmd_export_dovecot(settings: Settings, args: argparse.Namespace) -> int:
-    from mailplane.dovecot_export import export_passwd_file
+    from mailplane.pop3.dovecot_export import export_passwd_file
     from mailplane.storage.db import make_engine, make_session_factory
 
     engine = make_engine(settings.database_url)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mailplane.settings import Settings, load_settings
+from mailplane.config.settings import Settings, load_settings
 from mailplane.storage.migrate import upgrade
 
 # Real clamd/spamd fixtures (clamd_daemon, spamd_daemon) for every test folder.

@@ -9,12 +9,12 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
-from mailplane.api.principal import KeyVerifier
 from mailplane.api.routes import address_settings, addresses, audit, contracts, keys, quarantine
+from mailplane.auth.api_keys import KeyVerifier
+from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import Clock, SystemClock
-from mailplane.passwords import PasswordHashing
+from mailplane.config.settings import Settings
 from mailplane.portal import mount_portal
-from mailplane.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from mailplane.api.principal import Principal
+from mailplane.auth.api_keys import Principal
 from mailplane.storage import audit_repo, policy_repo
 
 

@@ -15,15 +15,14 @@ from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.errors import ApiError, not_found
-from mailplane.api.principal import KeyVerifier, Principal
+from mailplane.auth.api_keys import KeyVerifier, Principal
+from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import Clock
-from mailplane.passwords import PasswordHashing
-from mailplane.settings import Settings
-from mailplane.storage import contracts_repo
+from mailplane.config.settings import Settings
+from mailplane.storage import addresses_repo, contracts_repo
 from mailplane.storage.models import Address, Contract
 
 # The trivial dependencies are ``async def`` on purpose: FastAPI runs every sync dependency
@@ -160,11 +159,6 @@ class AddressScope:
     principal: Principal
 
 
-#: Built once (see ``contracts_repo._BY_NUMBER``): every per-address call runs it.
-_ADDRESS_OF_CONTRACT = select(Address).where(
-    Address.contract_id == bindparam("contract_id"), Address.address == bindparam("address"))
-
-
 def get_address_scope(
     cn: CustomerNumber,
     address: Annotated[str, Path(description="full mail address")],
@@ -174,8 +168,7 @@ def get_address_scope(
     """Contract and address in one dependency, so a per-address call pays one thread hop
     for its lookups, not one per dependency (docs/performance.md, API benchmark)."""
     contract = contract_in_scope(session, cn, principal)
-    row = session.scalar(_ADDRESS_OF_CONTRACT,
-                         {"contract_id": contract.id, "address": address.lower()})
+    row = addresses_repo.get_in_contract(session, contract_id=contract.id, address=address)
     if row is None or (principal.address_id is not None and principal.address_id != row.id):
         raise not_found("address not found")
     return AddressScope(contract=contract, address=row, principal=principal)

@@ -14,8 +14,9 @@ from mailplane.api.schemas.addresses import (
     SpamSummary,
 )
 from mailplane.api.schemas.contracts import ContractOut, Quota
+from mailplane.auth.passwords import reading_of, reading_text
 from mailplane.clock import as_utc
-from mailplane.passwords import reading_of, reading_text
+from mailplane.filters.overseas_window import window_open
 from mailplane.storage.addresses_repo import AddressSummary
 from mailplane.storage.contracts_repo import ContractSlots
 from mailplane.storage.models import Contract
@@ -28,7 +29,7 @@ def local_date(moment: datetime, tz: ZoneInfo) -> str:
 
 def overseas_summary(expires_at: datetime | None, now: datetime, tz: ZoneInfo) -> OverseasSummary:
     """ON only while the window is open; it returns to OFF by itself (SPEC §7)."""
-    if expires_at is None or as_utc(expires_at) <= now:
+    if expires_at is None or not window_open(expires_at, now):
         return OverseasSummary(enabled=False, expires_at=None, display="OFF")
     expires = as_utc(expires_at)
     return OverseasSummary(

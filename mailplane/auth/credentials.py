@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.auth.login_guard import LoginGuard
-from mailplane.passwords import PasswordHashing
-from mailplane.storage.models import Address, Contract
+from mailplane.auth.passwords import PasswordHashing
+from mailplane.storage import credentials_repo
+from mailplane.storage.credentials_repo import Credential
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,6 @@ class AuthResult:
     @property
     def ok(self) -> bool:
         return self.outcome is AuthOutcome.OK
-
-
-@dataclass(frozen=True, slots=True)
-class _Credential:
-    address_id: int
-    address: str
-    pop_account: str
-    password_hash: str
-    active: bool
 
 
 class Authenticator:
@@ -127,34 +118,11 @@ class Authenticator:
             pop_account=credential.pop_account,
         )
 
-    def _lookup(self, username: str) -> _Credential | None:
+    def _lookup(self, username: str) -> Credential | None:
         if not username or len(username) > MAX_USERNAME_LENGTH:
             return None
-        name = username.lower()
-        column = Address.address if "@" in name else Address.pop_account
         with self._session_factory() as session:
-            row = session.execute(
-                select(
-                    Address.id,
-                    Address.address,
-                    Address.pop_account,
-                    Address.password_hash,
-                    Address.status,
-                    Contract.status,
-                )
-                .join(Contract, Contract.id == Address.contract_id)
-                .where(column == name)
-            ).first()
-        if row is None:
-            return None
-        address_id, address, pop_account, password_hash, status, contract_status = row
-        return _Credential(
-            address_id=address_id,
-            address=address,
-            pop_account=pop_account,
-            password_hash=password_hash,
-            active=status == "active" and contract_status == "active",
-        )
+            return credentials_repo.find(session, username=username)
 
     def _verify(self, hashed: str | None, password: str) -> bool:
         if hashed is None:

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
 from mailplane.storage import login_failure_repo
 
 log = logging.getLogger(__name__)

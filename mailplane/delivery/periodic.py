@@ -13,9 +13,9 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
-from mailplane.delivery.digest import send_quarantine_digests
+from mailplane.config.settings import Settings
 from mailplane.delivery.retention import purge
-from mailplane.settings import Settings
+from mailplane.notices.digest import send_quarantine_digests
 
 log = logging.getLogger(__name__)
 

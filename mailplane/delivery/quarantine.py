@@ -19,9 +19,9 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
-from mailplane.delivery.maildir import deliver, fsync_dir, write_new_file
-from mailplane.mailbox_paths import mailbox_dir
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
+from mailplane.mailstore.maildir import deliver, fsync_dir, write_new_file
+from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage import quarantine_repo
 from mailplane.storage.models import QuarantineItem
 

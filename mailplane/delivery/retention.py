@@ -16,8 +16,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
-from mailplane.delivery.maildir import delivered_at
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
+from mailplane.mailstore.maildir import delivered_at
 from mailplane.storage import outbound_repo, policy_repo, quarantine_repo
 
 log = logging.getLogger(__name__)

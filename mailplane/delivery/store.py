@@ -6,7 +6,7 @@ spooled outbound jobs written, spool files renamed into place, and all of it mad
 → quarantine index, outbound job rows and auto-reply ledger claims committed → inbox
 copies renamed into ``new/`` and those names made durable.  "Durable" is an fsync per file
 and per directory, or one ``syncfs`` per filesystem (``mx.durability``,
-:mod:`~mailplane.delivery.durability`).  Only then may the MX answer 250.  A failure
+:mod:`~mailplane.mailstore.durability`).  Only then may the MX answer 250.  A failure
 anywhere removes what that plan wrote (and its rows, if they were already committed) and
 is returned as that plan's result, so its MX session answers 451 with nothing
 half-stored while the other plans of the batch go on.
@@ -28,8 +28,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.delivery.durability import Syncfs
-from mailplane.delivery.maildir import (
+from mailplane.config.settings import Settings
+from mailplane.delivery.plan import DeliveryPlan
+from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
+from mailplane.mailstore.durability import Syncfs
+from mailplane.mailstore.maildir import (
     PendingFile,
     discard,
     fsync_dir,
@@ -37,40 +40,13 @@ from mailplane.delivery.maildir import (
     rename_into,
     write_tmp,
 )
-from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
-from mailplane.mailbox_paths import mailbox_dir
-from mailplane.outbound.queue import PendingJob
-from mailplane.settings import Settings
+from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage import outbound_repo, quarantine_repo
 from mailplane.storage.models import QuarantineItem
 
 log = logging.getLogger(__name__)
 
 _MAX_HEADER_TEXT = 998
-
-
-@dataclass(frozen=True, slots=True)
-class InboxWrite:
-    address: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineWrite:
-    address: str
-    data: bytes
-    sender: str
-    header_from: str
-    subject: str
-    reason: str
-
-
-@dataclass(slots=True)
-class DeliveryPlan:
-    inbox: list[InboxWrite] = field(default_factory=list)
-    quarantine: list[QuarantineWrite] = field(default_factory=list)
-    #: Jobs to queue for sending (forwards, auto-replies, SRS returns, remote submission).
-    outbound: list[PendingJob] = field(default_factory=list)
 
 
 #: One plan's outcome: how many outbound jobs it queued, or why it failed.
@@ -273,6 +249,8 @@ def _undo(session_factory: sessionmaker[Session], p: _Progress) -> None:
                 quarantine_repo.delete_items(session,
                                              item_ids=[item.id for item in p.items])
                 outbound_repo.delete_jobs(session, job_ids=p.job_ids)
+                for job in p.plan.outbound:
+                    job.release_claim(session)
                 session.commit()
         except Exception:  # the plan still fails with its own error (451)
             log.exception("could not remove the rows of a failed delivery")

@@ -7,7 +7,7 @@ time.  Here the event loop hands each plan to one writer thread and awaits a fut
 writer takes everything that queued up meanwhile and runs :func:`~mailplane.delivery.store
 .persist_batch` on it: one fsync per directory and one database transaction per batch
 (group commit, DESIGN "Keeping the SMTP path fast"), made durable with one ``syncfs`` per
-filesystem per step where ``mx.durability`` allows (:mod:`~mailplane.delivery.durability`).
+filesystem per step where ``mx.durability`` allows (:mod:`~mailplane.mailstore.durability`).
 Each future is resolved only after its plan is durable, so no 250 ever goes out before
 its data is on disk (SPEC §8).
 
@@ -27,9 +27,10 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.delivery.durability import Syncfs, use_syncfs
-from mailplane.delivery.store import DeliveryPlan, PersistResult, persist_batch
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
+from mailplane.delivery.plan import DeliveryPlan
+from mailplane.delivery.store import PersistResult, persist_batch
+from mailplane.mailstore.durability import Syncfs, use_syncfs
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ asked for by the spam check or the deny list, but the ``[spam]`` tag stays (L410
 
 from __future__ import annotations
 
-from mailplane.filters.address_match import any_match
 from mailplane.filters.base import ScanResults, Verdict, neutral
-from mailplane.message import MessageContext
-from mailplane.policy import AddressPolicy
+from mailplane.filters.list_entries import sender_matches
+from mailplane.mail.message import MessageContext
+from mailplane.policy.model import AddressPolicy
 
 
 class AllowListFilter:
@@ -18,6 +18,6 @@ class AllowListFilter:
     def __call__(
         self, ctx: MessageContext, policy: AddressPolicy, scans: ScanResults
     ) -> Verdict:
-        if not any_match(policy.allow_addresses, ctx.sender_addresses):
+        if not sender_matches(policy.allow_addresses, ctx.sender_addresses):
             return neutral(self.name)
         return Verdict(filter=self.name, hit=True, cancel_quarantine=True)

@@ -1,22 +1,195 @@
-"""Auto-reply step (SPEC §6): which message, if any, this sender should get.
+"""Auto-reply (SPEC §6, L4525-4637): the whole rule in one module.
 
-Acts on the merged decision: quarantined or virus mail never gets a reply, and neither do
-bounces, robots, lists or bulk mail (RFC 3834 §2, ``outbound.auto_reply.suppression_reason``).
-The once-per-24-hours rule needs the shared ledger, so the MX claims it in the delivery
-transaction; this step only decides whether a reply is wanted and with which text.
+- **Input** (:func:`clean_settings`): special senders are complete addresses (NFKC, lower
+  case, duplicates dropped); while enabled a reply must be possible (special senders need
+  the special message; with neither message there would never be a reply); texts at most
+  :data:`MAX_MESSAGE_CHARS`, no control characters.
+- **Decision** (:class:`AutoReplyStep`, acting on the merged decision): quarantined or
+  virus mail never gets a reply, and neither do bounces, robots, lists or bulk mail
+  (RFC 3834 §2, RFC 5230 §4.6; :func:`suppression_reason`).  Special senders (差出人) get
+  the special message — matched against the header From as well as the envelope sender —
+  everyone else the default one; empty = no reply (:func:`choose_message`).
+- **The reply** (:func:`build_reply`, RFC 3834 §3.1): sent to the envelope sender,
+  ``Auto-Submitted: auto-replied``, ``In-Reply-To``/``References``, ``Subject: Re:`` once,
+  UTF-8 text/plain; the null envelope sender by default (§3.3).
+- **Once per sender per 24 h** (L4529, :data:`REPLY_WINDOW`): the shared ledger decides
+  (``storage.auto_reply_ledger_repo.claim_reply``, claimed in the delivery transaction
+  from the plan's :class:`ReplyClaim`); :class:`RecentReplies` only remembers, per
+  process, senders the ledger already answered, to skip building a reply that would be
+  refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import email.policy
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, getaddresses, make_msgid
 
 from mailplane.filters.base import RecipientDecision
-from mailplane.message import MessageContext
-from mailplane.outbound.auto_reply import choose_message, suppression_reason
-from mailplane.policy import AddressPolicy
+from mailplane.filters.list_entries import ListEntryError, ListSizeError, clean_mailbox_list
+from mailplane.mail.message import MessageContext, decode_header_text, unfold
+from mailplane.policy.model import AddressPolicy, AutoReplyPolicy
+from mailplane.rules import RuleViolation
+
+#: At most one reply per sender per 24 hours, per address (L4529).
+REPLY_WINDOW = timedelta(hours=24)
+#: The manual sets none; a reply is a short note, not a letter.
+MAX_MESSAGE_CHARS = 2000
+
+# Why no reply was sent (the ``auto_reply=suppressed:<reason>`` trace note).
+NULL_SENDER = "null_sender"
+ROBOT_SENDER = "robot_sender"
+AUTO_SUBMITTED = "auto_submitted"
+PRECEDENCE = "precedence"
+MAILING_LIST = "mailing_list"
+RESPONSE_SUPPRESSED = "x_auto_response_suppress"
+QUARANTINED = "quarantined_or_virus"
+OWN_ADDRESS = "own_address"
+NOT_ADDRESSED = "not_in_to_cc"
+
+_ROBOT_LOCALS = frozenset({
+    "mailer-daemon", "postmaster", "noreply", "no-reply", "no_reply", "donotreply",
+    "do-not-reply", "do_not_reply", "listserv", "majordomo", "bounce", "bounces",
+})
+_REPLY_PREFIX = re.compile(r"^\s*(?:re|aw|sv)\s*(?:\[\d+\])?\s*[:：]\s*", re.IGNORECASE)
+
+
+# --- input (the API) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CleanSettings:
+    enabled: bool
+    special_senders: list[str]
+    special_message: str
+    default_message: str
+
+
+def clean_message(field: str, text: str) -> str:
+    """Line ends as LF, at most :data:`MAX_MESSAGE_CHARS`, no control characters; blank
+    is stored as empty."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise RuleViolation(field, "must be at most {limit} characters", limit=MAX_MESSAGE_CHARS)
+    if any(ch not in "\n\t" and (ord(ch) < 32 or ord(ch) == 127) for ch in text):
+        raise RuleViolation(field, "cannot contain control characters")
+    return text if text.strip() else ""
+
+
+def clean_settings(
+    *, enabled: bool, special_senders: Sequence[str], special_message: str,
+    default_message: str, max_entries: int, max_length: int,
+) -> CleanSettings:
+    """The settings as stored; :class:`RuleViolation` (or a list error) names the field.
+
+    While disabled the texts are kept as a draft.  An empty default message means "no
+    reply to others" (SPEC §6)."""
+    try:
+        senders = clean_mailbox_list(special_senders, max_entries=max_entries,
+                                     max_length=max_length)
+    except ListEntryError as exc:
+        raise RuleViolation(f"special_senders[{exc.index}]", str(exc)) from None
+    except ListSizeError as exc:
+        raise RuleViolation("special_senders", str(exc)) from None
+    special = clean_message("special_message", special_message)
+    default = clean_message("default_message", default_message)
+    if enabled:
+        if senders and not special:
+            raise RuleViolation("special_message", "enter the reply for the special senders")
+        if not special and not default:
+            raise RuleViolation("default_message", "enter a reply message to turn auto-reply on")
+    return CleanSettings(enabled, senders, special, default)
+
+
+# --- decision (the pipeline) ----------------------------------------------------------
+
+
+def _values(headers: Message, name: str) -> list[str]:
+    return [unfold(str(value)) for value in headers.get_all(name, [])]
+
+
+def is_robot_sender(sender: str) -> bool:
+    """MAILER-DAEMON, postmaster, ``*-request``, ``owner-*``, no-reply style senders."""
+    local = sender.rpartition("@")[0].lower()
+    base = local.split("+", 1)[0]
+    return (
+        base in _ROBOT_LOCALS
+        or base.endswith(("-request", "-bounces", "-owner"))
+        or base.startswith(("owner-", "bounce-", "bounces-"))
+    )
+
+
+def suppression_reason(
+    *,
+    address: str,
+    envelope_sender: str,
+    headers: Message,
+    quarantined_or_virus: bool,
+    require_address_in_recipients: bool = True,
+) -> str | None:
+    """Why not to reply (one of the constants above), or None when a reply is allowed.
+
+    RFC 3834 §2: never answer a bounce, another robot, a list, a message the sender asked
+    not to be answered (``X-Auto-Response-Suppress``, Microsoft), quarantined or virus
+    mail, ourselves, or (when configured) mail that does not name the address in To/Cc —
+    a Bcc'd or list copy."""
+    sender = envelope_sender.strip().strip("<>").lower()
+    if not sender:
+        return NULL_SENDER
+    if quarantined_or_virus:
+        return QUARANTINED
+    if sender == address.lower():
+        return OWN_ADDRESS
+    if is_robot_sender(sender):
+        return ROBOT_SENDER
+    for value in _values(headers, "Auto-Submitted"):
+        if value.split(";", 1)[0].strip().lower() != "no":
+            return AUTO_SUBMITTED
+    for value in _values(headers, "Precedence"):
+        if value.strip().lower() in ("bulk", "junk", "list"):
+            return PRECEDENCE
+    if any(name.lower().startswith("list-") for name in headers):
+        return MAILING_LIST
+    for value in _values(headers, "X-Auto-Response-Suppress"):
+        tokens = {token.strip().lower() for token in value.split(",")}
+        if tokens & {"all", "oof"}:
+            return RESPONSE_SUPPRESSED
+    if require_address_in_recipients:
+        named = {
+            addr.lower()
+            for _name, addr in getaddresses(
+                [v for name in ("To", "Cc", "Resent-To", "Resent-Cc")
+                 for v in _values(headers, name)]
+            )
+        }
+        if address.lower() not in named:
+            return NOT_ADDRESSED
+    return None
+
+
+def choose_message(policy: AutoReplyPolicy, senders: str | Iterable[str]) -> str | None:
+    """Special senders get the special message, everyone else the default; empty = none.
+
+    ``senders`` are the message's sender addresses: the envelope sender and the header
+    From (差出人, L4525) — a special sender is recognised by either."""
+    if not policy.enabled:
+        return None
+    candidates = [senders] if isinstance(senders, str) else senders
+    specials = {s.lower() for s in policy.special_senders}
+    special = any(s.lower() in specials for s in candidates)
+    text = policy.special_message if special else policy.default_message
+    return text if text.strip() else None
 
 
 class AutoReplyStep:
+    """A delivery step, last: acts on the merged decision (pipeline.AFTER_DECISION)."""
+
     name = "auto_reply"
 
     def __call__(
@@ -36,7 +209,98 @@ class AutoReplyStep:
             return dataclasses.replace(
                 decision, notes=(*decision.notes, f"{self.name}=suppressed:{reason}")
             )
-        body = choose_message(policy.auto_reply, ctx.envelope_sender)
+        body = choose_message(policy.auto_reply, ctx.sender_addresses)
         if body is None:
             return decision
         return dataclasses.replace(decision, auto_reply_body=body)
+
+
+# --- the 24 h gate --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyClaim:
+    """The ledger claim a queued reply depends on: committed with the delivery, or the
+    reply is not sent (a value in the delivery plan, executed by the store)."""
+
+    address: str
+    sender: str
+    at: datetime
+
+
+MAX_REMEMBERED = 100_000
+
+
+class RecentReplies:
+    """Replies this process knows the ledger recorded, so a repeat sender skips building a
+    reply and the ledger round trip.
+
+    The ledger stays the authority: this only remembers reply times the ledger recorded —
+    claims this process won, and after a refused claim the time of the claim that won — so
+    "replied less than 24 h ago" read from here is true in the database as well: skipping
+    can only avoid work, never send a second reply or suppress a due one.  Entries are
+    added only after the delivery that made the claim is durable, so a delivery that fails
+    (and gives its claim back) leaves nothing here."""
+
+    def __init__(self, window: timedelta = REPLY_WINDOW) -> None:
+        self._window = window
+        self._replied: dict[tuple[str, str], datetime] = {}
+        self._lock = threading.Lock()
+
+    def replied_recently(self, address: str, sender: str, now: datetime) -> bool:
+        with self._lock:
+            at = self._replied.get((address.lower(), sender.lower()))
+        return at is not None and now - at < self._window
+
+    def remember(self, address: str, sender: str, at: datetime) -> None:
+        with self._lock:
+            if len(self._replied) >= MAX_REMEMBERED:
+                self._replied.clear()  # bounded memory; the ledger still decides
+            self._replied[(address.lower(), sender.lower())] = at
+
+
+# --- the reply ------------------------------------------------------------------------
+
+
+def reply_subject(original: object) -> str:
+    """``Re: <original>`` once, whatever Re:/RE:/Re[2]: prefixes the original carried.
+
+    ``original`` is the raw header value (a str, or a compat32 ``Header`` object)."""
+    subject = decode_header_text(unfold(str(original or ""))).strip()
+    while True:
+        stripped = _REPLY_PREFIX.sub("", subject, count=1)
+        if stripped == subject:
+            break
+        subject = stripped
+    return f"Re: {subject}" if subject else "Re:"
+
+
+def build_reply(
+    *,
+    address: str,
+    sender: str,
+    original_headers: Message,
+    body: str,
+    hostname: str,
+    now: datetime,
+    tz: tzinfo,
+    subject: str | None = None,
+) -> bytes:
+    """The reply message bytes (CRLF).  Stage it with envelope sender ``""`` by default."""
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = address
+    message["To"] = sender
+    message["Subject"] = subject if subject else reply_subject(original_headers.get("Subject"))
+    message["Date"] = format_datetime(now.astimezone(tz))
+    message["Message-ID"] = make_msgid(domain=hostname)
+    original_id = unfold(str(original_headers.get("Message-ID", ""))).strip()
+    if original_id:
+        message["In-Reply-To"] = original_id
+        references = unfold(str(original_headers.get("References", ""))).split()
+        message["References"] = " ".join([*references, original_id][-20:])
+    message["Auto-Submitted"] = "auto-replied"
+    message["MIME-Version"] = "1.0"
+    # base64 explicitly: the SMTP policy would pick 8bit for short lines, which a hop
+    # without 8BITMIME must not receive (RFC 6152).
+    message.set_content(body, charset="utf-8", cte="base64")
+    return message.as_bytes(policy=email.policy.SMTP)

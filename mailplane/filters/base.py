@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from mailplane.filters.engines.base import SpamScanResult, VirusScanResult
-from mailplane.message import MessageContext
-from mailplane.policy import AddressPolicy
+from mailplane.mail.message import MessageContext
+from mailplane.policy.model import AddressPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,9 @@ class ScanResults:
 
     virus: VirusScanResult | None = None
     virus_unavailable: bool = False
+    #: Leaf MIME parts (``mail.mime.leaf_parts`` order) found infected on their own; empty
+    #: with an infected ``virus`` means no single part is to blame (remove every leaf).
+    infected_parts: frozenset[int] = frozenset()
     spam: SpamScanResult | None = None
     spam_unavailable: bool = False
 

@@ -7,12 +7,10 @@ trigger them.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from mailplane.filters.address_match import any_match
 from mailplane.filters.base import ScanResults, Verdict, neutral
-from mailplane.message import MessageContext, decode_header_text, normalise_subject
-from mailplane.policy import AddressPolicy, DenyConditions
+from mailplane.filters.list_entries import sender_matches, subject_matches
+from mailplane.mail.message import MessageContext, decode_header_text
+from mailplane.policy.model import AddressPolicy, DenyConditions
 
 
 def header_condition(ctx: MessageContext, conditions: DenyConditions) -> str | None:
@@ -34,34 +32,15 @@ def header_condition(ctx: MessageContext, conditions: DenyConditions) -> str | N
     return None
 
 
-@lru_cache(maxsize=65_536)
-def _needle(entry: str) -> str:
-    """A stored subject entry in compared form; entries repeat on every message, so each
-    is normalised once (NFKC + ASCII case folding is not free)."""
-    return normalise_subject(entry)
-
-
-def subject_match(ctx: MessageContext, entries: tuple[str, ...]) -> str | None:
-    subject = ctx.subject
-    if not subject or not entries:
-        return None
-    haystack = normalise_subject(subject)
-    for entry in entries:
-        needle = _needle(entry)
-        if needle and needle in haystack:
-            return entry
-    return None
-
-
 class DenyListFilter:
     name = "deny_list"
 
     def __call__(
         self, ctx: MessageContext, policy: AddressPolicy, scans: ScanResults
     ) -> Verdict:
-        if any_match(policy.deny_addresses, ctx.sender_addresses):
+        if sender_matches(policy.deny_addresses, ctx.sender_addresses):
             return Verdict(filter=self.name, hit=True, quarantine="deny", note="address")
-        if subject_match(ctx, policy.deny_subjects) is not None:
+        if subject_matches(policy.deny_subjects, ctx.subject) is not None:
             return Verdict(filter=self.name, hit=True, quarantine="deny", note="subject")
         condition = header_condition(ctx, policy.deny_conditions)
         if condition is not None:

@@ -1,6 +1,6 @@
 """The overseas-send window (SPEC §7, manual L4639-4677), decided at MAIL FROM.
 
-Pure: the peer's country is looked up by the caller (:mod:`mailplane.geo`); this module only
+Pure: the peer's country is looked up by the caller (:mod:`mailplane.filters.geo`); this module only
 decides, in this order:
 
 1. a peer in a trusted network (loopback, the ISP's own ranges) is always allowed;
@@ -9,17 +9,23 @@ decides, in this order:
    logs it);
 4. anywhere else is allowed only while the address's window is ON (``now < expires_at``,
    so it closes by itself once the week is over).
+
+The window itself (L4650-4660) has its one home here too: :func:`window_open` is what the
+MX decides with and what the API shows, and :func:`expiry_after` is the switch — ON opens
+a fresh week from that moment, ON while already open keeps the running week (a retried
+request must not silently move the end date), OFF closes it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
-from mailplane.geo import Network, in_networks, parse_networks
-from mailplane.policy import AddressPolicy
-from mailplane.settings import OverseasSettings
+from mailplane.clock import as_utc
+from mailplane.config.settings import OverseasSettings
+from mailplane.filters.geo import Network, in_networks, parse_networks
+from mailplane.policy.model import AddressPolicy
 
 Reason = Literal[
     "trusted_network",
@@ -29,6 +35,22 @@ Reason = Literal[
     "window_open",
     "window_closed",
 ]
+
+
+def window_open(expires_at: datetime | None, now: datetime) -> bool:
+    """The window is ON until ``expires_at``; it returns to OFF by itself (SPEC §7)."""
+    return expires_at is not None and now < as_utc(expires_at)
+
+
+def expiry_after(enable: bool, *, expires_at: datetime | None, now: datetime,
+                 window_days: int) -> datetime | None:
+    """The window's end after the customer's switch: ``enable`` starts a fresh week unless
+    one is running (kept as is), ``not enable`` closes it."""
+    if not enable:
+        return None
+    if window_open(expires_at, now):
+        return expires_at
+    return now + timedelta(days=window_days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +88,6 @@ class OverseasRule:
             return OverseasVerdict(False, "unknown_country_denied", None)
         if country.upper() in self.home_countries:
             return OverseasVerdict(True, "home_country", country)
-        if policy.overseas_open(now):
+        if window_open(policy.overseas_expires_at, now):
             return OverseasVerdict(True, "window_open", country)
         return OverseasVerdict(False, "window_closed", country)

@@ -17,8 +17,8 @@ from mailplane.filters.deny_list import DenyListFilter
 from mailplane.filters.forwarding import ForwardingStep
 from mailplane.filters.spam import SpamFilter
 from mailplane.filters.virus import VirusFilter
-from mailplane.message import MessageContext
-from mailplane.policy import AddressPolicy
+from mailplane.mail.message import MessageContext
+from mailplane.policy.model import AddressPolicy
 
 PIPELINE: tuple[Filter, ...] = (
     # First: infected content is never delivered, so nothing after it may see or tag it

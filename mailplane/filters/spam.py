@@ -7,8 +7,8 @@ quarantines when both are set, so a stale row cannot quarantine without a tag).
 from __future__ import annotations
 
 from mailplane.filters.base import ScanResults, Verdict, neutral
-from mailplane.message import MessageContext
-from mailplane.policy import AddressPolicy
+from mailplane.mail.message import MessageContext
+from mailplane.policy.model import AddressPolicy
 
 
 class SpamFilter:

@@ -8,8 +8,8 @@ with the neutralised original instead of the message, and nothing else runs (sto
 from __future__ import annotations
 
 from mailplane.filters.base import ScanResults, Verdict, neutral
-from mailplane.message import MessageContext
-from mailplane.policy import AddressPolicy
+from mailplane.mail.message import MessageContext
+from mailplane.policy.model import AddressPolicy
 
 
 class VirusFilter:

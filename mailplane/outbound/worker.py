@@ -30,13 +30,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
-from mailplane.outbound.dsn import FailedRecipient, build_dsn
-from mailplane.outbound.mx_route import RouteError, host_addresses, make_resolver, mx_hosts
-from mailplane.outbound.queue import (
+from mailplane.config.settings import Settings
+from mailplane.mail.dsn import FailedRecipient, build_dsn
+from mailplane.mailstore.spool import (
     remove_spool_file,
     stage_job,
     sweep_orphan_spool_files,
 )
+from mailplane.outbound.mx_route import RouteError, host_addresses, make_resolver, mx_hosts
 from mailplane.outbound.smtp_transport import (
     Candidate,
     Outcome,
@@ -44,7 +45,6 @@ from mailplane.outbound.smtp_transport import (
     TransportOptions,
     send_message,
 )
-from mailplane.settings import Settings
 from mailplane.storage import outbound_repo
 from mailplane.storage.outbound_repo import ClaimedJob
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mailplane.delivery.maildir import ensure_maildir, fsync_dir
+from mailplane.mailstore.maildir import ensure_maildir, fsync_dir
 from mailplane.pop3.encoding import wire_size
 
 LOCK_FILE = ".pop3.lock"

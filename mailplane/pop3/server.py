@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.auth.credentials import Authenticator
 from mailplane.clock import Clock
+from mailplane.config.settings import Settings
+from mailplane.net.tls import server_ssl_context
 from mailplane.pop3.session import Pop3Session, SessionConfig
-from mailplane.settings import Settings
-from mailplane.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailplane.auth.credentials import Authenticator, AuthOutcome, AuthResult
-from mailplane.mailbox_paths import mailbox_dir
+from mailplane.mailstore.paths import mailbox_dir
 from mailplane.pop3.encoding import CHUNK_SIZE, WireEncoder
 from mailplane.pop3.mailbox import Mailbox, MailboxInUse, StoredMessage
 

@@ -15,10 +15,11 @@ only (development).
   the *sender's* virus-check setting decides the scan (infected → 554 5.7.1, scanner down →
   451 unless ``virus.on_error = accept``); a ``Received … with ESMTPSA`` line (RFC 3848) and a
   missing Message-ID/Date are added (RFC 6409 §8.2, §8.3).
-- **Routing**: hosted recipients go through the MX pipeline with their own settings
-  (:meth:`MxHandler.plan_local_delivery`); every other recipient goes into one outbound job.
-  The job commits in the same transaction as the local deliveries (``DeliveryPlan.outbound``)
-  and everything is fsynced before ``250``; any failure leaves nothing behind (SPEC §8).
+- **Routing**: hosted recipients are delivered by the node's
+  :class:`~mailplane.delivery.local.LocalDelivery` with their own settings; every other
+  recipient goes into one outbound job, committed in the same transaction as the local
+  deliveries, and everything is durable before ``250``; any failure leaves nothing behind
+  (SPEC §8).
 """
 
 from __future__ import annotations
@@ -41,32 +42,34 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane import metrics
 from mailplane.auth.credentials import Authenticator, AuthOutcome
 from mailplane.clock import Clock
-from mailplane.delivery.store import DeliveryPlan
-from mailplane.filters.engines.base import ScannerUnavailable, SpamEngine, VirusEngine
+from mailplane.config.settings import Settings
+from mailplane.delivery.jobs import PendingJob
+from mailplane.delivery.local import LocalDelivery
+from mailplane.filters.engines.base import SpamEngine, VirusEngine
+from mailplane.filters.geo import CountryLookup, build_country_lookup
 from mailplane.filters.overseas_window import OverseasRule
+from mailplane.filters.scan import ScanDeferred, Scanner
 from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
-from mailplane.geo import CountryLookup, build_country_lookup
-from mailplane.message import MessageContext
-from mailplane.outbound.queue import PendingJob
-from mailplane.policy import AddressPolicy, PolicyCache
-from mailplane.settings import Settings
+from mailplane.mail.message import MessageContext
+from mailplane.mail.srs import srs_from_settings
+from mailplane.mail.trace import printable, received
+from mailplane.net.tls import server_ssl_context
+from mailplane.node.policy_cache import PolicyCache
+from mailplane.policy.model import AddressPolicy
 from mailplane.smtp import replies
-from mailplane.smtp.mx import (
+from mailplane.smtp.base import (
     SHUTDOWN_GRACE_SECONDS,
-    MxHandler,
-    MxSMTP,
+    MailplaneSMTP,
     answer_data,
     close_gracefully,
     content_refusal,
 )
 from mailplane.smtp.replies import SmtpReply
-from mailplane.tls import server_ssl_context
 
 log = logging.getLogger(__name__)
 
 LISTENER = "submission"
 OUTBOUND_KIND = "submission"
-_SCAN_ERRORS = (ScannerUnavailable, TimeoutError, OSError)
 #: Marks an aiosmtpd-parsed credential that still has to be verified (see SubmissionSMTP).
 _PARSED = "mailplane:parsed-credentials"
 
@@ -98,15 +101,10 @@ def _is_loopback(ip: str) -> bool:
         return False
 
 
-def _printable(text: str, limit: int = 255) -> str:
-    """Client-supplied text made safe for a trace header or a reply."""
-    return "".join(c if " " < c < "\x7f" else "?" for c in text)[:limit]
-
-
 # --- the protocol ---------------------------------------------------------------------
 
 
-class SubmissionSMTP(MxSMTP):
+class SubmissionSMTP(MailplaneSMTP):
     """aiosmtpd's SMTP with an *awaited* credential check and per-peer TLS requirements.
 
     aiosmtpd reads ``_auth_require_tls`` and ``require_starttls`` as plain attributes set
@@ -207,21 +205,17 @@ class SubmissionHandler:
     def __init__(
         self,
         settings: Settings,
-        session_factory: sessionmaker[Session],
         policy_cache: PolicyCache,
         clock: Clock,
         *,
         country_lookup: CountryLookup,
-        virus_engine: VirusEngine | None,
-        local_delivery: MxHandler,
+        delivery: LocalDelivery,
     ) -> None:
         self.settings = settings
-        self.session_factory = session_factory
         self.policy_cache = policy_cache
         self.clock = clock
         self.country_lookup = country_lookup
-        self.virus_engine = virus_engine
-        self.local_delivery = local_delivery
+        self.delivery = delivery
         self.overseas = OverseasRule.from_settings(settings.overseas)
         self._recipients: weakref.WeakKeyDictionary[Envelope, _Recipients] = (
             weakref.WeakKeyDictionary()
@@ -336,54 +330,33 @@ class SubmissionHandler:
         if refusal is not None:
             return refusal
         queue_id = secrets.token_hex(8)
-        helo = _printable(session.host_name or "unknown")
+        helo = printable(session.host_name or "unknown")
         message = self._submitted_copy(original, user, helo=helo, peer_ip=peer_ip,
                                        queue_id=queue_id, now=now)
-        plan = DeliveryPlan()
-        if recipients.local:
-            ctx = MessageContext(
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=tuple(recipients.local),
-                raw=message,
-                received_at=now,
-                peer_ip=peer_ip,
-                helo=helo,
-                queue_id=queue_id,
-            )
-            planned = await self.local_delivery.plan_local_delivery(
-                ctx, list(recipients.local.items()), esmtp=True
-            )
-            if isinstance(planned, SmtpReply):
-                return planned
-            plan = planned
-        if recipients.remote:
-            plan.outbound.append(PendingJob(
-                kind=OUTBOUND_KIND, mail_from=envelope.mail_from or user.address,
-                recipients=list(recipients.remote), message=message,
-            ))
-        staged = await self.local_delivery.writer.persist(plan, now=now)
-        self.local_delivery.record_delivered(plan, staged_jobs=staged)
+        remote = [] if not recipients.remote else [PendingJob(
+            kind=OUTBOUND_KIND, mail_from=envelope.mail_from or user.address,
+            recipients=list(recipients.remote), message=message)]
+        ctx = MessageContext(mail_from=envelope.mail_from or "", rcpt_tos=tuple(recipients.local),
+                             raw=message, received_at=now, peer_ip=peer_ip, helo=helo,
+                             queue_id=queue_id)
+        await self.delivery.deliver(ctx, list(recipients.local.items()), protocol="ESMTP",
+                                    listener=LISTENER, extra_jobs=remote)
         log.info("submission %s accepted from %s: %d local, %d remote recipients",
                  queue_id, user.pop_account, len(recipients.local), len(recipients.remote))
         return replies.MESSAGE_ACCEPTED
 
     async def _virus_refusal(self, raw: bytes, sender: AddressPolicy) -> SmtpReply | None:
         """SPEC §3: the sender's own setting decides; infected mail is never sent."""
-        if self.virus_engine is None or not sender.virus_check:
+        if not sender.virus_check:
             return None
         try:
-            result = await asyncio.wait_for(self.virus_engine.scan(raw),
-                                            self.settings.virus.timeout_seconds)
-        except _SCAN_ERRORS as exc:
-            log.warning("virus scanner %s unavailable on submission: %s",
-                        self.virus_engine.name, exc)
-            if self.settings.virus.on_error == "tempfail":
-                return replies.SCANNER_UNAVAILABLE
-            return None
-        if not result.infected:
+            result = await self.delivery.scanner.virus_of(raw)
+        except ScanDeferred:
+            return replies.SCANNER_UNAVAILABLE
+        if result is None or not result.infected:
             return None
         metrics.FILTER_HITS.labels(LISTENER, "virus").inc()
-        signature = _printable(result.signature, 100)
+        signature = printable(result.signature, 100)
         log.warning("submission refused from %s: virus %s", sender.pop_account, signature)
         if not signature:
             return replies.VIRUS_REFUSED
@@ -406,12 +379,10 @@ class SubmissionHandler:
         client left them out (RFC 6409 §8.2, §8.3)."""
         hostname = self.settings.mx.hostname
         local_time = format_datetime(now.astimezone(self.settings.tz))
-        lines = [
-            f"Received: from {helo} ([{peer_ip}])\r\n"
-            f"\t(authenticated user {user.pop_account})\r\n"
-            f"\tby {hostname} (mailplane) with ESMTPSA id {queue_id};\r\n"
-            f"\t{local_time}"
-        ]
+        lines = ["Received: " + received(
+            helo=helo, peer_ip=peer_ip, hostname=hostname, protocol="ESMTPSA",
+            queue_id=queue_id, recipient=None, at=now, tz=self.settings.tz,
+            authenticated=user.pop_account)]
         if not original.raw_header("Date"):
             lines.append(f"Date: {local_time}")
         if not original.raw_header("Message-ID"):
@@ -431,7 +402,10 @@ class SubmissionServer:
         implicit_tls: asyncio.Server,
         handler: SubmissionHandler,
         protocols: weakref.WeakSet[SMTP],
+        *,
+        owns_delivery: bool,
     ) -> None:
+        self._owns_delivery = owns_delivery
         self._starttls = starttls
         self._implicit_tls = implicit_tls
         self.handler = handler
@@ -449,7 +423,8 @@ class SubmissionServer:
         """Graceful stop, like the MX: in-flight DATA finishes, idle sessions get 421."""
         await close_gracefully([self._starttls, self._implicit_tls], self._protocols,
                                grace_seconds=grace_seconds)
-        await self.handler.local_delivery.writer.aclose()
+        if self._owns_delivery:
+            await self.handler.delivery.aclose()
 
 
 async def start_submission(
@@ -459,33 +434,35 @@ async def start_submission(
     clock: Clock,
     *,
     authenticator: Authenticator,
-    virus_engine: VirusEngine | None,
+    delivery: LocalDelivery | None = None,
+    virus_engine: VirusEngine | None = None,
     spam_engine: SpamEngine | None = None,
-    local_delivery: MxHandler | None = None,
     country_lookup: CountryLookup | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> SubmissionServer:
     """Listen on ``submission.starttls_port`` and ``submission.tls_port`` (0 = any free port)
     inside the running loop.
 
-    ``local_delivery`` should be the node's MX handler (``MxServer.handler``) so both share
-    the quota cache; without one a private MX handler is built from the given engines.
-    ``country_lookup`` defaults to :func:`mailplane.geo.build_country_lookup`, and
-    ``ssl_context`` to :func:`mailplane.tls.server_ssl_context` (self-signed if none set).
+    ``delivery`` is the node's :class:`LocalDelivery` (shared with the MX and the queue);
+    without one a private one is built from the given engines and closed with the
+    listeners.
+    ``country_lookup`` defaults to :func:`mailplane.filters.geo.build_country_lookup`, and
+    ``ssl_context`` to :func:`mailplane.net.tls.server_ssl_context` (self-signed if none set).
     """
     loop = asyncio.get_running_loop()
     if ssl_context is None:
         ssl_context = await asyncio.to_thread(server_ssl_context, settings)
     if country_lookup is None:
         country_lookup = await asyncio.to_thread(build_country_lookup, settings.overseas)
-    if local_delivery is None:
-        local_delivery = MxHandler(settings, session_factory, policy_cache, clock,
-                                   virus_engine=virus_engine, spam_engine=spam_engine)
-    handler = SubmissionHandler(
-        settings, session_factory, policy_cache, clock,
-        country_lookup=country_lookup, virus_engine=virus_engine,
-        local_delivery=local_delivery,
-    )
+    owns_delivery = delivery is None
+    if delivery is None:
+        delivery = LocalDelivery(
+            settings, session_factory, clock,
+            scanner=Scanner(virus_engine, spam_engine, virus=settings.virus,
+                            spam=settings.spam),
+            srs=srs_from_settings(settings, clock))
+    handler = SubmissionHandler(settings, policy_cache, clock, country_lookup=country_lookup,
+                                delivery=delivery)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
     context = ssl_context
 
@@ -520,7 +497,8 @@ async def start_submission(
     except BaseException:
         starttls.close()
         raise
-    server = SubmissionServer(starttls, implicit, handler, protocols)
+    server = SubmissionServer(starttls, implicit, handler, protocols,
+                              owns_delivery=owns_delivery)
     log.info("submission listening on %s:%d (STARTTLS) and %s:%d (TLS); country lookup %s",
              host, server.starttls_port, host, server.tls_port, country_lookup.name)
     return server

@@ -167,3 +167,33 @@ def delete_address(session: Session, *, address: Address, now: datetime) -> None
     session.execute(delete(QuarantineItem).where(QuarantineItem.address == address.address))
     session.merge(RetiredAddress(address=address.address, deleted_at=now))
     session.delete(address)
+
+
+_IN_CONTRACT = select(Address).where(Address.contract_id == bindparam("contract_id"),
+                                     Address.address == bindparam("address"))
+
+
+def get_in_contract(session: Session, *, contract_id: int, address: str) -> Address | None:
+    """The address row if it belongs to the contract (every per-address API call)."""
+    row: Address | None = session.scalar(_IN_CONTRACT, {"contract_id": contract_id,
+                                                        "address": address.lower()})
+    return row
+
+
+def id_in_contract(session: Session, *, contract_id: int | None, address: str) -> int | None:
+    """The id of ``address`` if it belongs to the contract."""
+    found: int | None = session.scalar(select(Address.id).where(
+        Address.address == address.lower(), Address.contract_id == contract_id))
+    return found
+
+
+def address_of(session: Session, *, address_id: int) -> str | None:
+    found: str | None = session.scalar(select(Address.address).where(Address.id == address_id))
+    return found
+
+
+def first_of_contract(session: Session, *, contract_id: int) -> str | None:
+    found: str | None = session.scalar(select(Address.address)
+                                       .where(Address.contract_id == contract_id)
+                                       .order_by(Address.id))
+    return found

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailplane.clock import as_utc
 from mailplane.storage.models import AutoReplyLedger
-
-REPLY_WINDOW = timedelta(hours=24)
 
 
 def claim_reply(
@@ -33,7 +31,7 @@ def claim_reply(
     address: str,
     sender: str,
     now: datetime,
-    window: timedelta = REPLY_WINDOW,
+    window: timedelta,
 ) -> bool:
     """True if the caller may reply now (and the ledger says so once the caller commits)."""
     now = as_utc(now)
@@ -69,3 +67,17 @@ def last_reply_at(session: Session, *, address: str, sender: str) -> datetime | 
                                         ledger.sender == sender.lower())
     ).scalar_one_or_none()
     return None if at is None else as_utc(at)
+
+
+def release_claim(session: Session, *, address: str, sender: str, claimed_at: datetime,
+                  previous: datetime | None) -> None:
+    """Undo a committed :func:`claim_reply` whose delivery failed: the row goes back to
+    ``previous`` (or away) — only if it still holds this claim's time, so a newer claim by
+    another delivery is never lost."""
+    ledger = AutoReplyLedger
+    mine = (ledger.address == address.lower(), ledger.sender == sender.lower(),
+            ledger.replied_at == as_utc(claimed_at))
+    if previous is None:
+        session.execute(delete(ledger).where(*mine))
+    else:
+        session.execute(update(ledger).where(*mine).values(replied_at=as_utc(previous)))

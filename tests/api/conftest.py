@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from mailplane.api.app import create_app
-from mailplane.api_keys import issue_api_key
+from mailplane.auth.api_keys import issue_api_key
+from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
-from mailplane.passwords import PasswordHashing
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
 from tests.conftest import free_port
 from tests.servers import run_api

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailplane.passwords import REISSUE_ALPHABET
+from mailplane.auth.passwords import REISSUE_ALPHABET
 from tests.api.conftest import ApiHarness
 
 

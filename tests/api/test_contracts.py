@@ -39,7 +39,7 @@ def test_operator_adds_paid_slots_and_cannot_go_below_used(api: ApiHarness) -> N
 
 
 def test_suspending_a_contract_bumps_the_policy_revision(api: ApiHarness) -> None:
-    from mailplane.policy import load_snapshot, read_revision
+    from mailplane.storage.policy_loader import load_snapshot, read_revision
 
     api.create_contract("C0001")
     api.create_address("C0001", "taro", "e06")

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`mailplane.list_rules`, the entry rules the API and MX filters share."""
+"""Unit tests of :mod:`mailplane.filters.list_entries`, the entry rules shared by API and MX."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailplane.filters.address_match import entry_matches
-from mailplane.list_rules import (
+from mailplane.filters.list_entries import (
     ListEntryError,
     ListSizeError,
-    address_entry_matches,
     address_entry_violation,
     clean_address_list,
     clean_subject_list,
     normalise_address_entry,
     normalise_subject_entry,
-    subject_entry_matches,
+    sender_matches,
     subject_entry_violation,
+    subject_matches,
 )
 
 
@@ -31,19 +30,18 @@ def test_left_side_only_has_no_effect() -> None:
         "has no effect — enter user@host, @domain or domain.tld")
 
 
+def matches(entry: str, sender: str) -> bool:
+    return sender_matches((normalise_address_entry(entry),), [sender])
+
+
 def test_suffix_entry_catches_every_address_ending_with_it() -> None:
-    assert address_entry_matches("123.jp", "x@abc123.jp")
-    assert address_entry_matches("@123.jp", "X@123.JP")
-    assert not address_entry_matches("@123.jp", "x@abc123.jp")
-    assert address_entry_matches("tarou@01.hogehoge.jp", "Tarou@01.HogeHoge.jp")
-    assert not address_entry_matches("tarou@01.hogehoge.jp", "jiro@01.hogehoge.jp")
-    assert not address_entry_matches("tarou", "tarou@example.jp")
-
-
-@given(st.from_regex(r"@?[a-z0-9.@-]{1,20}", fullmatch=True),
-       st.from_regex(r"[a-z0-9]{1,8}@[a-z0-9.]{1,12}", fullmatch=True))
-def test_matching_agrees_with_the_mx_filter(entry: str, sender: str) -> None:
-    assert address_entry_matches(entry, sender) == entry_matches(entry, sender)
+    assert matches("123.jp", "x@abc123.jp")
+    assert matches("@123.jp", "X@123.JP")
+    assert not matches("@123.jp", "x@abc123.jp")
+    assert matches("tarou@01.hogehoge.jp", "Tarou@01.HogeHoge.jp")
+    assert not matches("tarou@01.hogehoge.jp", "jiro@01.hogehoge.jp")
+    assert not matches("tarou", "tarou@example.jp")
+    assert matches("ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ", "taro@example.jp")  # typed full width
 
 
 @given(st.text(max_size=30))
@@ -56,8 +54,9 @@ def test_normalisation_is_idempotent(text: str) -> None:
 
 def test_half_width_katakana_subject_is_stored_full_width_and_still_matches() -> None:
     assert normalise_subject_entry(" ｾｰﾙ ") == "セール"
-    assert subject_entry_matches("ｾｰﾙ", "【セール】本日限り")
-    assert subject_entry_matches("VIOL", "about violence")
+    assert subject_matches((normalise_subject_entry("ｾｰﾙ"),), "【セール】本日限り")
+    assert subject_matches(("VIOL",), "about violence")
+    assert subject_matches(("ｾｰﾙ",), "【セール】本日限り")  # an entry stored before NFKC
 
 
 def test_single_full_width_character_is_refused_but_two_are_fine() -> None:

@@ -14,7 +14,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailplane.smtp.fast_protocol import FastSMTP
+from mailplane.smtp.protocol import FastSMTP
 
 LIMIT = 4000
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.delivery import fsync_batcher
-from mailplane.delivery.fsync_batcher import DirFsyncBatcher
+from mailplane.mailstore import fsync_batcher
+from mailplane.mailstore.fsync_batcher import DirFsyncBatcher
 
 
 def test_concurrent_callers_share_directory_fsyncs(tmp_path: Path,

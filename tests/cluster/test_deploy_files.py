@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.settings import load_settings
+from mailplane.config.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from mailplane.clock import FrozenClock
-from mailplane.delivery.digest import send_quarantine_digests
+from mailplane.config.settings import Settings
 from mailplane.delivery.retention import purge
-from mailplane.mailbox_paths import mailbox_dir
-from mailplane.settings import Settings
+from mailplane.mailstore.paths import mailbox_dir
+from mailplane.notices.digest import send_quarantine_digests
 from mailplane.storage import addresses_repo, contracts_repo, quarantine_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade

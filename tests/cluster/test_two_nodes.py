@@ -14,7 +14,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select, text
 
-from mailplane.outbound.queue import stage_job
+from mailplane.mailstore.spool import stage_job
 from mailplane.storage.models import OutboundJob
 from tests.cluster.conftest import Cluster, rcpt_code, wait_until
 from tests.e2e.conftest import Node

@@ -10,10 +10,10 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import update
 
-from mailplane.policy import read_revision
 from mailplane.storage import policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.models import Address
+from mailplane.storage.policy_loader import read_revision
 from tests.e2e.conftest import NodeFactory
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"

@@ -10,10 +10,10 @@ from email.policy import compat32
 
 import pytest
 
+from mailplane.config.settings import SpamSettings
 from mailplane.filters.engines import builtin_spam
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine, make_resolver
-from mailplane.message import MessageContext
-from mailplane.settings import SpamSettings
+from mailplane.mail.message import MessageContext
 from tests.engines.dns_stub import DnsStub
 from tests.engines.messages import gtube_message, ordinary_message
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mailplane.config.settings import VirusSettings
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.clamd import ClamdEngine, parse_instream_reply
-from mailplane.settings import VirusSettings
 from tests.daemons import CLAMD_EICAR_SIGNATURE, EICAR, ClamdDaemon, start_clamd
 from tests.engines.messages import (
     eicar_base64_attachment,

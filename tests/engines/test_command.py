@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mailplane.config.settings import ConfigError, VirusSettings
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.command import CommandEngine
-from mailplane.settings import ConfigError, VirusSettings
 from tests.daemons import EICAR
 from tests.engines.messages import eicar_base64_attachment, ordinary_message
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from mailplane.config.settings import SpamSettings, VirusSettings
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine
 from mailplane.filters.engines.builtin_virus import BuiltinVirusEngine
 from mailplane.filters.engines.clamd import ClamdEngine
@@ -11,7 +12,6 @@ from mailplane.filters.engines.command import CommandEngine
 from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
 from mailplane.filters.engines.rspamd import RspamdEngine
 from mailplane.filters.engines.spamd import SpamdEngine
-from mailplane.settings import SpamSettings, VirusSettings
 
 
 def test_virus_engine_names_pick_their_engines() -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from mailplane.config.settings import SpamSettings
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.rspamd import RspamdEngine
-from mailplane.settings import SpamSettings
 from tests.conftest import free_port
 from tests.engines.messages import gtube_message, ordinary_message
 

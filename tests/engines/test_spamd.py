@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mailplane.config.settings import SpamSettings
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.spamd import SpamdEngine
-from mailplane.settings import SpamSettings
 from tests.conftest import free_port
 from tests.daemons import SpamdDaemon, start_spamd
 from tests.engines.messages import gtube_message, ordinary_message

@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailplane.delivery.rewrite import delivered_copy
-from mailplane.filters.address_match import entry_matches
 from mailplane.filters.base import ScanResults, Verdict, merge
 from mailplane.filters.deny_list import DenyListFilter, header_condition
 from mailplane.filters.engines.base import SpamScanResult, VirusScanResult
+from mailplane.filters.list_entries import sender_matches
 from mailplane.filters.pipeline import AFTER_DECISION, PIPELINE, decide
-from mailplane.message import MessageContext, has_bare_line_ending
-from mailplane.policy import AddressPolicy, DenyConditions
+from mailplane.mail.message import MessageContext, has_bare_line_ending
+from mailplane.mail.rewrite import delivered_copy
+from mailplane.policy.model import AddressPolicy, DenyConditions
 
 SPAM = ScanResults(spam=SpamScanResult(is_spam=True, score=9.0, threshold=5.0))
 VIRUS = ScanResults(virus=VirusScanResult(infected=True, signature="Eicar"))
@@ -43,7 +43,7 @@ def policy(**fields: object) -> AddressPolicy:
     ],
 )
 def test_sender_matching_rules(entry: str, sender: str, expected: bool) -> None:
-    assert entry_matches(entry, sender) is expected
+    assert sender_matches((entry,), [sender]) is expected
 
 
 @pytest.mark.parametrize(

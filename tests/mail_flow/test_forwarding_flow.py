@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from email import message_from_bytes
 
-from mailplane.outbound.srs import Srs
+from mailplane.mail.srs import Srs
 from tests.mail_flow.conftest import Flow
 from tests.mx.conftest import GTUBE, make_message
 from tests.outbound.conftest import SRS_DOMAIN, SRS_SECRET

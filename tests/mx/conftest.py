@@ -18,11 +18,11 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import FrozenClock
+from mailplane.config.settings import Settings
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
-from mailplane.mailbox_paths import mailbox_dir
-from mailplane.policy import PolicyCache
-from mailplane.settings import Settings
+from mailplane.mailstore.paths import mailbox_dir
+from mailplane.node.policy_cache import PolicyCache
 from mailplane.smtp.mx import MxServer, start_mx
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade

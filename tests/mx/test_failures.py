@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from mailplane.config.settings import Settings
 from mailplane.filters.engines.base import (
     ScannerUnavailable,
     SpamEngine,
@@ -16,7 +17,6 @@ from mailplane.filters.engines.base import (
     VirusScanResult,
 )
 from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
-from mailplane.settings import Settings
 from tests.daemons import ClamdDaemon, start_clamd
 from tests.mx.conftest import GTUBE, EngineFactory, MxEnv, make_message
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from prometheus_client import generate_latest
 
-from mailplane.delivery.digest import send_quarantine_digests
 from mailplane.delivery.periodic import start_background_jobs
 from mailplane.delivery.quarantine import (
     delete_quarantine,
@@ -19,6 +18,7 @@ from mailplane.delivery.quarantine import (
 )
 from mailplane.delivery.retention import purge
 from mailplane.metrics import REGISTRY
+from mailplane.notices.digest import send_quarantine_digests
 from tests.mx.conftest import GTUBE, MxEnv, make_message
 
 TARO = "taro_1@e06.example.net"

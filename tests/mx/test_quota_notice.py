@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from mailplane.mailbox_paths import mailbox_dir
+from mailplane.mailstore.paths import mailbox_dir
 from tests.mx.conftest import MxEnv, make_message
 
 SMALL = "small_2@e06.example.net"
@@ -45,7 +45,7 @@ async def test_the_notice_is_sent_again_after_usage_dropped_below(mx: MxEnv) -> 
     for sub in ("new", "cur"):
         shutil.rmtree(maildir / sub, ignore_errors=True)
     assert mx.server is not None
-    mx.server.handler.usage.forget(SMALL)
+    mx.server.handler.delivery.usage.forget(SMALL)
     await mx.send(make_message(to=SMALL, body=body), rcpt_tos=[SMALL])
     assert _notices(mx) == []
     for _ in range(3):

@@ -22,8 +22,8 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import FrozenClock
+from mailplane.config.settings import Settings
 from mailplane.outbound.worker import OutboundWorker
-from mailplane.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade
 from tests.conftest import SettingsFactory, free_port

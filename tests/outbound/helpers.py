@@ -8,7 +8,7 @@ from email.message import EmailMessage, Message
 
 from sqlalchemy import select
 
-from mailplane.outbound.queue import stage_job
+from mailplane.mailstore.spool import stage_job
 from mailplane.storage.models import OutboundJob
 from tests.outbound.conftest import OutboundEnv, Zone
 

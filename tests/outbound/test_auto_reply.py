@@ -13,17 +13,20 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailplane.clock import FrozenClock
-from mailplane.outbound import auto_reply
-from mailplane.outbound.auto_reply import (
+from mailplane.config.settings import Settings
+from mailplane.delivery.local import LocalDelivery
+from mailplane.filters import auto_reply
+from mailplane.filters.auto_reply import (
+    REPLY_WINDOW,
     build_reply,
     choose_message,
     reply_subject,
     suppression_reason,
 )
-from mailplane.outbound.recent_replies import RecentReplies
-from mailplane.outbound.staging import auto_reply_job, stage_auto_reply
-from mailplane.policy import AutoReplyPolicy
-from mailplane.settings import Settings
+from mailplane.filters.scan import Scanner
+from mailplane.mail.message import MessageContext
+from mailplane.mail.srs import srs_from_settings
+from mailplane.policy.model import AddressPolicy, AutoReplyPolicy
 from mailplane.storage.auto_reply_ledger_repo import claim_reply
 from mailplane.storage.db import make_engine, make_session_factory
 from tests.outbound.conftest import OutboundEnv
@@ -157,7 +160,8 @@ def test_one_reply_per_sender_per_24_hours(db_settings: Settings) -> None:
 
     def claim(sender: str = SENDER) -> bool:
         with factory() as session:
-            won = claim_reply(session, address=ADDRESS, sender=sender, now=clock.now())
+            won = claim_reply(session, address=ADDRESS, sender=sender, now=clock.now(),
+                              window=REPLY_WINDOW)
             session.commit()
         return won
 
@@ -187,7 +191,8 @@ def test_two_concurrent_claims_for_the_same_sender_yield_exactly_one_reply(
         ) -> None:
             barrier.wait()
             with factory() as session:
-                won = claim_reply(session, address=ADDRESS, sender=sender, now=now)
+                won = claim_reply(session, address=ADDRESS, sender=sender, now=now,
+                                  window=REPLY_WINDOW)
                 session.commit()
             results.append(won)
 
@@ -201,45 +206,54 @@ def test_two_concurrent_claims_for_the_same_sender_yield_exactly_one_reply(
     engine.dispose()
 
 
-def test_a_process_that_loses_the_claim_remembers_the_winners_reply_time(
+def _delivery(settings: Settings, clock: FrozenClock) -> LocalDelivery:
+    """A node's local delivery (no scanners wanted: the policy has the checks OFF)."""
+    factory = make_session_factory(make_engine(settings.database_url))
+    return LocalDelivery(settings, factory, clock,
+                         scanner=Scanner(None, None, virus=settings.virus, spam=settings.spam),
+                         srs=srs_from_settings(settings, clock))
+
+
+AWAY = AddressPolicy(address=ADDRESS, address_id=1, contract_id=1, pop_account="m0000001",
+                     status="active", virus_check=False,
+                     auto_reply=AutoReplyPolicy(enabled=True, default_message="不在です"))
+MESSAGE = (f"From: Alice <{SENDER}>\r\nTo: {ADDRESS}\r\nSubject: Hello\r\n"
+           f"Message-ID: <orig@sender.example>\r\n\r\nbody\r\n").encode()
+
+
+async def deliver(delivery: LocalDelivery, clock: FrozenClock) -> None:
+    ctx = MessageContext(mail_from=SENDER, rcpt_tos=(ADDRESS,), raw=MESSAGE,
+                         received_at=clock.now(), queue_id="q1")
+    await delivery.deliver(ctx, [(ADDRESS, AWAY)], protocol="ESMTP", listener="mx")
+
+
+async def test_a_process_that_loses_the_claim_remembers_the_winners_reply_time(
     db_settings: Settings,
 ) -> None:
-    """Two MX processes, each with its own RecentReplies: the loser must stop claiming on
-    every message (it did, and that was 26 % of MX CPU with two workers), yet reply again
-    once the *winner's* 24 h are over — not 24 h after it lost."""
-    engine = make_engine(db_settings.database_url)
-    factory = make_session_factory(engine)
+    """Two MX processes, each with its own memory of recent replies: the loser must stop
+    claiming on every message (it did, and that was 26 % of MX CPU with two workers), yet
+    reply again once the *winner's* 24 h are over — not 24 h after it lost."""
     clock = FrozenClock()
-    winner, loser = RecentReplies(), RecentReplies()
-
-    def claim(recent: RecentReplies) -> bool:
-        job = auto_reply_job(settings=db_settings, address=ADDRESS, sender=SENDER,
-                             original_headers=headers(), body="不在です", now=clock.now(),
-                             recent=recent)
-        assert job.claim is not None
-        with factory() as session:
-            won = job.claim(session)
-            session.commit()
-        return won
-
+    winner, loser = _delivery(db_settings, clock), _delivery(db_settings, clock)
     won_at = clock.now()
-    assert claim(winner) is True
+    await deliver(winner, clock)
     clock.advance(timedelta(hours=2))
-    assert loser.replied_recently(ADDRESS, SENDER, clock.now()) is False
-    assert claim(loser) is False
-    assert loser.replied_recently(ADDRESS, SENDER.upper(), clock.now()) is True
-    assert loser.replied_recently(ADDRESS, SENDER, won_at + timedelta(hours=24)) is False
-    engine.dispose()
+    assert loser.recent_replies.replied_recently(ADDRESS, SENDER, clock.now()) is False
+    await deliver(loser, clock)
+    recent = loser.recent_replies
+    assert recent.replied_recently(ADDRESS, SENDER.upper(), clock.now()) is True
+    assert recent.replied_recently(ADDRESS, SENDER, won_at + timedelta(hours=24)) is False
+    for delivery in (winner, loser):
+        await delivery.aclose()
 
 
-def test_stage_auto_reply_queues_one_null_sender_reply(outbound_env: OutboundEnv) -> None:
+async def test_two_deliveries_from_one_sender_queue_one_null_sender_reply(
+    outbound_env: OutboundEnv,
+) -> None:
     env = outbound_env
+    delivery = _delivery(env.settings, env.clock)
     for _ in range(2):
-        with env.session_factory() as session:
-            stage_auto_reply(
-                session, settings=env.settings, address=ADDRESS, sender=SENDER,
-                original_headers=headers(), body="不在です", now=env.clock.now(),
-            )
-            session.commit()
+        await deliver(delivery, env.clock)
+    await delivery.aclose()
     [job] = jobs(env)
     assert (job.kind, job.mail_from, job.recipients) == ("auto_reply", "", [SENDER])

@@ -8,9 +8,9 @@ from email.parser import BytesHeaderParser
 
 import pytest
 
-from mailplane.outbound.forwarding import plan_forward
-from mailplane.outbound.srs import SrsError, srs_from_settings
-from mailplane.outbound.staging import stage_forward, stage_srs_return
+from mailplane.filters.forwarding import ForwardPlan, plan_forward, return_to_sender
+from mailplane.mail.srs import SrsError, srs_from_settings
+from mailplane.mailstore.spool import stage_job
 from tests.outbound.conftest import CaptureFactory, DnsStub, OutboundEnv, WorkerFactory
 from tests.outbound.helpers import STANDARD_ZONE, jobs
 
@@ -18,6 +18,15 @@ ORIGINAL = (
     b"From: alice@sender.test\r\nTo: taro_1@e06.example.net\r\nSubject: hi\r\n"
     b"Message-ID: <fw1@sender.test>\r\n\r\nforward me\r\n"
 )
+
+
+def queue(env: OutboundEnv, kind: str, plan: ForwardPlan) -> None:
+    """What the delivery planner queues for this plan, committed."""
+    with env.session_factory() as session:
+        stage_job(session, spool_dir=env.settings.spool_dir, kind=kind,
+                  mail_from=plan.mail_from, recipients=plan.recipients, message=plan.message,
+                  now=env.clock.now())
+        session.commit()
 
 
 async def test_forward_uses_srs_and_a_bounce_goes_back_to_the_original_sender(
@@ -39,9 +48,7 @@ async def test_forward_uses_srs_and_a_bounce_goes_back_to_the_original_sender(
         srs=srs, max_hops=env.settings.outbound.max_hops,
     )
     assert plan is not None
-    with env.session_factory() as session:
-        stage_forward(session, settings=env.settings, plan=plan, now=env.clock.now())
-        session.commit()
+    queue(env, "forward", plan)
     worker = make_worker(env)
     await worker.run_once()
 
@@ -51,13 +58,10 @@ async def test_forward_uses_srs_and_a_bounce_goes_back_to_the_original_sender(
     assert forwarded.mail_from.endswith("@srs.mailplane.test")
     assert forwarded.data.endswith(ORIGINAL)
 
-    # The destination bounces to the SRS address; our MX would hand it to stage_srs_return.
+    # The destination bounces to the SRS address; our MX queues it back to the sender.
     bounce = b"From: MAILER-DAEMON@dest.test\r\nSubject: failure\r\n\r\nbounced\r\n"
-    with env.session_factory() as session:
-        stage_srs_return(session, settings=env.settings, srs=srs,
-                         srs_recipient=forwarded.mail_from.lower(), envelope_sender="",
-                         raw=bounce, now=env.clock.now())
-        session.commit()
+    queue(env, "srs_return", return_to_sender(
+        srs, srs_recipient=forwarded.mail_from.lower(), envelope_sender="", raw=bounce))
     await worker.run_once()
 
     [returned] = sender_mx.envelopes
@@ -68,8 +72,6 @@ async def test_forward_uses_srs_and_a_bounce_goes_back_to_the_original_sender(
 
 def test_bounce_to_a_forged_srs_address_is_refused(outbound_env: OutboundEnv) -> None:
     srs = srs_from_settings(outbound_env.settings, outbound_env.clock)
-    with outbound_env.session_factory() as session, pytest.raises(SrsError):
-        stage_srs_return(session, settings=outbound_env.settings, srs=srs,
-                         srs_recipient="SRS0=AAAA=AA=victim.test=bob@srs.mailplane.test",
-                         envelope_sender="", raw=b"x\r\n", now=outbound_env.clock.now())
-    assert jobs(outbound_env) == []
+    with pytest.raises(SrsError):
+        return_to_sender(srs, srs_recipient="SRS0=AAAA=AA=victim.test=bob@srs.mailplane.test",
+                         envelope_sender="", raw=b"x\r\n")

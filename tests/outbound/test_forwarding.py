@@ -6,8 +6,9 @@ import email.policy
 from email.parser import BytesHeaderParser
 
 from mailplane.clock import FrozenClock
-from mailplane.outbound.forwarding import clean_destinations, is_loop, plan_forward
-from mailplane.outbound.srs import Srs
+from mailplane.filters.forwarding import is_loop, plan_forward
+from mailplane.filters.forwarding import targets as clean_destinations
+from mailplane.mail.srs import Srs
 
 RAW = (
     b"Received: from a.example by b.example; Mon, 23 Nov 2026 12:00:00 +0900\r\n"

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mailplane.outbound.queue import INLINE_MAX_BYTES, stage_inline_job
+from mailplane.mailstore.spool import INLINE_MAX_BYTES, stage_inline_job
 from tests.outbound.conftest import CaptureFactory, DnsStub, OutboundEnv, WorkerFactory
 from tests.outbound.helpers import STANDARD_ZONE, job, make_message
 

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 
 from mailplane.clock import FrozenClock
-from mailplane.outbound.queue import spool_path, sweep_orphan_spool_files, write_spool_file
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
+from mailplane.mailstore.spool import spool_path, sweep_orphan_spool_files, write_spool_file
 from mailplane.storage import outbound_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from tests.outbound.conftest import (
@@ -91,7 +91,7 @@ def _concurrent_claims(settings: Settings, *, claimers: int = 2) -> list[list[st
     factory = make_session_factory(engine)
     clock = FrozenClock()
     with factory() as session:
-        from mailplane.outbound.queue import stage_job
+        from mailplane.mailstore.spool import stage_job
 
         for _ in range(50):
             stage_job(session, spool_dir=settings.spool_dir, kind="notice", mail_from="a@b.test",

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from mailplane.clock import FrozenClock
-from mailplane.outbound.srs import Srs, SrsError
+from mailplane.mail.srs import Srs, SrsError
 
 
 def make_srs(clock: FrozenClock, domain: str = "fwd.example.net", secret: str = "k1") -> Srs:

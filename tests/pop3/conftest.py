@@ -20,15 +20,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.auth.credentials import Authenticator
 from mailplane.auth.login_guard import LoginGuard
+from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
-from mailplane.mailbox_paths import mailbox_dir
-from mailplane.passwords import PasswordHashing
+from mailplane.config.settings import Settings
+from mailplane.mailstore.paths import mailbox_dir
+from mailplane.net.tls import server_ssl_context
 from mailplane.pop3.server import Pop3Server, start_pop3
-from mailplane.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade
 from mailplane.storage.models import Address, Contract
-from mailplane.tls import server_ssl_context
 
 PASSWORD = "Secret.pass1"
 _counter = itertools.count(1)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.dovecot_export import export_passwd_file
-from mailplane.passwords import PasswordHashing
-from mailplane.settings import Settings
+from mailplane.auth.passwords import PasswordHashing
+from mailplane.config.settings import Settings
+from mailplane.pop3.dovecot_export import export_passwd_file
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade
 from tests.conftest import free_port

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.auth.credentials import Authenticator, AuthOutcome
 from mailplane.auth.login_guard import LoginGuard, account_key, ip_key
+from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
-from mailplane.passwords import PasswordHashing
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
 from tests.pop3.conftest import PASSWORD, add_address
 

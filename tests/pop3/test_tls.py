@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from cryptography import x509
 
-from mailplane.settings import Settings
-from mailplane.tls import ensure_certificate, server_ssl_context
+from mailplane.config.settings import Settings
+from mailplane.net.tls import ensure_certificate, server_ssl_context
 
 
 def test_self_signed_certificate_is_generated_once_with_a_private_key(

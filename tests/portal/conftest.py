@@ -106,7 +106,7 @@ def run_mx(api: ApiHarness) -> Iterator[int]:
     test can put mail in a quarantine over SMTP; yields the port.  The policy is loaded
     once at start: configure the addresses first."""
     from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
-    from mailplane.policy import PolicyCache
+    from mailplane.node.policy_cache import PolicyCache
     from mailplane.smtp.mx import start_mx
 
     settings = api.settings

@@ -286,7 +286,7 @@ GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
 def test_quarantined_message_is_opened_and_released_to_the_inbox(portal: Portal) -> None:
-    from mailplane.mailbox_paths import mailbox_dir
+    from mailplane.mailstore.paths import mailbox_dir
 
     response = portal.api.operator.put(f"{BASE}/{ADDRESS}/spam",
                                        json={"judge": True, "quarantine": True, "notify": False})

@@ -13,12 +13,13 @@ from sqlalchemy import delete, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import FrozenClock
+from mailplane.config.settings import Settings
 from mailplane.delivery.retention import purge_policy_changes
-from mailplane.policy import PolicySnapshot, load_snapshot, refresh_snapshot
-from mailplane.settings import Settings
+from mailplane.policy.model import PolicySnapshot
 from mailplane.storage import addresses_repo, contracts_repo, policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.models import Address, Contract, PolicyChange
+from mailplane.storage.policy_loader import load_snapshot, refresh_snapshot
 
 BASE = ("example.net",)
 

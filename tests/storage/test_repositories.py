@@ -9,12 +9,12 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from mailplane.clock import FrozenClock, as_utc
-from mailplane.policy import load_snapshot, read_revision
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
 from mailplane.storage import addresses_repo, audit_repo, contracts_repo, policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade
 from mailplane.storage.models import Address, AutoReply
+from mailplane.storage.policy_loader import load_snapshot, read_revision
 
 
 @pytest.fixture

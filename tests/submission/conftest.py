@@ -21,19 +21,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.auth.credentials import Authenticator
 from mailplane.auth.login_guard import LoginGuard
+from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
+from mailplane.config.settings import OverseasSettings, Settings
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
-from mailplane.geo import BundledCountryLookup, OverrideCountryLookup
-from mailplane.mailbox_paths import mailbox_dir
-from mailplane.passwords import PasswordHashing
-from mailplane.policy import PolicyCache
-from mailplane.settings import OverseasSettings, Settings
+from mailplane.filters.geo import BundledCountryLookup, OverrideCountryLookup
+from mailplane.mailstore.paths import mailbox_dir
+from mailplane.net.tls import server_ssl_context
+from mailplane.node.policy_cache import PolicyCache
 from mailplane.smtp.submission import SubmissionServer, start_submission
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade
 from mailplane.storage.models import Address, Contract, PolicyRevision
-from mailplane.tls import server_ssl_context
 
 PASSWORD = "Secret.pass1"
 SENDER = "taro_1@e06.example.net"

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.geo import (
+from mailplane.config.settings import OverseasSettings
+from mailplane.filters.geo import (
     BundledCountryLookup,
     MmdbCountryLookup,
     OverrideCountryLookup,
     build_country_lookup,
 )
-from mailplane.settings import OverseasSettings
 
 
 def test_bundled_data_knows_well_known_addresses() -> None:

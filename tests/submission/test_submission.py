@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from mailplane.config.settings import SubmissionSettings, VirusSettings
 from mailplane.filters.engines.factory import build_virus_engine
-from mailplane.mailbox_paths import mailbox_dir
-from mailplane.settings import SubmissionSettings, VirusSettings
+from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage.models import OutboundJob
 from tests.submission.conftest import (
     EICAR,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from mailplane.config.settings import OverseasSettings
 from mailplane.filters.overseas_window import OverseasRule
 from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
-from mailplane.policy import AddressPolicy
-from mailplane.settings import OverseasSettings
+from mailplane.policy.model import AddressPolicy
 
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 RULE = OverseasRule.from_settings(OverseasSettings(trusted_networks=["10.0.0.0/8"]))

@@ -12,21 +12,20 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from email.message import Message
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event, func, select
 
+from mailplane.config.settings import Settings
 from mailplane.delivery import store
-from mailplane.delivery.durability import Syncfs, syncfs_supported
-from mailplane.delivery.store import DeliveryPlan, InboxWrite, persist_batch
+from mailplane.delivery.jobs import PendingJob
+from mailplane.delivery.plan import DeliveryPlan, InboxWrite
+from mailplane.delivery.store import persist_batch
 from mailplane.delivery.writer import DeliveryWriter
-from mailplane.mailbox_paths import mailbox_dir
-from mailplane.outbound.queue import PendingJob
-from mailplane.outbound.recent_replies import RecentReplies
-from mailplane.outbound.staging import auto_reply_job
-from mailplane.settings import Settings
+from mailplane.filters.auto_reply import ReplyClaim
+from mailplane.mailstore.durability import Syncfs, syncfs_supported
+from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.models import OutboundJob
 
@@ -132,10 +131,10 @@ def test_a_plan_whose_rows_fail_fails_alone_and_leaves_nothing(
     factory = make_session_factory(engine)
     bad = _plan("bad@e06.example.net", forward_to="x@f.test")
 
-    def broken_claim(session: object) -> bool:
+    def broken_row(session: object, *, now: datetime) -> dict[str, object]:
         raise RuntimeError("the database refused this row")
 
-    bad.outbound[0].claim = broken_claim
+    bad.outbound[0].claimed_row = broken_row  # type: ignore[method-assign]
     plans = [
         (_plan("ok1@e06.example.net", forward_to="x@f.test", job_id="j1"), NOW),
         (bad, NOW),
@@ -297,13 +296,13 @@ def test_two_plans_of_one_batch_replying_to_one_sender_queue_one_reply(
     sees the first and loses, and its spool file is removed (SPEC §6)."""
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
-    recent = RecentReplies()
     plans = []
     for _ in range(2):
         plan = _plan("away@e06.example.net")
-        plan.outbound.append(auto_reply_job(
-            settings=settings, address="away@e06.example.net", sender="bob@sender.test",
-            original_headers=Message(), body="不在です", now=NOW, recent=recent))
+        plan.outbound.append(PendingJob(
+            kind="auto_reply", mail_from="", recipients=["bob@sender.test"],
+            message=b"Subject: Re:\r\n\r\n\xe4\xb8\x8d\xe5\x9c\xa8\r\n",
+            reply_claim=ReplyClaim("away@e06.example.net", "bob@sender.test", NOW)))
         plans.append((plan, NOW))
     assert persist_batch(settings, factory, plans, syncfs=syncfs) == [1, 0]
     with factory() as session:

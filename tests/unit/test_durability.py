@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.delivery import durability
-from mailplane.delivery.durability import filesystem_type, syncfs_supported, use_syncfs
+from mailplane.mailstore import durability
+from mailplane.mailstore.durability import filesystem_type, syncfs_supported, use_syncfs
 
 
 def test_fsync_is_always_honoured() -> None:

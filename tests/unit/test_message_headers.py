@@ -10,7 +10,7 @@ from email.parser import BytesHeaderParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailplane.message import decode_header_text, header_block
+from mailplane.mail.message import decode_header_text, header_block
 
 _WHOLE = BytesHeaderParser(policy=email.policy.compat32)
 

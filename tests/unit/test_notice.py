@@ -9,8 +9,8 @@ from email import message_from_bytes
 
 import pytest
 
-from mailplane.delivery.notice import build_notice
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
+from mailplane.notices.render import build_notice
 
 NOW = datetime(2026, 11, 23, 5, 6, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.settings import ConfigError, load_settings
+from mailplane.config.settings import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailplane.subdomains import PatternError, expand, ordered_for
+from mailplane.rules.subdomains import PatternError, expand, ordered_for
 
 
 def test_default_pattern_has_260_values() -> None:

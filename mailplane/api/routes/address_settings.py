@@ -9,8 +9,6 @@ deduplicated — so the portal shows exactly what the MX will apply.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter
 
 from mailplane.api.changes import record_change
@@ -39,25 +37,25 @@ from mailplane.api.schemas.settings import (
     VirusCheck,
 )
 from mailplane.api.views import overseas_summary
-from mailplane.change_notices import stage_change_notice
 from mailplane.clock import as_utc
-from mailplane.list_rules import (
+from mailplane.config.settings import Settings
+from mailplane.filters.auto_reply import clean_settings
+from mailplane.filters.forwarding import clean_destinations
+from mailplane.filters.list_entries import (
     ListEntryError,
     ListSizeError,
     clean_address_list,
-    clean_mailbox_list,
     clean_subject_list,
 )
-from mailplane.mail_address import email_rule_violation
-from mailplane.settings import Settings
+from mailplane.filters.overseas_window import expiry_after, window_open
+from mailplane.notices.change import stage_change_notice
+from mailplane.rules import RuleViolation
 from mailplane.storage import settings_repo
 from mailplane.storage.models import Address
 from mailplane.storage.settings_repo import ALLOW_ADDRESS, DENY_ADDRESS, DENY_SUBJECT
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses/{address}", tags=["settings"])
 
-MAX_FORWARD_DESTINATIONS = 3  # SPEC §5, L4400
-AUTO_REPLY_MAX_MESSAGE = 2000  # the manual sets none; a reply is a short note, not a letter
 
 
 def _save(
@@ -169,7 +167,7 @@ def put_deny_list(
     settings: SettingsDep,
     clock: ClockDep,
 ) -> DenyList:
-    """Replace the whole deny list; entry rules and normalisation: :mod:`mailplane.list_rules`."""
+    """Replace the whole deny list; entry rules: :mod:`mailplane.filters.list_entries`."""
     addresses = _clean_addresses("addresses", body.addresses, settings)
     try:
         subjects = clean_subject_list(body.subjects,
@@ -213,37 +211,6 @@ def put_allow_list(
 # --- forwarding (SPEC §5, L4396-4523) ---------------------------------------------------
 
 
-def _normalise_destination(raw: str) -> str:
-    """Surrounding spaces removed and the domain lower-cased; the local part is kept as
-    typed (RFC 5321 §2.4) but compared case-insensitively below."""
-    local, at, domain = raw.strip().rpartition("@")
-    return f"{local}{at}{domain.lower()}" if at else raw.strip()
-
-
-def _clean_destinations(raw: list[str], own_address: str) -> list[str]:
-    if len(raw) > MAX_FORWARD_DESTINATIONS:
-        raise invalid("destinations",
-                      f"at most {MAX_FORWARD_DESTINATIONS} forwarding destinations")
-    cleaned: list[str] = []
-    seen: set[str] = set()
-    for index, item in enumerate(raw):
-        destination = _normalise_destination(item)
-        if not destination:
-            continue  # a blank field of the form: fewer destinations, or forwarding OFF
-        field = f"destinations[{index}]"
-        problem = email_rule_violation(destination)
-        if problem:
-            raise invalid(field, problem)
-        folded = destination.lower()
-        if folded == own_address.lower():
-            raise invalid(field, "cannot forward to the address itself")
-        if folded in seen:
-            raise invalid(field, f"{destination} is entered twice")
-        seen.add(folded)
-        cleaned.append(destination)
-    return cleaned
-
-
 def _forwarding_of(session: SessionDep, row: Address) -> Forwarding:
     destinations = settings_repo.forward_destinations(session, address_id=row.id)
     return Forwarding(enabled=bool(destinations), destinations=destinations,
@@ -263,7 +230,10 @@ def put_forwarding(
     """Up to 3 destinations, none of them the address itself or repeated (L4409); all
     blank = forwarding OFF.  A mailbox key may change its own forwarding (004).  The
     contract's contact address is told (SPEC §9): forwarding redirects someone's mail."""
-    destinations = _clean_destinations(body.destinations, scope.address.address)
+    try:
+        destinations = clean_destinations(body.destinations, scope.address.address)
+    except RuleViolation as exc:
+        raise invalid(exc.field or "destinations", str(exc)) from None
     settings_repo.replace_forwarding(session, address=scope.address,
                                      destinations=destinations, keep_copy=body.keep_copy)
     stage_change_notice(session, settings=settings, contract=scope.contract,
@@ -278,15 +248,6 @@ def put_forwarding(
 
 
 # --- auto-reply (SPEC §6, L4525-4637) ---------------------------------------------------
-
-
-def _clean_message(field: str, text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if len(text) > AUTO_REPLY_MAX_MESSAGE:
-        raise invalid(field, f"must be at most {AUTO_REPLY_MAX_MESSAGE} characters")
-    if any(ch not in "\n\t" and (ord(ch) < 32 or ord(ch) == 127) for ch in text):
-        raise invalid(field, "cannot contain control characters")
-    return text if text.strip() else ""
 
 
 def _auto_reply_of(session: SessionDep, row: Address) -> AutoReplySettings:
@@ -319,18 +280,14 @@ def put_auto_reply(
     as a draft.  An empty default message means "no reply to others" (SPEC §6).
     """
     try:
-        senders = clean_mailbox_list(body.special_senders,
-                                     max_entries=settings.addresses.max_list_entries,
-                                     max_length=settings.addresses.max_entry_length)
-    except (ListEntryError, ListSizeError) as exc:
-        raise _list_field("special_senders", exc) from None
-    special = _clean_message("special_message", body.special_message)
-    default = _clean_message("default_message", body.default_message)
-    if body.enabled:
-        if senders and not special:
-            raise invalid("special_message", "enter the reply for the special senders")
-        if not special and not default:
-            raise invalid("default_message", "enter a reply message to turn auto-reply on")
+        clean = clean_settings(
+            enabled=body.enabled, special_senders=body.special_senders,
+            special_message=body.special_message, default_message=body.default_message,
+            max_entries=settings.addresses.max_list_entries,
+            max_length=settings.addresses.max_entry_length)
+    except RuleViolation as exc:
+        raise invalid(exc.field or "auto_reply", str(exc)) from None
+    senders, special, default = clean.special_senders, clean.special_message, clean.default_message
     settings_repo.set_auto_reply(session, address_id=scope.address.id, enabled=body.enabled,
                                  special_senders=senders, special_message=special,
                                  default_message=default)
@@ -368,10 +325,10 @@ def put_overseas(
     """
     now = clock.now()
     row = scope.address
-    current = overseas_summary(row.overseas_expires_at, now, settings.tz)
-    if body.enabled and current.enabled:
-        return current
-    expires_at = now + timedelta(days=settings.overseas.window_days) if body.enabled else None
+    if body.enabled and window_open(row.overseas_expires_at, now):
+        return overseas_summary(row.overseas_expires_at, now, settings.tz)  # week kept
+    expires_at = expiry_after(body.enabled, expires_at=row.overseas_expires_at, now=now,
+                              window_days=settings.overseas.window_days)
     settings_repo.set_overseas_expiry(session, address=row, expires_at=expires_at)
     _save(session, scope, clock, "settings.overseas",
           {"enabled": body.enabled,

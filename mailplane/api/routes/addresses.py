@@ -26,7 +26,6 @@ from mailplane.api.deps import (
     visible_contract,
 )
 from mailplane.api.errors import ApiError, invalid
-from mailplane.api.principal import Principal
 from mailplane.api.schemas.addresses import (
     AddressCreate,
     AddressCreated,
@@ -37,15 +36,16 @@ from mailplane.api.schemas.addresses import (
     PasswordReissued,
 )
 from mailplane.api.views import address_row, issued_password, local_date, quota
-from mailplane.change_notices import stage_change_notice
+from mailplane.auth.api_keys import Principal
+from mailplane.auth.passwords import generate_password
 from mailplane.clock import Clock
-from mailplane.mailbox_paths import mailbox_dir, remove_tree
-from mailplane.passwords import generate_password
-from mailplane.settings import Settings
+from mailplane.config.settings import Settings
+from mailplane.mailstore.paths import mailbox_dir, remove_tree
+from mailplane.notices.change import stage_change_notice
+from mailplane.rules.subdomains import expand
 from mailplane.storage import addresses_repo, contracts_repo, idempotency_repo
 from mailplane.storage.addresses_repo import AddressSummary
 from mailplane.storage.models import Contract
-from mailplane.subdomains import expand
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
 

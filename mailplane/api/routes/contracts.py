@@ -21,9 +21,9 @@ from mailplane.api.errors import ApiError, invalid
 from mailplane.api.schemas.addresses import SubdomainCandidate, SubdomainCandidates
 from mailplane.api.schemas.contracts import ContractCreate, ContractOut, ContractUpdate
 from mailplane.api.views import contract_out
-from mailplane.mail_address import local_part_violation
+from mailplane.mail.address import local_part_violation
+from mailplane.rules.subdomains import ordered_for
 from mailplane.storage import addresses_repo, contracts_repo
-from mailplane.subdomains import ordered_for
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
 

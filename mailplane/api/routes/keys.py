@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from mailplane.api.deps import ClockDep, HashingDep, OperatorDep, PrincipalDep, SessionDep
 from mailplane.api.errors import ApiError, invalid
 from mailplane.api.schemas.keys import ApiKeyCreate, ApiKeyCreated
-from mailplane.api_keys import issue_api_key
-from mailplane.storage import contracts_repo
-from mailplane.storage.models import Address
+from mailplane.auth.api_keys import issue_api_key
+from mailplane.storage import addresses_repo, contracts_repo
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
@@ -34,11 +32,8 @@ def create_api_key(
             raise ApiError(422, "invalid", "contract: no such contract", "contract")
         contract_id = contract.id
         if body.address:
-            address_id = session.scalar(
-                select(Address.id).where(
-                    Address.contract_id == contract.id, Address.address == body.address.lower()
-                )
-            )
+            address_id = addresses_repo.id_in_contract(session, contract_id=contract.id,
+                                                       address=body.address)
             if address_id is None:
                 raise ApiError(422, "invalid", "address: not an address of this contract",
                                "address")
@@ -81,9 +76,10 @@ def whoami(principal: PrincipalDep, session: SessionDep) -> Me:
         contracts_repo.get_by_id(session, contract_id=principal.contract_id)
         if principal.contract_id is not None else None
     )
-    address = session.get(Address, principal.address_id) if principal.address_id else None
+    address = (addresses_repo.address_of(session, address_id=principal.address_id)
+               if principal.address_id else None)
     return Me(
         role=principal.role,
         contract=contract.customer_number if contract else None,
-        address=address.address if address else None,
+        address=address,
     )

@@ -26,8 +26,8 @@ from mailplane.api.schemas.quarantine import (
     QuarantineItemOut,
     QuarantineList,
 )
+from mailplane.config.settings import Settings
 from mailplane.delivery import quarantine
-from mailplane.settings import Settings
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses/{address}/quarantine",
                    tags=["quarantine"])

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from mailplane.api.schemas.common import StrictModel
-from mailplane.mail_address import email_rule_violation
+from mailplane.mail.address import email_rule_violation
 
 CUSTOMER_NUMBER_PATTERN = r"^[A-Za-z0-9-]{1,32}$"
 

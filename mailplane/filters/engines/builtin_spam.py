@@ -24,9 +24,9 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from mailplane.config.settings import SpamSettings
 from mailplane.filters.engines.base import SpamScanResult
-from mailplane.message import decode_header_text, parse_headers
-from mailplane.settings import SpamSettings
+from mailplane.mail.message import decode_header_text, parse_headers
 
 log = logging.getLogger(__name__)
 

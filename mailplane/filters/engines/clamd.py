@@ -14,8 +14,8 @@ import asyncio
 import socket
 import struct
 
+from mailplane.config.settings import VirusSettings
 from mailplane.filters.engines.base import ScannerUnavailable, VirusScanResult
-from mailplane.settings import VirusSettings
 
 CHUNK_SIZE = 64 * 1024
 _MAX_REPLY = 64 * 1024

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from mailplane.config.settings import ConfigError, VirusSettings
 from mailplane.filters.engines.base import ScannerUnavailable, VirusScanResult
-from mailplane.settings import ConfigError, VirusSettings
 
 EXIT_CLEAN = 0
 EXIT_INFECTED = 1

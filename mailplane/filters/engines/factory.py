@@ -5,6 +5,7 @@ Services call these once at start-up and ``aclose()`` the engines on shutdown.
 
 from __future__ import annotations
 
+from mailplane.config.settings import SpamSettings, VirusSettings
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine
 from mailplane.filters.engines.builtin_virus import BuiltinVirusEngine
@@ -12,7 +13,6 @@ from mailplane.filters.engines.clamd import ClamdEngine
 from mailplane.filters.engines.command import CommandEngine
 from mailplane.filters.engines.rspamd import RspamdEngine
 from mailplane.filters.engines.spamd import SpamdEngine
-from mailplane.settings import SpamSettings, VirusSettings
 
 
 def build_virus_engine(settings: VirusSettings) -> VirusEngine:

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
+from mailplane.config.settings import SpamSettings
 from mailplane.filters.engines.base import ScannerUnavailable, SpamScanResult
-from mailplane.settings import SpamSettings
 
 
 class RspamdEngine:

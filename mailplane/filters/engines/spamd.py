@@ -14,8 +14,8 @@ from email.message import Message
 
 import aiospamc
 
+from mailplane.config.settings import SpamSettings
 from mailplane.filters.engines.base import ScannerUnavailable, SpamScanResult
-from mailplane.settings import SpamSettings
 
 DEFAULT_MAX_SIZE = 500 * 1024
 

@@ -1,0 +1,112 @@
+"""POP passwords and API key secrets: rules, generation, argon2id hashing (SPEC §1, §10).
+
+Hashing and verification are deliberately slow; callers on an event loop run them in a
+thread (``asyncio.to_thread``) — DESIGN "No blocking work on the event loop".
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from mailplane.config.settings import SecuritySettings
+
+#: SPEC §1 (L3939-3958): 5-32 characters of A-Z a-z 0-9 % + . / : = ^ _ -  (no @).
+POP_PASSWORD_CHARS = r"A-Za-z0-9%+./:=^_\-"
+POP_PASSWORD_RE = re.compile(rf"[{POP_PASSWORD_CHARS}]{{5,32}}")
+
+#: Reissued passwords avoid characters a person confuses when reading them off paper
+#: (0/O/o, 1/l/I, and the case-confusable letters the manual lists at L1940:
+#: C/c J/j K/k O/o P/p S/s U/u V/v W/w X/x Y/y Z/z).
+_CONFUSABLE = set("0Oo1lIi" "CcJjKkOoPpSsUuVvWwXxYyZz")
+REISSUE_ALPHABET = "".join(
+    ch for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz23456789"
+    if ch not in _CONFUSABLE
+)
+
+#: Katakana reading aid for reissued passwords (SPEC §1: `SdF` → エス ディー エフ).
+KATAKANA_READING: dict[str, str] = {
+    "a": "エー", "b": "ビー", "c": "シー", "d": "ディー", "e": "イー", "f": "エフ",
+    "g": "ジー", "h": "エイチ", "i": "アイ", "j": "ジェー", "k": "ケー", "l": "エル",
+    "m": "エム", "n": "エヌ", "o": "オー", "p": "ピー", "q": "キュー", "r": "アール",
+    "s": "エス", "t": "ティー", "u": "ユー", "v": "ブイ", "w": "ダブリュー", "x": "エックス",
+    "y": "ワイ", "z": "ゼット",
+    "0": "ゼロ", "1": "イチ", "2": "ニ", "3": "サン", "4": "ヨン", "5": "ゴ",
+    "6": "ロク", "7": "ナナ", "8": "ハチ", "9": "キュウ",
+    "%": "パーセント", "+": "プラス", ".": "ドット", "/": "スラッシュ", ":": "コロン",
+    "=": "イコール", "^": "キャレット", "_": "アンダーバー", "-": "ハイフン",
+}
+
+
+def password_rule_violation(password: str) -> str | None:
+    """The manual's wording of the first POP password rule broken, or None."""
+    if not 5 <= len(password) <= 32:
+        return "must be 5-32 characters"
+    if "@" in password:
+        return "cannot contain @"
+    if not POP_PASSWORD_RE.fullmatch(password):
+        return "may contain only A-Z a-z 0-9 and % + . / : = ^ _ -"
+    return None
+
+
+def generate_password(length: int = 10) -> str:
+    """Random password of unambiguous characters with at least one upper, lower and digit."""
+    while True:
+        candidate = "".join(secrets.choice(REISSUE_ALPHABET) for _ in range(length))
+        if (
+            any(c.isupper() for c in candidate)
+            and any(c.islower() for c in candidate)
+            and any(c.isdigit() for c in candidate)
+        ):
+            return candidate
+
+
+def reading_of(password: str) -> list[dict[str, object]]:
+    """One entry per character: the character, its katakana, and whether it is upper case."""
+    return [
+        {
+            "char": ch,
+            "reading": KATAKANA_READING.get(ch.lower(), ch),
+            "upper": ch.isupper(),
+        }
+        for ch in password
+    ]
+
+
+def reading_text(password: str) -> str:
+    """Printable reading; upper-case letters are marked 大 (the portal underlines them, L4030)."""
+    parts = []
+    for ch in password:
+        reading = KATAKANA_READING.get(ch.lower(), ch)
+        parts.append(f"大{reading}" if ch.isupper() else reading)
+    return " ".join(parts)
+
+
+class PasswordHashing:
+    """argon2id with configured cost; one instance per process."""
+
+    def __init__(self, security: SecuritySettings) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=security.argon2_time_cost,
+            memory_cost=security.argon2_memory_kib,
+            parallelism=security.argon2_parallelism,
+        )
+
+    def hash(self, secret: str) -> str:
+        return self._hasher.hash(secret)
+
+    def verify(self, hashed: str, secret: str) -> bool:
+        try:
+            return self._hasher.verify(hashed, secret)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, hashed: str) -> bool:
+        return self._hasher.check_needs_rehash(hashed)
+
+
+def new_secret_token(nbytes: int = 24) -> str:
+    return secrets.token_urlsafe(nbytes)

@@ -1,0 +1,424 @@
+"""One typed settings object for every service.
+
+Sources, later wins: defaults here → ``config/mailplane.toml`` (or the file named by
+``MAILPLANE_CONFIG``) → ``MAILPLANE_*`` environment variables (nested keys joined by
+``__``, e.g. ``MAILPLANE_MX__PORT=2526``; the top-level ``MAILPLANE_DATABASE_URL`` too).
+Secrets may also come from a file: ``MAILPLANE_SRS__SECRET_FILE=/run/secrets/srs``.
+
+Invalid values stop start-up with :class:`ConfigError`, whose message names the key
+(non-negotiable "Config is data").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_PATH = Path("config/mailplane.toml")
+#: Texts mailplane writes to people (SPEC §9), shipped inside the package so an installed
+#: wheel works from any directory.  An operator who wants other wording copies them to a
+#: directory of their own and points ``templates_dir`` at it.
+PACKAGED_TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: Verified API keys are cached (by SHA-256 of the key, never the key) so argon2
+    #: runs once per key and not on every request.
+    key_cache_seconds: int = Field(default=300, ge=0)
+
+
+class MxSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, le=65535)
+    hostname: str = "mx.mailplane.test"
+    #: RFC 5321 §4.5.3.1.7: the server states its limit; larger mail gets 552.
+    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(default=100, ge=1)
+    #: Seconds between polls of the policy revision (DESIGN "Keeping the SMTP path fast").
+    policy_refresh_seconds: float = Field(default=2.0, gt=0)
+    workers: int = Field(default=1, ge=1, le=64)
+    #: How accepted mail is made durable before the 250 (SPEC §8): "fsync" every file and
+    #: directory, "syncfs" once per filesystem per batch (Linux >= 5.8), or "auto" (syncfs
+    #: where supported).  See mailplane/mailstore/durability.py and docs/operations.md.
+    durability: Literal["auto", "syncfs", "fsync"] = "auto"
+
+
+class SubmissionSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    starttls_port: int = Field(default=2587, ge=0, le=65535)
+    tls_port: int = Field(default=2465, ge=0, le=65535)
+    #: Development only: allow AUTH without TLS from loopback peers.
+    allow_plain_auth_on_loopback: bool = False
+
+
+class Pop3Settings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=2110, ge=0, le=65535)
+    tls_port: int = Field(default=2995, ge=0, le=65535)
+    #: Development only: allow USER/PASS without TLS from loopback peers.
+    allow_plain_auth_on_loopback: bool = False
+    #: RFC 1939 §3: an autologout timer of at least 10 minutes.
+    idle_timeout_seconds: float = Field(default=600.0, ge=600)
+
+
+class TlsSettings(_Section):
+    cert_file: str = ""
+    key_file: str = ""
+
+
+class AddressSettings(_Section):
+    """SPEC §1 rules that an ISP may tune."""
+
+    subdomain_pattern: str = "[a-z]0[0-9]"
+    included_per_contract: int = Field(default=5, ge=0)
+    extra_monthly_charge_yen: int = Field(default=330, ge=0)
+    deleted_cooloff_days: int = Field(default=180, ge=0)
+    default_quota_bytes: int = Field(default=1024**3, ge=1024)
+    max_quota_bytes: int = Field(default=10 * 1024**3, ge=1024)
+    max_list_entries: int = Field(default=200, ge=1)
+    max_entry_length: int = Field(default=255, ge=1)
+    reissue_password_length: int = Field(default=10, ge=10, le=32)
+
+    @field_validator("subdomain_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+
+class VirusSettings(_Section):
+    """SPEC §3: the scanner is a hook; a scanner that is down never silently passes mail."""
+
+    engine: Literal["builtin", "clamd", "command"] = "builtin"
+    clamd_socket: str = ""
+    clamd_host: str = "127.0.0.1"
+    clamd_port: int = Field(default=3310, ge=0, le=65535)
+    command: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    on_error: Literal["tempfail", "accept"] = "tempfail"
+
+
+class SpamSettings(_Section):
+    """SPEC §4: the verdict is a hook with a per-engine threshold."""
+
+    engine: Literal["builtin", "spamd", "rspamd"] = "builtin"
+    threshold: float = 5.0
+    spamd_host: str = "127.0.0.1"
+    spamd_port: int = Field(default=783, ge=0, le=65535)
+    rspamd_url: str = "http://127.0.0.1:11333"
+    dnsbl_zones: list[str] = Field(default_factory=list)
+    dns_timeout_seconds: float = Field(default=2.0, gt=0)
+    timeout_seconds: float = Field(default=15.0, gt=0)
+    on_error: Literal["tempfail", "accept"] = "accept"
+
+
+class RetentionSettings(_Section):
+    quarantine_days: int = Field(default=7, ge=1)
+    inbox_days: int = Field(default=28, ge=1)
+    #: Rows of sent or failed outbound jobs (no message bytes) kept for support questions.
+    outbound_history_days: int = Field(default=30, ge=1)
+    purge_interval_seconds: int = Field(default=3600, ge=1)
+    notify_interval_seconds: int = Field(default=3600, ge=1)
+
+
+class OverseasSettings(_Section):
+    """SPEC §7: submission from outside the home countries needs the window ON."""
+
+    home_countries: list[str] = Field(default_factory=lambda: ["JP"])
+    trusted_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"]
+    )
+    window_days: int = Field(default=7, ge=1)
+    mmdb_path: str = ""
+    unknown_country: Literal["allow", "deny"] = "allow"
+    #: CIDR → ISO country code, checked before the database: VPN/CGNAT ranges the data
+    #: places abroad, or a lab network made to look foreign in tests.
+    country_overrides: dict[str, str] = Field(default_factory=dict)
+
+
+class OutboundSettings(_Section):
+    smarthost: str = ""
+    smarthost_port: int = Field(default=25, ge=0, le=65535)
+    smarthost_username: str = ""
+    smarthost_password: SecretStr = SecretStr("")
+    lifetime_hours: float = Field(default=120.0, gt=0)
+    max_backoff_seconds: int = Field(default=3600, ge=1)
+    connect_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_hops: int = Field(default=25, ge=1)
+    #: SPEC §6 "mail not addressed to the address in To/Cc (optional)": no reply to Bcc.
+    auto_reply_require_recipient_header: bool = True
+    #: RFC 3834 §3.3: the null reverse-path by default; "address" sends from the address.
+    auto_reply_envelope_sender: Literal["null", "address"] = "null"
+    #: Where the worker resolves MX/A/AAAA: "" = the system resolver, else "host" or
+    #: "host:port" of one nameserver (a split-horizon resolver, or a test's DNS stub).
+    dns_nameserver: str = ""
+    #: The port remote MX hosts are contacted on: 25 in production (RFC 5321 §4.5.4.2);
+    #: another value only to point a node's worker at a capture server in tests.
+    mx_port: int = Field(default=25, ge=1, le=65535)
+    #: Seconds between queue polls when nothing woke the worker (jobs staged by another
+    #: node's MX or API are only seen by polling).
+    poll_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("dns_nameserver")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_host_port(value, default_port=53)
+        return value
+
+    def nameserver(self) -> tuple[str, int] | None:
+        """``dns_nameserver`` as ``(host, port)``, or None for the system resolver."""
+        if not self.dns_nameserver:
+            return None
+        return parse_host_port(self.dns_nameserver, default_port=53)
+
+
+def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
+    """``"127.0.0.1"``, ``"127.0.0.1:5353"`` or ``"[::1]:5353"`` → ``(host, port)``."""
+    host, port_text = value, ""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    if not host:
+        raise ValueError(f"{value!r} is not host or host:port")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return host, int(port_text)
+
+
+class SrsSettings(_Section):
+    secret: SecretStr = SecretStr("")
+    domain: str = ""
+    max_age_days: int = Field(default=21, ge=1)
+
+
+class SecuritySettings(_Section):
+    """argon2id parameters (non-negotiable 6); tests may lower the cost."""
+
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lock_seconds: int = Field(default=900, ge=1)
+    #: Growing delay after each failed login (doubles per failure, capped).
+    login_base_delay_seconds: float = Field(default=0.5, ge=0)
+    login_max_delay_seconds: float = Field(default=5.0, ge=0)
+
+
+class Settings(BaseSettings):
+    """Effective configuration.  Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILPLANE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    database_url: str = "sqlite:///var/mailplane.db"
+    database_pool_size: int = Field(default=5, ge=1)
+    state_dir: Path = Path("var")
+    base_domains: list[str] = Field(default_factory=lambda: ["example.net"], min_length=1)
+    timezone: str = "Asia/Tokyo"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    templates_dir: Path = PACKAGED_TEMPLATES_DIR
+
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    mx: MxSettings = Field(default_factory=MxSettings)
+    submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
+    pop3: Pop3Settings = Field(default_factory=Pop3Settings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    addresses: AddressSettings = Field(default_factory=AddressSettings)
+    virus: VirusSettings = Field(default_factory=VirusSettings)
+    spam: SpamSettings = Field(default_factory=SpamSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    overseas: OverseasSettings = Field(default_factory=OverseasSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    srs: SrsSettings = Field(default_factory=SrsSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+
+    @field_validator("base_domains")
+    @classmethod
+    def _lower_domains(cls, value: list[str]) -> list[str]:
+        for domain in value:
+            if domain != domain.lower() or "." not in domain or domain.startswith("."):
+                raise ValueError(f"{domain!r} is not a lowercase domain name")
+        return value
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_present(cls, value: Path) -> Path:
+        """A configured directory must exist (config is data: fail at start, not at the
+        first notice)."""
+        if value.is_dir():
+            return value
+        raise ValueError(f"directory {str(value)!r} does not exist")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def maildir_root(self) -> Path:
+        return self.state_dir / "mail"
+
+    @property
+    def quarantine_root(self) -> Path:
+        return self.state_dir / "quarantine"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvWithoutSecretFiles(cls)]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration for ``check-config``: secrets masked."""
+        data = self.model_dump(mode="json")
+        data["database_url"] = _redact_url(self.database_url)
+        return _mask_secrets(data, self)
+
+
+#: SecretStr settings that may instead be read from a file named by ``..._FILE``.
+SECRET_KEYS = (("srs", "secret"), ("outbound", "smarthost_password"))
+
+
+class _EnvWithoutSecretFiles(EnvSettingsSource):
+    """The env source, minus ``MAILPLANE_<SECTION>__<SECRET>_FILE`` (read by load_settings)."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for section, key in SECRET_KEYS:
+            if isinstance(data.get(section), dict):
+                data[section].pop(f"{key}_file", None)
+        return data
+
+
+def _config_path() -> Path | None:
+    explicit = os.environ.get("MAILPLANE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def _redact_url(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def _mask_secrets(data: dict[str, Any], model: BaseModel) -> dict[str, Any]:
+    for name, value in model:
+        if isinstance(value, SecretStr):
+            data[name] = "***" if value.get_secret_value() else ""
+        elif isinstance(value, BaseModel):
+            data[name] = _mask_secrets(data[name], value)
+    return data
+
+
+def _apply_secret_files() -> dict[str, Any]:
+    """``MAILPLANE_SRS__SECRET_FILE=/run/secrets/srs`` reads a secret from a file."""
+    overrides: dict[str, Any] = {}
+    for section, key in SECRET_KEYS:
+        env_name = f"MAILPLANE_{section.upper()}__{key.upper()}_FILE"
+        file_name = os.environ.get(env_name)
+        if not file_name:
+            continue
+        try:
+            secret = Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{env_name}: cannot read {file_name}: {exc.strerror}") from exc
+        overrides.setdefault(section, {})[key] = secret
+    return overrides
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate; raise :class:`ConfigError` naming the first bad key."""
+    path = _config_path()
+    if path is not None and not path.exists():
+        raise ConfigError(f"MAILPLANE_CONFIG: file {path} does not exist")
+    if path is not None:
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    merged = _deep_merge(_apply_secret_files(), overrides)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            problems.append(f"config key '{key}': {error['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    result = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = value
+    return result

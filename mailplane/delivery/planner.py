@@ -1,0 +1,138 @@
+"""The planner: one message and its recipients' policies → a :class:`DeliveryPlan` value.
+
+Pure apart from CPU: for each recipient it runs the pipeline
+(:func:`mailplane.filters.pipeline.decide`) and turns the decision into writes — the inbox
+copy with its trace headers and ``[spam]`` tag, or the quarantine copy, or the virus
+report in place of the message — plus the jobs that go with it: forwards (keep-copy OFF
+drops the inbox copy only when a forward is really queued) and the auto-reply with its
+24 h ledger claim.  :class:`~mailplane.delivery.local.LocalDelivery` persists the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mailplane import metrics
+from mailplane.config.settings import Settings
+from mailplane.delivery.jobs import PendingJob
+from mailplane.delivery.plan import DeliveryPlan, InboxWrite, QuarantineWrite
+from mailplane.filters.auto_reply import RecentReplies, ReplyClaim, build_reply, reply_subject
+from mailplane.filters.base import RecipientDecision, ScanResults
+from mailplane.filters.forwarding import ForwardPlan, plan_forward, return_to_sender
+from mailplane.filters.pipeline import PipelineOptions, decide
+from mailplane.mail.message import MessageContext
+from mailplane.mail.rewrite import delivered_copy
+from mailplane.mail.srs import Srs
+from mailplane.mail.trace import delivery_trace, received
+from mailplane.notices.virus_report import build_virus_report
+from mailplane.policy.model import AddressPolicy
+
+Recipients = Sequence[tuple[str, AddressPolicy]]
+
+
+def _job(kind: str, forward: ForwardPlan) -> PendingJob:
+    return PendingJob(kind=kind, mail_from=forward.mail_from, recipients=forward.recipients,
+                      message=forward.message)
+
+
+class DeliveryPlanner:
+    def __init__(self, settings: Settings, srs: Srs, recent_replies: RecentReplies) -> None:
+        self.settings = settings
+        self.srs = srs
+        self.recent_replies = recent_replies
+        self.options = PipelineOptions(
+            auto_reply_require_recipient_header=(
+                settings.outbound.auto_reply_require_recipient_header))
+
+    def plan(self, ctx: MessageContext, recipients: Recipients, scan: ScanResults, *,
+             protocol: str, listener: str, srs_returns: Sequence[str] = ()) -> DeliveryPlan:
+        plan = DeliveryPlan()
+        for address, policy in recipients:
+            self._plan_recipient(ctx, address, policy, scan, plan, protocol=protocol,
+                                 listener=listener)
+        for srs_recipient in srs_returns:
+            # A bounce to one of our SRS addresses goes on to the original sender (SPEC §5).
+            plan.outbound.append(_job("srs_return", return_to_sender(
+                self.srs, srs_recipient=srs_recipient,
+                envelope_sender=ctx.envelope_sender, raw=ctx.raw)))
+        return plan
+
+    def received(self, ctx: MessageContext, recipient: str, protocol: str) -> str:
+        """This hop's ``Received`` value for ``recipient`` (RFC 5321 §4.4)."""
+        return received(helo=ctx.helo, peer_ip=ctx.peer_ip, hostname=self.settings.mx.hostname,
+                        protocol=protocol, queue_id=ctx.queue_id, recipient=recipient,
+                        at=ctx.received_at, tz=self.settings.tz)
+
+    def _plan_recipient(self, ctx: MessageContext, address: str, policy: AddressPolicy,
+                        scan: ScanResults, plan: DeliveryPlan, *, protocol: str,
+                        listener: str) -> None:
+        decision = decide(ctx, policy, scan, options=self.options)
+        for hit in decision.hits:
+            metrics.FILTER_HITS.labels(listener, hit).inc()
+        received_value = self.received(ctx, address, protocol)
+        if decision.virus_report:
+            # SPEC §3: the infected content is not delivered; the administrator's report
+            # with the neutralised original takes its place, and is forwarded like mail.
+            metrics.RECIPIENT_DECISIONS.labels(listener, "virus_report").inc()
+            signature = scan.virus.signature if scan.virus else ""
+            report = build_virus_report(
+                self.settings, ctx=ctx, recipient=address, signature=signature,
+                infected_parts=scan.infected_parts, now=ctx.received_at)
+            trace = delivery_trace(return_path="", recipient=address,
+                                   verdict=decision.trace(), received_value=received_value)
+            self._deliver_and_forward(ctx, address, decision, plan, received_value,
+                                      inbox_copy=delivered_copy(report, trace=trace),
+                                      forward_source=report)
+            return
+        metrics.RECIPIENT_DECISIONS.labels(listener, decision.disposition).inc()
+        trace = delivery_trace(return_path=ctx.envelope_sender, recipient=address,
+                               verdict=decision.trace(), received_value=received_value)
+        data = delivered_copy(ctx.raw, trace=trace, tag_subject=decision.tag_subject)
+        if decision.disposition == "quarantine":
+            plan.quarantine.append(QuarantineWrite(
+                address=address, data=data, sender=ctx.envelope_sender,
+                header_from=", ".join(ctx.header_from_addresses),
+                subject=ctx.subject or "", reason=decision.quarantine_reason or "spam"))
+            return
+        self._deliver_and_forward(ctx, address, decision, plan, received_value,
+                                  inbox_copy=data, forward_source=ctx.raw)
+
+    def _deliver_and_forward(self, ctx: MessageContext, address: str,
+                             decision: RecipientDecision, plan: DeliveryPlan,
+                             received_value: str, *, inbox_copy: bytes,
+                             forward_source: bytes) -> None:
+        """The inbox copy, forwards (SPEC §5) and the auto-reply (SPEC §6) of inbox mail.
+
+        The forwarded copy is the message as received — no ``[spam]`` rewrite, so DKIM
+        survives.  Keep-copy OFF drops the inbox copy only when a forward is really queued
+        (a loop keeps it, never loses it)."""
+        forward = None
+        if decision.forward_to:
+            forward = plan_forward(
+                raw=forward_source, headers=ctx.headers, address=address,
+                destinations=decision.forward_to, envelope_sender=ctx.envelope_sender,
+                received=received_value, srs=self.srs,
+                max_hops=self.settings.outbound.max_hops)
+        if forward is not None:
+            plan.outbound.append(_job("forward", forward))
+        if forward is None or decision.keep_copy:
+            plan.inbox.append(InboxWrite(address, inbox_copy))
+        if decision.auto_reply_body is not None:
+            self._auto_reply(ctx, address, decision.auto_reply_body, plan)
+
+    def _auto_reply(self, ctx: MessageContext, address: str, body: str,
+                    plan: DeliveryPlan) -> None:
+        """The reply, queued only if its ledger claim wins in the delivery transaction;
+        a sender this process knows was answered within 24 h is skipped here."""
+        sender = ctx.envelope_sender
+        if self.recent_replies.replied_recently(address, sender, ctx.received_at):
+            return
+        reply = build_reply(
+            address=address, sender=sender, original_headers=ctx.headers, body=body,
+            hostname=self.settings.mx.hostname, now=ctx.received_at, tz=self.settings.tz,
+            subject=reply_subject(ctx.subject))  # decoded from the raw line: 8-bit survives
+        from_address = self.settings.outbound.auto_reply_envelope_sender == "address"
+        plan.outbound.append(PendingJob(
+            kind="auto_reply", mail_from=address if from_address else "",
+            recipients=[sender], message=reply,
+            reply_claim=ReplyClaim(address, sender, ctx.received_at)))

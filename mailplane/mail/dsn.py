@@ -1,0 +1,125 @@
+"""Delivery Status Notifications (RFC 3464) for permanently failed recipients (issue 4).
+
+The DSN is ``multipart/report; report-type=delivery-status`` (RFC 6522) with three parts:
+a human-readable explanation (Japanese first, English beside it, UTF-8), the
+``message/delivery-status`` fields (one per-message block, one block per failed recipient),
+and the original header section as ``text/rfc822-headers`` (headers only: a bounce never
+carries the whole message back).  It is sent with the null envelope sender and is only ever
+built for a job whose sender is not null (RFC 3464 §2, RFC 5321 §4.5.5: no bounce of a
+bounce) — the worker enforces that.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from email.header import Header
+from email.utils import format_datetime, make_msgid
+
+from mailplane.mail.rewrite import split_message
+
+DSN_SENDER_LOCAL = "MAILER-DAEMON"
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRecipient:
+    recipient: str
+    status: str  # RFC 3463 enhanced code, class 5 (Action: failed)
+    diagnostic: str  # the remote reply or our reason, one line
+    remote_mta: str = ""  # host name that answered, if any
+
+
+def _field_text(text: str, limit: int = 900) -> str:
+    """One ASCII line: DSN fields are US-ASCII (RFC 3464 §2.1.1) and must not fold oddly."""
+    flat = re.sub(r"[\r\n\t]+", " ", text).strip()
+    return flat.encode("ascii", "replace").decode("ascii")[:limit]
+
+
+def _human_text(sender: str, failures: list[FailedRecipient], reporting_mta: str) -> str:
+    lines = [
+        "このメールは自動送信されています。",
+        "お送りいただいたメールは、次の宛先に配信できませんでした。",
+        "",
+        "This is an automatically generated message.",
+        "Your message could not be delivered to the following recipients.",
+        "",
+    ]
+    for failure in failures:
+        lines.append(f"  <{failure.recipient}>: {_field_text(failure.diagnostic, 300)}")
+    lines += ["", f"Reporting-MTA: {reporting_mta}", f"Original sender: <{sender}>", ""]
+    return "\r\n".join(lines)
+
+
+def original_headers(raw: bytes) -> bytes:
+    fields, _rest = split_message(raw)
+    return b"".join(fields)
+
+
+def build_dsn(
+    *,
+    original: bytes,
+    original_sender: str,
+    failures: list[FailedRecipient],
+    reporting_mta: str,
+    arrival_date: datetime,
+    now: datetime,
+) -> bytes:
+    """Serialise the DSN (CRLF line endings) addressed to ``original_sender``."""
+    if not original_sender:
+        raise ValueError("never build a DSN for the null sender (no bounce of a bounce)")
+    if not failures:
+        raise ValueError("a DSN needs at least one failed recipient")
+    boundary = f"=_mailplane_dsn_{secrets.token_hex(12)}"
+    subject = Header("配信不能のお知らせ / Undelivered Mail Returned to Sender", "utf-8")
+    head = [
+        f"From: Mail Delivery System <{DSN_SENDER_LOCAL}@{reporting_mta}>",
+        f"To: <{original_sender}>",
+        f"Subject: {subject.encode(linesep=chr(13) + chr(10))}",
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: {make_msgid(domain=reporting_mta)}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="{boundary}"',
+    ]
+    human = base64.encodebytes(
+        _human_text(original_sender, failures, reporting_mta).encode("utf-8")
+    ).replace(b"\n", b"\r\n")
+    per_message = [f"Reporting-MTA: dns; {reporting_mta}",
+                   f"Arrival-Date: {format_datetime(arrival_date)}"]
+    blocks = ["\r\n".join(per_message)]
+    for failure in failures:
+        block = [
+            f"Final-Recipient: rfc822; {_field_text(failure.recipient, 320)}",
+            "Action: failed",
+            f"Status: {failure.status}",
+        ]
+        if failure.remote_mta:
+            block.append(f"Remote-MTA: dns; {_field_text(failure.remote_mta, 255)}")
+        block.append(f"Diagnostic-Code: smtp; {_field_text(failure.diagnostic)}")
+        block.append(f"Last-Attempt-Date: {format_datetime(now)}")
+        blocks.append("\r\n".join(block))
+    status_text = ("\r\n\r\n".join(blocks) + "\r\n").encode("ascii")
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    return b"".join(
+        [
+            ("\r\n".join(head) + "\r\n\r\n").encode("ascii"),
+            b"This is a MIME-encapsulated delivery status report.\r\n\r\n",
+            delimiter,
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Transfer-Encoding: base64\r\n\r\n",
+            human,
+            b"\r\n",
+            delimiter,
+            b"Content-Type: message/delivery-status\r\n\r\n",
+            status_text,
+            b"\r\n",
+            delimiter,
+            b"Content-Type: text/rfc822-headers\r\n\r\n",
+            original_headers(original),
+            b"\r\n",
+            f"--{boundary}--\r\n".encode("ascii"),
+        ]
+    )

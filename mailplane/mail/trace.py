@@ -1,0 +1,61 @@
+"""Trace header fields mailplane writes (RFC 5321 §4.4, RFC 3848), built safely from any
+client input: a value a client chose (its HELO name) is reduced to printable ASCII, so a
+CR, LF or NUL can never start a header line of its own in a stored or forwarded copy."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime, tzinfo
+from email.utils import format_datetime
+
+#: Longest client-chosen text copied into a header (a HELO name is a domain: ≤ 255).
+MAX_CLIENT_TEXT = 255
+
+
+def printable(text: str, limit: int = MAX_CLIENT_TEXT) -> str:
+    """Client-supplied text made safe for a header field or a reply: every character
+    outside printable ASCII (controls, CR, LF, NUL, DEL, non-ASCII) becomes ``?``."""
+    return "".join(c if " " < c < "\x7f" else "?" for c in text[:limit])
+
+
+def header_safe(text: str, limit: int = 998) -> str:
+    """Text for a header value: characters that could end or fold a header line (C0/C1
+    controls, DEL, U+2028/U+2029) become ``?``; other Unicode is kept (RFC 6532)."""
+    return "".join("?" if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                   for c in text[:limit])
+
+
+def local_date(moment: datetime, tz: tzinfo) -> str:
+    """An RFC 5322 date in the configured zone (Asia/Tokyo by default)."""
+    return format_datetime(moment.astimezone(tz))
+
+
+def received(*, helo: str | None, peer_ip: str | None, hostname: str, protocol: str,
+             queue_id: str, recipient: str | None, at: datetime, tz: tzinfo,
+             authenticated: str | None = None) -> str:
+    """This hop's ``Received`` value, folded with CRLF + tab.  ``protocol`` is ``SMTP``,
+    ``ESMTP`` or ``ESMTPSA`` (RFC 3848); ``authenticated`` names the login, never a
+    password."""
+    lines = [f"from {printable(helo or 'unknown')} ([{printable(peer_ip or 'unknown')}])"]
+    if authenticated:
+        lines.append(f"(authenticated user {printable(authenticated)})")
+    by = f"by {hostname} (mailplane) with {protocol} id {queue_id}"
+    if recipient:
+        lines.append(by)
+        lines.append(f"for <{header_safe(recipient, 320)}>; {local_date(at, tz)}")
+    else:
+        lines.append(by + ";")
+        lines.append(local_date(at, tz))
+    return "\r\n\t".join(lines)
+
+
+def delivery_trace(*, return_path: str, recipient: str, verdict: str,
+                   received_value: str) -> list[tuple[str, str]]:
+    """The fields on top of a copy stored for ``recipient`` (``mail.rewrite``
+    removes sender-supplied fields of these names first)."""
+    return [
+        ("Return-Path", f"<{header_safe(return_path, 320)}>"),
+        ("Delivered-To", header_safe(recipient, 320)),
+        ("X-Mailplane-Verdict", header_safe(verdict)),
+        ("Received", received_value),
+    ]

@@ -1,0 +1,200 @@
+"""One bootstrap for every process of a node: ``mailplane serve`` (any subset of roles)
+and each extra MX worker process start here.
+
+:func:`run_node` builds what the roles share — the database engine, the policy cache
+(first load waits for the database; then polled, SIGHUP reloads at once), the scanners
+and the one :class:`~mailplane.delivery.local.LocalDelivery` that the MX, submission and
+the outbound worker all deliver through — then starts each role's service, waits for
+``stop`` and closes everything in reverse order.  Every background task is kept and
+awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.auth.credentials import Authenticator
+from mailplane.clock import Clock, SystemClock
+from mailplane.config.settings import Settings
+from mailplane.node.policy_cache import PolicyCache
+from mailplane.storage.db import make_engine, make_session_factory
+
+log = logging.getLogger(__name__)
+
+ALL_ROLES = ("api", "mx", "submission", "pop3", "worker")
+
+Closer = Callable[[], Awaitable[None]]
+
+
+async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Event, *,
+                   extra_worker: bool = False) -> None:
+    """Serve ``roles`` until ``stop`` is set.  ``extra_worker``: an additional MX process
+    sharing the port (``mx.workers``), which leaves periodic jobs to the node's first."""
+    clock = SystemClock()
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
+    session_factory = make_session_factory(engine)
+    policy = PolicyCache(session_factory, base_domains=tuple(settings.base_domains),
+                         refresh_seconds=settings.mx.policy_refresh_seconds, clock=clock)
+    if not await _first_policy_load(policy, stop):
+        engine.dispose()
+        return
+    closers: list[Closer] = []
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(policy.run(), name="policy-cache")]
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, policy.request_reload)
+    try:
+        closers.extend(await _start_services(
+            settings, roles, session_factory=session_factory, policy=policy, clock=clock,
+            tasks=tasks, extra_worker=extra_worker))
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for close in reversed(closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("error while stopping a service")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        engine.dispose()
+
+
+async def _start_services(
+    settings: Settings,
+    roles: tuple[str, ...],
+    *,
+    session_factory: sessionmaker[Session],
+    policy: PolicyCache,
+    clock: Clock,
+    tasks: list[asyncio.Task[None]],
+    extra_worker: bool,
+) -> list[Closer]:
+    """Start each role's service; return their closers in start order."""
+    closers: list[Closer] = []
+    worker = None
+    if "worker" in roles:
+        from mailplane.outbound.worker import OutboundWorker
+
+        worker = OutboundWorker(settings, session_factory, clock,
+                                worker_id=f"{socket.gethostname()}:{os.getpid()}")
+        tasks.append(asyncio.create_task(worker.run(), name="outbound-worker"))
+        # stop() lets the delivery in flight finish and hands unstarted claims back.
+        closers.append(worker.stop)
+    mx_on = "mx" in roles and settings.mx.enabled
+    submission_on = "submission" in roles and settings.submission.enabled
+    delivery = None
+    if mx_on or submission_on:
+        from mailplane.delivery.local import LocalDelivery
+        from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
+        from mailplane.filters.scan import Scanner
+        from mailplane.mail.srs import srs_from_settings
+
+        scanner = Scanner(build_virus_engine(settings.virus), build_spam_engine(settings.spam),
+                          virus=settings.virus, spam=settings.spam)
+        closers.append(scanner.aclose)
+        delivery = LocalDelivery(settings, session_factory, clock, scanner=scanner,
+                                 srs=srs_from_settings(settings, clock),
+                                 on_outbound=worker.wake if worker is not None else None)
+        # Closed after the listeners that feed it (closers run in reverse order).
+        closers.append(delivery.aclose)
+    if mx_on:
+        from mailplane.smtp.mx import start_mx
+
+        mx = await start_mx(settings, session_factory, policy, clock, delivery=delivery)
+        closers.append(mx.aclose)
+        if not extra_worker:
+            from mailplane.delivery.periodic import start_background_jobs
+
+            closers.append(start_background_jobs(settings, session_factory, clock).aclose)
+    pop3_on = "pop3" in roles and settings.pop3.enabled
+    authenticator = (_authenticator(settings, session_factory, clock)
+                     if submission_on or pop3_on else None)
+    if submission_on and authenticator is not None:
+        from mailplane.smtp.submission import start_submission
+
+        submission = await start_submission(settings, session_factory, policy, clock,
+                                            authenticator=authenticator, delivery=delivery)
+        closers.append(submission.aclose)
+    if pop3_on and authenticator is not None:
+        from mailplane.net.tls import server_ssl_context
+        from mailplane.pop3.server import start_pop3
+
+        pop3 = await start_pop3(
+            settings, session_factory, authenticator, clock,
+            ssl_context=await asyncio.to_thread(server_ssl_context, settings),
+            allow_plaintext_auth=settings.pop3.allow_plain_auth_on_loopback,
+            idle_timeout_seconds=settings.pop3.idle_timeout_seconds,
+        )
+        closers.append(pop3.close)
+    if "api" in roles:
+        closers.append(_start_api(settings, session_factory, policy, clock, tasks))
+    return closers
+
+
+def _start_api(settings: Settings, session_factory: sessionmaker[Session],
+               policy: PolicyCache, clock: Clock, tasks: list[asyncio.Task[None]]) -> Closer:
+    from mailplane.api.app import create_app
+
+    app = create_app(settings, clock=clock, session_factory=session_factory,
+                     extra_state={"policy_cache": policy})
+    config = uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
+                            log_level="warning", lifespan="off")
+    server = _EmbeddedUvicorn(config)
+    tasks.append(asyncio.create_task(server.serve(), name="api"))
+    log.info("API listening on http://%s:%d", settings.api.host, settings.api.port)
+
+    async def stop_api() -> None:
+        server.should_exit = True
+
+    return stop_api
+
+
+def _authenticator(settings: Settings, session_factory: sessionmaker[Session],
+                   clock: Clock) -> Authenticator:
+    """One credential check for POP3 and submission: same guard, same counters."""
+    from mailplane.auth.login_guard import LoginGuard
+    from mailplane.auth.passwords import PasswordHashing
+
+    guard = LoginGuard.from_settings(settings, session_factory, clock)
+    return Authenticator(session_factory, PasswordHashing(settings.security), guard)
+
+
+async def _first_policy_load(policy: PolicyCache, stop: asyncio.Event) -> bool:
+    """Load the policy before listening, waiting for the database if it is not up yet.
+
+    A node never serves from an empty snapshot (it would refuse every recipient), and a
+    database that comes up after the node is not fatal: retry with a growing delay until
+    it answers or the node is told to stop.  Returns False if stopped first.
+    """
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(policy.load_now)
+            return True
+        except Exception as exc:
+            log.warning("database not reachable at start-up, retrying in %.0f s: %s", delay,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, 30.0)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our loop: the node, not uvicorn, owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -1,0 +1,63 @@
+"""``mailplane serve``: every service of one node (or the roles asked for) until SIGTERM.
+
+Roles (``--role mx,submission,pop3,api,worker``) let an operator split services across
+machines; all of them share the database, so any subset works.  With ``mx.workers > 1``
+extra MX processes share the port (:mod:`mailplane.node.workers`); every process starts
+through the same :func:`~mailplane.node.bootstrap.run_node`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from mailplane.config.settings import Settings
+from mailplane.node.bootstrap import ALL_ROLES, run_node
+
+
+def parse_roles(value: str) -> tuple[str, ...]:
+    if value in ("", "all"):
+        return ALL_ROLES
+    roles = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [r for r in roles if r not in ALL_ROLES]
+    if unknown:
+        raise SystemExit(f"mailplane: unknown role(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(ALL_ROLES)}")
+    return roles
+
+
+async def run_until_signalled(settings: Settings, roles: tuple[str, ...], *,
+                              extra_worker: bool = False) -> None:
+    """:func:`run_node` until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_node(settings, roles, stop, extra_worker=extra_worker)
+
+
+def serve_forever(settings: Settings, *, roles: tuple[str, ...]) -> int:
+    from mailplane.node.workers import MxWorkers, wants_workers
+
+    workers = MxWorkers.start(settings) if wants_workers(settings, roles) else None
+    try:
+        asyncio.run(run_until_signalled(settings, roles))
+    finally:
+        if workers is not None:
+            workers.stop()
+    return 0
+
+
+def purge_once(settings: Settings) -> None:
+    """``mailplane purge``: delete expired quarantine and inbox mail now (SPEC §4, §8)."""
+    from mailplane.clock import SystemClock
+    from mailplane.delivery.retention import purge
+    from mailplane.storage.db import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    try:
+        result = purge(settings, make_session_factory(engine), SystemClock())
+    finally:
+        engine.dispose()
+    print(f"purged {result.quarantine_deleted} quarantined and "
+          f"{result.inbox_deleted} inbox messages")

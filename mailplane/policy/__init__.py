@@ -1,0 +1,1 @@
+"""Per-address policy (pure values); see :mod:`mailplane.policy.model`."""

@@ -1,0 +1,167 @@
+"""What MX and submission share: the protocol class they both speak, what DATA does
+with any message's bytes, how failures become replies, and a graceful stop.
+
+- :class:`MailplaneSMTP` — :class:`~mailplane.smtp.protocol.FastSMTP` with every reply
+  from :mod:`~mailplane.smtp.replies` (aiosmtpd's own size refusals re-worded), and DATA
+  marked in flight so a stopping listener lets it finish (SPEC §8).
+- :func:`content_refusal` — bare CR/LF (SMTP smuggling, RFC 5321 §2.3.8) and the size
+  limit, checked before any other work.
+- :func:`answer_data` — the DATA work of a handler with every failure turned into its
+  4xx (never a traceback to the client), counted per listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+import weakref
+from collections.abc import Awaitable
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP
+
+from mailplane import metrics
+from mailplane.delivery.local import DeliveryDeferred
+from mailplane.mail.message import has_bare_line_ending
+from mailplane.smtp import replies
+from mailplane.smtp.protocol import FastSMTP
+from mailplane.smtp.replies import SmtpReply
+
+log = logging.getLogger(__name__)
+
+#: Why a delivery was deferred → what the sending side is told.
+DEFERRED_REPLIES: dict[str, SmtpReply] = {
+    "mailbox_full": replies.MAILBOX_FULL,
+    "scanner_unavailable": replies.SCANNER_UNAVAILABLE,
+}
+
+
+def content_refusal(raw: bytes, max_size: int) -> SmtpReply | None:
+    """The refusal every listener gives a message's bytes before any other work: bare CR
+    or LF (SMTP smuggling, RFC 5321 §2.3.8) or over the size limit; None if acceptable."""
+    if has_bare_line_ending(raw):
+        return replies.BARE_LINE_ENDING
+    if len(raw) > max_size:
+        return replies.MESSAGE_TOO_BIG
+    return None
+
+
+async def answer_data(listener: str, work: Awaitable[SmtpReply]) -> str:
+    """Run a listener's DATA work and turn any failure into its 4xx (never a traceback to
+    the client), counting the outcome and the DATA-to-reply latency per listener."""
+    started = time.perf_counter()
+    try:
+        reply = await work
+    except DeliveryDeferred as exc:
+        reply = DEFERRED_REPLIES[exc.reason]
+    except Exception as exc:
+        reply = failure_reply(exc, listener)
+    metrics.MESSAGES.labels(listener, metrics.outcome_of(reply.code)).inc()
+    if reply.code < 300:
+        metrics.DATA_LATENCY.labels(listener).observe(time.perf_counter() - started)
+    return reply.line
+
+
+_STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def failure_reply(exc: BaseException, listener: str) -> SmtpReply:
+    """The 4xx for an unexpected failure while receiving: a full disk or quota is
+    ``452 4.3.1`` (RFC 3463 "mail system full"; the sender retries later), anything else
+    ``451 4.3.0``.  The delivery writer removed every partial write before this runs."""
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_FULL_ERRNOS:
+        log.error("%s delivery failed: storage full (%s); answering 452", listener,
+                  exc.strerror)
+        return replies.STORAGE_FULL
+    log.error("%s delivery failed; answering 451", listener, exc_info=exc)
+    return replies.TEMPORARY_FAILURE
+
+
+def declared_size(mail_options: list[str]) -> int:
+    """The ``SIZE=`` the client declared at MAIL FROM (RFC 1870), or 0."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
+class MailplaneSMTP(FastSMTP):
+    """aiosmtpd's SMTP with its built-in size refusals spoken as our named reply.
+
+    aiosmtpd itself answers an oversize MAIL FROM SIZE= or DATA with its own 552 texts;
+    every reply mailplane sends comes from :mod:`mailplane.smtp.replies`.
+    """
+
+    _OWN_SIZE_REPLIES = ("552 Error: Too much mail data",
+                         "552 Error: message size exceeds fixed maximum message size")
+
+    in_data = False
+    shutting_down = False
+    _data_done: asyncio.Event | None = None
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str) and status.startswith(self._OWN_SIZE_REPLIES):
+            await super().push(replies.MESSAGE_TOO_BIG.line)
+            return
+        await super().push(status)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA, marked in flight from the command until its reply was written, so a
+        shutdown waits for it; after that reply a stopping server says 421 and closes."""
+        self.in_data = True
+        self._data_done = asyncio.Event()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.in_data = False
+            self._data_done.set()
+        if self.shutting_down:
+            self.say_shutting_down()
+
+    async def data_finished(self) -> None:
+        if self.in_data and self._data_done is not None:
+            await self._data_done.wait()
+
+    def say_shutting_down(self) -> None:
+        """``421 4.3.2`` and close (RFC 5321 §3.8); ``close()`` flushes the write first."""
+        transport: Any = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(replies.SHUTTING_DOWN.line.encode() + b"\r\n")
+            transport.close()
+
+
+#: How long a stopping listener waits for transactions in DATA (SPEC §8: a message being
+#: received when SIGTERM arrives still gets its 250; nothing accepted is dropped).
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+async def close_gracefully(
+    servers: list[asyncio.Server], protocols: weakref.WeakSet[SMTP],
+    *, grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
+) -> None:
+    """Stop listening; idle sessions get 421 now; sessions in DATA finish (bounded by
+    ``grace_seconds``) and get 421 after their reply; whatever is left is then closed."""
+    for server in servers:
+        server.close()
+    for protocol in list(protocols):
+        if isinstance(protocol, MailplaneSMTP):
+            protocol.shutting_down = True
+            if not protocol.in_data:
+                protocol.say_shutting_down()
+    in_flight = [asyncio.create_task(p.data_finished()) for p in list(protocols)
+                 if isinstance(p, MailplaneSMTP) and p.in_data]
+    if in_flight:
+        _done, pending = await asyncio.wait(in_flight, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+    for protocol in list(protocols):
+        transport: Any = protocol.transport
+        if transport is not None:
+            if isinstance(protocol, MailplaneSMTP) and protocol.in_data:
+                log.warning("closing a session still in DATA after %.0f s", grace_seconds)
+            transport.close()
+    for server in servers:
+        await server.wait_closed()
