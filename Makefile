@@ -45,6 +45,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mailplane tests $(wildcard bench)
 	$(VENV)/bin/mypy --strict mailplane
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) apt-deps lint
 	$(VENV)/bin/pytest -q -ra

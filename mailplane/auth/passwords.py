@@ -12,7 +12,7 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from mailplane.config.settings import SecuritySettings
+from mailplane.config.settings import SecurityConfig
 
 #: SPEC §1 (L3939-3958): 5-32 characters of A-Z a-z 0-9 % + . / : = ^ _ -  (no @).
 POP_PASSWORD_CHARS = r"A-Za-z0-9%+./:=^_\-"
@@ -88,7 +88,7 @@ def reading_text(password: str) -> str:
 class PasswordHashing:
     """argon2id with configured cost; one instance per process."""
 
-    def __init__(self, security: SecuritySettings) -> None:
+    def __init__(self, security: SecurityConfig) -> None:
         self._hasher = PasswordHasher(
             time_cost=security.argon2_time_cost,
             memory_cost=security.argon2_memory_kib,

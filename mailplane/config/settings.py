@@ -43,7 +43,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ApiSettings(_Section):
+class ApiConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     #: Verified API keys are cached (by SHA-256 of the key, never the key) so argon2
@@ -51,7 +51,7 @@ class ApiSettings(_Section):
     key_cache_seconds: int = Field(default=300, ge=0)
 
 
-class MxSettings(_Section):
+class MxConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=2525, ge=0, le=65535)
@@ -68,7 +68,7 @@ class MxSettings(_Section):
     durability: Literal["auto", "syncfs", "fsync"] = "auto"
 
 
-class SubmissionSettings(_Section):
+class SubmissionConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     starttls_port: int = Field(default=2587, ge=0, le=65535)
@@ -77,7 +77,7 @@ class SubmissionSettings(_Section):
     allow_plain_auth_on_loopback: bool = False
 
 
-class Pop3Settings(_Section):
+class Pop3Config(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=2110, ge=0, le=65535)
@@ -88,12 +88,12 @@ class Pop3Settings(_Section):
     idle_timeout_seconds: float = Field(default=600.0, ge=600)
 
 
-class TlsSettings(_Section):
+class TlsConfig(_Section):
     cert_file: str = ""
     key_file: str = ""
 
 
-class AddressSettings(_Section):
+class AddressConfig(_Section):
     """SPEC §1 rules that an ISP may tune."""
 
     subdomain_pattern: str = "[a-z]0[0-9]"
@@ -116,7 +116,7 @@ class AddressSettings(_Section):
         return value
 
 
-class VirusSettings(_Section):
+class VirusConfig(_Section):
     """SPEC §3: the scanner is a hook; a scanner that is down never silently passes mail."""
 
     engine: Literal["builtin", "clamd", "command"] = "builtin"
@@ -128,7 +128,7 @@ class VirusSettings(_Section):
     on_error: Literal["tempfail", "accept"] = "tempfail"
 
 
-class SpamSettings(_Section):
+class SpamConfig(_Section):
     """SPEC §4: the verdict is a hook with a per-engine threshold."""
 
     engine: Literal["builtin", "spamd", "rspamd"] = "builtin"
@@ -142,7 +142,7 @@ class SpamSettings(_Section):
     on_error: Literal["tempfail", "accept"] = "accept"
 
 
-class RetentionSettings(_Section):
+class RetentionConfig(_Section):
     quarantine_days: int = Field(default=7, ge=1)
     inbox_days: int = Field(default=28, ge=1)
     #: Rows of sent or failed outbound jobs (no message bytes) kept for support questions.
@@ -151,7 +151,7 @@ class RetentionSettings(_Section):
     notify_interval_seconds: int = Field(default=3600, ge=1)
 
 
-class OverseasSettings(_Section):
+class OverseasConfig(_Section):
     """SPEC §7: submission from outside the home countries needs the window ON."""
 
     home_countries: list[str] = Field(default_factory=lambda: ["JP"])
@@ -166,7 +166,7 @@ class OverseasSettings(_Section):
     country_overrides: dict[str, str] = Field(default_factory=dict)
 
 
-class OutboundSettings(_Section):
+class OutboundConfig(_Section):
     smarthost: str = ""
     smarthost_port: int = Field(default=25, ge=0, le=65535)
     smarthost_username: str = ""
@@ -220,13 +220,13 @@ def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class SrsSettings(_Section):
+class SrsConfig(_Section):
     secret: SecretStr = SecretStr("")
     domain: str = ""
     max_age_days: int = Field(default=21, ge=1)
 
 
-class SecuritySettings(_Section):
+class SecurityConfig(_Section):
     """argon2id parameters (non-negotiable 6); tests may lower the cost."""
 
     argon2_time_cost: int = Field(default=2, ge=1)
@@ -257,19 +257,19 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     templates_dir: Path = PACKAGED_TEMPLATES_DIR
 
-    api: ApiSettings = Field(default_factory=ApiSettings)
-    mx: MxSettings = Field(default_factory=MxSettings)
-    submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
-    pop3: Pop3Settings = Field(default_factory=Pop3Settings)
-    tls: TlsSettings = Field(default_factory=TlsSettings)
-    addresses: AddressSettings = Field(default_factory=AddressSettings)
-    virus: VirusSettings = Field(default_factory=VirusSettings)
-    spam: SpamSettings = Field(default_factory=SpamSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
-    overseas: OverseasSettings = Field(default_factory=OverseasSettings)
-    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
-    srs: SrsSettings = Field(default_factory=SrsSettings)
-    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    mx: MxConfig = Field(default_factory=MxConfig)
+    submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
+    pop3: Pop3Config = Field(default_factory=Pop3Config)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    addresses: AddressConfig = Field(default_factory=AddressConfig)
+    virus: VirusConfig = Field(default_factory=VirusConfig)
+    spam: SpamConfig = Field(default_factory=SpamConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    overseas: OverseasConfig = Field(default_factory=OverseasConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    srs: SrsConfig = Field(default_factory=SrsConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @field_validator("base_domains")
     @classmethod

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import iptocc
 
-from mailplane.config.settings import OverseasSettings
+from mailplane.config.settings import OverseasConfig
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
 
 
 def build_country_lookup(
-    overseas: OverseasSettings, *, overrides: Mapping[str, str] | None = None
+    overseas: OverseasConfig, *, overrides: Mapping[str, str] | None = None
 ) -> CountryLookup:
     """The configured backend (``mmdb_path`` if set, else the bundled data), wrapped in the
     overrides (default ``overseas.country_overrides``).  Blocking (opens the file): call

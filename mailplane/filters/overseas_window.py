@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from mailplane.clock import as_utc
-from mailplane.config.settings import OverseasSettings
+from mailplane.config.settings import OverseasConfig
 from mailplane.filters.geo import Network, in_networks, parse_networks
 from mailplane.policy.model import AddressPolicy
 
@@ -67,7 +67,7 @@ class OverseasRule:
     unknown_country: Literal["allow", "deny"]
 
     @classmethod
-    def from_settings(cls, overseas: OverseasSettings) -> OverseasRule:
+    def from_settings(cls, overseas: OverseasConfig) -> OverseasRule:
         return cls(
             home_countries=frozenset(c.upper() for c in overseas.home_countries),
             trusted_networks=parse_networks(overseas.trusted_networks),

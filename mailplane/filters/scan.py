@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
-from mailplane.config.settings import SpamSettings, VirusSettings
+from mailplane.config.settings import SpamConfig, VirusConfig
 from mailplane.filters.base import ScanResults
 from mailplane.filters.engines.base import (
     ScannerUnavailable,
@@ -45,7 +45,7 @@ class Scanner:
     """The node's engines with their timeouts and ``on_error`` rules."""
 
     def __init__(self, virus_engine: VirusEngine | None, spam_engine: SpamEngine | None, *,
-                 virus: VirusSettings, spam: SpamSettings) -> None:
+                 virus: VirusConfig, spam: SpamConfig) -> None:
         self.virus_engine = virus_engine
         self.spam_engine = spam_engine
         self._virus = virus

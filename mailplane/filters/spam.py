@@ -1,7 +1,9 @@
 """Spam filter (SPEC §4, L4175-4197): judge tags, quarantine moves, notify is a digest.
 
-Quarantine only works while judge is ON (the API enforces it; this filter also only
-quarantines when both are set, so a stale row cannot quarantine without a tag).
+Quarantine and notify act on the judge's verdict, so they can be ON only while judge is ON
+(:func:`check_switches`, what the API enforces; to turn judge OFF the caller sends all
+three OFF).  This filter also only quarantines when both are set, so a stale row cannot
+quarantine without a tag.
 """
 
 from __future__ import annotations
@@ -9,6 +11,15 @@ from __future__ import annotations
 from mailplane.filters.base import ScanResults, Verdict, neutral
 from mailplane.mail.message import MessageContext
 from mailplane.policy.model import AddressPolicy
+from mailplane.rules import RuleViolation
+
+
+def check_switches(*, judge: bool, quarantine: bool, notify: bool) -> None:
+    """SPEC §4 (L4175-4197): quarantine and notify only while judge is ON."""
+    if not judge:
+        for name, on in (("quarantine", quarantine), ("notify", notify)):
+            if on:
+                raise RuleViolation(name, "can be ON only while judge is ON")
 
 
 class SpamFilter:

@@ -1,32 +1,13 @@
-"""Address syntax rules, worded as the manual words them (SPEC §1, L3838-3853).
-
-The hosted local part is stricter than RFC 5321 on purpose: 3-20 characters of a-z 0-9 - _,
-never starting or ending with - or _, and upper case is refused rather than silently lowered
-so the customer sees exactly the address they will get.
-"""
+"""Mail address syntax for addresses customers type (contact, forwarding destinations,
+list entries), worded as the manual words rules.  The stricter hosted local part is a
+registration rule: :mod:`mailplane.rules.registration`."""
 
 from __future__ import annotations
 
 import re
 
-LOCAL_PART_RE = re.compile(r"[a-z0-9_-]+")
 _DOMAIN_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _REMOTE_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
-
-
-def local_part_violation(value: str) -> str | None:
-    """The first hosted-local-part rule ``value`` breaks, or None."""
-    if not 3 <= len(value) <= 20:
-        return "must be 3-20 characters"
-    if any("A" <= ch <= "Z" for ch in value):
-        return "upper case letters are not allowed; use lower case (a-z)"
-    if not LOCAL_PART_RE.fullmatch(value):
-        return "may contain only a-z, 0-9, - and _"
-    if value[0] in "-_":
-        return f"cannot start with {value[0]}"
-    if value[-1] in "-_":
-        return f"cannot end with {value[-1]}"
-    return None
 
 
 def domain_violation(domain: str) -> str | None:

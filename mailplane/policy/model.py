@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +78,10 @@ class PolicySnapshot:
         if domain in self.hosted_domains:
             return True
         return any(domain.endswith("." + base) or domain == base for base in self.base_domains)
+
+
+class PolicySource(Protocol):
+    """Where a service reads the current snapshot (the node's refresher, or a test's)."""
+
+    @property
+    def snapshot(self) -> PolicySnapshot: ...

@@ -28,8 +28,7 @@ from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs, SrsError, srs_from_settings
-from mailplane.node.policy_cache import PolicyCache
-from mailplane.policy.model import AddressPolicy
+from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
     SHUTDOWN_GRACE_SECONDS,
@@ -49,7 +48,7 @@ LISTENER = "mx"
 class MxHandler:
     """aiosmtpd handler: ``handle_RCPT`` and ``handle_DATA``."""
 
-    def __init__(self, settings: Settings, policy_cache: PolicyCache,
+    def __init__(self, settings: Settings, policy_cache: PolicySource,
                  delivery: LocalDelivery) -> None:
         self.settings = settings
         self.policy_cache = policy_cache
@@ -157,7 +156,7 @@ class MxServer:
 async def start_mx(
     settings: Settings,
     session_factory: sessionmaker[Session],
-    policy_cache: PolicyCache,
+    policy_cache: PolicySource,
     clock: Clock,
     *,
     delivery: LocalDelivery | None = None,

@@ -54,8 +54,7 @@ from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import srs_from_settings
 from mailplane.mail.trace import printable, received
 from mailplane.net.tls import server_ssl_context
-from mailplane.node.policy_cache import PolicyCache
-from mailplane.policy.model import AddressPolicy
+from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
     SHUTDOWN_GRACE_SECONDS,
@@ -205,7 +204,7 @@ class SubmissionHandler:
     def __init__(
         self,
         settings: Settings,
-        policy_cache: PolicyCache,
+        policy_cache: PolicySource,
         clock: Clock,
         *,
         country_lookup: CountryLookup,
@@ -430,7 +429,7 @@ class SubmissionServer:
 async def start_submission(
     settings: Settings,
     session_factory: sessionmaker[Session],
-    policy_cache: PolicyCache,
+    policy_cache: PolicySource,
     clock: Clock,
     *,
     authenticator: Authenticator,

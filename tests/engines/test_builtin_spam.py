@@ -10,7 +10,7 @@ from email.policy import compat32
 
 import pytest
 
-from mailplane.config.settings import SpamSettings
+from mailplane.config.settings import SpamConfig
 from mailplane.filters.engines import builtin_spam
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine, make_resolver
 from mailplane.mail.message import MessageContext
@@ -29,7 +29,7 @@ def _message(**headers: str) -> bytes:
 
 
 async def test_gtube_scores_one_thousand_and_is_spam() -> None:
-    result = await BuiltinSpamEngine(SpamSettings()).check(gtube_message())
+    result = await BuiltinSpamEngine(SpamConfig()).check(gtube_message())
     assert result.is_spam
     assert result.score >= 1000
     assert "GTUBE" in result.rules
@@ -40,12 +40,12 @@ async def test_gtube_inside_base64_text_part_is_found() -> None:
     message["Subject"] = "x"
     message.set_content(gtube_message().decode().split("\n\n", 1)[1], cte="base64")
     assert b"GTUBE-STANDARD" not in bytes(message)
-    result = await BuiltinSpamEngine(SpamSettings()).check(bytes(message))
+    result = await BuiltinSpamEngine(SpamConfig()).check(bytes(message))
     assert "GTUBE" in result.rules
 
 
 async def test_ordinary_message_scores_zero() -> None:
-    result = await BuiltinSpamEngine(SpamSettings(threshold=5.0)).check(ordinary_message())
+    result = await BuiltinSpamEngine(SpamConfig(threshold=5.0)).check(ordinary_message())
     assert result.score == 0
     assert result.rules == ()
     assert not result.is_spam
@@ -53,7 +53,7 @@ async def test_ordinary_message_scores_zero() -> None:
 
 
 async def test_bare_message_missing_headers_names_the_rules_and_stays_below_threshold() -> None:
-    result = await BuiltinSpamEngine(SpamSettings()).check(b"Subject: hi\r\n\r\nbody\r\n")
+    result = await BuiltinSpamEngine(SpamConfig()).check(b"Subject: hi\r\n\r\nbody\r\n")
     assert set(result.rules) == {"MISSING_FROM", "MISSING_DATE", "MISSING_MESSAGE_ID"}
     assert result.score == 3.0
     assert not result.is_spam
@@ -65,7 +65,7 @@ async def test_shouting_html_only_spoofed_sender_is_spam() -> None:
     message["To"] = "bob@example.net"
     message["Subject"] = "URGENT ACCOUNT VERIFICATION!!!"
     message.set_content("<p>click</p>", subtype="html")
-    result = await BuiltinSpamEngine(SpamSettings()).check(bytes(message))
+    result = await BuiltinSpamEngine(SpamConfig()).check(bytes(message))
     assert {
         "SUBJECT_ALL_CAPS",
         "SUBJECT_EXCLAMATIONS",
@@ -79,14 +79,14 @@ async def test_shouting_html_only_spoofed_sender_is_spam() -> None:
 
 async def test_display_name_with_address_of_same_domain_is_not_spoofing() -> None:
     data = _message(From='"alice@example.org" <alice@example.org>', Subject="hi")
-    result = await BuiltinSpamEngine(SpamSettings()).check(data)
+    result = await BuiltinSpamEngine(SpamConfig()).check(data)
     assert "FROM_NAME_OTHER_DOMAIN" not in result.rules
 
 
 async def test_our_threshold_decides() -> None:
     data = b"Subject: hi\r\n\r\nbody\r\n"  # scores 3.0
-    assert (await BuiltinSpamEngine(SpamSettings(threshold=3.0)).check(data)).is_spam
-    assert not (await BuiltinSpamEngine(SpamSettings(threshold=3.5)).check(data)).is_spam
+    assert (await BuiltinSpamEngine(SpamConfig(threshold=3.0)).check(data)).is_spam
+    assert not (await BuiltinSpamEngine(SpamConfig(threshold=3.5)).check(data)).is_spam
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def dnsbl() -> Iterator[DnsStub]:
 
 
 def _dnsbl_engine(stub: DnsStub, timeout: float = 2.0) -> BuiltinSpamEngine:
-    settings = SpamSettings(dnsbl_zones=[ZONE], dns_timeout_seconds=timeout)
+    settings = SpamConfig(dnsbl_zones=[ZONE], dns_timeout_seconds=timeout)
     return BuiltinSpamEngine(settings, resolver=make_resolver(stub.host, stub.port))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.config.settings import VirusSettings
+from mailplane.config.settings import VirusConfig
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.clamd import ClamdEngine, parse_instream_reply
 from tests.daemons import CLAMD_EICAR_SIGNATURE, EICAR, ClamdDaemon, start_clamd
@@ -23,7 +23,7 @@ TRANSPORTS = ["unix", "tcp"]
 
 def _engine(daemon: ClamdDaemon, transport: str, timeout: float = 10.0) -> ClamdEngine:
     return ClamdEngine(
-        VirusSettings(**daemon.virus_settings(tcp=transport == "tcp", timeout_seconds=timeout))
+        VirusConfig(**daemon.virus_settings(tcp=transport == "tcp", timeout_seconds=timeout))
     )
 
 

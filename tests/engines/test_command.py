@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.config.settings import ConfigError, VirusSettings
+from mailplane.config.settings import ConfigError, VirusConfig
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.command import CommandEngine
 from tests.daemons import EICAR
@@ -37,7 +37,7 @@ def _engine(tmp_path: Path, mode: str, timeout: float = 10.0) -> CommandEngine:
     script = tmp_path / "scanner.py"
     script.write_text(f"EICAR = {EICAR!r}\n" + SCANNER)
     argv = [sys.executable, str(script), mode, str(tmp_path / "scanner.pid")]
-    return CommandEngine(VirusSettings(engine="command", command=argv, timeout_seconds=timeout))
+    return CommandEngine(VirusConfig(engine="command", command=argv, timeout_seconds=timeout))
 
 
 async def test_exit_zero_is_clean(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ async def test_timeout_kills_the_scanner_and_is_scanner_unavailable(tmp_path: Pa
 
 async def test_missing_program_is_scanner_unavailable(tmp_path: Path) -> None:
     engine = CommandEngine(
-        VirusSettings(engine="command", command=[str(tmp_path / "no-such-scanner")])
+        VirusConfig(engine="command", command=[str(tmp_path / "no-such-scanner")])
     )
     with pytest.raises(ScannerUnavailable, match="cannot start"):
         await engine.scan(EICAR)
@@ -79,4 +79,4 @@ async def test_missing_program_is_scanner_unavailable(tmp_path: Path) -> None:
 
 def test_empty_command_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"virus\.command"):
-        CommandEngine(VirusSettings(engine="command", command=[]))
+        CommandEngine(VirusConfig(engine="command", command=[]))

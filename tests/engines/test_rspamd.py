@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mailplane.config.settings import SpamSettings
+from mailplane.config.settings import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.rspamd import RspamdEngine
 from tests.conftest import free_port
@@ -63,7 +63,7 @@ def rspamd() -> Iterator[FakeRspamd]:
 
 
 def _engine(fake: FakeRspamd, **settings: Any) -> RspamdEngine:
-    return RspamdEngine(SpamSettings(engine="rspamd", rspamd_url=fake.url + "/", **settings))
+    return RspamdEngine(SpamConfig(engine="rspamd", rspamd_url=fake.url + "/", **settings))
 
 
 SPAM_ANSWER = {
@@ -129,6 +129,6 @@ async def test_slow_rspamd_is_scanner_unavailable_after_the_timeout(rspamd: Fake
 
 
 async def test_nothing_listening_is_scanner_unavailable() -> None:
-    engine = RspamdEngine(SpamSettings(rspamd_url=f"http://127.0.0.1:{free_port()}"))
+    engine = RspamdEngine(SpamConfig(rspamd_url=f"http://127.0.0.1:{free_port()}"))
     with pytest.raises(ScannerUnavailable, match="unreachable"):
         await engine.check(ordinary_message())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.config.settings import SpamSettings
+from mailplane.config.settings import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.spamd import SpamdEngine
 from tests.conftest import free_port
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.daemon
 
 
 def _engine(daemon: SpamdDaemon, **overrides: object) -> SpamdEngine:
-    return SpamdEngine(SpamSettings(**{**daemon.spam_settings(), **overrides}))
+    return SpamdEngine(SpamConfig(**{**daemon.spam_settings(), **overrides}))
 
 
 async def test_spamd_says_gtube_is_spam_with_its_rule(spamd_daemon: SpamdDaemon) -> None:
@@ -45,14 +45,14 @@ async def test_spamd_ping_answers(spamd_daemon: SpamdDaemon) -> None:
 
 
 async def test_oversized_message_is_not_sent_to_spamd() -> None:
-    engine = SpamdEngine(SpamSettings(spamd_port=free_port()), max_size=1024)
+    engine = SpamdEngine(SpamConfig(spamd_port=free_port()), max_size=1024)
     result = await engine.check(ordinary_message(body="x" * 2048))
     assert result.rules == ("TOO_BIG_NOT_SCANNED",)
     assert not result.is_spam
 
 
 async def test_nothing_listening_is_scanner_unavailable() -> None:
-    engine = SpamdEngine(SpamSettings(spamd_port=free_port(), timeout_seconds=2.0))
+    engine = SpamdEngine(SpamConfig(spamd_port=free_port(), timeout_seconds=2.0))
     with pytest.raises(ScannerUnavailable, match=r"spamd at 127\.0\.0\.1:"):
         await engine.check(gtube_message())
     with pytest.raises(ScannerUnavailable):

@@ -23,7 +23,7 @@ from mailplane.auth.credentials import Authenticator
 from mailplane.auth.login_guard import LoginGuard
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
-from mailplane.config.settings import OverseasSettings, Settings
+from mailplane.config.settings import OverseasConfig, Settings
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
 from mailplane.filters.geo import BundledCountryLookup, OverrideCountryLookup
@@ -163,7 +163,7 @@ class SubmissionEnv:
         settings = self.settings.model_copy(update=settings_update)
         if overseas is not None:
             settings = settings.model_copy(update={
-                "overseas": OverseasSettings(**{**settings.overseas.model_dump(), **overseas})
+                "overseas": OverseasConfig(**{**settings.overseas.model_dump(), **overseas})
             })
         lookup = OverrideCountryLookup(country_overrides or {}, BundledCountryLookup())
         server = await start_submission(

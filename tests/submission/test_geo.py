@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.config.settings import OverseasSettings
+from mailplane.config.settings import OverseasConfig
 from mailplane.filters.geo import (
     BundledCountryLookup,
     MmdbCountryLookup,
@@ -47,7 +47,7 @@ def test_operator_mmdb_in_both_schemas(tmp_path: Path) -> None:
     path = tmp_path / "country.mmdb"
     writer.to_db_file(str(path))
 
-    lookup = build_country_lookup(OverseasSettings(mmdb_path=str(path)))
+    lookup = build_country_lookup(OverseasConfig(mmdb_path=str(path)))
     assert isinstance(lookup, MmdbCountryLookup)
     assert lookup.country("203.0.113.7") == "FR"  # MaxMind country.iso_code
     assert lookup.country("198.51.100.7") == "DE"  # flat country_code

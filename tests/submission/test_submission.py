@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailplane.config.settings import SubmissionSettings, VirusSettings
+from mailplane.config.settings import SubmissionConfig, VirusConfig
 from mailplane.filters.engines.factory import build_virus_engine
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage.models import OutboundJob
@@ -221,7 +221,7 @@ async def test_unknown_hosted_recipient_is_refused(sub: SubmissionEnv) -> None:
 async def test_plain_auth_without_tls_only_where_the_loopback_exception_is_on(
     sub: SubmissionEnv,
 ) -> None:
-    dev = await sub.start(submission=SubmissionSettings(
+    dev = await sub.start(submission=SubmissionConfig(
         starttls_port=0, tls_port=0, allow_plain_auth_on_loopback=True))
 
     def run() -> tuple[int, tuple[int, str]]:
@@ -236,7 +236,7 @@ async def test_plain_auth_without_tls_only_where_the_loopback_exception_is_on(
 
 
 async def test_scanner_down_defers_with_451(sub: SubmissionEnv, tmp_path: Path) -> None:
-    down = build_virus_engine(VirusSettings(engine="clamd",
+    down = build_virus_engine(VirusConfig(engine="clamd",
                                             clamd_socket=str(tmp_path / "no-clamd.sock"),
                                             timeout_seconds=5))
     server = await sub.start(virus_engine=down)

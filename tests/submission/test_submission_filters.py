@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mailplane.config.settings import OverseasSettings
+from mailplane.config.settings import OverseasConfig
 from mailplane.filters.overseas_window import OverseasRule
 from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
 from mailplane.policy.model import AddressPolicy
 
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
-RULE = OverseasRule.from_settings(OverseasSettings(trusted_networks=["10.0.0.0/8"]))
+RULE = OverseasRule.from_settings(OverseasConfig(trusted_networks=["10.0.0.0/8"]))
 
 
 def _policy(expires: datetime | None = None) -> AddressPolicy:
@@ -37,7 +37,7 @@ def test_trusted_network_and_home_country_are_always_allowed() -> None:
 
 
 def test_unknown_country_follows_configuration() -> None:
-    deny = OverseasRule.from_settings(OverseasSettings(unknown_country="deny"))
+    deny = OverseasRule.from_settings(OverseasConfig(unknown_country="deny"))
     assert RULE.decide(peer_ip="192.0.2.1", country=None, policy=_policy(), now=NOW).allowed
     assert not deny.decide(peer_ip="192.0.2.1", country=None, policy=_policy(), now=NOW).allowed
 

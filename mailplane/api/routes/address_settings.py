@@ -26,14 +26,14 @@ from mailplane.api.schemas.addresses import OverseasSummary
 from mailplane.api.schemas.settings import (
     AllowList,
     AutoReplySettings,
-    DenyConditions,
+    DenyConditionSwitches,
     DenyList,
     Forwarding,
     ForwardingUpdate,
     OverseasUpdate,
     QuotaOut,
     QuotaUpdate,
-    SpamSettings,
+    SpamSwitches,
     VirusCheck,
 )
 from mailplane.api.views import overseas_summary
@@ -48,8 +48,10 @@ from mailplane.filters.list_entries import (
     clean_subject_list,
 )
 from mailplane.filters.overseas_window import expiry_after, window_open
+from mailplane.filters.spam import check_switches
 from mailplane.notices.change import stage_change_notice
 from mailplane.rules import RuleViolation
+from mailplane.rules.quota import check_quota
 from mailplane.storage import settings_repo
 from mailplane.storage.models import Address
 from mailplane.storage.settings_repo import ALLOW_ADDRESS, DENY_ADDRESS, DENY_SUBJECT
@@ -103,26 +105,26 @@ def put_virus_check(
 # --- spam check (SPEC §4, L4175-4197) ---------------------------------------------------
 
 
-def _spam_of(row: Address) -> SpamSettings:
-    return SpamSettings(judge=row.spam_judge, quarantine=row.spam_quarantine,
+def _spam_of(row: Address) -> SpamSwitches:
+    return SpamSwitches(judge=row.spam_judge, quarantine=row.spam_quarantine,
                         notify=row.spam_notify)
 
 
-@router.get("/spam", response_model=SpamSettings)
-def get_spam(scope: AddressAdminDep) -> SpamSettings:
+@router.get("/spam", response_model=SpamSwitches)
+def get_spam(scope: AddressAdminDep) -> SpamSwitches:
     return _spam_of(scope.address)
 
 
-@router.put("/spam", response_model=SpamSettings)
+@router.put("/spam", response_model=SpamSwitches)
 def put_spam(
-    body: SpamSettings, scope: AddressAdminDep, session: SessionDep, clock: ClockDep
-) -> SpamSettings:
+    body: SpamSwitches, scope: AddressAdminDep, session: SessionDep, clock: ClockDep
+) -> SpamSwitches:
     """Quarantine and notify act on the judge's verdict, so they need judge ON; to turn
     judge OFF the caller sends all three OFF (the portal's form does that for the user)."""
-    if not body.judge:
-        for name in ("quarantine", "notify"):
-            if getattr(body, name):
-                raise invalid(name, "can be ON only while judge is ON")
+    try:
+        check_switches(judge=body.judge, quarantine=body.quarantine, notify=body.notify)
+    except RuleViolation as exc:
+        raise invalid(exc.field or "judge", str(exc)) from None
     settings_repo.set_spam(session, address=scope.address, judge=body.judge,
                            quarantine=body.quarantine, notify=body.notify)
     _save(session, scope, clock, "settings.spam", body.model_dump())
@@ -136,7 +138,7 @@ def _deny_list_of(session: SessionDep, row: Address) -> DenyList:
     return DenyList(
         addresses=settings_repo.list_values(session, address_id=row.id, kind=DENY_ADDRESS),
         subjects=settings_repo.list_values(session, address_id=row.id, kind=DENY_SUBJECT),
-        conditions=DenyConditions(
+        conditions=DenyConditionSwitches(
             no_from=row.deny_no_from,
             angle_from=row.deny_angle_from,
             blank_from=row.deny_blank_from,
@@ -356,8 +358,10 @@ def put_quota(
 ) -> QuotaOut:
     """Operators raise (or lower) a mailbox's quota, up to the configured maximum (004 L474)."""
     limit = settings.addresses.max_quota_bytes
-    if not 1024**2 <= body.quota_bytes <= limit:
-        raise invalid("quota_bytes", f"must be between 1 MB and {limit} bytes")
+    try:
+        check_quota(body.quota_bytes, limit=limit)
+    except RuleViolation as exc:
+        raise invalid("quota_bytes", str(exc)) from None
     settings_repo.set_quota(session, address=scope.address, quota_bytes=body.quota_bytes)
     _save(session, scope, clock, "settings.quota", {"quota_bytes": body.quota_bytes})
     return QuotaOut(quota_bytes=scope.address.quota_bytes, max_quota_bytes=limit)

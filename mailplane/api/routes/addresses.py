@@ -42,10 +42,15 @@ from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mailstore.paths import mailbox_dir, remove_tree
 from mailplane.notices.change import stage_change_notice
-from mailplane.rules.subdomains import expand
+from mailplane.rules import RuleViolation
+from mailplane.rules.registration import (
+    ChargeRequired,
+    base_domain,
+    check_registration,
+    next_slot,
+)
 from mailplane.storage import addresses_repo, contracts_repo, idempotency_repo
 from mailplane.storage.addresses_repo import AddressSummary
-from mailplane.storage.models import Contract
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
 
@@ -126,10 +131,16 @@ def create_address(
                                "Idempotency-Key was already used for a different request",
                                "Idempotency-Key")
             return _replay(previous.status_code, previous.response_body, response)
-    _check_create_rules(body, contract, session, settings)
+    if contract.status != "active":
+        raise ApiError(409, "contract_suspended", "the contract is suspended")
+    try:
+        check_registration(accept_terms=body.accept_terms, subdomain=body.subdomain,
+                           pattern=settings.addresses.subdomain_pattern)
+        domain = base_domain(body.base_domain, settings.base_domains)
+    except RuleViolation as exc:
+        raise invalid(exc.field or "address", str(exc)) from None
     now = clock.now()
-    base_domain = (body.base_domain or settings.base_domains[0]).lower()
-    full = f"{body.local_part}@{body.subdomain}.{base_domain}"
+    full = f"{body.local_part}@{body.subdomain}.{domain}"
     cooloff = timedelta(days=settings.addresses.deleted_cooloff_days)
     if addresses_repo.unavailable_among(session, addresses=[full], now=now, cooloff=cooloff):
         raise ApiError(409, "address_taken",
@@ -137,26 +148,20 @@ def create_address(
                        "subdomain")
     contracts_repo.lock_for_update(session, contract_id=contract.id)
     used = contracts_repo.count_addresses(session, contract_id=contract.id)
-    contracted = contract.included_addresses + contract.extra_slots
-    if used >= contracted:
-        if not body.accept_charge:
-            charge = settings.addresses.extra_monthly_charge_yen
-            raise ApiError(
-                409,
-                "charge_required",
-                f"This contract includes {contracted} addresses and all are in use. "
-                f"An additional address costs {charge} yen per month (tax included); "
-                "send accept_charge: true to confirm.",
-                "accept_charge",
-            )
-        contract.extra_slots += used + 1 - contracted
+    try:
+        slot = next_slot(included=contract.included_addresses, extra_slots=contract.extra_slots,
+                         used=used, accept_charge=body.accept_charge,
+                         charge_yen=settings.addresses.extra_monthly_charge_yen)
+    except ChargeRequired as exc:
+        raise ApiError(409, "charge_required", str(exc), exc.field) from None
+    contract.extra_slots = slot.extra_slots
     password = generate_password(settings.addresses.reissue_password_length)
     row = addresses_repo.create_address(
         session,
         contract_id=contract.id,
         local_part=body.local_part,
         subdomain=body.subdomain,
-        base_domain=base_domain,
+        base_domain=domain,
         pop_account=_new_pop_account(session),
         password_hash=hashing.hash(password),
         virus_check=body.virus_check,
@@ -170,7 +175,7 @@ def create_address(
         now=now,
         contract_id=contract.id,
         address=row.address,
-        detail={"virus_check": body.virus_check, "paid_slot": used >= contracted},
+        detail={"virus_check": body.virus_check, "paid_slot": slot.paid_slot},
     )
     stage_change_notice(session, settings=settings, contract=contract,
                         action="address.create", address=row.address, now=now)
@@ -202,20 +207,6 @@ def create_address(
                 return _replay(previous.status_code, previous.response_body, response)
         raise ApiError(409, "address_taken", f"{full} is not available", "subdomain") from None
     return result
-
-
-def _check_create_rules(
-    body: AddressCreate, contract: Contract, session: Session, settings: SettingsDep
-) -> None:
-    if not body.accept_terms:
-        raise invalid("accept_terms", "the terms of use must be accepted")
-    if contract.status != "active":
-        raise ApiError(409, "contract_suspended", "the contract is suspended")
-    if body.subdomain not in expand(settings.addresses.subdomain_pattern):
-        raise invalid("subdomain",
-                      "must be one of the offered candidates (one letter and 00-09, e.g. e06)")
-    if body.base_domain is not None and body.base_domain.lower() not in settings.base_domains:
-        raise invalid("base_domain", f"must be one of: {', '.join(settings.base_domains)}")
 
 
 @router.get("/{address}", response_model=AddressRow)

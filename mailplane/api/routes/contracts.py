@@ -21,13 +21,13 @@ from mailplane.api.errors import ApiError, invalid
 from mailplane.api.schemas.addresses import SubdomainCandidate, SubdomainCandidates
 from mailplane.api.schemas.contracts import ContractCreate, ContractOut, ContractUpdate
 from mailplane.api.views import contract_out
-from mailplane.mail.address import local_part_violation
+from mailplane.rules import RuleViolation
+from mailplane.rules.registration import CANDIDATES_PER_PAGE, base_domain, local_part_violation
 from mailplane.rules.subdomains import ordered_for
 from mailplane.storage import addresses_repo, contracts_repo
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
 
-CANDIDATES_PER_PAGE = 3  # SPEC §1 (L3861-3876): three candidates, "show others" = next three
 
 
 @router.post("", status_code=201, response_model=ContractOut)
@@ -119,12 +119,15 @@ def subdomain_candidates(
     clock: ClockDep,
     local_part: Annotated[str, Query(description="the local part the customer wants")],
     page: Annotated[int, Query(ge=1, le=1000)] = 1,
-    base_domain: Annotated[str | None, Query()] = None,
+    requested_domain: Annotated[str | None, Query(alias="base_domain")] = None,
 ) -> SubdomainCandidates:
     problem = local_part_violation(local_part)
     if problem:
         raise invalid("local_part", problem)
-    domain = _base_domain(base_domain, settings.base_domains)
+    try:
+        domain = base_domain(requested_domain, settings.base_domains)
+    except RuleViolation as exc:
+        raise invalid("base_domain", str(exc)) from None
     ordered = ordered_for(local_part, settings.addresses.subdomain_pattern)
     wanted = page * CANDIDATES_PER_PAGE
     free: list[str] = []
@@ -151,11 +154,3 @@ def subdomain_candidates(
         ],
         has_more=len(free) > wanted,
     )
-
-
-def _base_domain(requested: str | None, configured: list[str]) -> str:
-    if requested is None:
-        return configured[0]
-    if requested.lower() not in configured:
-        raise invalid("base_domain", f"must be one of: {', '.join(configured)}")
-    return requested.lower()

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from mailplane.api.schemas.common import StrictModel
 from mailplane.auth.passwords import password_rule_violation
-from mailplane.mail.address import local_part_violation
+from mailplane.rules.registration import local_part_violation
 
 
 def check_local_part(value: str) -> str:

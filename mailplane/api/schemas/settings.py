@@ -19,7 +19,7 @@ class VirusCheck(StrictModel):
     enabled: bool
 
 
-class SpamSettings(StrictModel):
+class SpamSwitches(StrictModel):
     """SPEC §4 (L4175-4197): quarantine and notify only while judge is ON; defaults OFF."""
 
     judge: bool = False
@@ -27,7 +27,7 @@ class SpamSettings(StrictModel):
     notify: bool = False
 
 
-class DenyConditions(StrictModel):
+class DenyConditionSwitches(StrictModel):
     """The five header conditions (L4291-4301); each defaults to "don't deny"."""
 
     no_from: bool = Field(default=False, description="no From header at all")
@@ -46,7 +46,7 @@ class DenyList(StrictModel):
     subjects: list[str] = Field(
         default_factory=list, description="substring of the Subject; NFKC-normalised"
     )
-    conditions: DenyConditions = Field(default_factory=DenyConditions)
+    conditions: DenyConditionSwitches = Field(default_factory=DenyConditionSwitches)
 
 
 class AllowList(StrictModel):

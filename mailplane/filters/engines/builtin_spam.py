@@ -24,7 +24,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from mailplane.config.settings import SpamSettings
+from mailplane.config.settings import SpamConfig
 from mailplane.filters.engines.base import SpamScanResult
 from mailplane.mail.message import decode_header_text, parse_headers
 
@@ -106,7 +106,7 @@ class BuiltinSpamEngine:
     name = "builtin"
 
     def __init__(
-        self, settings: SpamSettings, *, resolver: dns.asyncresolver.Resolver | None = None
+        self, settings: SpamConfig, *, resolver: dns.asyncresolver.Resolver | None = None
     ) -> None:
         self._threshold = settings.threshold
         self._zones = [zone.strip(".") for zone in settings.dnsbl_zones if zone.strip(".")]

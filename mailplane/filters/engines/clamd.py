@@ -14,7 +14,7 @@ import asyncio
 import socket
 import struct
 
-from mailplane.config.settings import VirusSettings
+from mailplane.config.settings import VirusConfig
 from mailplane.filters.engines.base import ScannerUnavailable, VirusScanResult
 
 CHUNK_SIZE = 64 * 1024
@@ -26,7 +26,7 @@ class ClamdEngine:
 
     name = "clamd"
 
-    def __init__(self, settings: VirusSettings) -> None:
+    def __init__(self, settings: VirusConfig) -> None:
         self._socket_path = settings.clamd_socket
         self._host = settings.clamd_host
         self._port = settings.clamd_port

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from mailplane.config.settings import ConfigError, VirusSettings
+from mailplane.config.settings import ConfigError, VirusConfig
 from mailplane.filters.engines.base import ScannerUnavailable, VirusScanResult
 
 EXIT_CLEAN = 0
@@ -24,7 +24,7 @@ class CommandEngine:
 
     name = "command"
 
-    def __init__(self, settings: VirusSettings) -> None:
+    def __init__(self, settings: VirusConfig) -> None:
         if not settings.command:
             raise ConfigError("config key 'virus.command': must name the scanner command")
         self._argv = list(settings.command)

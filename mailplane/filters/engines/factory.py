@@ -5,7 +5,7 @@ Services call these once at start-up and ``aclose()`` the engines on shutdown.
 
 from __future__ import annotations
 
-from mailplane.config.settings import SpamSettings, VirusSettings
+from mailplane.config.settings import SpamConfig, VirusConfig
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine
 from mailplane.filters.engines.builtin_virus import BuiltinVirusEngine
@@ -15,7 +15,7 @@ from mailplane.filters.engines.rspamd import RspamdEngine
 from mailplane.filters.engines.spamd import SpamdEngine
 
 
-def build_virus_engine(settings: VirusSettings) -> VirusEngine:
+def build_virus_engine(settings: VirusConfig) -> VirusEngine:
     """The engine named by ``virus.engine``; ``ConfigError`` if its settings are incomplete."""
     if settings.engine == "clamd":
         return ClamdEngine(settings)
@@ -24,7 +24,7 @@ def build_virus_engine(settings: VirusSettings) -> VirusEngine:
     return BuiltinVirusEngine()
 
 
-def build_spam_engine(settings: SpamSettings) -> SpamEngine:
+def build_spam_engine(settings: SpamConfig) -> SpamEngine:
     """The engine named by ``spam.engine``."""
     if settings.engine == "spamd":
         return SpamdEngine(settings)

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from mailplane.config.settings import SpamSettings
+from mailplane.config.settings import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable, SpamScanResult
 
 
@@ -23,7 +23,7 @@ class RspamdEngine:
 
     name = "rspamd"
 
-    def __init__(self, settings: SpamSettings, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: SpamConfig, *, client: httpx.AsyncClient | None = None) -> None:
         self._url = settings.rspamd_url.rstrip("/") + "/checkv2"
         self._threshold = settings.threshold
         self._timeout = settings.timeout_seconds

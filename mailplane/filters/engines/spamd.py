@@ -14,7 +14,7 @@ from email.message import Message
 
 import aiospamc
 
-from mailplane.config.settings import SpamSettings
+from mailplane.config.settings import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable, SpamScanResult
 
 DEFAULT_MAX_SIZE = 500 * 1024
@@ -25,7 +25,7 @@ class SpamdEngine:
 
     name = "spamd"
 
-    def __init__(self, settings: SpamSettings, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    def __init__(self, settings: SpamConfig, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self._host = settings.spamd_host
         self._port = settings.spamd_port
         self._threshold = settings.threshold

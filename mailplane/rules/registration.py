@@ -1,0 +1,99 @@
+"""Registering an address (SPEC §1, L3805-4039): every rule the API applies before an
+address exists, in one place.
+
+- **Local part** (L3838-3853): 3-20 characters of a-z 0-9 - _, never starting or ending
+  with - or _; upper case is refused rather than silently lowered, so the customer sees
+  exactly the address they will get.
+- **Subdomain**: one of the configured pattern's values (default ``[a-z]0[0-9]``,
+  :mod:`mailplane.rules.subdomains` offers 3 free candidates a page); the base domain one
+  of the configured ones.
+- **Terms** must be accepted; a suspended contract registers nothing.
+- **Slots** (L3807): a contract includes 5 addresses; each further one is a paid slot
+  (330 yen a month) that the caller must confirm with ``accept_charge``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mailplane.rules import RuleViolation
+from mailplane.rules.subdomains import expand
+
+LOCAL_PART_RE = re.compile(r"[a-z0-9_-]+")
+#: How many subdomain candidates one page offers (L3861-3876).
+CANDIDATES_PER_PAGE = 3
+
+
+def local_part_violation(value: str) -> str | None:
+    """The first hosted-local-part rule ``value`` breaks, or None."""
+    if not 3 <= len(value) <= 20:
+        return "must be 3-20 characters"
+    if any("A" <= ch <= "Z" for ch in value):
+        return "upper case letters are not allowed; use lower case (a-z)"
+    if not LOCAL_PART_RE.fullmatch(value):
+        return "may contain only a-z, 0-9, - and _"
+    if value[0] in "-_":
+        return f"cannot start with {value[0]}"
+    if value[-1] in "-_":
+        return f"cannot end with {value[-1]}"
+    return None
+
+
+def check_local_part(value: str) -> str:
+    problem = local_part_violation(value)
+    if problem:
+        raise RuleViolation("local_part", problem)
+    return value
+
+
+def base_domain(requested: str | None, configured: list[str]) -> str:
+    """The requested base domain (default: the first configured one)."""
+    if requested is None:
+        return configured[0]
+    if requested.lower() not in configured:
+        raise RuleViolation("base_domain", "must be one of: {domains}",
+                            domains=", ".join(configured))
+    return requested.lower()
+
+
+def check_registration(*, accept_terms: bool, subdomain: str, pattern: str) -> None:
+    """Terms accepted and the subdomain one the pattern allows."""
+    if not accept_terms:
+        raise RuleViolation("accept_terms", "the terms of use must be accepted")
+    if subdomain not in expand(pattern):
+        raise RuleViolation(
+            "subdomain", "must be one of the offered candidates (one letter and 00-09, e.g. e06)")
+
+
+@dataclass(frozen=True, slots=True)
+class SlotDecision:
+    """What registering one more address does to the contract's slots."""
+
+    extra_slots: int
+    paid_slot: bool
+
+
+class ChargeRequired(RuleViolation):
+    """Every contracted slot is in use: one more costs ``charge_yen`` a month."""
+
+    def __init__(self, *, contracted: int, charge_yen: int) -> None:
+        super().__init__(
+            "accept_charge",
+            "This contract includes {contracted} addresses and all are in use. An additional"
+            " address costs {charge} yen per month (tax included); send accept_charge: true"
+            " to confirm.", contracted=contracted, charge=charge_yen)
+        self.contracted = contracted
+        self.charge_yen = charge_yen
+
+
+def next_slot(*, included: int, extra_slots: int, used: int, accept_charge: bool,
+              charge_yen: int) -> SlotDecision:
+    """One more address on a contract with ``used`` addresses: free while an included or
+    already paid slot is free, else a new paid slot — only with ``accept_charge``."""
+    contracted = included + extra_slots
+    if used < contracted:
+        return SlotDecision(extra_slots=extra_slots, paid_slot=False)
+    if not accept_charge:
+        raise ChargeRequired(contracted=contracted, charge_yen=charge_yen)
+    return SlotDecision(extra_slots=extra_slots + used + 1 - contracted, paid_slot=True)
