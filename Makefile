@@ -63,7 +63,7 @@ bench-quick: $(STAMP)
 
 # The long crash test: kill -9 the node while clients send, then count every message.
 soak: $(STAMP)
-	$(PY) -m tests.reliability.soak
+	$(PY) -m tests.durability.soak
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

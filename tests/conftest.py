@@ -19,8 +19,22 @@ import pytest
 from mailplane.config.settings import Settings, load_settings
 from mailplane.storage.migrate import upgrade
 
-# Real clamd/spamd fixtures (clamd_daemon, spamd_daemon) for every test folder.
-pytest_plugins = ["tests.daemons"]
+# Every factory's fixtures, for every capability folder (tests/factories/); their asserts
+# are rewritten like the tests' own.
+pytest.register_assert_rewrite("tests.factories")
+pytest_plugins = [
+    "tests.factories.daemons",
+    "tests.factories.api",
+    "tests.factories.cluster",
+    "tests.factories.dns",
+    "tests.factories.flow",
+    "tests.factories.mx",
+    "tests.factories.node",
+    "tests.factories.outbound",
+    "tests.factories.pop3",
+    "tests.factories.security",
+    "tests.factories.submission",
+]
 
 PG_ADMIN_URL = os.environ.get("MAILPLANE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -1,7 +1,7 @@
 """Portal fixtures: Debian's Chromium driven by Playwright (sync API), the real API server.
 
 One browser for the whole session (a new context per test keeps them independent); the
-API is the ApiHarness of tests/api (uvicorn in a thread on a free port) with the portal
+API is the ApiHarness of tests/factories/api.py (uvicorn in a thread on a free port) with the portal
 mounted by ``create_app``.  No browser is ever downloaded: Chromium comes from apt
 (``make test`` installs it); without it, or without the ``playwright`` package, the tests
 skip with the reason printed.
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import ApiHarness, api, api_factory
+from tests.factories.api import ApiHarness
 
-__all__ = ["PHONE", "SCREENSHOTS", "Portal", "api", "api_factory", "run_mx"]
+__all__ = ["PHONE", "SCREENSHOTS", "Portal", "run_mx"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -11,6 +11,7 @@ import smtplib
 from datetime import timedelta
 
 from mailplane.clock import as_utc
+from tests.factories.messages import GTUBE
 from tests.portal.conftest import PHONE, Portal, run_mx
 
 ADDRESS = "taro@e06.example.net"
@@ -282,7 +283,6 @@ def test_phone_width_shows_each_address_as_a_card(portal: Portal) -> None:
     portal.screenshot("15-address-table-phone")
 
 
-GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
 def test_quarantined_message_is_opened_and_released_to_the_inbox(portal: Portal) -> None:

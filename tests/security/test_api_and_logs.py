@@ -11,7 +11,7 @@ import smtplib
 import ssl
 from typing import Any
 
-from tests.security.conftest import SecureNode
+from tests.factories.security import SecureNode
 
 #: Operations any key may call that are not about one contract.
 UNSCOPED_OK = {("get", "/healthz"), ("get", "/metrics"), ("get", "/v1/me")}

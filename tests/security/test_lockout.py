@@ -10,7 +10,7 @@ import socket
 import ssl
 from typing import Any
 
-from tests.security.conftest import SecureNode
+from tests.factories.security import SecureNode
 
 
 def _tls() -> ssl.SSLContext:

@@ -15,9 +15,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.api.conftest import ApiHarness, api, api_factory
-
-__all__ = ["api", "api_factory"]
+from tests.factories.api import ApiHarness
 
 EXAMPLES_PER_OPERATION = 12
 REAL_PATH_VALUES = {"cn": "C0001", "address": "taro@e06.example.net"}

@@ -10,7 +10,7 @@ import ssl
 
 import pytest
 
-from tests.security.conftest import SecureNode
+from tests.factories.security import SecureNode
 
 FOREIGN_RECIPIENTS = [
     "victim@example.org",

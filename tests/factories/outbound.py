@@ -1,0 +1,171 @@
+"""Outbound fixtures: capture MX servers (aiosmtpd on free loopback ports, recording envelopes,
+answering 451/550 on demand), and a migrated database with a worker factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as SmtpSession
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane.clock import FrozenClock
+from mailplane.config.settings import Settings
+from mailplane.outbound.worker import OutboundWorker
+from mailplane.storage.db import make_engine, make_session_factory
+from mailplane.storage.migrate import upgrade
+from tests.conftest import SettingsFactory, free_port
+from tests.factories.dns import DnsStub, Zone
+
+__all__ = ["DnsStub", "Zone"]
+
+SRS_SECRET = "test-srs-secret"
+SRS_DOMAIN = "srs.mailplane.test"
+
+# --- capture MX ------------------------------------------------------------------------
+
+
+@dataclass
+class Captured:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class CaptureHandler:
+    envelopes: list[Captured] = field(default_factory=list)
+    #: recipient (lowercase) -> reply text, e.g. "451 4.3.0 try later"
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+    auth_logins: list[str] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        reply = self.rcpt_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(
+        self, server: SMTP, session: SmtpSession, envelope: Envelope
+    ) -> str:
+        if self.data_reply:
+            return self.data_reply
+        content = envelope.original_content or b""
+        assert isinstance(content, bytes)
+        self.envelopes.append(
+            # aiosmtpd records the null reverse-path as "<>"; store it as "".
+            Captured((envelope.mail_from or "").strip("<>"), list(envelope.rcpt_tos), content)
+        )
+        return "250 2.0.0 queued"
+
+
+@dataclass
+class CaptureMx:
+    host: str
+    port: int
+    handler: CaptureHandler
+    controller: Controller
+
+    @property
+    def envelopes(self) -> list[Captured]:
+        return self.handler.envelopes
+
+
+def _authenticator(users: dict[str, str], handler: CaptureHandler) -> Any:
+    def check(
+        server: SMTP, session: SmtpSession, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            login = auth_data.login.decode()
+            if users.get(login) == auth_data.password.decode():
+                handler.auth_logins.append(login)
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+    return check
+
+
+CaptureFactory = Callable[..., CaptureMx]
+
+
+@pytest.fixture
+def mx_port() -> int:
+    """One port shared by every capture MX (on different loopback addresses), because the
+    worker's MX port override is one number, like port 25 in production."""
+    return free_port()
+
+
+@pytest.fixture
+def capture_mx(mx_port: int) -> Iterator[CaptureFactory]:
+    started: list[Controller] = []
+
+    def factory(host: str = "127.0.0.2", *, port: int | None = None,
+                users: dict[str, str] | None = None) -> CaptureMx:
+        handler = CaptureHandler()
+        kwargs: dict[str, Any] = {}
+        if users is not None:
+            kwargs = {"authenticator": _authenticator(users, handler),
+                      "auth_require_tls": False}
+        controller = Controller(handler, hostname=host, port=port or mx_port,
+                                ready_timeout=10, **kwargs)
+        controller.start()
+        started.append(controller)
+        return CaptureMx(host, port or mx_port, handler, controller)
+
+    yield factory
+    for controller in started:
+        controller.stop()
+
+
+# --- database and worker ---------------------------------------------------------------
+
+
+@dataclass
+class OutboundEnv:
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    clock: FrozenClock
+
+
+@pytest.fixture
+def make_outbound_env(make_settings: SettingsFactory) -> Callable[..., OutboundEnv]:
+    def factory(**overrides: Any) -> OutboundEnv:
+        settings = make_settings(
+            srs={"secret": SRS_SECRET, "domain": SRS_DOMAIN},
+            outbound={"connect_timeout_seconds": 5.0, **overrides.pop("outbound", {})},
+            **overrides,
+        )
+        upgrade(settings.database_url)
+        engine = make_engine(settings.database_url)
+        return OutboundEnv(settings, make_session_factory(engine), FrozenClock())
+
+    return factory
+
+
+@pytest.fixture
+def outbound_env(make_outbound_env: Callable[..., OutboundEnv]) -> OutboundEnv:
+    return make_outbound_env()
+
+
+WorkerFactory = Callable[..., OutboundWorker]
+
+
+@pytest.fixture
+def make_worker(dns_stub: DnsStub, mx_port: int) -> WorkerFactory:
+    def factory(env: OutboundEnv, worker_id: str = "w1", **kwargs: Any) -> OutboundWorker:
+        return OutboundWorker(
+            env.settings, env.session_factory, env.clock, worker_id=worker_id,
+            dns_nameserver=dns_stub.address, smtp_port_override=mx_port, **kwargs,
+        )
+
+    return factory
