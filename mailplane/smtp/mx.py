@@ -38,6 +38,7 @@ from mailplane.smtp.base import (
     content_refusal,
     declared_size,
 )
+from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,6 @@ async def start_mx(
         factory, host=settings.mx.host, port=settings.mx.port,
         reuse_port=settings.mx.workers > 1,
     )
-    log.info("MX listening on %s:%d (protocol %s)", settings.mx.host,
-             server.sockets[0].getsockname()[1], MailplaneSMTP.__mro__[1].__qualname__)
+    log.info("MX listening on %s:%d; protocol: %s", settings.mx.host,
+             server.sockets[0].getsockname()[1], protocol_description())
     return MxServer(server, handler, protocols, owns_delivery=owns_delivery)

@@ -47,6 +47,14 @@ from aiosmtpd.smtp import (
 log = logging.getLogger("mail.log")
 
 _COMPATIBLE = aiosmtpd.__version__ == "1.4.6"
+
+
+def protocol_description() -> str:
+    """Which protocol code this process runs, for the start-up log line (the fast paths
+    exist only on the aiosmtpd version they were checked against)."""
+    if _COMPATIBLE:
+        return f"FastSMTP (fast paths on aiosmtpd {aiosmtpd.__version__})"
+    return f"stock aiosmtpd {aiosmtpd.__version__} SMTP (FastSMTP needs 1.4.6)"
 _CRLF = b"\r\n"
 _TERMINATOR = b"\r\n.\r\n"
 #: ``<local@domain>`` then the parameters: RFC 5322 dot-atom local part, LDH domain labels

@@ -63,6 +63,7 @@ from mailplane.smtp.base import (
     close_gracefully,
     content_refusal,
 )
+from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
 
 log = logging.getLogger(__name__)
@@ -498,6 +499,7 @@ async def start_submission(
         raise
     server = SubmissionServer(starttls, implicit, handler, protocols,
                               owns_delivery=owns_delivery)
-    log.info("submission listening on %s:%d (STARTTLS) and %s:%d (TLS); country lookup %s",
-             host, server.starttls_port, host, server.tls_port, country_lookup.name)
+    log.info("submission listening on %s:%d (STARTTLS) and %s:%d (TLS); country lookup %s;"
+             " protocol: %s", host, server.starttls_port, host, server.tls_port,
+             country_lookup.name, protocol_description())
     return server

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import socket
 from typing import Any
 
+import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailplane.smtp.protocol import FastSMTP
+from tests.factories.mx import MxEnv
 
 LIMIT = 4000
 
@@ -149,3 +152,20 @@ def test_mail_and_rcpt_paths_parse_exactly_like_stock_aiosmtpd(arg: str, limit: 
             return type(exc)
 
     assert outcome(fast) == outcome(stock)
+
+
+@pytest.fixture
+def info_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="mailplane")
+    return caplog
+
+
+def test_the_mx_says_at_start_which_protocol_class_runs(
+    info_logs: pytest.LogCaptureFixture, mx: MxEnv
+) -> None:
+    """The fast paths depend on aiosmtpd 1.4.6's internals (pinned in pyproject.toml); an
+    operator reading the start-up log can see whether they are in use."""
+    started = [r.getMessage() for r in info_logs.get_records("setup")
+               if r.getMessage().startswith("MX listening")]
+    assert len(started) == 1
+    assert "protocol: FastSMTP (fast paths on aiosmtpd 1.4.6)" in started[0]
