@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
 from mailplane.config.settings import Settings
-from mailplane.mailstore.maildir import deliver, fsync_dir, write_new_file
+from mailplane.mailstore.maildir import deliver, write_new_file
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage import quarantine_repo
 from mailplane.storage.models import QuarantineItem
@@ -157,18 +157,3 @@ def delete_quarantine(
         session.commit()
     path.unlink(missing_ok=True)
     return True
-
-
-def purge_address_quarantine(
-    settings: Settings, session_factory: sessionmaker[Session], *, address: str
-) -> None:
-    """Remove the whole quarantine of an address (address deletion, SPEC §1)."""
-    with session_factory() as session:
-        items = quarantine_repo.list_for_address(session, address=address)
-        quarantine_repo.delete_for_address(session, address=address)
-        session.commit()
-    for item in items:
-        Path(item.path).unlink(missing_ok=True)
-    directory = quarantine_dir(settings, address)
-    if directory.exists():
-        fsync_dir(directory)

@@ -33,8 +33,3 @@ def email_rule_violation(value: str) -> str | None:
     if local.startswith(".") or local.endswith(".") or ".." in local:
         return "the part before @ cannot start or end with a dot or contain two dots in a row"
     return domain_violation(domain)
-
-
-def split_address(address: str) -> tuple[str, str]:
-    local, _, domain = address.rpartition("@")
-    return local, domain.lower()

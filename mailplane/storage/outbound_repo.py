@@ -227,10 +227,6 @@ def existing_job_ids(session: Session, *, job_ids: list[str]) -> set[str]:
     return found
 
 
-def get_job(session: Session, *, job_id: str) -> OutboundJob | None:
-    return session.get(OutboundJob, job_id)
-
-
 def delete_jobs(session: Session, *, job_ids: list[str]) -> None:
     """Compensate a staged batch whose transaction could not finish (the MX's 451 path,
     like ``quarantine_repo.delete_items``); the caller removes the spool files."""

@@ -84,10 +84,6 @@ def mark_notified(session: Session, *, item_ids: Iterable[str]) -> None:
         )
 
 
-def delete_for_address(session: Session, *, address: str) -> None:
-    session.execute(delete(QuarantineItem).where(QuarantineItem.address == address))
-
-
 def addresses_with_unnotified_and_notify_on(session: Session) -> list[str]:
     """Addresses whose owner wants digests (spam_notify ON) and has new items."""
     return list(
