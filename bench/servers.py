@@ -1,7 +1,9 @@
 """Start, probe and meter the servers under test, each in its own process (issue 6).
 
 Server CPU is read from ``/proc/<pid>/stat`` (utime + stime, fields 14-15) summed over the
-process and all its descendants, so mailplane's worker processes are counted too.
+process and all its descendants, so mailplane's worker processes are counted too, plus
+each one's cutime + cstime (fields 16-17: children that exited and were reaped), so
+Postfix daemons that exit after ``max_use`` connections are counted too.
 """
 
 from __future__ import annotations
@@ -26,17 +28,18 @@ def free_port() -> int:
 
 
 def _stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, cpu seconds) of one process, or None if it is gone."""
+    """(ppid, cpu seconds of it and its reaped children) of one process, or None if it is
+    gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = raw[raw.rindex(")") + 2:].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+    return int(fields[1]), sum(int(v) for v in fields[11:15]) / _TICK
 
 
 def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system) of ``root`` and every live descendant."""
+    """CPU seconds (user + system) of ``root`` and every descendant, live or reaped."""
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
