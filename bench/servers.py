@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import postfix
+
 REPO = Path(__file__).resolve().parent.parent
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -78,11 +80,12 @@ class RunningServer:
                 self.process.wait()
 
 
-def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Until the server greets with 220 (or its process dies)."""
+def wait_ready(port: int, process: subprocess.Popen[bytes] | None,
+               timeout: float = 60.0) -> None:
+    """Until the server greets with 220 (or its process, if it is our child, dies)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             err = process.stderr.read().decode(errors="replace") if process.stderr else ""
             raise RuntimeError(f"server exited with {process.returncode}: {err[-2000:]}")
         try:
@@ -121,7 +124,9 @@ def start_baseline(workdir: Path, *, fast: bool = False) -> RunningServer:
                   log=workdir / f"{name}.log")
 
 
-def write_mailplane_config(workdir: Path, port: int, workers: int, database_url: str) -> Path:
+def write_mailplane_config(workdir: Path, port: int, workers: int | None,
+                           database_url: str) -> Path:
+    """``workers=None``: ``mx.workers`` is not set, so the configuration default applies."""
     state = workdir / "mailplane-var"
     state.mkdir(parents=True, exist_ok=True)
     config = workdir / "mailplane.toml"
@@ -133,14 +138,14 @@ def write_mailplane_config(workdir: Path, port: int, workers: int, database_url:
         'host = "127.0.0.1"\n'
         f"port = {port}\n"
         'hostname = "mx.bench.example"\n'
-        f"workers = {workers}\n"
-        "[virus]\nengine = \"builtin\"\n"
-        "[spam]\nengine = \"builtin\"\n"
+        + (f"workers = {workers}\n" if workers else "")
+        + '[virus]\nengine = "builtin"\n'
+        '[spam]\nengine = "builtin"\n'
     )
     return config
 
 
-def start_mailplane(workdir: Path, *, workers: int, database_url: str,
+def start_mailplane(workdir: Path, *, workers: int | None, database_url: str,
                     name: str = "mailplane") -> RunningServer:
     """``mailplane serve --role mx``: the real node start-up path, in its own process."""
     port = free_port()
@@ -156,7 +161,8 @@ def start_mailplane(workdir: Path, *, workers: int, database_url: str,
     except BaseException:
         process.kill()
         raise
-    return RunningServer(name, port, process, note=f"{workers} worker(s)")
+    return RunningServer(name, port, process,
+                         note=f"{workers or 'default'} worker(s)")
 
 
 def start_smtp_sink(workdir: Path) -> RunningServer | str:
@@ -168,3 +174,40 @@ def start_smtp_sink(workdir: Path) -> RunningServer | str:
     as_root = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses root otherwise
     return _spawn("smtp-sink", [binary, *as_root, f"127.0.0.1:{port}", "512"], port,
                   log=workdir / "smtp-sink.log")
+
+
+@dataclass
+class PostfixServer:
+    """A private Postfix instance (bench/postfix.py); ``postfix -c`` starts and stops it."""
+
+    name: str
+    port: int
+    instance: postfix.PostfixInstance
+    note: str = ""
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.instance.master_pid)
+
+    def stop(self) -> None:
+        self.instance.stop()
+
+
+def start_postfix(workdir: Path, recipients: list[str]) -> PostfixServer | str:
+    """Postfix delivering into Maildirs, or the reason it is skipped."""
+    reason = postfix.unavailable_reason()
+    if reason:
+        return f"postfix column skipped: {reason}"
+    port = free_port()
+    # Its daemons run as postfix and nobody: they must be able to pass through workdir.
+    os.chmod(workdir, os.stat(workdir).st_mode | 0o011)
+    instance = postfix.PostfixInstance(workdir / "postfix", port, recipients)
+    try:
+        instance.start()
+        wait_ready(port, None, timeout=60)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        instance.kill()
+        return f"postfix column skipped: {exc}"
+    return PostfixServer("postfix", port, instance,
+                         note=f"Postfix {postfix.version()}, no filters, virtual(8) into a "
+                              "Maildir per recipient")
+
