@@ -40,6 +40,15 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), sum(int(v) for v in fields[11:15]) / _TICK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every CPU of the machine spent busy since boot (``/proc/stat``: user,
+    nice, system, irq, softirq, steal), to tell how much other programs ran meanwhile."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds (user + system) of ``root`` and every descendant, live or reaped."""
     stats: dict[int, tuple[int, float]] = {}
@@ -125,11 +134,27 @@ def start_baseline(workdir: Path, *, fast: bool = False) -> RunningServer:
 
 
 def write_mailplane_config(workdir: Path, port: int, workers: int | None,
-                           database_url: str) -> Path:
-    """``workers=None``: ``mx.workers`` is not set, so the configuration default applies."""
+                           database_url: str, *, all_roles: bool = False,
+                           smarthost_port: int = 0) -> Path:
+    """``workers=None``: ``mx.workers`` is not set, so the configuration default applies.
+    ``all_roles``: free loopback ports for the API, submission and POP3 too, and the
+    outbound worker sends everything to ``127.0.0.1:smarthost_port`` (smtp-sink; 0 = a
+    closed port, so jobs wait) with DNS pointed at a closed loopback port: nothing leaves
+    the machine."""
     state = workdir / "mailplane-var"
     state.mkdir(parents=True, exist_ok=True)
     config = workdir / "mailplane.toml"
+    others = ""
+    if all_roles:
+        others = (
+            f'[api]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+            f'[submission]\nhost = "127.0.0.1"\nstarttls_port = {free_port()}\n'
+            f"tls_port = {free_port()}\n"
+            f'[pop3]\nhost = "127.0.0.1"\nport = {free_port()}\ntls_port = {free_port()}\n'
+            f'[outbound]\nsmarthost = "127.0.0.1"\n'
+            f"smarthost_port = {smarthost_port or free_port()}\n"
+            f'dns_nameserver = "127.0.0.1:{free_port()}"\nmx_port = {free_port()}\n'
+        )
     config.write_text(
         f'state_dir = "{state}"\n'
         f'database_url = "{database_url}"\n'
@@ -141,18 +166,23 @@ def write_mailplane_config(workdir: Path, port: int, workers: int | None,
         + (f"workers = {workers}\n" if workers else "")
         + '[virus]\nengine = "builtin"\n'
         '[spam]\nengine = "builtin"\n'
+        + others
     )
     return config
 
 
 def start_mailplane(workdir: Path, *, workers: int | None, database_url: str,
-                    name: str = "mailplane") -> RunningServer:
-    """``mailplane serve --role mx``: the real node start-up path, in its own process."""
+                    name: str = "mailplane", all_roles: bool = False,
+                    smarthost_port: int = 0) -> RunningServer:
+    """``mailplane serve --role mx`` (``all_roles``: ``mailplane serve``, every role in one
+    node as ``make run`` starts it): the real node start-up path, in its own process."""
     port = free_port()
-    config = write_mailplane_config(workdir / name, port, workers, database_url)
+    config = write_mailplane_config(workdir / name, port, workers, database_url,
+                                    all_roles=all_roles, smarthost_port=smarthost_port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPLANE_")}
     env["MAILPLANE_CONFIG"] = str(config)
-    argv = [str(Path(sys.executable).parent / "mailplane"), "serve", "--role", "mx"]
+    argv = [str(Path(sys.executable).parent / "mailplane"), "serve",
+            *([] if all_roles else ["--role", "mx"])]
     stderr = open(workdir / f"{name}.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
                                cwd=REPO)
@@ -162,7 +192,8 @@ def start_mailplane(workdir: Path, *, workers: int | None, database_url: str,
         process.kill()
         raise
     return RunningServer(name, port, process,
-                         note=f"{workers or 'default'} worker(s)")
+                         note=f"{workers or 'default'} worker(s)"
+                              + (", every role" if all_roles else ""))
 
 
 def start_smtp_sink(workdir: Path) -> RunningServer | str:
