@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,8 @@ class RunningServer:
     port: int
     process: subprocess.Popen[bytes]
     note: str = ""
+    #: For a node whose outbound worker runs: how many jobs are still queued.
+    queued_jobs: Callable[[], int] | None = None
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.process.pid)
