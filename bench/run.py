@@ -236,7 +236,7 @@ def evaluate_targets(rows: list[dict[str, Any]], plan: Plan,
     many = max(plan.sessions)
     ncpu = os.cpu_count() or 1
     out: list[dict[str, Any]] = []
-    for size in (10 * KB, 100 * KB):
+    for size in (10 * KB, 100 * KB) if many > 1 else ():
         mp, pf = by_key.get((size, many, server)), by_key.get((size, many, "postfix"))
         name = f"{server} ÷ postfix msgs/s to the 250, {size // KB} KB / {many} sessions"
         if not mp or not pf or not pf["msgs_per_s"]:
