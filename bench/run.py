@@ -404,12 +404,14 @@ def _stop_all(running: list[Server]) -> None:
 
 def default_workers() -> int:
     """``mx.workers`` when the configuration does not set it (what ``make run`` uses)."""
-    try:
-        from mailplane.settings import MxSettings
+    import importlib
 
-        return int(MxSettings().workers)
-    except Exception:  # the bench reports the default it assumes; it does not fail here
-        return 1
+    for module in ("mailplane.config.settings", "mailplane.settings"):  # old and new layout
+        try:
+            return int(importlib.import_module(module).MxSettings().workers)
+        except (ImportError, AttributeError):
+            continue
+    return 1
 
 
 def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
