@@ -10,6 +10,7 @@ throughput only (it reports no per-message timing) and sends every message to on
 from __future__ import annotations
 
 import asyncio
+import resource
 import shutil
 import subprocess
 import time
@@ -24,6 +25,10 @@ class LoadResult:
     sent: int = 0
     failed: int = 0
     elapsed: float = 0.0
+    #: ``time.perf_counter()`` when the first connection was opened.
+    started: float = 0.0
+    #: CPU seconds the client itself used (this process, or smtp-source).
+    client_cpu: float = 0.0
     latencies: list[float] = field(default_factory=list)
     first_error: str = ""
 
@@ -109,9 +114,11 @@ async def run_asyncio_load(
                 result.failed += 1
                 result.first_error = result.first_error or f"{type(exc).__name__}: {exc}"
 
-    started = time.perf_counter()
+    cpu = time.process_time()
+    result.started = started = time.perf_counter()
     await asyncio.gather(*(session_loop() for _ in range(sessions)))
     result.elapsed = time.perf_counter() - started
+    result.client_cpu = time.process_time() - cpu
     return result
 
 
@@ -122,6 +129,7 @@ def run_smtp_source(
     """Postfix's C client: throughput only (no per-message latency), one recipient."""
     if SMTP_SOURCE is None:
         raise FileNotFoundError("smtp-source is not installed (Debian package postfix)")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(
         [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size),
@@ -129,8 +137,11 @@ def run_smtp_source(
         capture_output=True, text=True, timeout=timeout, check=False,
     )
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     failed = 0 if proc.returncode == 0 else messages
-    return LoadResult(sent=messages - failed, failed=failed, elapsed=elapsed,
+    return LoadResult(sent=messages - failed, failed=failed, elapsed=elapsed, started=started,
+                      client_cpu=(after.ru_utime + after.ru_stime)
+                      - (before.ru_utime + before.ru_stime),
                       first_error=(proc.stderr or proc.stdout).strip()[:300])
 
 

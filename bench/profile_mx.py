@@ -45,6 +45,19 @@ def top_functions(raw: Path, count: int) -> list[tuple[float, str]]:
     return [(100 * n / max(total, 1), key) for key, n in inclusive.most_common(count)]
 
 
+def top_self(raw: Path, count: int) -> list[tuple[float, str]]:
+    """Exclusive share per function (the innermost frame of each sample)."""
+    exclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        n = int(samples)
+        total += n
+        name, _, where = stack.split(";")[-1].partition(" (")
+        exclusive[f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]}"] += n
+    return [(100 * n / max(total, 1), key) for key, n in exclusive.most_common(count)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=10 * 1024)
@@ -52,6 +65,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--wall", action="store_true", help="wall time, not only GIL-holding")
     parser.add_argument("--top", type=int, default=60)
+    parser.add_argument("--all-roles", action="store_true",
+                        help="profile mailplane serve with every role (as make run); "
+                        "its worker sends forwards to smtp-sink")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy py-spy's raw collapsed stacks here")
     parser.add_argument("--workers", type=int, default=1,
                         help="MX worker processes (py-spy follows them with --subprocesses)")
     args = parser.parse_args()
@@ -64,7 +82,10 @@ def main() -> None:
     (workdir / "mailplane").mkdir()
     url = f"sqlite:///{workdir / 'mailplane' / 'mailplane.db'}"
     prepare_mailplane(url, 10_000)
-    server = servers.start_mailplane(workdir, workers=args.workers, database_url=url)
+    sink = servers.start_smtp_sink(workdir) if args.all_roles else None
+    server = servers.start_mailplane(
+        workdir, workers=args.workers, database_url=url, all_roles=args.all_roles,
+        smarthost_port=sink.port if isinstance(sink, servers.RunningServer) else 0)
     recipients = [address_of(n) for n in range(100)]
     try:
         asyncio.run(client.run_asyncio_load("127.0.0.1", server.port, sessions=args.sessions,
@@ -83,10 +104,18 @@ def main() -> None:
         spy.wait(30)
         print(f"{result.sent} sent, {result.failed} failed, "
               f"{result.sent / result.elapsed:.0f} msgs/s while profiled")
+        print("inclusive:")
         for share, key in top_functions(raw, args.top):
             print(f"{share:5.1f}% {key}")
+        print("exclusive (self):")
+        for share, key in top_self(raw, args.top // 2):
+            print(f"{share:5.1f}% {key}")
+        if args.keep:
+            shutil.copy(raw, args.keep)
     finally:
         server.stop()
+        if isinstance(sink, servers.RunningServer):
+            sink.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

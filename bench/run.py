@@ -6,8 +6,12 @@ servers interleaved (alternating repetitions) does not.
 
 Servers (each its own process, all running for the whole run, measured in turn):
 ``baseline-durable`` (bench/baseline_durable.py), ``mailplane`` (``mailplane serve --role
-mx`` with every filter on for 10,000 configured addresses) and, when Debian's postfix is
-installed, ``smtp-sink`` as the ceiling.  Then the control-plane and API benchmarks.
+mx`` with ``make run``'s default configuration and every filter on for 10,000 configured
+addresses), ``mailplane-<N>w`` (the same with another ``mx.workers``) and, when Debian's
+postfix is installed and the bench is root, ``postfix`` (a private Postfix instance with no
+filters delivering into Maildirs, bench/postfix.py; measured to the last 250 and, as
+``postfix-maildir``, to the last file in the Maildirs) and ``smtp-sink`` as the ceiling.
+Then the targets of issue 13 (mailplane ÷ Postfix), the control-plane and API benchmarks.
 
 Usage: ``python -m bench.run [--quick] [--reps 3] [--client asyncio|smtp-source]``.
 """
@@ -25,7 +29,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +83,9 @@ class Sample:
     failed: int
     elapsed: float
     cpu_seconds: float
+    client_cpu_seconds: float = 0.0
+    #: CPU seconds the whole machine was busy meanwhile (server, client and others).
+    busy_seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     first_error: str = ""
 
@@ -91,10 +98,19 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
-def measure(server: servers.RunningServer, plan: Plan, size: int, sessions: int, rep: int,
-            recipients: list[str], client_kind: str) -> Sample:
+Server = servers.RunningServer | servers.PostfixServer
+
+
+def measure(server: Server, plan: Plan, size: int, sessions: int, rep: int,
+            recipients: list[str], client_kind: str) -> list[Sample]:
+    """One load against one server.  Postfix gives two samples: ``postfix`` to the last
+    250 (like every other server) and ``postfix-maildir`` to the last file in its Maildirs
+    (its queue is empty then, so its deliveries do not spill into the next measurement)."""
     count = plan.messages[(size, sessions)]
+    if isinstance(server, servers.PostfixServer):
+        server.instance.clear_maildirs()
     cpu_before = server.cpu_seconds()
+    busy_before = servers.machine_busy_seconds()
     if client_kind == "smtp-source":
         result = client.run_smtp_source("127.0.0.1", server.port, sessions=sessions,
                                         messages=count, size=size, recipient=recipients[0])
@@ -103,8 +119,39 @@ def measure(server: servers.RunningServer, plan: Plan, size: int, sessions: int,
             "127.0.0.1", server.port, sessions=sessions, messages=count, size=size,
             recipients=recipients))
     cpu = server.cpu_seconds() - cpu_before
-    return Sample(server.name, size, sessions, rep, result.sent, result.failed,
-                  result.elapsed, cpu, result.latencies, result.first_error)
+    busy = servers.machine_busy_seconds() - busy_before
+    samples = [Sample(server.name, size, sessions, rep, result.sent, result.failed,
+                      result.elapsed, cpu, result.client_cpu, busy, result.latencies,
+                      result.first_error)]
+    if isinstance(server, servers.PostfixServer):
+        error = ""
+        try:
+            done = server.instance.wait_delivered(result.sent)
+        except TimeoutError as exc:
+            done, error = time.perf_counter(), f"TimeoutError: {exc}"
+        elapsed = max(done - result.started, result.elapsed)
+        samples.append(Sample(f"{server.name}-maildir", size, sessions, rep, result.sent,
+                              result.failed + (result.sent if error else 0), elapsed,
+                              server.cpu_seconds() - cpu_before, result.client_cpu,
+                              servers.machine_busy_seconds() - busy_before, [],
+                              result.first_error or error))
+    elif isinstance(server, servers.RunningServer) and server.queued_jobs is not None:
+        # A node with its outbound worker: wait until it has sent every forward and
+        # auto-reply, so its backlog does not run during the next server's turn.
+        deadline, queued = time.perf_counter() + 120, -1
+        while time.perf_counter() < deadline:
+            queued = server.queued_jobs()
+            if queued == 0:
+                break
+            time.sleep(0.02)
+        samples.append(Sample(f"{server.name}-drained", size, sessions, rep, result.sent,
+                              result.failed + (result.sent if queued else 0),
+                              time.perf_counter() - result.started,
+                              server.cpu_seconds() - cpu_before, result.client_cpu,
+                              servers.machine_busy_seconds() - busy_before, [],
+                              result.first_error
+                              or (f"{queued} outbound jobs still queued" if queued else "")))
+    return samples
 
 
 def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
@@ -118,40 +165,143 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
         rate = statistics.median(rates) if rates else 0.0
         rows.append({
             "server": name, "size": size, "sessions": sessions,
-            "msgs_per_s": rate, "mb_per_s": rate * size / 1e6,
+            "msgs_per_s": rate, "mb_per_s": rate * size / 1e6, "rates": rates,
             "p50_ms": _percentile(latencies, 50) * 1e3,
             "p99_ms": _percentile(latencies, 99) * 1e3,
             "cpu_ms_per_msg": (sum(s.cpu_seconds for s in group) / sent * 1e3) if sent else 0,
+            "client_cpu_ms_per_msg": (sum(s.client_cpu_seconds for s in group) / sent * 1e3)
+            if sent else 0,
+            # Cores that other programs (not this server, not the client) kept busy.
+            "others_cores": min(float(os.cpu_count() or 1), max(0.0, sum(
+                s.busy_seconds - s.cpu_seconds - s.client_cpu_seconds for s in group))
+                / max(sum(s.elapsed for s in group), 1e-9)),
             "sent": sent, "failed": sum(s.failed for s in group),
             "first_error": next((s.first_error for s in group if s.first_error), ""),
         })
     by_key = {(r["size"], r["sessions"], r["server"]): r for r in rows}
     for row in rows:
-        if row["server"] != "mailplane":
+        if not row["server"].startswith("mailplane"):
             continue
-        for other, label in (("baseline-durable", "vs_baseline"), ("smtp-sink", "vs_sink")):
+        drained = row["server"].endswith("-drained")
+        # A drained row (every forward and auto-reply sent) compares with Postfix's
+        # to-the-Maildir row: all work done on both sides.
+        for other, label in (("baseline-durable", "vs_baseline"), ("smtp-sink", "vs_sink"),
+                             ("postfix-maildir" if drained else "postfix", "vs_postfix"),
+                             ("postfix-maildir", "vs_postfix_maildir")):
             ref = by_key.get((row["size"], row["sessions"], other))
             if ref and ref["msgs_per_s"]:
                 row[label] = row["msgs_per_s"] / ref["msgs_per_s"]
-        ref = by_key.get((row["size"], row["sessions"], "baseline-durable"))
-        if ref and ref["p99_ms"] == ref["p99_ms"] and ref["p99_ms"] > 0:
-            row["p99_vs_baseline"] = row["p99_ms"] / ref["p99_ms"]
+        for other, pct, label in (("baseline-durable", "p99_ms", "p99_vs_baseline"),
+                                  ("postfix", "p50_ms", "p50_vs_postfix")):
+            ref = by_key.get((row["size"], row["sessions"], other))
+            if ref and ref[pct] == ref[pct] and ref[pct] > 0 and row[pct] == row[pct]:
+                row[label] = row[pct] / ref[pct]
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'size':>6} {'sess':>4} {'server':<17} {'msgs/s':>8} {'MB/s':>6} {'p50 ms':>7} "
+    head = (f"{'size':>6} {'sess':>4} {'server':<21} {'msgs/s':>8} {'MB/s':>6} {'p50 ms':>7} "
             f"{'p99 ms':>7} {'cpu ms/msg':>10} {'fail':>4}  {'÷baseline':>9} {'÷sink':>6} "
-            f"{'p99÷base':>8}")
+            f"{'÷postfix':>8} {'p99÷base':>8} {'p50÷pfx':>7} {'others':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         def ratio(key: str, row: dict[str, Any] = r) -> str:
             return f"{row[key]:.2f}" if key in row else ""
+
+        def ms(key: str, row: dict[str, Any] = r) -> str:
+            return f"{row[key]:.1f}" if row[key] == row[key] else "-"
         lines.append(
-            f"{r['size'] // KB:>4}KB {r['sessions']:>4} {r['server']:<17} "
-            f"{r['msgs_per_s']:>8.0f} {r['mb_per_s']:>6.2f} {r['p50_ms']:>7.1f} "
-            f"{r['p99_ms']:>7.1f} {r['cpu_ms_per_msg']:>10.2f} {r['failed']:>4}  "
-            f"{ratio('vs_baseline'):>9} {ratio('vs_sink'):>6} {ratio('p99_vs_baseline'):>8}")
+            f"{r['size'] // KB:>4}KB {r['sessions']:>4} {r['server']:<21} "
+            f"{r['msgs_per_s']:>8.0f} {r['mb_per_s']:>6.2f} {ms('p50_ms'):>7} "
+            f"{ms('p99_ms'):>7} {r['cpu_ms_per_msg']:>10.2f} {r['failed']:>4}  "
+            f"{ratio('vs_baseline'):>9} {ratio('vs_sink'):>6} {ratio('vs_postfix'):>8} "
+            f"{ratio('p99_vs_baseline'):>8} {ratio('p50_vs_postfix'):>7} "
+            f"{r['others_cores']:>6.2f}")
+    return "\n".join(lines)
+
+
+#: Issue 13's targets: mailplane (default configuration, every filter on) against Postfix
+#: (no filters, virtual(8) into a Maildir), as ratios measured in the same run.
+THROUGHPUT_TARGET = 1.25
+#: Cores kept busy by other programs during a row above which a target is flagged.
+BUSY_WARNING = 0.25
+
+
+def evaluate_targets(rows: list[dict[str, Any]], plan: Plan,
+                     server: str = "mailplane") -> list[dict[str, Any]]:
+    """Each target with its measured value, PASS/MISS and, for a MISS, the measured
+    reason: whether the two processes that share the CPUs (mailplane and the client)
+    could reach the target rate at all with the CPU each of them spends per message."""
+    by_key = {(r["size"], r["sessions"], r["server"]): r for r in rows}
+    many = max(plan.sessions)
+    ncpu = os.cpu_count() or 1
+    out: list[dict[str, Any]] = []
+    for size in (10 * KB, 100 * KB) if many > 1 else ():
+        mp, pf = by_key.get((size, many, server)), by_key.get((size, many, "postfix"))
+        name = f"{server} ÷ postfix msgs/s to the 250, {size // KB} KB / {many} sessions"
+        if not mp or not pf or not pf["msgs_per_s"]:
+            out.append({"target": name, "status": "n/a", "why": "not measured in this run"})
+            continue
+        ratio = mp["msgs_per_s"] / pf["msgs_per_s"]
+        entry = {"target": name, "goal": f">= {THROUGHPUT_TARGET}", "value": round(ratio, 3),
+                 "status": "PASS" if ratio >= THROUGHPUT_TARGET else "MISS"}
+        _caution(entry, mp, pf)
+        if entry["status"] == "MISS":
+            goal = THROUGHPUT_TARGET * pf["msgs_per_s"]
+            need = mp["cpu_ms_per_msg"] + mp["client_cpu_ms_per_msg"]
+            cores = goal * need / 1e3
+            free = max(0.1, ncpu - mp["others_cores"])
+            budget = free * 1e3 / goal - mp["client_cpu_ms_per_msg"]
+            if cores > free:
+                entry["why"] = (
+                    f"CPU-bound: {goal:.0f} msgs/s at {mp['cpu_ms_per_msg']:.2f} ms/msg "
+                    f"(mailplane) + {mp['client_cpu_ms_per_msg']:.2f} ms/msg (client) needs "
+                    f"{cores:.2f} cores of the {free:.2f} that other programs left free "
+                    f"({ncpu} in all); mailplane must spend <= {budget:.2f} ms/msg "
+                    f"(postfix spends {pf['cpu_ms_per_msg']:.2f})")
+            else:
+                entry["why"] = (
+                    f"not CPU-bound ({cores:.2f} of the {free:.2f} cores other programs "
+                    f"left free at {goal:.0f} msgs/s): waiting (durability/serialisation); "
+                    f"mailplane p50 {mp['p50_ms']:.1f} ms vs postfix {pf['p50_ms']:.1f} ms")
+        out.append(entry)
+    for size in plan.sizes:
+        mp, pf = by_key.get((size, 1, server)), by_key.get((size, 1, "postfix"))
+        name = f"{server} p50 DATA-to-250 <= postfix's, {size // KB} KB / 1 session"
+        if not mp or not pf:
+            out.append({"target": name, "status": "n/a", "why": "not measured in this run"})
+            continue
+        entry = {"target": name, "goal": "<= 1.0",
+                 "value": round(mp["p50_ms"] / pf["p50_ms"], 3) if pf["p50_ms"] else None,
+                 "status": "PASS" if mp["p50_ms"] <= pf["p50_ms"] else "MISS"}
+        _caution(entry, mp, pf)
+        if entry["status"] == "MISS":
+            entry["why"] = (f"{mp['p50_ms']:.2f} ms vs {pf['p50_ms']:.2f} ms "
+                            f"(mailplane {mp['cpu_ms_per_msg']:.2f} CPU ms/msg, postfix "
+                            f"{pf['cpu_ms_per_msg']:.2f})")
+        out.append(entry)
+    return out
+
+
+def _caution(entry: dict[str, Any], mp: dict[str, Any], pf: dict[str, Any]) -> None:
+    busy = max(mp["others_cores"], pf["others_cores"])
+    if busy > BUSY_WARNING:
+        entry["caution"] = (f"other programs kept {busy:.2f} cores busy meanwhile; "
+                            "mailplane (one process per worker) loses more to them than "
+                            "Postfix (many processes): rerun on a quiet machine")
+
+
+def format_targets(targets: list[dict[str, Any]], quick: bool = False) -> str:
+    lines = [f"targets (issue 13; every filter on, ratios in this run, goal "
+             f"mailplane ÷ postfix >= {THROUGHPUT_TARGET})"
+             + (" -- --quick: tiny counts, indicative only:" if quick else ":")]
+    for t in targets:
+        value = f"{t['value']:.3f}" if t.get("value") is not None else ""
+        lines.append(f"  {t['status']:<4} {t['target']}: {value} (goal {t.get('goal', '-')})")
+        if t.get("why"):
+            lines.append(f"       reason: {t['why']}")
+        if t.get("caution"):
+            lines.append(f"       caution: {t['caution']}")
     return "\n".join(lines)
 
 
@@ -191,6 +341,17 @@ def prepare_mailplane(url: str, hosted: int, *, outbound: bool = True) -> float:
     return time.perf_counter() - started
 
 
+def queued_jobs_counter(url: str) -> Callable[[], int]:
+    """How many outbound jobs are still queued in the node's database."""
+    engine = make_engine(url)
+    query = select(func.count()).select_from(OutboundJob).where(OutboundJob.status == "queued")
+
+    def count() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+    return count
+
+
 def outbound_jobs(url: str) -> dict[str, int]:
     engine = make_engine(url)
     try:
@@ -211,18 +372,51 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "kernel": platform.release(), "loadavg_before": os.getloadavg()}
+            "kernel": platform.release(), "loadavg_before": os.getloadavg(),
+            "pressure_before": pressure()}
 
 
-def _stop_all(running: list[servers.RunningServer]) -> None:
+def pressure() -> dict[str, float]:
+    """``/proc/pressure/{cpu,io}`` "some" avg60 (% of time something waited), if any."""
+    out = {}
+    for kind in ("cpu", "io"):
+        try:
+            line = Path(f"/proc/pressure/{kind}").read_text().splitlines()[0]
+            out[kind] = float(line.split("avg60=")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def format_machine(info: dict[str, Any]) -> str:
+    def load(key: str) -> str:
+        return "/".join(f"{v:.2f}" for v in info.get(key, ()))
+    return (f"machine: {info['nproc']} CPUs ({info['cpu_model']}), load average before "
+            f"{load('loadavg_before')}, after {load('loadavg_after')}; pressure avg60 "
+            f"before {info.get('pressure_before')}, after {info.get('pressure_after')}; "
+            "column 'others' = cores other programs kept busy during that row")
+
+
+def _stop_all(running: list[Server]) -> None:
     for server in running:
         server.stop()
 
 
+def default_workers() -> int:
+    """``mx.workers`` when the configuration does not set it (what ``make run`` uses)."""
+    from mailplane.config.settings import MxConfig
+
+    return MxConfig().workers
+
+
 def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     notes: list[str] = []
-    workers = args.workers or (os.cpu_count() or 1)
-    running: list[servers.RunningServer] = []
+    workers = args.workers or default_workers()
+    extra_workers = sorted({n for n in args.workers_too if n != workers})
+    if args.single_worker_too and workers > 1 and 1 not in extra_workers:
+        extra_workers.insert(0, 1)
+    running: list[Server] = []
+    recipients = [address_of(n) for n in range(plan.spread)]
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(database(args.db, workdir / "mailplane"))
         setup = prepare_mailplane(url, plan.hosted)
@@ -232,28 +426,51 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
         running.append(servers.start_baseline(workdir))
         if args.fast_baseline_too:
             running.append(servers.start_baseline(workdir, fast=True))
-        running.append(servers.start_mailplane(workdir, workers=workers, database_url=url))
-        if args.single_worker_too and workers > 1:
-            url_1w = stack.enter_context(database(args.db, workdir / "mailplane-1w"))
-            prepare_mailplane(url_1w, plan.hosted)
-            running.append(servers.start_mailplane(workdir, workers=1, database_url=url_1w,
-                                                   name="mailplane-1w"))
+        running.append(servers.start_mailplane(
+            workdir, workers=args.workers or None, database_url=url))
+        notes.append(f"mailplane: mx.workers = {workers}"
+                     f"{'' if args.workers else ' (the configuration default, as make run)'}")
+        for n in extra_workers:
+            name = f"mailplane-{n}w"
+            url_n = stack.enter_context(database(args.db, workdir / name))
+            prepare_mailplane(url_n, plan.hosted)
+            running.append(servers.start_mailplane(workdir, workers=n, database_url=url_n,
+                                                   name=name))
         if args.no_outbound_too:
             url_nf = stack.enter_context(database(args.db, workdir / "mailplane-noout"))
             prepare_mailplane(url_nf, plan.hosted, outbound=False)
-            running.append(servers.start_mailplane(workdir, workers=workers,
+            running.append(servers.start_mailplane(workdir, workers=args.workers or None,
                                                    database_url=url_nf,
                                                    name="mailplane-noout"))
         sink = servers.start_smtp_sink(workdir)
-        if isinstance(sink, str):
-            notes.append(sink)
-        else:
-            running.append(sink)
+        optional = [sink]
+        if not args.no_postfix:
+            optional.insert(0, servers.start_postfix(workdir, recipients))
+        for server in optional:
+            if isinstance(server, str):
+                notes.append(server)
+            else:
+                running.append(server)
+                if server.note:
+                    notes.append(f"{server.name}: {server.note}")
+        if args.all_roles_too:
+            url_all = stack.enter_context(database(args.db, workdir / "mailplane-all"))
+            prepare_mailplane(url_all, plan.hosted)
+            node = servers.start_mailplane(
+                workdir, workers=args.workers or None, database_url=url_all,
+                name="mailplane-all", all_roles=True,
+                smarthost_port=0 if isinstance(sink, str) else sink.port)
+            if not isinstance(sink, str):
+                node.queued_jobs = queued_jobs_counter(url_all)
+            running.insert(1 + len(extra_workers) + 1, node)
+            notes.append("mailplane-all: every role in one node as make run starts it; "
+                         "the outbound worker delivers forwards and auto-replies to "
+                         + ("a closed port (no smtp-sink)" if isinstance(sink, str)
+                            else "smtp-sink"))
         client_kind = args.client
         if client_kind == "smtp-source" and client.SMTP_SOURCE is None:
             notes.append("smtp-source not installed; using the bundled asyncio client")
             client_kind = "asyncio"
-        recipients = [address_of(n) for n in range(plan.spread)]
         for server in running:  # warm-up: imports, page cache, policy snapshot
             measure(server, plan, plan.sizes[0], plan.sessions[0], -1, recipients, "asyncio")
         samples: list[Sample] = []
@@ -262,7 +479,7 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
                 for sessions in plan.sessions:
                     order = running[rep % len(running):] + running[:rep % len(running)]
                     for server in order:
-                        samples.append(measure(server, plan, size, sessions, rep,
+                        samples.extend(measure(server, plan, size, sessions, rep,
                                                recipients, client_kind))
         for server in running:
             server.stop()
@@ -273,7 +490,12 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
     else:
         notes.append(f"outbound jobs staged by the MX: {jobs}")
     rows = summarise(samples)
-    return {"client": client_kind, "workers": workers, "db": args.db, "notes": notes, "rows": rows,
+    targets = evaluate_targets(rows, plan)
+    for other in [*(f"mailplane-{n}w" for n in extra_workers),
+                  *(["mailplane-all"] if args.all_roles_too else [])]:
+        targets += evaluate_targets(rows, plan, server=other)
+    return {"client": client_kind, "workers": workers, "extra_workers": extra_workers,
+            "db": args.db, "notes": notes, "rows": rows, "targets": targets,
             "samples": [asdict(s) | {"latencies": None} for s in samples]}
 
 
@@ -283,9 +505,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--client", choices=("asyncio", "smtp-source"), default="asyncio")
     parser.add_argument("--workers", type=int, default=0, help="mailplane MX workers "
-                        "(default: one per CPU)")
+                        "(default: the configuration's default, as make run)")
+    parser.add_argument("--workers-too", type=int, nargs="*", default=None, metavar="N",
+                        help="also measure mailplane-<N>w with N workers (default without "
+                        "--quick: one per CPU, if that is not the default)")
     parser.add_argument("--single-worker-too", action="store_true",
                         help="also measure mailplane with one worker")
+    parser.add_argument("--all-roles-too", action=argparse.BooleanOptionalAction,
+                        default=None, help="also measure mailplane-all: every role in one "
+                        "node, as make run starts it (default: yes without --quick)")
+    parser.add_argument("--no-postfix", action="store_true",
+                        help="skip the private Postfix instance (the postfix column)")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
                         help="mailplane's database (PostgreSQL: MAILPLANE_BENCH_PG admin URL)")
     parser.add_argument("--no-outbound-too", action="store_true",
@@ -299,6 +529,10 @@ def main() -> None:
     parser.add_argument("--only", default="", help="e.g. 10x20 = only 10 KB, 20 sessions")
     args = parser.parse_args()
     plan = make_plan(args.quick, args.reps)
+    if args.workers_too is None:
+        args.workers_too = [] if args.quick else [os.cpu_count() or 1]
+    if args.all_roles_too is None:
+        args.all_roles_too = not args.quick
     if args.only:
         kb, _, sessions = args.only.partition("x")
         plan.sizes, plan.sessions = (int(kb) * KB,), (int(sessions),)
@@ -315,6 +549,7 @@ def main() -> None:
             print(format_table(report["smtp"]["rows"]))
             for note in report["smtp"]["notes"]:
                 print(f"note: {note}")
+            print(format_targets(report["smtp"]["targets"], args.quick))
         if not args.skip_control_plane:
             from bench import api_bench, control_plane
 
@@ -327,6 +562,8 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     report["seconds"] = time.perf_counter() - started
     report["machine"]["loadavg_after"] = os.getloadavg()
+    report["machine"]["pressure_after"] = pressure()
+    print(format_machine(report["machine"]))
     RESULTS.mkdir(exist_ok=True)
     output = args.output or RESULTS / (
         f"bench-{'quick-' if args.quick else ''}{time.strftime('%Y%m%d-%H%M%S')}.json")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -27,6 +29,25 @@ def test_quick_bench_delivers_through_every_server_and_writes_json(tmp_path: Pat
         assert row["failed"] == 0, row
         assert row["sent"] > 0, row
     assert any("vs_baseline" in row for row in rows)
+    # The Postfix column (issue 13): measured, or skipped with the reason printed.
+    skipped = [n for n in report["smtp"]["notes"] if n.startswith("postfix column skipped")]
+    if skipped:
+        assert skipped[0] in proc.stdout
+    else:
+        assert {"postfix", "postfix-maildir"} <= servers
+        assert any("vs_postfix" in row for row in rows)
+    assert "targets (issue 13" in proc.stdout
+    assert report["smtp"]["targets"]
     assert report["control_plane"]["addresses"] > 0
     assert report["api"]["get_addresses"]["rps"] > 0
     assert "mailplane" in proc.stdout
+
+
+def test_postfix_column_is_skipped_with_a_reason_when_postfix_is_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import postfix, servers
+
+    monkeypatch.setattr(postfix, "POSTFIX", str(tmp_path / "no-such-postfix"))
+    result = servers.start_postfix(tmp_path, ["u0@a01.example.net"])
+    assert isinstance(result, str)
+    assert "postfix column skipped" in result and "not installed" in result
