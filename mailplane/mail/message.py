@@ -42,8 +42,12 @@ def header_block(raw: bytes) -> bytes:
     whatever the line endings, so cutting just after the first of them never cuts a header
     — at worst a byte of body comes along, which the parser ignores.
     """
-    ends = [i for i in (raw.find(b"\n\r\n"), raw.find(b"\n\n")) if i >= 0]
-    return raw[: min(ends) + 3] if ends else raw
+    crlf = raw.find(b"\n\r\n")
+    # A bare "\n\n" can only matter before the first "\n\r\n": look no further (a CRLF
+    # message has none, and searching all of its body for one was a pass over the data).
+    bare = raw.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else len(raw))
+    end = bare if bare >= 0 else crlf
+    return raw[: end + 3] if end >= 0 else raw
 
 
 def parse_headers(raw: bytes) -> Message:
