@@ -182,7 +182,7 @@ async def _converse(
                 raise _AllFailed(exc.code, f"authentication refused: {exc.message}") from None
             raise _HostTempFail(_reply(exc.code, exc.message)) from None
     mail_options = []
-    if smtp.supports_extension("8bitmime") and any(byte > 127 for byte in message):
+    if smtp.supports_extension("8bitmime") and not message.isascii():
         mail_options.append("BODY=8BITMIME")
     try:
         await smtp.mail(mail_from, options=mail_options)
