@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,6 +53,13 @@ class PolicyCache:
             snapshot = load_snapshot(session, self._base_domains)
         self._snapshot = snapshot
         self._loaded = True
+        # The snapshot lives until the next full load: move it (and everything else alive
+        # now) out of the collector's generations, so each full collection no longer walks
+        # every policy (0.1-0.3 s pauses at 10,000 addresses, docs/performance.md).  Dying
+        # objects are still freed by reference counting; collect first so no garbage that
+        # only the collector could free is kept.
+        gc.collect()
+        gc.freeze()
         log.info("policy cache loaded: revision %d, %d addresses",
                  snapshot.revision, len(snapshot.by_address))
         return snapshot
