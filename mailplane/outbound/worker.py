@@ -1,14 +1,18 @@
 """The outbound queue worker (issue 4; DESIGN step 4).
 
 Each pass claims due jobs (a lease, so a crashed worker's jobs come back), reads the spool
-file, delivers — to the smarthost if one is configured, else to each recipient domain's MX
-hosts — and records the outcome per recipient in one transaction:
+file, delivers — recipients in a hosted domain through the local transport
+(:mod:`~mailplane.outbound.local_transport`, never by DNS), the others to the smarthost if
+one is configured, else to each recipient domain's MX hosts — and records the outcome per
+recipient in one transaction:
 
 - 2xx → sent; 4xx or no connection → retry with exponential backoff (60 s doubling, capped
   at ``outbound.max_backoff_seconds``); 5xx → failed;
 - a recipient still failing temporarily after ``outbound.lifetime_hours`` → failed (5.4.7);
 - failed recipients → one DSN (RFC 3464) to the envelope sender, staged as a new job with
-  the null sender in the same transaction; never a DSN for a null-sender job.
+  the null sender in the same transaction; never a DSN for a null-sender job.  A forward's
+  sender is one of our SRS addresses: its DSN goes to the original sender that address
+  stands for (SPEC §5), never to the SRS alias itself.
 
 All blocking work (DB, spool files) runs in threads.  :meth:`OutboundWorker.stop` lets the
 delivery in flight finish and hands the rest of the claimed batch back.
@@ -32,11 +36,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mail.dsn import FailedRecipient, build_dsn
+from mailplane.mail.srs import Srs, SrsError, srs_from_settings
 from mailplane.mailstore.spool import (
     remove_spool_file,
     stage_job,
     sweep_orphan_spool_files,
 )
+from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.mx_route import RouteError, host_addresses, make_resolver, mx_hosts
 from mailplane.outbound.smtp_transport import (
     Candidate,
@@ -86,12 +92,20 @@ class OutboundWorker:
         lease: timedelta = DEFAULT_LEASE,
         batch_size: int = 20,
         poll_seconds: float | None = None,
+        local: LocalTransport | None = None,
+        srs: Srs | None = None,
     ) -> None:
         """``dns_nameserver``, ``smtp_port_override`` and ``poll_seconds`` default to
         ``[outbound] dns_nameserver``, ``mx_port`` and ``poll_seconds``: a node started as a
         separate process (the two-node test) is pointed at a DNS stub and capture MX that
-        way; in-process tests pass them directly."""
+        way; in-process tests pass them directly.  ``local`` delivers hosted recipients
+        (the node always gives it; without it every recipient takes the MX/smarthost
+        path); ``srs`` reverses an SRS sender for its DSN (default: the local transport's,
+        else the node's from the settings)."""
         self.settings = settings
+        self.local = local
+        self.srs = srs or (local.delivery.srs if local is not None
+                           else srs_from_settings(settings, clock))
         self.session_factory = session_factory
         self.clock = clock
         self.worker_id = worker_id
@@ -242,15 +256,29 @@ class OutboundWorker:
         )
 
     async def _deliver(self, job: ClaimedJob, message: bytes) -> list[RecipientResult]:
+        """Hosted recipients locally, the rest by smarthost or MX (each transport answers
+        for its own recipients; the local one never raises)."""
+        local = self.local
+        hosted = [r for r in job.recipients if local is not None and local.is_local(r)]
+        remote = [r for r in job.recipients if r not in hosted]
+        results: list[RecipientResult] = []
+        if hosted and local is not None:
+            results.extend(await local.deliver(job, message, hosted))
+        if remote:
+            results.extend(await self._deliver_remote(job, message, remote))
+        return results
+
+    async def _deliver_remote(self, job: ClaimedJob, message: bytes,
+                              recipients: list[str]) -> list[RecipientResult]:
         out = self.settings.outbound
         if out.smarthost:
             return await send_message(
                 [Candidate(out.smarthost, out.smarthost, out.smarthost_port)],
-                mail_from=job.mail_from, recipients=list(job.recipients),
+                mail_from=job.mail_from, recipients=recipients,
                 message=message, options=self._options(smarthost=True),
             )
         by_domain: dict[str, list[str]] = defaultdict(list)
-        for recipient in job.recipients:
+        for recipient in recipients:
             by_domain[recipient.rpartition("@")[2].lower()].append(recipient)
         results: list[RecipientResult] = []
         for domain, recipients in by_domain.items():
@@ -314,9 +342,10 @@ class OutboundWorker:
                 log.warning("outbound job %s: lease lost before the outcome was recorded", job.id)
                 session.rollback()
                 return
-            if failed:
-                self._stage_dsn(session, job, message, failed, now)
+            dsn_staged = bool(failed) and self._stage_dsn(session, job, message, failed, now)
             session.commit()
+        if dsn_staged:
+            self.wake()  # the DSN is due now (a hosted sender gets it at once)
         for result in sent:
             log.info("outbound job %s: sent to <%s> via %s",
                      job.id, result.recipient, result.remote_mta)
@@ -326,16 +355,32 @@ class OutboundWorker:
         if not retry:
             remove_spool_file(job.spool_path)
 
+    def dsn_recipient(self, mail_from: str) -> str | None:
+        """Who gets the DSN of a job sent from ``mail_from``: the sender itself, or — for
+        our own SRS address (a forward) — the original sender it stands for; None for
+        the null sender (no bounce of a bounce) and for an SRS address that no longer
+        verifies (it would only bounce back to us)."""
+        if not mail_from:
+            return None
+        if not self.srs.is_srs_address(mail_from):
+            return mail_from
+        try:
+            return self.srs.reverse(mail_from)
+        except SrsError as exc:
+            log.warning("DSN for SRS sender %s not sent: %s", mail_from, exc)
+            return None
+
     def _stage_dsn(
         self, session: Session, job: ClaimedJob, message: bytes,
         failed: list[RecipientResult], now: datetime,
-    ) -> None:
-        if not job.mail_from:
-            log.info("outbound job %s: null sender, no DSN (no bounce of a bounce)", job.id)
-            return
+    ) -> bool:
+        sender = self.dsn_recipient(job.mail_from)
+        if sender is None:
+            log.info("outbound job %s: no DSN for sender <%s>", job.id, job.mail_from)
+            return False
         dsn = build_dsn(
             original=message,
-            original_sender=job.mail_from,
+            original_sender=sender,
             failures=[FailedRecipient(r.recipient, r.status, r.diagnostic, r.remote_mta)
                       for r in failed],
             reporting_mta=self.settings.mx.hostname,
@@ -344,5 +389,6 @@ class OutboundWorker:
         )
         stage_job(
             session, spool_dir=self.settings.spool_dir, kind="dsn", mail_from="",
-            recipients=[job.mail_from], message=dsn, now=now,
+            recipients=[sender], message=dsn, now=now,
         )
+        return True

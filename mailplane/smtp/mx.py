@@ -176,7 +176,8 @@ async def start_mx(
             settings, session_factory, clock,
             scanner=Scanner(virus_engine, spam_engine, virus=settings.virus,
                             spam=settings.spam),
-            srs=srs if srs is not None else srs_from_settings(settings, clock))
+            srs=srs if srs is not None else srs_from_settings(settings, clock),
+            policy=policy_cache)
     handler = MxHandler(settings, policy_cache, delivery)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
+from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.worker import OutboundWorker
 from mailplane.storage.models import AutoReply, ForwardDestination
 from tests.mx.conftest import MxEnv, engines, mx, mx_settings_overrides
@@ -90,7 +91,11 @@ class Flow:
 @pytest.fixture
 def flow(mx: MxEnv, dns_stub: DnsStub, capture_mx: CaptureFactory,
          mx_port: int) -> Flow:
+    # As on a node: the worker delivers hosted recipients through the MX's LocalDelivery.
+    assert mx.server is not None
+    local = LocalTransport(mx.server.handler.delivery, mx.clock)
     worker = OutboundWorker(mx.settings, mx.session_factory, mx.clock, worker_id="w1",
-                            dns_nameserver=dns_stub.address, smtp_port_override=mx_port)
+                            dns_nameserver=dns_stub.address, smtp_port_override=mx_port,
+                            local=local)
     return Flow(mx, dns_stub, capture_mx, worker)
 
