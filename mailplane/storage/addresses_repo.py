@@ -162,6 +162,18 @@ def set_password_hash(session: Session, *, address: Address, password_hash: str,
     address.password_changed_at = now
 
 
+def set_status(session: Session, *, address: Address, status: str) -> None:
+    """``active`` or ``suspended`` (the address's own; its contract may suspend it too)."""
+    address.status = status
+
+
+def find(session: Session, *, address: str) -> Address | None:
+    """The address row by full address, whatever its contract (operator tools)."""
+    row: Address | None = session.scalar(select(Address).where(
+        Address.address == address.strip().lower()))
+    return row
+
+
 def delete_address(session: Session, *, address: Address, now: datetime) -> None:
     """Remove the address and its settings; remember it for the cool-off."""
     session.execute(delete(QuarantineItem).where(QuarantineItem.address == address.address))
