@@ -9,10 +9,9 @@ recipient in one transaction:
 - 2xx → sent; 4xx or no connection → retry with exponential backoff (60 s doubling, capped
   at ``outbound.max_backoff_seconds``); 5xx → failed;
 - a recipient still failing temporarily after ``outbound.lifetime_hours`` → failed (5.4.7);
-- failed recipients → one DSN (RFC 3464) to the envelope sender, staged as a new job with
-  the null sender in the same transaction; never a DSN for a null-sender job.  A forward's
-  sender is one of our SRS addresses: its DSN goes to the original sender that address
-  stands for (SPEC §5), never to the SRS alias itself.
+- failed recipients → one DSN (RFC 3464) to the envelope sender — for a forward, the
+  original sender its SRS address stands for — staged in the same transaction
+  (:mod:`~mailplane.outbound.bounces`).
 
 All blocking work (DB, spool files) runs in threads.  :meth:`OutboundWorker.stop` lets the
 delivery in flight finish and hands the rest of the claimed batch back.
@@ -26,7 +25,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dns.asyncresolver
@@ -35,13 +34,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
-from mailplane.mail.dsn import FailedRecipient, build_dsn
-from mailplane.mail.srs import Srs, SrsError, srs_from_settings
+from mailplane.mail.srs import Srs, srs_from_settings
 from mailplane.mailstore.spool import (
     remove_spool_file,
-    stage_job,
     sweep_orphan_spool_files,
 )
+from mailplane.outbound.bounces import Bounces
 from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.mx_route import RouteError, host_addresses, make_resolver, mx_hosts
 from mailplane.outbound.smtp_transport import (
@@ -104,8 +102,8 @@ class OutboundWorker:
         else the node's from the settings)."""
         self.settings = settings
         self.local = local
-        self.srs = srs or (local.delivery.srs if local is not None
-                           else srs_from_settings(settings, clock))
+        self.bounces = Bounces(settings, srs or (
+            local.delivery.srs if local is not None else srs_from_settings(settings, clock)))
         self.session_factory = session_factory
         self.clock = clock
         self.worker_id = worker_id
@@ -342,7 +340,7 @@ class OutboundWorker:
                 log.warning("outbound job %s: lease lost before the outcome was recorded", job.id)
                 session.rollback()
                 return
-            dsn_staged = bool(failed) and self._stage_dsn(session, job, message, failed, now)
+            dsn_staged = bool(failed) and self.bounces.stage(session, job, message, failed, now)
             session.commit()
         if dsn_staged:
             self.wake()  # the DSN is due now (a hosted sender gets it at once)
@@ -354,41 +352,3 @@ class OutboundWorker:
                      job.id, result.recipient, result.diagnostic)
         if not retry:
             remove_spool_file(job.spool_path)
-
-    def dsn_recipient(self, mail_from: str) -> str | None:
-        """Who gets the DSN of a job sent from ``mail_from``: the sender itself, or — for
-        our own SRS address (a forward) — the original sender it stands for; None for
-        the null sender (no bounce of a bounce) and for an SRS address that no longer
-        verifies (it would only bounce back to us)."""
-        if not mail_from:
-            return None
-        if not self.srs.is_srs_address(mail_from):
-            return mail_from
-        try:
-            return self.srs.reverse(mail_from)
-        except SrsError as exc:
-            log.warning("DSN for SRS sender %s not sent: %s", mail_from, exc)
-            return None
-
-    def _stage_dsn(
-        self, session: Session, job: ClaimedJob, message: bytes,
-        failed: list[RecipientResult], now: datetime,
-    ) -> bool:
-        sender = self.dsn_recipient(job.mail_from)
-        if sender is None:
-            log.info("outbound job %s: no DSN for sender <%s>", job.id, job.mail_from)
-            return False
-        dsn = build_dsn(
-            original=message,
-            original_sender=sender,
-            failures=[FailedRecipient(r.recipient, r.status, r.diagnostic, r.remote_mta)
-                      for r in failed],
-            reporting_mta=self.settings.mx.hostname,
-            arrival_date=job.created_at,
-            now=now,
-        )
-        stage_job(
-            session, spool_dir=self.settings.spool_dir, kind="dsn", mail_from="",
-            recipients=[sender], message=dsn, now=now,
-        )
-        return True

@@ -7,6 +7,7 @@ side — on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from email import message_from_bytes
 from typing import Any
@@ -16,6 +17,8 @@ from sqlalchemy import select
 
 from mailplane.mail.srs import Srs
 from mailplane.mailstore.spool import stage_job
+from mailplane.outbound.local_transport import LocalTransport
+from mailplane.outbound.worker import OutboundWorker
 from mailplane.storage.models import OutboundJob
 from tests.mail_flow.conftest import Flow
 from tests.mx.conftest import GTUBE, make_message
@@ -187,3 +190,26 @@ async def test_a_queued_job_with_an_srs_sender_reaches_a_hosted_recipient_unrewr
     await flow.drain()
     [stored] = flow.mx.inbox(HANAKO)
     assert message_from_bytes(stored)["Return-Path"] == f"<{ALICE}>"
+
+
+async def test_two_workers_deliver_many_hosted_forwards_exactly_once(flow: Flow) -> None:
+    """Thirty forwards, two workers draining the queue at once through one delivery
+    writer: every message reaches the hosted destination once, none twice, none lost."""
+    flow.mx.add_address(HANAKO)
+    flow.set_forwarding(TARO, [HANAKO], keep_copy=False)
+    for n in range(30):
+        await flow.mx.send(make_message(subject=f"n{n}"), mail_from=ALICE)
+    assert flow.mx.server is not None
+    local = LocalTransport(flow.mx.server.handler.delivery, flow.mx.clock)
+    second = OutboundWorker(flow.mx.settings, flow.mx.session_factory, flow.mx.clock,
+                            worker_id="w2", local=local, batch_size=5)
+    flow.worker.batch_size = 5
+
+    async def drain(worker: OutboundWorker) -> None:
+        while await worker.run_once():
+            pass
+
+    await asyncio.gather(drain(flow.worker), drain(second))
+    subjects = sorted(str(message_from_bytes(m)["Subject"]) for m in flow.mx.inbox(HANAKO))
+    assert subjects == sorted(f"n{n}" for n in range(30))
+    assert [j.status for j in _jobs(flow)] == ["sent"] * 30
