@@ -107,7 +107,7 @@ async def _start_services(
 
         worker = OutboundWorker(settings, session_factory, clock,
                                 worker_id=f"{socket.gethostname()}:{os.getpid()}",
-                                local=LocalTransport(delivery, clock))
+                                local=LocalTransport(delivery, clock, session_factory))
         delivery.on_outbound = worker.wake
         tasks.append(asyncio.create_task(worker.run(), name="outbound-worker"))
         # stop() lets the delivery in flight finish and hands unstarted claims back.

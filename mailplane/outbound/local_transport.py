@@ -11,19 +11,26 @@ no DNS lookup, no SRS.  The others keep the MX/smarthost path of the worker.
 Outcomes, per recipient, as for a remote MX: delivered → sent; a deferral (mailbox full,
 scanner down) or a failure of the store → retry later; no such hosted address (never
 existed, or deleted since the job was queued) → failed ``5.1.1``, so the sender gets a DSN.
+An address the node's policy snapshot does not know yet is looked up in the database
+before it is declared unknown: one created a moment ago (the snapshot refreshes every
+``mx.policy_refresh_seconds``) is retried, never bounced.
 Each recipient is delivered on its own, so one full mailbox never holds back the others.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.delivery.local import DeliveryDeferred, LocalDelivery
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import SrsError
 from mailplane.outbound.smtp_transport import RecipientResult
+from mailplane.storage import addresses_repo
 from mailplane.storage.outbound_repo import ClaimedJob
 
 log = logging.getLogger(__name__)
@@ -41,9 +48,11 @@ _STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class LocalTransport:
-    def __init__(self, delivery: LocalDelivery, clock: Clock) -> None:
+    def __init__(self, delivery: LocalDelivery, clock: Clock,
+                 session_factory: sessionmaker[Session]) -> None:
         self.delivery = delivery
         self.clock = clock
+        self.session_factory = session_factory
 
     def is_local(self, recipient: str) -> bool:
         return self.delivery.is_hosted(recipient)
@@ -69,8 +78,7 @@ class LocalTransport:
         hostname = self.delivery.settings.mx.hostname
         policy = self.delivery.policy.snapshot.lookup(recipient)
         if policy is None or policy.status == "deleted":
-            return RecipientResult(recipient, "failed", "5.1.1",
-                                   f"550 5.1.1 <{recipient}>: no such mailbox here")
+            return await self._unknown(recipient)
         ctx = MessageContext(
             mail_from=self.envelope_sender(job.mail_from), rcpt_tos=(policy.address,),
             raw=message, received_at=self.clock.now(), helo=hostname, peer_ip=None,
@@ -95,3 +103,20 @@ class LocalTransport:
                                    f"451 4.3.0 local delivery failed: {type(exc).__name__}")
         return RecipientResult(recipient, "sent", "2.0.0", "250 2.0.0 delivered locally",
                                hostname)
+
+    async def _unknown(self, recipient: str) -> RecipientResult:
+        """Not in the snapshot: permanent only if the database agrees."""
+        try:
+            exists = await asyncio.to_thread(self._in_database, recipient)
+        except Exception as exc:  # the database is away: ask again later
+            log.warning("local delivery to <%s>: address lookup failed: %s", recipient, exc)
+            exists = True
+        if exists:
+            return RecipientResult(recipient, "retry", "4.3.0",
+                                   "451 4.3.0 address settings not loaded yet")
+        return RecipientResult(recipient, "failed", "5.1.1",
+                               f"550 5.1.1 <{recipient}>: no such mailbox here")
+
+    def _in_database(self, recipient: str) -> bool:
+        with self.session_factory() as session:
+            return addresses_repo.find(session, address=recipient) is not None

@@ -93,7 +93,7 @@ def flow(mx: MxEnv, dns_stub: DnsStub, capture_mx: CaptureFactory,
          mx_port: int) -> Flow:
     # As on a node: the worker delivers hosted recipients through the MX's LocalDelivery.
     assert mx.server is not None
-    local = LocalTransport(mx.server.handler.delivery, mx.clock)
+    local = LocalTransport(mx.server.handler.delivery, mx.clock, mx.session_factory)
     worker = OutboundWorker(mx.settings, mx.session_factory, mx.clock, worker_id="w1",
                             dns_nameserver=dns_stub.address, smtp_port_override=mx_port,
                             local=local)

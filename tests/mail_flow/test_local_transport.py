@@ -200,7 +200,8 @@ async def test_two_workers_deliver_many_hosted_forwards_exactly_once(flow: Flow)
     for n in range(30):
         await flow.mx.send(make_message(subject=f"n{n}"), mail_from=ALICE)
     assert flow.mx.server is not None
-    local = LocalTransport(flow.mx.server.handler.delivery, flow.mx.clock)
+    local = LocalTransport(flow.mx.server.handler.delivery, flow.mx.clock,
+                           flow.mx.session_factory)
     second = OutboundWorker(flow.mx.settings, flow.mx.session_factory, flow.mx.clock,
                             worker_id="w2", local=local, batch_size=5)
     flow.worker.batch_size = 5
@@ -213,3 +214,22 @@ async def test_two_workers_deliver_many_hosted_forwards_exactly_once(flow: Flow)
     subjects = sorted(str(message_from_bytes(m)["Subject"]) for m in flow.mx.inbox(HANAKO))
     assert subjects == sorted(f"n{n}" for n in range(30))
     assert [j.status for j in _jobs(flow)] == ["sent"] * 30
+
+
+async def test_an_address_the_snapshot_does_not_know_yet_is_retried_not_bounced(
+    flow: Flow,
+) -> None:
+    flow.set_forwarding(TARO, [HANAKO], keep_copy=False)
+    await flow.mx.send(make_message(), mail_from=ALICE)  # forwarded before hanako exists
+    stale = flow.mx.cache.snapshot
+    flow.mx.add_address(HANAKO)
+    flow.mx.cache._snapshot = stale  # the node has not polled the new revision yet
+    await flow.drain()
+    [forward] = _jobs(flow)
+    assert (forward.status, forward.attempts) == ("queued", 1)  # no DSN, no loss
+
+    flow.mx.cache.load_now()
+    flow.mx.clock.advance(timedelta(minutes=5))
+    await flow.drain()
+    assert len(flow.mx.inbox(HANAKO)) == 1
+    assert [j.status for j in _jobs(flow)] == ["sent"]
