@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, select
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import (
@@ -162,9 +162,15 @@ def set_password_hash(session: Session, *, address: Address, password_hash: str,
     address.password_changed_at = now
 
 
-def set_status(session: Session, *, address: Address, status: str) -> None:
-    """``active`` or ``suspended`` (the address's own; its contract may suspend it too)."""
-    address.status = status
+def set_status(session: Session, *, address_id: int, status: str) -> bool:
+    """``active`` or ``suspended`` (the address's own; its contract may suspend it too).
+    One conditional UPDATE: True only for the call that really changed it, so of
+    concurrent identical requests exactly one is audited and notified."""
+    result = session.execute(
+        update(Address).where(Address.id == address_id, Address.status != status)
+        .values(status=status).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def find(session: Session, *, address: str) -> Address | None:

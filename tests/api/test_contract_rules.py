@@ -142,3 +142,19 @@ def test_an_operator_suspends_and_resumes_one_address(api: ApiHarness) -> None:
     assert sum("the address was suspended" in text for text in texts) == 1
     assert sum("the address was resumed" in text for text in texts) == 1
     assert all(job.recipients == ["c0001@contact.example.jp"] for job in notices)
+
+
+def test_parallel_identical_suspensions_are_audited_and_notified_once(api: ApiHarness) -> None:
+    api.create_contract(CN)
+    api.create_address(CN)
+    url = f"{BASE}/taro@e06.example.net"
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(
+            lambda _n: api.client(api.operator_key).patch(url, json={"status": "suspended"}),
+            range(10)))
+    assert {(a.status_code, a.json()["status"]) for a in answers} == {(200, "suspended")}
+    audit = api.operator.get(f"/v1/contracts/{CN}/audit").json()["entries"]
+    assert [e["action"] for e in audit].count("address.suspend") == 1
+    with api.session_factory() as session:
+        notices = session.scalars(select(OutboundJob).where(OutboundJob.kind == "notice")).all()
+    assert sum("the address was suspended" in _body(bytes(j.message or b"")) for j in notices) == 1

@@ -35,15 +35,14 @@ ACTIONS = {"suspended": "address.suspend", "active": "address.resume"}
 
 def apply_status(session: Session, *, principal: Principal, settings: Settings,
                  contract: Contract, address: Address, status: str, now: datetime) -> bool:
-    """Set the address's own status (the caller commits); False when it already had it."""
-    if address.status == status:
+    """Set the address's own status (the caller commits); False when it already had it
+    (then nothing is audited or notified, however many requests race)."""
+    if not addresses_repo.set_status(session, address_id=address.id, status=status):
         return False
-    previous = address.status
-    addresses_repo.set_status(session, address=address, status=status)
     action = ACTIONS[status]
     record_change(session, principal=principal, action=action, now=now,
                   contract_id=contract.id, address=address.address,
-                  detail={"status": status, "previous": previous})
+                  detail={"status": status})
     stage_change_notice(session, settings=settings, contract=contract, action=action,
                         address=address.address, now=now)
     return True
@@ -61,9 +60,11 @@ def update_address(
     """Operator only.  ``status`` is the address's own; the row shows ``suspended`` while
     its contract is suspended whatever it is."""
     now = clock.now()
-    if body.status is not None and apply_status(
-            session, principal=principal, settings=settings, contract=scope.contract,
-            address=scope.address, status=body.status, now=now):
+    if body.status is not None:
+        apply_status(session, principal=principal, settings=settings,
+                     contract=scope.contract, address=scope.address, status=body.status,
+                     now=now)
         session.commit()
+        session.refresh(scope.address)
     return address_row(AddressSummary.of(scope.address), now, settings.tz,
                        contract_status=scope.contract.status)
