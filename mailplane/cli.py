@@ -1,4 +1,5 @@
-"""``mailplane`` command: serve, migrate, seed-demo, create-api-key, check-config, purge."""
+"""``mailplane`` command: serve, migrate, seed-demo, create-api-key, suspend-address,
+resume-address, check-config, purge."""
 
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ def _cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_address_status(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.node.address_admin import set_address_status_cli
+
+    print(set_address_status_cli(settings, address=args.address, status=args.status))
+    return 0
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from mailplane.node.serve import parse_roles, serve_forever
 
@@ -89,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--contract", help="customer number (customer keys)")
     key.add_argument("--address", help="mailbox scope (customer keys)")
     key.set_defaults(func=_cmd_create_api_key)
+    for name, status, text in (
+        ("suspend-address", "suspended",
+         "refuse POP3 and submission logins of an address (mail is still received)"),
+        ("resume-address", "active", "let a suspended address log in again"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("address", help="the full mail address")
+        command.set_defaults(func=_cmd_address_status, status=status)
     sub.add_parser("check-config", help="print the effective configuration, secrets masked"
                    ).set_defaults(func=_cmd_check_config)
     sub.add_parser("purge", help="delete expired quarantine and inbox mail once"

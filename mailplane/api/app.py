@@ -9,7 +9,16 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
-from mailplane.api.routes import address_settings, addresses, audit, contracts, keys, quarantine
+from mailplane.api.routes import (
+    address_settings,
+    address_status,
+    addresses,
+    audit,
+    contracts,
+    keys,
+    passwords,
+    quarantine,
+)
 from mailplane.auth.api_keys import KeyVerifier
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import Clock, SystemClock
@@ -47,6 +56,8 @@ def create_app(
     app.include_router(keys.me_router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(contracts.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(addresses.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(passwords.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(address_status.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(address_settings.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(quarantine.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(audit.router, responses=COMMON_ERROR_RESPONSES)

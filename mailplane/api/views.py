@@ -17,6 +17,7 @@ from mailplane.api.schemas.contracts import ContractOut, Quota
 from mailplane.auth.passwords import reading_of, reading_text
 from mailplane.clock import as_utc
 from mailplane.filters.overseas_window import window_open
+from mailplane.policy.model import effective_status
 from mailplane.storage.addresses_repo import AddressSummary
 from mailplane.storage.contracts_repo import ContractSlots
 from mailplane.storage.models import Contract
@@ -37,12 +38,14 @@ def overseas_summary(expires_at: datetime | None, now: datetime, tz: ZoneInfo) -
     )
 
 
-def address_row(row: AddressSummary, now: datetime, tz: ZoneInfo) -> AddressRow:
+def address_row(row: AddressSummary, now: datetime, tz: ZoneInfo, *,
+                contract_status: str = "active") -> AddressRow:
+    """``status`` as the mail services apply it: suspended with its contract too."""
     destinations = list(row.forward_destinations)
     return AddressRow(
         address=row.address,
         pop_account=row.pop_account,
-        status=row.status,
+        status=effective_status(row.status, contract_status),
         virus_check=row.virus_check,
         spam=SpamSummary(
             judge=row.spam_judge, quarantine=row.spam_quarantine, notify=row.spam_notify

@@ -52,6 +52,13 @@ def password_rule_violation(password: str) -> str | None:
     return None
 
 
+def same_as_local_part(password: str, local_part: str) -> bool:
+    """004 L299: the password must not be the part of the address before ``@`` — the
+    first guess of anyone who knows the address.  Compared without case: ``Taro`` is as
+    easy to guess as ``taro``."""
+    return password.casefold() == local_part.casefold()
+
+
 def generate_password(length: int = 10) -> str:
     """Random password of unambiguous characters with at least one upper, lower and digit."""
     while True:

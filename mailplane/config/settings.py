@@ -66,6 +66,11 @@ class MxConfig(_Section):
     #: directory, "syncfs" once per filesystem per batch (Linux >= 5.8), or "auto" (syncfs
     #: where supported).  See mailplane/mailstore/durability.py and docs/operations.md.
     durability: Literal["auto", "syncfs", "fsync"] = "auto"
+    #: A bare LF in DATA (old senders, scripts): "normalize" accepts it as a line end and
+    #: stores CRLF, like Postfix 3.9's default ``smtpd_forbid_bare_newline = normalize``
+    #: (DATA still ends only at <CRLF>.<CRLF>); "reject" refuses the message with 550.
+    #: A bare CR is always refused.  Submission is always strict.
+    bare_newline: Literal["normalize", "reject"] = "normalize"
 
 
 class SubmissionConfig(_Section):

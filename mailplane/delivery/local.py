@@ -40,7 +40,7 @@ from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs
 from mailplane.mailstore.maildir import MaildirUsage
 from mailplane.notices.quota import over_threshold, update_quota_notice
-from mailplane.policy.model import AddressPolicy
+from mailplane.policy.model import AddressPolicy, PolicySnapshot, PolicySource
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,13 @@ class LocalDelivery:
         *,
         scanner: Scanner,
         srs: Srs,
+        policy: PolicySource | None = None,
         on_outbound: Callable[[], None] | None = None,
     ) -> None:
+        """``policy`` tells which domains are hosted (the node's policy cache); without
+        one, the configured base domains and their subdomains are."""
         self.settings = settings
+        self.policy: PolicySource = policy or _BaseDomains(settings)
         self.clock = clock
         self.scanner = scanner
         self.srs = srs
@@ -74,11 +78,16 @@ class LocalDelivery:
         self.usage = MaildirUsage(settings.maildir_root)
         # Senders this process knows were answered within 24 h skip building a reply.
         self.recent_replies = RecentReplies()
-        self.planner = DeliveryPlanner(settings, srs, self.recent_replies)
+        self.planner = DeliveryPlanner(settings, srs, self.recent_replies, self.is_hosted)
         # One thread persists every delivery of this process, in batches (group commit).
         self.writer = DeliveryWriter(settings, session_factory)
         # Addresses known to be over the quota-notice threshold (to re-arm below it).
         self._notice_armed: dict[str, bool] = {}
+
+    def is_hosted(self, address: str) -> bool:
+        """Whether ``address`` is in a domain this platform hosts (delivered locally by the
+        queue, whatever public DNS says)."""
+        return self.policy.snapshot.is_hosted_domain(address.rpartition("@")[2])
 
     # --- quota ----------------------------------------------------------------------------
 
@@ -168,3 +177,11 @@ class LocalDelivery:
     async def aclose(self) -> None:
         """Persist what is queued, then stop the writer thread."""
         await self.writer.aclose()
+
+
+class _BaseDomains:
+    """A policy source that knows only the configured base domains (no addresses): what
+    a delivery built without the node's policy cache treats as hosted."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.snapshot = PolicySnapshot(0, {}, {}, frozenset(), tuple(settings.base_domains))

@@ -4,13 +4,14 @@ Pure apart from CPU: for each recipient it runs the pipeline
 (:func:`mailplane.filters.pipeline.decide`) and turns the decision into writes — the inbox
 copy with its trace headers and ``[spam]`` tag, or the quarantine copy, or the virus
 report in place of the message — plus the jobs that go with it: forwards (keep-copy OFF
-drops the inbox copy only when a forward is really queued) and the auto-reply with its
-24 h ledger claim.  :class:`~mailplane.delivery.local.LocalDelivery` persists the plan.
+drops the inbox copy only when a forward is really queued; SRS only for destinations off
+the platform) and the auto-reply with its 24 h ledger claim.
+:class:`~mailplane.delivery.local.LocalDelivery` persists the plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mailplane import metrics
 from mailplane.config.settings import Settings
@@ -18,7 +19,12 @@ from mailplane.delivery.jobs import PendingJob
 from mailplane.delivery.plan import DeliveryPlan, InboxWrite, QuarantineWrite
 from mailplane.filters.auto_reply import RecentReplies, ReplyClaim, build_reply, reply_subject
 from mailplane.filters.base import RecipientDecision, ScanResults
-from mailplane.filters.forwarding import ForwardPlan, plan_forward, return_to_sender
+from mailplane.filters.forwarding import (
+    ForwardPlan,
+    plan_forward,
+    return_to_sender,
+    split_hosted,
+)
 from mailplane.filters.pipeline import PipelineOptions, decide
 from mailplane.mail.message import MessageContext
 from mailplane.mail.rewrite import delivered_copy
@@ -36,10 +42,14 @@ def _job(kind: str, forward: ForwardPlan) -> PendingJob:
 
 
 class DeliveryPlanner:
-    def __init__(self, settings: Settings, srs: Srs, recent_replies: RecentReplies) -> None:
+    def __init__(self, settings: Settings, srs: Srs, recent_replies: RecentReplies,
+                 hosted: Callable[[str], bool]) -> None:
+        """``hosted(address)``: whether an address is in a hosted domain, i.e. delivered by
+        the queue's local transport (no SRS for it)."""
         self.settings = settings
         self.srs = srs
         self.recent_replies = recent_replies
+        self.hosted = hosted
         self.options = PipelineOptions(
             auto_reply_require_recipient_header=(
                 settings.outbound.auto_reply_require_recipient_header))
@@ -52,10 +62,16 @@ class DeliveryPlanner:
                                  listener=listener)
         for srs_recipient in srs_returns:
             # A bounce to one of our SRS addresses goes on to the original sender (SPEC §5).
-            plan.outbound.append(_job("srs_return", return_to_sender(
-                self.srs, srs_recipient=srs_recipient,
-                envelope_sender=ctx.envelope_sender, raw=ctx.raw)))
+            returned = return_to_sender(self.srs, srs_recipient=srs_recipient,
+                                        envelope_sender=ctx.envelope_sender, raw=ctx.raw)
+            self._queue("srs_return", returned, ctx, plan)
         return plan
+
+    def _queue(self, kind: str, forward: ForwardPlan, ctx: MessageContext,
+               plan: DeliveryPlan) -> None:
+        for part in split_hosted(forward, envelope_sender=ctx.envelope_sender,
+                                 hosted=self.hosted):
+            plan.outbound.append(_job(kind, part))
 
     def received(self, ctx: MessageContext, recipient: str, protocol: str) -> str:
         """This hop's ``Received`` value for ``recipient`` (RFC 5321 §4.4)."""
@@ -114,7 +130,7 @@ class DeliveryPlanner:
                 received=received_value, srs=self.srs,
                 max_hops=self.settings.outbound.max_hops)
         if forward is not None:
-            plan.outbound.append(_job("forward", forward))
+            self._queue("forward", forward, ctx, plan)
         if forward is None or decision.keep_copy:
             plan.inbox.append(InboxWrite(address, inbox_copy))
         if decision.auto_reply_body is not None:

@@ -7,8 +7,10 @@
   neutralised original) is.
 - **The copy** (:func:`plan_forward`): the message *exactly as received* with only our
   ``Delivered-To`` and ``Received`` on top — no ``[spam]`` tag, no re-serialisation, so a
-  DKIM signature still verifies downstream.  The envelope sender is SRS-rewritten, so SPF
-  passes at the destination and a bounce comes back to our SRS address.
+  DKIM signature still verifies downstream.  For a destination outside the platform the
+  envelope sender is SRS-rewritten, so SPF passes there and a bounce comes back to our SRS
+  address; a hosted destination keeps the original sender (:func:`split_hosted`): the
+  copy never leaves the platform, so SPF is not asked, and a bounce goes straight back.
 - **Loops** (:func:`is_loop`): a message already carrying ``Delivered-To: <address>`` or
   more than ``max_hops`` ``Received`` lines is not forwarded again; the caller then keeps
   the inbox copy even with keep-copy OFF, so a loop never loses a message.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import parseaddr
@@ -178,3 +180,20 @@ def return_to_sender(srs: Srs, *, srs_recipient: str, envelope_sender: str,
     expired address — the MX checks it at RCPT time and answers 550 there."""
     return ForwardPlan(mail_from=srs.forward(envelope_sender),
                        recipients=[srs.reverse(srs_recipient)], message=raw)
+
+
+def split_hosted(plan: ForwardPlan, *, envelope_sender: str,
+                 hosted: Callable[[str], bool]) -> list[ForwardPlan]:
+    """``plan`` as one job per route: its hosted recipients with the original envelope
+    sender (delivered on the platform by the queue's local transport: no SRS, which only
+    serves SPF at a foreign destination), the others as planned (SRS-rewritten).  The
+    message is the same for both."""
+    local = [r for r in plan.recipients if hosted(r)]
+    if not local:
+        return [plan]
+    remote = [r for r in plan.recipients if not hosted(r)]
+    plans = [ForwardPlan(mail_from=envelope_sender, recipients=local, message=plan.message)]
+    if remote:
+        plans.append(ForwardPlan(mail_from=plan.mail_from, recipients=remote,
+                                 message=plan.message))
+    return plans

@@ -9,6 +9,7 @@ filter (or the virus report) needs it.  Header values are read from the *raw* he
 from __future__ import annotations
 
 import email.policy
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,17 @@ def has_bare_line_ending(data: bytes) -> bool:
     """
     crlf = data.count(b"\r\n")
     return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def normalise_bare_lf(data: bytes) -> bytes:
+    """Every LF not preceded by CR made CRLF (what an MX that accepts bare LF stores);
+    ``data`` itself when it has none."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
 
 
 def header_block(raw: bytes) -> bytes:

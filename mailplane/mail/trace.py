@@ -37,8 +37,8 @@ def received(*, helo: str | None, peer_ip: str | None, hostname: str, protocol: 
              queue_id: str, recipient: str | None, at: datetime, tz: tzinfo,
              authenticated: str | None = None) -> str:
     """This hop's ``Received`` value, folded with CRLF + tab.  ``protocol`` is ``SMTP``,
-    ``ESMTP`` or ``ESMTPSA`` (RFC 3848); ``authenticated`` names the login, never a
-    password."""
+    ``ESMTP`` or ``ESMTPSA`` (RFC 3848), or ``LOCAL`` for the queue's delivery to a hosted
+    address; ``authenticated`` names the login, never a password."""
     lines = [f"from {printable(helo or 'unknown')} ([{printable(peer_ip or 'unknown')}])"]
     if authenticated:
         lines.append(f"(authenticated user {printable(authenticated)})")

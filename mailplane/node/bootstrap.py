@@ -82,19 +82,13 @@ async def _start_services(
 ) -> list[Closer]:
     """Start each role's service; return their closers in start order."""
     closers: list[Closer] = []
-    worker = None
-    if "worker" in roles:
-        from mailplane.outbound.worker import OutboundWorker
-
-        worker = OutboundWorker(settings, session_factory, clock,
-                                worker_id=f"{socket.gethostname()}:{os.getpid()}")
-        tasks.append(asyncio.create_task(worker.run(), name="outbound-worker"))
-        # stop() lets the delivery in flight finish and hands unstarted claims back.
-        closers.append(worker.stop)
     mx_on = "mx" in roles and settings.mx.enabled
     submission_on = "submission" in roles and settings.submission.enabled
+    worker_on = "worker" in roles
     delivery = None
-    if mx_on or submission_on:
+    if mx_on or submission_on or worker_on:
+        # The worker needs it too: its local transport delivers queued mail for hosted
+        # addresses (forwards, replies, DSNs, notices) through the same pipeline.
         from mailplane.delivery.local import LocalDelivery
         from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
         from mailplane.filters.scan import Scanner
@@ -104,10 +98,20 @@ async def _start_services(
                           virus=settings.virus, spam=settings.spam)
         closers.append(scanner.aclose)
         delivery = LocalDelivery(settings, session_factory, clock, scanner=scanner,
-                                 srs=srs_from_settings(settings, clock),
-                                 on_outbound=worker.wake if worker is not None else None)
-        # Closed after the listeners that feed it (closers run in reverse order).
+                                 srs=srs_from_settings(settings, clock), policy=policy)
+        # Closed after the listeners and the worker that feed it (closers run reversed).
         closers.append(delivery.aclose)
+    if worker_on and delivery is not None:
+        from mailplane.outbound.local_transport import LocalTransport
+        from mailplane.outbound.worker import OutboundWorker
+
+        worker = OutboundWorker(settings, session_factory, clock,
+                                worker_id=f"{socket.gethostname()}:{os.getpid()}",
+                                local=LocalTransport(delivery, clock, session_factory))
+        delivery.on_outbound = worker.wake
+        tasks.append(asyncio.create_task(worker.run(), name="outbound-worker"))
+        # stop() lets the delivery in flight finish and hands unstarted claims back.
+        closers.append(worker.stop)
     if mx_on:
         from mailplane.smtp.mx import start_mx
 

@@ -1,7 +1,11 @@
 """``mailplane seed-demo`` and ``create-api-key``: bootstrap data for a fresh install.
 
-The operator key is printed once and written to ``<state_dir>/operator.key`` with mode 600
-(SPEC §12).  Running seed-demo again changes nothing and prints no secret.
+The demo contract has two addresses, and its contact address is the first of them: every
+notice the platform sends (changes, quarantine digests) is delivered on the platform and
+readable over POP3 on a machine without DNS (issue 14).  The POP passwords and the
+operator key are printed once; the key is written to ``<state_dir>/operator.key`` with
+mode 600 (SPEC §12).  Running seed-demo again changes nothing and prints no secret; a demo
+contract seeded by an older version gets its second address and hosted contact.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from mailplane.auth.api_keys import issue_api_key
 from mailplane.auth.passwords import PasswordHashing, generate_password
 from mailplane.clock import SystemClock
 from mailplane.config.settings import Settings
-from mailplane.storage import addresses_repo, contracts_repo
+from mailplane.storage import addresses_repo, contracts_repo, policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 
 DEMO_CUSTOMER_NUMBER = "DEMO0001"
-DEMO_LOCAL_PART = "taro"
 DEMO_SUBDOMAIN = "e06"
+#: (local part, POP account) of the demo addresses; the first is the contact address.
+DEMO_ADDRESSES = (("taro", "m0000001"), ("hanako", "m0000002"))
 
 
 def _write_secret_file(path: Path, content: str) -> None:
@@ -35,33 +40,33 @@ def seed_demo(settings: Settings, *, key_file: Path | None = None) -> None:
     hashing = PasswordHashing(settings.security)
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
+    domain = f"{DEMO_SUBDOMAIN}.{settings.base_domains[0]}"
+    contact = f"{DEMO_ADDRESSES[0][0]}@{domain}"
+    passwords: list[tuple[str, str, str]] = []
     with factory() as session:
         now = clock.now()
         contract = contracts_repo.get_by_number(session, customer_number=DEMO_CUSTOMER_NUMBER)
-        demo_password = None
         if contract is None:
             contract = contracts_repo.create_contract(
-                session,
-                customer_number=DEMO_CUSTOMER_NUMBER,
-                contact_email=f"contact@{settings.base_domains[0]}",
-                included_addresses=settings.addresses.included_per_contract,
-                now=now,
-            )
-            demo_password = generate_password(settings.addresses.reissue_password_length)
+                session, customer_number=DEMO_CUSTOMER_NUMBER, contact_email=contact,
+                included_addresses=settings.addresses.included_per_contract, now=now)
+        elif "@" + domain not in contract.contact_email:
+            contract.contact_email = contact  # seeded before the contact was hosted
+        for local_part, pop_account in DEMO_ADDRESSES:
+            address = f"{local_part}@{domain}"
+            if addresses_repo.find(session, address=address) is not None:
+                continue
+            if addresses_repo.pop_account_exists(session, pop_account=pop_account):
+                continue  # taken by a real address: the demo does without this one
+            password = generate_password(settings.addresses.reissue_password_length)
             addresses_repo.create_address(
-                session,
-                contract_id=contract.id,
-                local_part=DEMO_LOCAL_PART,
-                subdomain=DEMO_SUBDOMAIN,
-                base_domain=settings.base_domains[0],
-                pop_account="m0000001",
-                password_hash=hashing.hash(demo_password),
-                virus_check=True,
-                quota_bytes=settings.addresses.default_quota_bytes,
-                now=now,
-            )
-            from mailplane.storage import policy_repo
-
+                session, contract_id=contract.id, local_part=local_part,
+                subdomain=DEMO_SUBDOMAIN, base_domain=settings.base_domains[0],
+                pop_account=pop_account, password_hash=hashing.hash(password),
+                virus_check=True, quota_bytes=settings.addresses.default_quota_bytes,
+                now=now)
+            passwords.append((address, pop_account, password))
+        if passwords:
             policy_repo.bump_revision(session)
         operator_key = None
         if not key_file.exists():
@@ -70,11 +75,12 @@ def seed_demo(settings: Settings, *, key_file: Path | None = None) -> None:
                 label="seed-demo operator key",
             )
         session.commit()
-        demo_address = addresses_repo.first_of_contract(session, contract_id=contract.id)
+        contact = contract.contact_email
     engine.dispose()
-    print(f"demo contract {DEMO_CUSTOMER_NUMBER}: {demo_address}")
-    if demo_password:
-        print(f"  POP account m0000001, POP password (shown once): {demo_password}")
+    print(f"demo contract {DEMO_CUSTOMER_NUMBER}: contact (notices) {contact}")
+    for address, pop_account, password in passwords:
+        print(f"  {address}: POP account {pop_account}, POP password (shown once): "
+              f"{password}")
     if operator_key:
         _write_secret_file(key_file, operator_key)
         print(f"operator API key (shown once, saved to {key_file} mode 600):")

@@ -26,6 +26,10 @@ NOTICE_ACTIONS: dict[str, tuple[str, str]] = {
     "address.password_change": ("POPパスワードの変更", "the POP password was changed"),
     "address.password_reissue": ("POPパスワードの再発行", "the POP password was reissued"),
     "settings.forwarding": ("転送設定の変更", "the forwarding setting was changed"),
+    "address.suspend": ("メールアドレスの利用停止（POP3と送信を停止、受信メールは保管）",
+                        "the address was suspended (POP3 and sending stopped, incoming mail"
+                        " is kept)"),
+    "address.resume": ("メールアドレスの利用再開", "the address was resumed"),
 }
 
 

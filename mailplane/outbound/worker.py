@@ -1,14 +1,17 @@
 """The outbound queue worker (issue 4; DESIGN step 4).
 
 Each pass claims due jobs (a lease, so a crashed worker's jobs come back), reads the spool
-file, delivers — to the smarthost if one is configured, else to each recipient domain's MX
-hosts — and records the outcome per recipient in one transaction:
+file, delivers — recipients in a hosted domain through the local transport
+(:mod:`~mailplane.outbound.local_transport`, never by DNS), the others to the smarthost if
+one is configured, else to each recipient domain's MX hosts — and records the outcome per
+recipient in one transaction:
 
 - 2xx → sent; 4xx or no connection → retry with exponential backoff (60 s doubling, capped
   at ``outbound.max_backoff_seconds``); 5xx → failed;
 - a recipient still failing temporarily after ``outbound.lifetime_hours`` → failed (5.4.7);
-- failed recipients → one DSN (RFC 3464) to the envelope sender, staged as a new job with
-  the null sender in the same transaction; never a DSN for a null-sender job.
+- failed recipients → one DSN (RFC 3464) to the envelope sender — for a forward, the
+  original sender its SRS address stands for — staged in the same transaction
+  (:mod:`~mailplane.outbound.bounces`).
 
 All blocking work (DB, spool files) runs in threads.  :meth:`OutboundWorker.stop` lets the
 delivery in flight finish and hands the rest of the claimed batch back.
@@ -22,7 +25,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import dns.asyncresolver
@@ -31,12 +34,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
-from mailplane.mail.dsn import FailedRecipient, build_dsn
+from mailplane.mail.srs import Srs, srs_from_settings
 from mailplane.mailstore.spool import (
     remove_spool_file,
-    stage_job,
     sweep_orphan_spool_files,
 )
+from mailplane.outbound.bounces import Bounces
+from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.mx_route import RouteError, host_addresses, make_resolver, mx_hosts
 from mailplane.outbound.smtp_transport import (
     Candidate,
@@ -86,12 +90,20 @@ class OutboundWorker:
         lease: timedelta = DEFAULT_LEASE,
         batch_size: int = 20,
         poll_seconds: float | None = None,
+        local: LocalTransport | None = None,
+        srs: Srs | None = None,
     ) -> None:
         """``dns_nameserver``, ``smtp_port_override`` and ``poll_seconds`` default to
         ``[outbound] dns_nameserver``, ``mx_port`` and ``poll_seconds``: a node started as a
         separate process (the two-node test) is pointed at a DNS stub and capture MX that
-        way; in-process tests pass them directly."""
+        way; in-process tests pass them directly.  ``local`` delivers hosted recipients
+        (the node always gives it; without it every recipient takes the MX/smarthost
+        path); ``srs`` reverses an SRS sender for its DSN (default: the local transport's,
+        else the node's from the settings)."""
         self.settings = settings
+        self.local = local
+        self.bounces = Bounces(settings, srs or (
+            local.delivery.srs if local is not None else srs_from_settings(settings, clock)))
         self.session_factory = session_factory
         self.clock = clock
         self.worker_id = worker_id
@@ -242,15 +254,29 @@ class OutboundWorker:
         )
 
     async def _deliver(self, job: ClaimedJob, message: bytes) -> list[RecipientResult]:
+        """Hosted recipients locally, the rest by smarthost or MX (each transport answers
+        for its own recipients; the local one never raises)."""
+        local = self.local
+        hosted = [r for r in job.recipients if local is not None and local.is_local(r)]
+        remote = [r for r in job.recipients if r not in hosted]
+        results: list[RecipientResult] = []
+        if hosted and local is not None:
+            results.extend(await local.deliver(job, message, hosted))
+        if remote:
+            results.extend(await self._deliver_remote(job, message, remote))
+        return results
+
+    async def _deliver_remote(self, job: ClaimedJob, message: bytes,
+                              recipients: list[str]) -> list[RecipientResult]:
         out = self.settings.outbound
         if out.smarthost:
             return await send_message(
                 [Candidate(out.smarthost, out.smarthost, out.smarthost_port)],
-                mail_from=job.mail_from, recipients=list(job.recipients),
+                mail_from=job.mail_from, recipients=recipients,
                 message=message, options=self._options(smarthost=True),
             )
         by_domain: dict[str, list[str]] = defaultdict(list)
-        for recipient in job.recipients:
+        for recipient in recipients:
             by_domain[recipient.rpartition("@")[2].lower()].append(recipient)
         results: list[RecipientResult] = []
         for domain, recipients in by_domain.items():
@@ -314,9 +340,10 @@ class OutboundWorker:
                 log.warning("outbound job %s: lease lost before the outcome was recorded", job.id)
                 session.rollback()
                 return
-            if failed:
-                self._stage_dsn(session, job, message, failed, now)
+            dsn_staged = bool(failed) and self.bounces.stage(session, job, message, failed, now)
             session.commit()
+        if dsn_staged:
+            self.wake()  # the DSN is due now (a hosted sender gets it at once)
         for result in sent:
             log.info("outbound job %s: sent to <%s> via %s",
                      job.id, result.recipient, result.remote_mta)
@@ -325,24 +352,3 @@ class OutboundWorker:
                      job.id, result.recipient, result.diagnostic)
         if not retry:
             remove_spool_file(job.spool_path)
-
-    def _stage_dsn(
-        self, session: Session, job: ClaimedJob, message: bytes,
-        failed: list[RecipientResult], now: datetime,
-    ) -> None:
-        if not job.mail_from:
-            log.info("outbound job %s: null sender, no DSN (no bounce of a bounce)", job.id)
-            return
-        dsn = build_dsn(
-            original=message,
-            original_sender=job.mail_from,
-            failures=[FailedRecipient(r.recipient, r.status, r.diagnostic, r.remote_mta)
-                      for r in failed],
-            reporting_mta=self.settings.mx.hostname,
-            arrival_date=job.created_at,
-            now=now,
-        )
-        stage_job(
-            session, spool_dir=self.settings.spool_dir, kind="dsn", mail_from="",
-            recipients=[job.mail_from], message=dsn, now=now,
-        )

@@ -13,6 +13,14 @@ from datetime import datetime
 from typing import Protocol
 
 
+def effective_status(address_status: str, contract_status: str) -> str:
+    """An address's status as mail services, the API and the portal show it: a suspended
+    contract suspends its addresses (003 Art.16, Art.20(3)); ``deleted`` stays deleted."""
+    if contract_status == "suspended" and address_status == "active":
+        return "suspended"
+    return address_status
+
+
 @dataclass(frozen=True, slots=True)
 class DenyConditions:
     """The five header conditions of the deny list (SPEC §4)."""

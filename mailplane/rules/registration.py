@@ -9,7 +9,10 @@ address exists, in one place.
   of the configured ones.
 - **Terms** must be accepted; a suspended contract registers nothing.
 - **Slots** (L3807): a contract includes 5 addresses; each further one is a paid slot
-  (330 yen a month) that the caller must confirm with ``accept_charge``.
+  (330 yen a month) that the caller must confirm with ``accept_charge``.  Deleting an
+  address that used a paid slot gives that slot up (:func:`paid_slot_freed`): the next
+  address beyond the included ones is a new purchase and asks for the charge again
+  (004 L474-485: each purchase is charged, even take-cancel-take within a month).
 """
 
 from __future__ import annotations
@@ -97,3 +100,10 @@ def next_slot(*, included: int, extra_slots: int, used: int, accept_charge: bool
     if not accept_charge:
         raise ChargeRequired(contracted=contracted, charge_yen=charge_yen)
     return SlotDecision(extra_slots=extra_slots + used + 1 - contracted, paid_slot=True)
+
+
+def paid_slot_freed(*, included: int, extra_slots: int, remaining: int) -> bool:
+    """After deleting an address (``remaining`` left on the contract): did it use a paid
+    slot?  It did when every included slot was still in use without it — then one paid
+    slot ends with it.  Paid slots bought ahead and never used are kept."""
+    return extra_slots > 0 and remaining >= included

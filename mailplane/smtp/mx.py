@@ -5,7 +5,9 @@
   that the declared ``SIZE=`` would overflow → ``452 4.2.2``.  Suspended addresses still
   receive (003 Art.20(3)).  A valid SRS address (a bounce to a forward) is accepted for
   return to the original sender; a forged or expired one gets ``550 5.1.1``.
-- **DATA** — the bytes checked (:func:`~mailplane.smtp.base.content_refusal`), then the
+- **DATA** — a bare LF normalised to CRLF (``mx.bare_newline``, Postfix 3.9's default;
+  the DATA reader ends a message only at ``<CRLF>.<CRLF>``), the bytes checked
+  (:func:`~mailplane.smtp.base.content_refusal`: a bare CR is refused), then the
   node's :class:`~mailplane.delivery.local.LocalDelivery` scans, plans and persists; the
   ``250`` goes out only once everything is durable.
 """
@@ -26,7 +28,7 @@ from mailplane.config.settings import Settings
 from mailplane.delivery.local import LocalDelivery
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
-from mailplane.mail.message import MessageContext
+from mailplane.mail.message import MessageContext, normalise_bare_lf
 from mailplane.mail.srs import Srs, SrsError, srs_from_settings
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
@@ -110,6 +112,8 @@ class MxHandler:
 
     async def _data(self, session: SmtpSession, envelope: Envelope) -> SmtpReply:
         raw = envelope.original_content or b""
+        if self.settings.mx.bare_newline == "normalize":
+            raw = normalise_bare_lf(raw)  # done by FastSMTP already; stock aiosmtpd not
         refused = content_refusal(raw, self.settings.mx.max_message_size)
         if refused is not None:
             return refused
@@ -177,7 +181,8 @@ async def start_mx(
             settings, session_factory, clock,
             scanner=Scanner(virus_engine, spam_engine, virus=settings.virus,
                             spam=settings.spam),
-            srs=srs if srs is not None else srs_from_settings(settings, clock))
+            srs=srs if srs is not None else srs_from_settings(settings, clock),
+            policy=policy_cache)
     handler = MxHandler(settings, policy_cache, delivery)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
@@ -190,6 +195,7 @@ async def start_mx(
             ident="mailplane",
             loop=loop,
         )
+        protocol.normalise_bare_lf = settings.mx.bare_newline == "normalize"
         protocols.add(protocol)
         return protocol
 

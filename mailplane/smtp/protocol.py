@@ -16,6 +16,13 @@ fast" removed, and nothing else changed.
    line with the stock rules; a line still growing past the limit hands the rest of DATA
    to the stock line-by-line loop.
 
+   With :attr:`FastSMTP.normalise_bare_lf` (the MX, like Postfix 3.9's default
+   ``smtpd_forbid_bare_newline = normalize``) a bare LF also ends a line — for the line
+   length and for dot-unstuffing — and becomes CRLF in the message; DATA still ends only
+   at ``.<CRLF>`` after a CRLF-ended line, so ``<LF>.<CRLF>`` or ``<LF>.<LF>`` never
+   splits off a second message (SMTP smuggling).  A bare CR is kept for the handler to
+   refuse.
+
 3. ``MAIL FROM``/``RCPT TO`` addresses go through ``email._header_value_parser`` (~9 % of
    MX CPU with two workers).  The plain ``<dot-atom@domain>`` form nearly all mail uses
    is matched by one regular expression whose result is the parser's; anything else
@@ -56,7 +63,9 @@ def protocol_description() -> str:
         return f"FastSMTP (fast paths on aiosmtpd {aiosmtpd.__version__})"
     return f"stock aiosmtpd {aiosmtpd.__version__} SMTP (FastSMTP needs 1.4.6)"
 _CRLF = b"\r\n"
+_LF = b"\n"
 _TERMINATOR = b"\r\n.\r\n"
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 #: ``<local@domain>`` then the parameters: RFC 5322 dot-atom local part, LDH domain labels
 #: — the subset on which ``get_angle_addr(...).addr_spec`` is the text between the brackets
 #: (a test compares both on generated input).
@@ -114,14 +123,18 @@ class _DataReader(asyncio.StreamReader):
     ``_wait_for_data``, ``_maybe_resume_transport``) of CPython 3.11's asyncio.streams.
     """
 
-    async def read_data_lines(self, line_limit: int) -> tuple[bytes, bool] | None:
-        """Complete DATA lines (each ending in CRLF) and whether the end-of-data line
+    async def read_data_lines(self, line_limit: int, *, eol: bytes = _CRLF,
+                              line_start: bool = True) -> tuple[bytes, bool] | None:
+        """Complete DATA lines (each ending in ``eol``) and whether the end-of-data line
         followed them (consumed, never anything after it); ``None`` when a line longer
-        than ``line_limit`` is still arriving (the caller reads on line by line)."""
+        than ``line_limit`` is still arriving (the caller reads on line by line).
+
+        The end of data is ``.<CRLF>`` after a CRLF-ended line: with ``eol=b"\\n"`` the
+        caller says (``line_start``) whether the lines it already took ended in CRLF."""
         stream: Any = self  # asyncio.streams internals are untyped
         while True:
             buffer: bytearray = stream._buffer
-            if buffer.startswith(b".\r\n"):
+            if line_start and buffer.startswith(b".\r\n"):
                 del buffer[:3]
                 stream._maybe_resume_transport()
                 return b"", True
@@ -131,13 +144,13 @@ class _DataReader(asyncio.StreamReader):
                 del buffer[:end + 5]
                 stream._maybe_resume_transport()
                 return data, True
-            last = buffer.rfind(_CRLF)
+            last = buffer.rfind(eol)
             if last != -1:
-                data = bytes(buffer[:last + 2])
-                del buffer[:last + 2]
+                data = bytes(buffer[:last + len(eol)])
+                del buffer[:last + len(eol)]
                 stream._maybe_resume_transport()
                 return data, False
-            # No CRLF: stock readuntil overruns once the partial line is longer than
+            # No line end: stock readuntil overruns once the partial line is longer than
             # ``limit`` bytes plus a possible trailing CR.
             if len(buffer) > line_limit + 1:
                 return None
@@ -165,6 +178,9 @@ class _DataProgress:
 
 class FastSMTP(SMTP):
     """Drop-in ``aiosmtpd.smtp.SMTP`` (see the module docstring)."""
+
+    #: Set per connection by a listener that accepts bare LF (the MX), see above.
+    normalise_bare_lf = False
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         if not _COMPATIBLE:
@@ -271,15 +287,23 @@ class FastSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         acc = _DataProgress()
+        bare_lf = self.normalise_bare_lf
+        line_start = True
         try:
             while True:
-                chunk = await reader.read_data_lines(self.line_length_limit)
+                chunk = await reader.read_data_lines(
+                    self.line_length_limit, eol=_LF if bare_lf else _CRLF,
+                    line_start=line_start)
                 if chunk is None:
                     await self._data_line_by_line(acc)
                     break
                 lines, ended = chunk
                 if lines:
-                    self._take_lines(acc, lines)
+                    if bare_lf:
+                        self._take_lf_lines(acc, lines)
+                        line_start = lines.endswith(_CRLF)
+                    else:
+                        self._take_lines(acc, lines)
                 if ended:
                     break
         except asyncio.CancelledError:
@@ -319,6 +343,22 @@ class FastSMTP(SMTP):
                     kept.append(content + _CRLF)
         if acc.state is _DataState.NOMINAL:
             acc.pieces.append(b"".join(kept))
+
+    def _take_lf_lines(self, acc: _DataProgress, lines: bytes) -> None:
+        """Account lines ending in CRLF or a bare LF: each counts with the CRLF it will
+        have once normalised; the first limit broken wins."""
+        acc.num_bytes += len(lines)
+        if acc.state is not _DataState.NOMINAL:
+            return
+        limit = self.data_size_limit
+        if limit and acc.num_bytes > limit:
+            acc.fail(_DataState.TOO_MUCH)
+            return
+        longest = max(len(line.removesuffix(b"\r")) for line in lines.split(_LF)[:-1])
+        if longest + 2 > self.line_length_limit:
+            acc.fail(_DataState.TOO_LONG)
+            return
+        acc.pieces.append(lines)
 
     async def _data_line_by_line(self, acc: _DataProgress) -> None:
         """The stock aiosmtpd 1.4.6 DATA loop, continuing from ``acc``."""
@@ -373,6 +413,8 @@ class FastSMTP(SMTP):
             return
         body = b"".join(acc.pieces)
         acc.pieces = []
+        if self.normalise_bare_lf:
+            body = _BARE_LF.sub(_CRLF, body)
         # RFC 5321 §4.5.2: drop the first character of every line that starts with ".".
         if body.startswith(b"."):
             body = body[1:]

@@ -460,7 +460,8 @@ async def start_submission(
             settings, session_factory, clock,
             scanner=Scanner(virus_engine, spam_engine, virus=settings.virus,
                             spam=settings.spam),
-            srs=srs_from_settings(settings, clock))
+            srs=srs_from_settings(settings, clock),
+            policy=policy_cache)
     handler = SubmissionHandler(settings, policy_cache, clock, country_lookup=country_lookup,
                                 delivery=delivery)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, select
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import (
@@ -160,6 +160,24 @@ def set_password_hash(session: Session, *, address: Address, password_hash: str,
                       now: datetime) -> None:
     address.password_hash = password_hash
     address.password_changed_at = now
+
+
+def set_status(session: Session, *, address_id: int, status: str) -> bool:
+    """``active`` or ``suspended`` (the address's own; its contract may suspend it too).
+    One conditional UPDATE: True only for the call that really changed it, so of
+    concurrent identical requests exactly one is audited and notified."""
+    result = session.execute(
+        update(Address).where(Address.id == address_id, Address.status != status)
+        .values(status=status).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def find(session: Session, *, address: str) -> Address | None:
+    """The address row by full address, whatever its contract (operator tools)."""
+    row: Address | None = session.scalar(select(Address).where(
+        Address.address == address.strip().lower()))
+    return row
 
 
 def delete_address(session: Session, *, address: Address, now: datetime) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import Address, Contract
@@ -50,11 +50,13 @@ class ContractSlots:
     customer_number: str
     included_addresses: int
     extra_slots: int
+    status: str = "active"
 
 
 _C = cast(Table, Contract.__table__)
 _SLOTS_BY_NUMBER = select(_C.c.id, _C.c.customer_number, _C.c.included_addresses,
-                          _C.c.extra_slots).where(_C.c.customer_number == bindparam("number"))
+                          _C.c.extra_slots, _C.c.status
+                          ).where(_C.c.customer_number == bindparam("number"))
 
 
 def slots_by_number(session: Session, *, customer_number: str) -> ContractSlots | None:
@@ -77,3 +79,14 @@ def lock_for_update(session: Session, *, contract_id: int) -> Contract | None:
     return session.scalar(
         select(Contract).where(Contract.id == contract_id).with_for_update()
     )
+
+
+def release_paid_slot(session: Session, *, contract_id: int) -> bool:
+    """One paid slot fewer (never below zero), in one statement: concurrent deletions
+    each give up their own slot."""
+    result = session.execute(
+        update(Contract).where(Contract.id == contract_id, Contract.extra_slots > 0)
+        .values(extra_slots=Contract.extra_slots - 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

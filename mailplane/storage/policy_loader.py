@@ -20,6 +20,7 @@ from mailplane.policy.model import (
     AutoReplyPolicy,
     DenyConditions,
     PolicySnapshot,
+    effective_status,
 )
 from mailplane.storage import policy_repo
 from mailplane.storage.models import (
@@ -174,7 +175,7 @@ def _load_policies(session: Session, rows: Sequence[Row[Any]],
             contract_id=contract_id,
             pop_account=pop_account,
             # A suspended contract suspends every address under it (003 Art.20(3)).
-            status="suspended" if contract_status == "suspended" else status,
+            status=effective_status(status, contract_status),
             virus_check=virus_check,
             spam_judge=spam_judge,
             spam_quarantine=spam_quarantine,

@@ -130,6 +130,7 @@ def crash_node_on(node: Node) -> Node:
                          json={"destinations": [REMOTE], "keep_copy": False})
     assert forwarding.status_code == 200, forwarding.text
     wait_until_accepting(node, [hosted(kind) for kind in ADDRESSES])
+    node.settle()  # the forwarding and spam settings too, not only the addresses
     return node
 
 

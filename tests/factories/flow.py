@@ -9,16 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
+from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.worker import OutboundWorker
 from mailplane.storage.models import AutoReply, ForwardDestination
 from tests.factories.mx import MxEnv
-from tests.factories.outbound import (
-    SRS_DOMAIN,
-    SRS_SECRET,
-    CaptureFactory,
-    CaptureMx,
-    DnsStub,
-)
+from tests.factories.outbound import SRS_DOMAIN, SRS_SECRET, CaptureFactory, CaptureMx, DnsStub
 
 #: MX settings of the flow tests: a known SRS secret and domain, short timeouts.  A test
 #: module using ``flow`` narrows the ``mx`` fixture with them (``mx_settings_overrides``).
@@ -84,7 +79,11 @@ class Flow:
 @pytest.fixture
 def flow(mx: MxEnv, dns_stub: DnsStub, capture_mx: CaptureFactory,
          mx_port: int) -> Flow:
+    # As on a node: the worker delivers hosted recipients through the MX's LocalDelivery.
+    assert mx.server is not None
+    local = LocalTransport(mx.server.handler.delivery, mx.clock, mx.session_factory)
     worker = OutboundWorker(mx.settings, mx.session_factory, mx.clock, worker_id="w1",
-                            dns_nameserver=dns_stub.address, smtp_port_override=mx_port)
+                            dns_nameserver=dns_stub.address, smtp_port_override=mx_port,
+                            local=local)
     return Flow(mx, dns_stub, capture_mx, worker)
 

@@ -73,6 +73,27 @@ class Node:
         self.clients.append(client)
         return client
 
+    def settle(self, seconds: float = 20.0) -> None:
+        """Wait until the node's SMTP decisions use the settings written so far: its
+        ``/healthz`` reports the policy revision its cache holds; compare it with the
+        database's (RCPT accepting an address says nothing about its other settings)."""
+        from mailplane.storage.db import make_engine, make_session_factory
+        from mailplane.storage.policy_loader import read_revision
+
+        engine = make_engine(self.env["MAILPLANE_DATABASE_URL"])
+        try:
+            with make_session_factory(engine)() as session:
+                revision = read_revision(session)
+        finally:
+            engine.dispose()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            health = httpx.get(f"{self.api_url}/healthz", timeout=5).json()
+            if health.get("policy_revision", 0) >= revision:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"node still below policy revision {revision} after {seconds} s")
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 

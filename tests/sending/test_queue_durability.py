@@ -16,13 +16,7 @@ from mailplane.config.settings import Settings
 from mailplane.mailstore.spool import spool_path, sweep_orphan_spool_files, write_spool_file
 from mailplane.storage import outbound_repo
 from mailplane.storage.db import make_engine, make_session_factory
-from tests.factories.outbound import (
-    CaptureFactory,
-    CaptureMx,
-    DnsStub,
-    OutboundEnv,
-    WorkerFactory,
-)
+from tests.factories.outbound import CaptureFactory, CaptureMx, DnsStub, OutboundEnv, WorkerFactory
 from tests.factories.queue import STANDARD_ZONE, jobs, make_message, parse, stage
 
 

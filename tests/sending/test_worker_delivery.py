@@ -7,12 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from mailplane.clock import as_utc
-from tests.factories.outbound import (
-    CaptureFactory,
-    DnsStub,
-    OutboundEnv,
-    WorkerFactory,
-)
+from tests.factories.outbound import CaptureFactory, DnsStub, OutboundEnv, WorkerFactory
 from tests.factories.queue import STANDARD_ZONE, dsn_parts, job, jobs, make_message, stage
 
 

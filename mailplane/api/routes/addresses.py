@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from mailplane.api.changes import record_change
 from mailplane.api.deps import (
-    AddressScope,
     AddressScopeDep,
     ClockDep,
     ContractAdminDep,
@@ -31,11 +30,8 @@ from mailplane.api.schemas.addresses import (
     AddressCreated,
     AddressList,
     AddressRow,
-    PasswordChange,
-    PasswordChanged,
-    PasswordReissued,
 )
-from mailplane.api.views import address_row, issued_password, local_date, quota
+from mailplane.api.views import address_row, issued_password, quota
 from mailplane.auth.api_keys import Principal
 from mailplane.auth.passwords import generate_password
 from mailplane.clock import Clock
@@ -48,6 +44,7 @@ from mailplane.rules.registration import (
     base_domain,
     check_registration,
     next_slot,
+    paid_slot_freed,
 )
 from mailplane.storage import addresses_repo, contracts_repo, idempotency_repo
 from mailplane.storage.addresses_repo import AddressSummary
@@ -84,7 +81,8 @@ def _address_list(session: Session, cn: str, principal: Principal, settings: Set
     return AddressList(
         contract=contract.customer_number,
         quota=quota(contract, used).model_dump(),
-        addresses=[address_row(row, now, settings.tz) for row in rows],
+        addresses=[address_row(row, now, settings.tz, contract_status=contract.status)
+                   for row in rows],
     )
 
 
@@ -211,7 +209,8 @@ def create_address(
 
 @router.get("/{address}", response_model=AddressRow)
 def get_address(scope: AddressScopeDep, settings: SettingsDep, clock: ClockDep) -> AddressRow:
-    return address_row(AddressSummary.of(scope.address), clock.now(), settings.tz)
+    return address_row(AddressSummary.of(scope.address), clock.now(), settings.tz,
+                       contract_status=scope.contract.status)
 
 
 @router.delete("/{address}", status_code=204)
@@ -222,10 +221,19 @@ def delete_address(
     settings: SettingsDep,
     clock: ClockDep,
 ) -> Response:
-    """Delete the address, its settings, mailbox and quarantine (SPEC §1 ``deleted``)."""
+    """Delete the address, its settings, mailbox and quarantine (SPEC §1 ``deleted``);
+    a paid slot it used ends with it (:func:`paid_slot_freed`)."""
     address = scope.address.address
     now = clock.now()
+    contracts_repo.lock_for_update(session, contract_id=contract.id)
     addresses_repo.delete_address(session, address=scope.address, now=now)
+    session.flush()  # counted below without it, in this (write) transaction
+    slots = contracts_repo.slots_by_number(session, customer_number=contract.customer_number)
+    remaining = contracts_repo.count_addresses(session, contract_id=contract.id)
+    freed = slots is not None and paid_slot_freed(
+        included=slots.included_addresses, extra_slots=slots.extra_slots, remaining=remaining)
+    if freed:
+        contracts_repo.release_paid_slot(session, contract_id=contract.id)
     record_change(
         session,
         principal=scope.principal,
@@ -233,6 +241,7 @@ def delete_address(
         now=now,
         contract_id=contract.id,
         address=address,
+        detail={"paid_slot_freed": freed},
     )
     stage_change_notice(session, settings=settings, contract=contract,
                         action="address.delete", address=address, now=now)
@@ -242,56 +251,3 @@ def delete_address(
     remove_tree(mailbox_dir(settings.maildir_root, address))
     remove_tree(mailbox_dir(settings.quarantine_root, address))
     return Response(status_code=204)
-
-
-def _store_password(session: Session, scope: AddressScope, settings: Settings,
-                    password_hash: str, action: str, now: datetime) -> None:
-    """Save a new POP password hash, audited and notified (SPEC §9), in one transaction."""
-    addresses_repo.set_password_hash(session, address=scope.address,
-                                     password_hash=password_hash, now=now)
-    record_change(session, principal=scope.principal, action=action, now=now,
-                  contract_id=scope.contract.id, address=scope.address.address,
-                  affects_policy=False)
-    stage_change_notice(session, settings=settings, contract=scope.contract, action=action,
-                        address=scope.address.address, now=now)
-    session.commit()
-
-
-@router.post("/{address}/password", response_model=PasswordChanged)
-def change_password(
-    body: PasswordChange,
-    scope: AddressScopeDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    hashing: HashingDep,
-    clock: ClockDep,
-) -> PasswordChanged:
-    """Change needs the current password (SPEC §1)."""
-    if not hashing.verify(scope.address.password_hash, body.current):
-        raise invalid("current", "the current password is not correct")
-    if body.current == body.new:
-        raise invalid("new", "must differ from the current password")
-    now = clock.now()
-    _store_password(session, scope, settings, hashing.hash(body.new),
-                    "address.password_change", now)
-    return PasswordChanged(address=scope.address.address, changed_on=local_date(now, settings.tz))
-
-
-@router.post("/{address}/password/reissue", response_model=PasswordReissued)
-def reissue_password(
-    scope: AddressScopeDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    hashing: HashingDep,
-    clock: ClockDep,
-) -> PasswordReissued:
-    """Random password with its katakana reading, shown once (SPEC §1, L3974-4039)."""
-    password = generate_password(settings.addresses.reissue_password_length)
-    now = clock.now()
-    _store_password(session, scope, settings, hashing.hash(password),
-                    "address.password_reissue", now)
-    issued = issued_password(password, now, settings.tz)
-    return PasswordReissued(
-        address=scope.address.address, pop_account=scope.address.pop_account,
-        **issued.model_dump(),
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -27,6 +28,13 @@ class AddressCreate(StrictModel):
     accept_charge: bool = False
 
     _local = field_validator("local_part")(check_local_part)
+
+
+class AddressUpdate(StrictModel):
+    """Operator changes to one address."""
+
+    status: Literal["active", "suspended"] | None = Field(
+        default=None, description="suspended: POP3 and submission logins refused, mail kept")
 
 
 class ReadingChar(BaseModel):

@@ -1,0 +1,85 @@
+"""POP passwords of an address (SPEC §1, L3939-4039): change with the current one, or
+reissue a random one shown once; each audited and notified to the contact (SPEC §9)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session
+
+from mailplane.api.changes import record_change
+from mailplane.api.deps import (
+    AddressScope,
+    AddressScopeDep,
+    ClockDep,
+    HashingDep,
+    SessionDep,
+    SettingsDep,
+)
+from mailplane.api.errors import invalid
+from mailplane.api.schemas.addresses import PasswordChange, PasswordChanged, PasswordReissued
+from mailplane.api.views import issued_password, local_date
+from mailplane.auth.passwords import generate_password, same_as_local_part
+from mailplane.config.settings import Settings
+from mailplane.notices.change import stage_change_notice
+from mailplane.storage import addresses_repo
+
+router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
+
+
+def _store_password(session: Session, scope: AddressScope, settings: Settings,
+                    password_hash: str, action: str, now: datetime) -> None:
+    """Save a new POP password hash, audited and notified (SPEC §9), in one transaction."""
+    addresses_repo.set_password_hash(session, address=scope.address,
+                                     password_hash=password_hash, now=now)
+    record_change(session, principal=scope.principal, action=action, now=now,
+                  contract_id=scope.contract.id, address=scope.address.address,
+                  affects_policy=False)
+    stage_change_notice(session, settings=settings, contract=scope.contract, action=action,
+                        address=scope.address.address, now=now)
+    session.commit()
+
+
+@router.post("/{address}/password", response_model=PasswordChanged)
+def change_password(
+    body: PasswordChange,
+    scope: AddressScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    hashing: HashingDep,
+    clock: ClockDep,
+) -> PasswordChanged:
+    """Change needs the current password (SPEC §1)."""
+    if not hashing.verify(scope.address.password_hash, body.current):
+        raise invalid("current", "the current password is not correct")
+    if body.current == body.new:
+        raise invalid("new", "must differ from the current password")
+    if same_as_local_part(body.new, scope.address.local_part):
+        raise invalid("new", "must not be the same as the part of the address before @")
+    now = clock.now()
+    _store_password(session, scope, settings, hashing.hash(body.new),
+                    "address.password_change", now)
+    return PasswordChanged(address=scope.address.address, changed_on=local_date(now, settings.tz))
+
+
+@router.post("/{address}/password/reissue", response_model=PasswordReissued)
+def reissue_password(
+    scope: AddressScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    hashing: HashingDep,
+    clock: ClockDep,
+) -> PasswordReissued:
+    """Random password with its katakana reading, shown once (SPEC §1, L3974-4039)."""
+    password = generate_password(settings.addresses.reissue_password_length)
+    while same_as_local_part(password, scope.address.local_part):
+        password = generate_password(settings.addresses.reissue_password_length)
+    now = clock.now()
+    _store_password(session, scope, settings, hashing.hash(password),
+                    "address.password_reissue", now)
+    issued = issued_password(password, now, settings.tz)
+    return PasswordReissued(
+        address=scope.address.address, pop_account=scope.address.pop_account,
+        **issued.model_dump(),
+    )
