@@ -14,6 +14,7 @@ from mailplane.auth.api_keys import KeyVerifier
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import Clock, SystemClock
 from mailplane.config.settings import Settings
+from mailplane.i18n import check_catalogues
 from mailplane.portal import mount_portal
 from mailplane.storage.db import make_engine, make_session_factory
 
@@ -30,6 +31,7 @@ def create_app(
         version="1",
         description="Contracts, addresses and every per-address mail setting (SPEC §11).",
     )
+    check_catalogues()  # a missing Japanese catalogue stops start-up, not every answer
     if session_factory is None:
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
         session_factory = make_session_factory(engine)

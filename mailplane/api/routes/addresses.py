@@ -25,7 +25,7 @@ from mailplane.api.deps import (
     SettingsDep,
     visible_contract,
 )
-from mailplane.api.errors import ApiError, invalid
+from mailplane.api.errors import ApiError, invalid, rule_error
 from mailplane.api.schemas.addresses import (
     AddressCreate,
     AddressCreated,
@@ -138,14 +138,14 @@ def create_address(
                            pattern=settings.addresses.subdomain_pattern)
         domain = base_domain(body.base_domain, settings.base_domains)
     except RuleViolation as exc:
-        raise invalid(exc.field or "address", str(exc)) from None
+        raise rule_error(exc, "address") from None
     now = clock.now()
     full = f"{body.local_part}@{body.subdomain}.{domain}"
     cooloff = timedelta(days=settings.addresses.deleted_cooloff_days)
     if addresses_repo.unavailable_among(session, addresses=[full], now=now, cooloff=cooloff):
         raise ApiError(409, "address_taken",
-                       f"{full} is not available; choose another subdomain candidate",
-                       "subdomain")
+                       "{address} is not available; choose another subdomain candidate",
+                       "subdomain", address=full)
     contracts_repo.lock_for_update(session, contract_id=contract.id)
     used = contracts_repo.count_addresses(session, contract_id=contract.id)
     try:
@@ -153,7 +153,7 @@ def create_address(
                          used=used, accept_charge=body.accept_charge,
                          charge_yen=settings.addresses.extra_monthly_charge_yen)
     except ChargeRequired as exc:
-        raise ApiError(409, "charge_required", str(exc), exc.field) from None
+        raise ApiError(409, "charge_required", exc.text, exc.field) from None
     contract.extra_slots = slot.extra_slots
     password = generate_password(settings.addresses.reissue_password_length)
     row = addresses_repo.create_address(
@@ -205,7 +205,8 @@ def create_address(
             previous = idempotency_repo.get(session, scope=scope, key=idempotency_key)
             if previous is not None and previous.request_hash == request_hash:
                 return _replay(previous.status_code, previous.response_body, response)
-        raise ApiError(409, "address_taken", f"{full} is not available", "subdomain") from None
+        raise ApiError(409, "address_taken", "{address} is not available", "subdomain",
+                       address=full) from None
     return result
 
 
