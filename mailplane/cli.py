@@ -1,4 +1,5 @@
-"""``mailplane`` command: serve, migrate, seed-demo, create-api-key, check-config, purge."""
+"""``mailplane`` command: serve, migrate, seed-demo, create-api-key, set-contract-password,
+check-config, purge."""
 
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ def _cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_set_contract_password(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.node.seed import set_contract_password_cli
+
+    print(set_contract_password_cli(settings, customer_number=args.customer_number))
+    return 0
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from mailplane.node.serve import parse_roles, serve_forever
 
@@ -89,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--contract", help="customer number (customer keys)")
     key.add_argument("--address", help="mailbox scope (customer keys)")
     key.set_defaults(func=_cmd_create_api_key)
+    password = sub.add_parser(
+        "set-contract-password",
+        help="set a new random contract password for the portal sign-in (printed once)")
+    password.add_argument("customer_number")
+    password.set_defaults(func=_cmd_set_contract_password)
     sub.add_parser("check-config", help="print the effective configuration, secrets masked"
                    ).set_defaults(func=_cmd_check_config)
     sub.add_parser("purge", help="delete expired quarantine and inbox mail once"

@@ -9,9 +9,19 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
-from mailplane.api.routes import address_settings, addresses, audit, contracts, keys, quarantine
+from mailplane.api.routes import (
+    address_settings,
+    addresses,
+    audit,
+    contracts,
+    keys,
+    quarantine,
+    session,
+)
 from mailplane.auth.api_keys import KeyVerifier
+from mailplane.auth.login_guard import LoginGuard
 from mailplane.auth.passwords import PasswordHashing
+from mailplane.auth.portal_login import PortalLogin
 from mailplane.clock import Clock, SystemClock
 from mailplane.config.settings import Settings
 from mailplane.i18n import check_catalogues
@@ -41,6 +51,9 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.hashing = hashing
     app.state.key_verifier = KeyVerifier(hashing, settings.api.key_cache_seconds)
+    app.state.portal_login = PortalLogin(
+        session_factory, hashing, LoginGuard.from_settings(settings, session_factory,
+                                                           app.state.clock))
     for name, value in (extra_state or {}).items():
         setattr(app.state, name, value)
 
@@ -52,6 +65,8 @@ def create_app(
     app.include_router(address_settings.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(quarantine.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(audit.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(session.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(session.password_router, responses=COMMON_ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str | int]:
