@@ -3,8 +3,9 @@
 ``Accept-Language`` decides when it names Japanese or English.  Without one, a request made
 with a portal session cookie, or to the portal's own sign-in calls, gets
 ``portal.language`` (Japanese: the customers of My Page read Japanese), and any other
-request — an operator's script, an ISP integration with a bearer key — gets ``api.default_language`` (English by default, so the messages an
-integration logs stay stable).
+request — an operator's script, an ISP integration with a bearer key — gets
+``api.default_language`` (English by default, so the messages an integration logs stay
+stable).
 """
 
 from __future__ import annotations
