@@ -13,9 +13,11 @@ from mailplane.api.routes import (
     address_settings,
     addresses,
     audit,
+    client_setup,
     contracts,
     keys,
     quarantine,
+    rules,
     session,
 )
 from mailplane.auth.api_keys import KeyVerifier
@@ -25,6 +27,7 @@ from mailplane.auth.portal_login import PortalLogin
 from mailplane.clock import Clock, SystemClock
 from mailplane.config.settings import Settings
 from mailplane.i18n import check_catalogues
+from mailplane.mailstore.maildir import MaildirUsage
 from mailplane.portal import mount_portal
 from mailplane.storage.db import make_engine, make_session_factory
 
@@ -51,6 +54,8 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.hashing = hashing
     app.state.key_verifier = KeyVerifier(hashing, settings.api.key_cache_seconds)
+    # Mailbox usage for the address table (SPEC §8), cached briefly per address.
+    app.state.maildir_usage = MaildirUsage(settings.maildir_root, ttl_seconds=30.0)
     app.state.portal_login = PortalLogin(
         session_factory, hashing, LoginGuard.from_settings(settings, session_factory,
                                                            app.state.clock))
@@ -67,6 +72,9 @@ def create_app(
     app.include_router(audit.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(session.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(session.password_router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(client_setup.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(client_setup.discovery)
+    app.include_router(rules.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str | int]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ from mailplane.auth.api_keys import Principal
 from mailplane.auth.passwords import generate_password
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
+from mailplane.mailstore.maildir import MaildirUsage
 from mailplane.mailstore.paths import mailbox_dir, remove_tree
 from mailplane.notices.change import stage_change_notice
 from mailplane.rules import RuleViolation
@@ -57,6 +58,7 @@ router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
 
 @router.get("", response_model=AddressList)
 async def list_addresses(
+    request: Request,
     cn: CustomerNumber,
     principal: PrincipalDep,
     session: SessionDep,
@@ -68,11 +70,12 @@ async def list_addresses(
     The portal makes this call on every page view, so all of its SQL (the contract and
     scope check, the table) runs in one thread hop instead of one per dependency.
     """
-    return await run_in_threadpool(_address_list, session, cn, principal, settings, clock)
+    return await run_in_threadpool(_address_list, session, cn, principal, settings, clock,
+                                   request.app.state)
 
 
 def _address_list(session: Session, cn: str, principal: Principal, settings: Settings,
-                  clock: Clock) -> AddressList:
+                  clock: Clock, request_state: Any) -> AddressList:
     contract = visible_contract(contracts_repo.slots_by_number(session, customer_number=cn),
                                 principal)
     rows = addresses_repo.list_for_contract(session, contract_id=contract.id)
@@ -81,10 +84,11 @@ def _address_list(session: Session, cn: str, principal: Principal, settings: Set
     if principal.address_id is not None:
         rows = [row for row in rows if row.id == principal.address_id]
     now = clock.now()
+    usage: MaildirUsage = request_state.maildir_usage
     return AddressList(
         contract=contract.customer_number,
         quota=quota(contract, used).model_dump(),
-        addresses=[address_row(row, now, settings.tz) for row in rows],
+        addresses=[address_row(row, now, settings.tz, usage.used(row.address)) for row in rows],
     )
 
 
