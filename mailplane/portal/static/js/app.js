@@ -11,7 +11,7 @@ import { renderSpamMenu, renderSpam, renderDeny, renderAllow, renderForwarding, 
 import { renderPassword, renderReissue, renderDelete } from "./passwords.js";
 import { renderQuarantine } from "./quarantine.js";
 import { renderSetup } from "./setup.js";
-import { clearErrors, failure, field, focusFirst, formErrorBox, h, heading, showApiError, showErrors } from "./ui.js";
+import { clearErrors, failure, field, fill, focusFirst, formErrorBox, h, heading, showApiError, showErrors } from "./ui.js";
 
 const view = document.getElementById("view");
 
@@ -89,7 +89,7 @@ function renderSignIn() {
     idHelp: t("mailboxHelp"), autocomplete: "email",
     onSubmit: (address, password) => finish({ address, password }),
   });
-  view.replaceChildren(heading(t("signInTitle")),
+  fill(view, heading(t("signInTitle")),
     notice ? h("p", { class: "notice", role: "status" }, notice) : null,
     h("p", { class: "help" }, t("signInHelp")),
     h("div", { class: "sign-in-grid" }, contract, mailbox));

@@ -5,7 +5,7 @@ import { t } from "./i18n.js";
 import { replaceRoute } from "./router.js";
 import { passwordViolation, rules } from "./rules.js";
 import { passwordSheet } from "./sheet.js";
-import { addressText, caution, field, focusFirst, formErrorBox, h, heading, settingsFlow, stepBar, summary } from "./ui.js";
+import { addressText, caution, field, fill, focusFirst, formErrorBox, h, heading, settingsFlow, stepBar, summary } from "./ui.js";
 
 const enc = encodeURIComponent;
 let reissued = null; // the reissued password: memory only, shown once
@@ -50,7 +50,7 @@ export async function renderReissue(view, address, step) {
   if (step === "done") {
     const issued = reissued;
     reissued = null;
-    view.replaceChildren(heading(t("reissueTitle")), stepBar(labels, 1),
+    fill(view, heading(t("reissueTitle")), stepBar(labels, 1),
       issued
         ? passwordSheet({ message: t("reissued"), address, popAccount: issued.pop_account, issued, dateLabel: t("changedOn") })
         : h("p", { class: "card", role: "status" }, t("reissueShownOnce")),
@@ -74,7 +74,7 @@ export async function renderReissue(view, address, step) {
       box.focus();
     }
   });
-  view.replaceChildren(heading(t("reissueTitle")), stepBar(labels, 0),
+  fill(view, heading(t("reissueTitle")), stepBar(labels, 0),
     h("div", { class: "card" }, box, h("p", {}, t("reissueHelp")),
       summary([[t("colAddress"), addressText(address)], [t("colPop"), row.pop_account]]),
       h("div", { class: "actions" }, go, h("a", { href: "#/", class: "button" }, t("back")))));
@@ -83,7 +83,7 @@ export async function renderReissue(view, address, step) {
 
 export async function renderDelete(view, address, step) {
   if (step === "done") {
-    view.replaceChildren(heading(t("deleteTitle")),
+    fill(view, heading(t("deleteTitle")),
       h("p", { class: "card done-message", role: "status" }, t("deleteDone", { address })),
       h("a", { href: "#/", class: "button primary" }, t("toMenu")));
     focusFirst(view);
@@ -105,7 +105,7 @@ export async function renderDelete(view, address, step) {
       box.focus();
     }
   });
-  view.replaceChildren(heading(t("deleteTitle")),
+  fill(view, heading(t("deleteTitle")),
     h("div", { class: "card" }, box,
       caution(t("deleteHelp"), " ", t("deleteCooloff", { days: rules().deleted_cooloff_days })),
       summary([[t("colAddress"), addressText(address)]]),

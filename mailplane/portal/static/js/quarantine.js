@@ -6,7 +6,7 @@ import { api, session } from "./api.js";
 import { t } from "./i18n.js";
 import { replaceRoute } from "./router.js";
 import { rules } from "./rules.js";
-import { addressText, focusFirst, formErrorBox, h, heading, statusLine } from "./ui.js";
+import { addressText, fill, focusFirst, formErrorBox, h, heading, statusLine } from "./ui.js";
 
 const enc = encodeURIComponent;
 /** Headers mailplane adds for itself: of no use to the customer. */
@@ -59,7 +59,7 @@ export async function renderQuarantine(view, address, itemId) {
         cell("colActions", h("a", { class: "button small", href: `#/quarantine/${enc(address)}/${enc(item.id)}`,
           "aria-label": `${t("open")}: ${item.subject || item.id}` }, t("open"))))))))
     : h("p", { class: "card" }, t("quarantineEmpty"));
-  view.replaceChildren(heading(t("quarantineTitle")), h("p", { class: "subtitle" }, addressText(address)),
+  fill(view, heading(t("quarantineTitle")), h("p", { class: "subtitle" }, addressText(address)),
     statusLine(status),
     h("p", { class: "help" }, t("quarantineDesc", { days: rules().quarantine_days })), list,
     h("div", { class: "actions" },
@@ -111,7 +111,7 @@ async function renderItem(view, address, itemId) {
     });
     return button;
   };
-  view.replaceChildren(heading(t("quarantineItemTitle")), h("p", { class: "subtitle" }, addressText(address)),
+  fill(view, heading(t("quarantineItemTitle")), h("p", { class: "subtitle" }, addressText(address)),
     h("article", { class: "card message-view" }, box,
       h("dl", { class: "message-meta" },
         h("dt", {}, t("receivedAt")), h("dd", {}, when(item.received_at)),

@@ -5,7 +5,7 @@
 import { api } from "./api.js";
 import { t } from "./i18n.js";
 import { addressListErrors, autoReplyErrors, forwardingErrors, rules, subjectListErrors } from "./rules.js";
-import { caution, field, focusFirst, h, heading, linesOf, multiline, nextId, onOff, radioPair, settingsFlow } from "./ui.js";
+import { caution, field, fill, focusFirst, h, heading, linesOf, multiline, nextId, onOff, radioPair, settingsFlow } from "./ui.js";
 
 const enc = encodeURIComponent;
 const CONDITIONS = ["no_from", "angle_from", "blank_from", "no_subject", "blank_subject"];
@@ -14,7 +14,7 @@ export function renderSpamMenu(view, address) {
   const item = (title, description, href) => h("li", { class: "card menu-item" },
     h("h3", {}, title), h("p", {}, description),
     h("a", { href, class: "button" }, `${title} >`));
-  view.replaceChildren(heading(t("spamMenuTitle")), h("p", { class: "subtitle" }, address),
+  fill(view, heading(t("spamMenuTitle")), h("p", { class: "subtitle" }, address),
     h("ul", { class: "menu" },
       item(t("spamCheck"), t("spamCheckDesc"), `#/spam-check/${enc(address)}`),
       item(t("denyList"), t("denyDesc"), `#/deny/${enc(address)}`),

@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { t } from "./i18n.js";
-import { addressText, focusFirst, h, heading, summary } from "./ui.js";
+import { addressText, fill, focusFirst, h, heading, summary } from "./ui.js";
 
 const security = (value) => (value === "SSL" ? t("secSsl") : t("secStarttls"));
 
@@ -19,7 +19,7 @@ export async function renderSetup(view, address) {
         h("code", { "data-testid": `${protocol}-${s.security}` }, String(s.port))]),
       ...extra,
     ]));
-  view.replaceChildren(heading(t("setupTitle")), h("p", { class: "subtitle" }, addressText(address)),
+  fill(view, heading(t("setupTitle")), h("p", { class: "subtitle" }, addressText(address)),
     h("p", { class: "help" }, t("setupHelp")),
     h("section", { class: "card setup-block", "aria-labelledby": "setup-account" },
       h("h3", { id: "setup-account" }, t("setupAccount")),

@@ -5,7 +5,7 @@
 
 import { api, session } from "./api.js";
 import { t } from "./i18n.js";
-import { addressText, focusFirst, h, heading, onOff, statusLine } from "./ui.js";
+import { addressText, fill, focusFirst, h, heading, onOff, statusLine } from "./ui.js";
 
 const enc = encodeURIComponent;
 
@@ -14,6 +14,15 @@ export function overseasLabel(overseas) {
   if (!overseas.enabled) return t("off");
   const match = /(\d{4}\/\d{2}\/\d{2})/.exec(overseas.display || "");
   return t("onUntil", { date: match ? match[1] : "" });
+}
+
+/** The same label in two unbreakable parts: "ON" and "(2026/11/30 まで)". */
+function overseasParts(overseas) {
+  const label = overseasLabel(overseas);
+  const space = label.indexOf(" ");
+  if (space < 0) return label;
+  return [h("span", { class: "part" }, label.slice(0, space)), " ",
+    h("span", { class: "part" }, label.slice(space + 1))];
 }
 
 export function sizeLabel(bytes) {
@@ -73,12 +82,12 @@ function row(item, index, view, contractSuspended) {
       onclick: (event) => toggle(view, event, `overseas:${address}`,
         () => api.put(address, "overseas", { enabled: !item.overseas.enabled }),
         item.overseas.enabled ? t("overseasOff", { address }) : t("overseasOn", { address })),
-    }, overseasText)
+    }, overseasParts(item.overseas))
     : h("span", { class: `state ${item.overseas.enabled ? "is-on" : "is-off"}` }, overseasText);
   const forwardState = onOff(item.forwarding.enabled);
   const replyState = onOff(item.auto_reply_enabled);
   const cell = (label, ...content) => h("td", { "data-label": label }, ...content);
-  const link = (href, label, cls = "button small") => h("a", { href, class: cls }, label);
+  const link = (href, label, cls = "action") => h("a", { href, class: cls }, label);
   return h("tr", { dataset: { address } },
     cell(t("colNo"), String(index + 1)),
     h("th", { scope: "row", class: "address-cell", "data-label": t("colAddress") }, addressText(address)),
@@ -103,7 +112,7 @@ function row(item, index, view, contractSuspended) {
       link(`#/password/${enc(address)}`, t("changePassword")),
       link(`#/reissue/${enc(address)}`, t("reissuePassword")),
       link(`#/quarantine/${enc(address)}`, t("quarantine")),
-      admin ? link(`#/delete/${enc(address)}`, t("delete"), "button small danger") : null)));
+      admin ? link(`#/delete/${enc(address)}`, t("delete"), "action danger") : null)));
 }
 
 export async function renderTable(view, options = {}) {
@@ -124,7 +133,7 @@ export async function renderTable(view, options = {}) {
       h("div", {}, h("dt", {}, t("contracted")), h("dd", { id: "count-contracted" }, t("countUnit", { n: quota.contracted }))),
       h("div", {}, h("dt", {}, t("used")), h("dd", { id: "count-used" }, t("countUnit", { n: quota.used })))),
     suspended ? null : h("a", { href: "#/new", class: "button primary" }, t("newAddress")));
-  view.replaceChildren(
+  fill(view, 
     heading(session.isMailbox ? t("mailboxTitle") : t("addressesTitle")),
     suspended ? h("p", { class: "caution", role: "note" }, t("contractSuspended")) : null,
     counts,

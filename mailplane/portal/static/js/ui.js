@@ -34,6 +34,11 @@ export function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** Replace the screen's content; null/false parts (optional blocks) are left out. */
+export function fill(view, ...children) {
+  view.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 /** A mail address that breaks only after the @ (never inside a word). */
 export function addressText(address) {
   const at = address.indexOf("@");
@@ -229,7 +234,7 @@ export function settingsFlow(view, options) {
   const key = base;
 
   const show = (index, ...content) => {
-    view.replaceChildren(heading(title), subtitle ? h("p", { class: "subtitle" }, subtitle) : null,
+    fill(view, heading(title), subtitle ? h("p", { class: "subtitle" }, subtitle) : null,
       stepBar(labels, index), ...content);
     focusFirst(view);
   };
@@ -314,7 +319,7 @@ export function radioPair({ legend, name, yes, no, value, field: fieldName }) {
 
 /** Error screen for a failed load (e.g. an address that does not exist): the server's words. */
 export function failure(view, error) {
-  view.replaceChildren(heading(t("errorTitle")),
+  fill(view, heading(t("errorTitle")),
     h("p", { class: "form-error", role: "alert" }, error.message),
     h("a", { href: "#/", class: "button" }, t("toMenu")));
   focusFirst(view);

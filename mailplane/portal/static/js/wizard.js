@@ -9,10 +9,7 @@ import { t } from "./i18n.js";
 import { go, replaceRoute } from "./router.js";
 import { localPartViolation, rules } from "./rules.js";
 import { passwordSheet } from "./sheet.js";
-import {
-  clearErrors, field, focusFirst, formErrorBox, h, heading, nextId, radioPair,
-  showApiError, showErrors, stepBar, summary,
-} from "./ui.js";
+import { clearErrors, field, fill, focusFirst, formErrorBox, h, heading, nextId, radioPair, showApiError, showErrors, stepBar, summary } from "./ui.js";
 
 const KEY = "mp.wizard";
 let shownOnce = null; // the created address with its password: memory only, never stored
@@ -46,7 +43,7 @@ export async function renderWizard(view, step = "") {
   }
   const labels = ["wizStep1", "wizStep2", "wizStep3", "wizStep4", "wizStep5"].map((k) => t(k));
   const show = (index, title, ...content) => {
-    view.replaceChildren(heading(title), stepBar(labels, index), ...content);
+    fill(view, heading(title), stepBar(labels, index), ...content);
     focusFirst(view);
   };
   const takeError = (form) => {
