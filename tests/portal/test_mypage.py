@@ -85,9 +85,10 @@ def test_errors_appear_before_confirm_all_at_once_in_the_manuals_words(
             if "/subdomain-candidates" in request.url else None)
     page.get_by_role("link", name="新規登録").click()
     local = page.get_by_label("メールアドレス (@ より前の部分)")
+    charset = "半角英小文字・数字、「-」(マイナス)、「_」(アンダースコア) のみ使用できます"
     for value, message in [("ab", "3文字以上20文字以内で入力してください"),
                            ("taro-", "「-」は末尾には使用できません"),
-                           ("ta.ro", "半角英小文字・数字、「-」(マイナス)、「_」(アンダースコア) のみ使用できます")]:
+                           ("ta.ro", charset)]:
         local.fill(value)
         page.get_by_role("button", name="次へ").click()
         error = page.locator(f"#{local.get_attribute('id')}-error")
@@ -101,9 +102,10 @@ def test_errors_appear_before_confirm_all_at_once_in_the_manuals_words(
     page.get_by_label("転送先メールアドレス2").fill(ADDRESS)
     page.get_by_label("転送先メールアドレス3").fill("jiro@@example.jp")
     page.get_by_role("button", name="次へ").click()
-    errors = [page.locator(f"#{page.get_by_label(f'転送先メールアドレス{n}').get_attribute('id')}-error")
-              .inner_text() for n in (1, 2, 3)]
-    assert errors == ["ドメインに「.」が含まれていません", "転送元と同じメールアドレスには転送できません",
+    ids = [page.get_by_label(f"転送先メールアドレス{n}").get_attribute("id") for n in (1, 2, 3)]
+    errors = [page.locator(f"#{control}-error").inner_text() for control in ids]
+    assert errors == ["ドメインに「.」が含まれていません",
+                      "転送元と同じメールアドレスには転送できません",
                       "user@example.jp の形式でメールアドレスを入力してください"]
     assert page.get_by_role("heading", name="転送先アドレス設定").is_visible()
     portal.screenshot("forwarding-errors-before-confirm")
@@ -111,9 +113,11 @@ def test_errors_appear_before_confirm_all_at_once_in_the_manuals_words(
     page.goto(f"{portal.url}#/password/{ADDRESS}")
     page.get_by_label("新パスワード", exact=True).fill("ab@")
     page.get_by_role("button", name="次へ").click()
-    new_error = page.locator(f"#{page.get_by_label('新パスワード', exact=True).get_attribute('id')}-error")
+    new_id = page.get_by_label("新パスワード", exact=True).get_attribute("id")
+    new_error = page.locator(f"#{new_id}-error")
     assert new_error.inner_text() == "5文字以上32文字以内で入力してください"
-    current_error = page.locator(f"#{page.get_by_label('現在のパスワード').get_attribute('id')}-error")
+    current_id = page.get_by_label("現在のパスワード").get_attribute("id")
+    current_error = page.locator(f"#{current_id}-error")
     assert current_error.inner_text() == "入力してください"
     page.get_by_label("新パスワード", exact=True).fill("abc@def")
     page.get_by_role("button", name="次へ").click()
@@ -128,7 +132,8 @@ def test_errors_appear_before_confirm_all_at_once_in_the_manuals_words(
         "2行目: 「tarou」: このままでは反映されません。メールアドレス (user@host)、@ドメイン、"
         "またはドメイン (domain.tld) を入力してください",
         "3行目: 「foo bar.jp」: 空白は使用できません。1行に1件ずつ入力してください",
-        "4行目: 「@」: このままでは反映されません。@ の後にドメインを入力してください (例: @example.jp)",
+        "4行目: 「@」: このままでは反映されません。"
+        "@ の後にドメインを入力してください (例: @example.jp)",
     ]
 
 
@@ -293,7 +298,8 @@ def test_changes_without_the_csrf_token_are_refused(portal: Portal) -> None:
     assert refused["status"] == 403
     assert json.loads(refused["body"])["error"] == {
         "code": "csrf", "field": None,
-        "message": "このページの有効期限が切れています。ページを再読み込みしてから、もう一度操作してください"}
+        "message": "このページの有効期限が切れています。"
+                   "ページを再読み込みしてから、もう一度操作してください"}
     assert portal.get(f"{BASE}/{ADDRESS}/virus-check") == {"enabled": True}
 
 

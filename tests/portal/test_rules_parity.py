@@ -169,13 +169,13 @@ def test_list_forwarding_and_auto_reply_rules_agree(page: Any, language: str) ->
         ("subject_list", "subjects", clean_subject_list),
     ):
         browser = _js(page, language, kind, lists)
-        server = [field_of(_py_first(lambda v=v: clean(v, max_entries=5, max_length=40),
-                                     language), index_of[name]) for v in lists]
+        server = [field_of(_py_first(lambda v=v, clean=clean: clean(
+            v, max_entries=5, max_length=40), language), index_of[name]) for v in lists]
         mismatches = [(v, b, s) for v, b, s in zip(lists, browser, server, strict=True)
                       if b != s]
         assert not mismatches, f"{kind}: {mismatches[:5]}"
 
-    triples = [(v + ["", "", ""])[:3] for v in lists]
+    triples = [[*v, "", "", ""][:3] for v in lists]
     browser = _js(page, language, "forwarding", triples)
     server = [_py_first(lambda v=v: clean_destinations(v, OWN), language) for v in triples]
     mismatches = [(v, b, s) for v, b, s in zip(triples, browser, server, strict=True) if b != s]
