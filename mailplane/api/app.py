@@ -8,7 +8,11 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
+from mailplane.api.errors import (
+    COMMON_ERROR_RESPONSES,
+    EXTRA_ERROR_RESPONSES,
+    install_error_handlers,
+)
 from mailplane.api.routes import (
     address_settings,
     addresses,
@@ -70,11 +74,13 @@ def create_app(
     app.include_router(address_settings.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(quarantine.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(audit.router, responses=COMMON_ERROR_RESPONSES)
-    app.include_router(session.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(session.router,
+                       responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})
     app.include_router(session.password_router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(client_setup.router, responses=COMMON_ERROR_RESPONSES)
-    app.include_router(client_setup.discovery)
-    app.include_router(rules.router)
+    app.include_router(client_setup.discovery,
+                       responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})
+    app.include_router(rules.router, responses=COMMON_ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str | int]:

@@ -218,3 +218,11 @@ COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _error("a field broke a rule; `field` names it"),
     503: _error("the database is unavailable; retry after Retry-After seconds"),
 }
+
+
+#: Further answers of the portal's and mail programs' own calls.
+EXTRA_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("the request is not what the call expects"),
+    413: _error("the request is too large"),
+    429: _error("too many failed sign-ins; retry after Retry-After seconds"),
+}
