@@ -227,3 +227,13 @@ def test_oversized_or_garbage_cookies_are_just_expired(box: Any) -> None:
         response = client.get("/v1/contracts/C0001")
         assert response.status_code == 401
         assert client.get("/v1/session").status_code == 200
+
+
+def test_the_cookie_is_secure_when_configured_or_over_https(api_factory: ApiFactory) -> None:
+    api = api_factory(portal={"cookie_secure": "always"})
+    api.create_contract("C0001")
+    password = api.operator.post("/v1/contracts/C0001/password").json()["password"]
+    response = _browser(api).post("/v1/session",
+                                  json={"customer_number": "C0001", "password": password})
+    assert response.status_code == 200
+    assert "secure" in response.headers["set-cookie"].lower().split("; ")
