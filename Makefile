@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # one skip with the reason printed.
 APT_PACKAGES := clamav-daemon clamav spamassassin spamd spamc dovecot-pop3d chromium fonts-ipafont-gothic
 
-.PHONY: run test lint typecheck venv apt-deps migrate seed clean bench bench-quick soak
+.PHONY: run test lint typecheck venv apt-deps migrate seed clean bench bench-quick soak locale messages screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,18 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) locale
+
+# API messages in Japanese: mailplane/locale/*/LC_MESSAGES/*.po compiled to .mo (not
+# committed; the setuptools build hook does the same for wheels and editable installs).
+locale: $(STAMP)
+	$(PY) -m mailplane.i18n.catalogue compile
+
+# After changing a customer-facing message in the code: merge the msgids into the .po
+# files, translate the new entries, then `make locale`.
+messages: $(STAMP)
+	$(PY) -m mailplane.i18n.catalogue update
+	$(PY) -m mailplane.i18n.catalogue check || echo "translate the entries listed above"
 
 apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -36,7 +47,7 @@ apt-deps:
 	  fi; \
 	fi
 
-run: $(STAMP)
+run: $(STAMP) locale
 	mkdir -p var
 	$(MAILPLANE) migrate
 	$(MAILPLANE) seed-demo
@@ -47,8 +58,13 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --strict mailplane
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) apt-deps lint
+test: $(STAMP) locale apt-deps lint
 	$(VENV)/bin/pytest -q -ra
+
+# The portal screenshots in docs/screenshots/ (1280 and 390 px): documentation, made on
+# purpose; ordinary test runs write theirs to a temporary directory.
+screenshots: $(STAMP) locale apt-deps
+	MAILPLANE_TEST_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -p no:randomly tests/portal/test_screenshots.py
 
 # Throughput and latency against baselines measured in the same run (docs/performance.md).
 # Debian's postfix gives the Postfix column (a private instance the bench starts itself,

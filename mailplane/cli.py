@@ -1,5 +1,5 @@
 """``mailplane`` command: serve, migrate, seed-demo, create-api-key, suspend-address,
-resume-address, check-config, purge."""
+resume-address, set-contract-password, check-config, purge."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def _cmd_address_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_set_contract_password(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.node.seed import set_contract_password_cli
+
+    print(set_contract_password_cli(settings, customer_number=args.customer_number))
+    return 0
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from mailplane.node.serve import parse_roles, serve_forever
 
@@ -105,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text)
         command.add_argument("address", help="the full mail address")
         command.set_defaults(func=_cmd_address_status, status=status)
+    password = sub.add_parser(
+        "set-contract-password",
+        help="set a new random contract password for the portal sign-in (printed once)")
+    password.add_argument("customer_number")
+    password.set_defaults(func=_cmd_set_contract_password)
     sub.add_parser("check-config", help="print the effective configuration, secrets masked"
                    ).set_defaults(func=_cmd_check_config)
     sub.add_parser("purge", help="delete expired quarantine and inbox mail once"

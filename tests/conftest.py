@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from mailplane.config.settings import Settings, load_settings
+from mailplane.i18n.catalogue import compile_all
 from mailplane.storage.migrate import upgrade
 
 # Every factory's fixtures, for every capability folder (tests/factories/); their asserts
@@ -38,10 +39,15 @@ pytest_plugins = [
 
 PG_ADMIN_URL = os.environ.get("MAILPLANE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
-# Keep tests independent of a developer's config file or environment.
+# Keep tests independent of a developer's config file or environment (MAILPLANE_TEST_*
+# variables steer the tests themselves).
 for _name in list(os.environ):
-    if _name.startswith("MAILPLANE_") and _name != "MAILPLANE_TEST_PG":
+    if _name.startswith("MAILPLANE_") and not _name.startswith("MAILPLANE_TEST_"):
         del os.environ[_name]
+
+# The compiled catalogues are build products (not committed): a test run compiles any
+# that are missing or older than their .po, as `make locale` does.
+compile_all()
 os.environ["MAILPLANE_CONFIG"] = str(Path(__file__).parent / "mailplane-test.toml")
 
 

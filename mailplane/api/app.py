@@ -8,21 +8,32 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
+from mailplane.api.errors import (
+    COMMON_ERROR_RESPONSES,
+    EXTRA_ERROR_RESPONSES,
+    install_error_handlers,
+)
 from mailplane.api.routes import (
     address_settings,
     address_status,
     addresses,
     audit,
+    client_setup,
     contracts,
     keys,
     passwords,
     quarantine,
+    rules,
+    session,
 )
 from mailplane.auth.api_keys import KeyVerifier
+from mailplane.auth.login_guard import LoginGuard
 from mailplane.auth.passwords import PasswordHashing
+from mailplane.auth.portal_login import PortalLogin
 from mailplane.clock import Clock, SystemClock
 from mailplane.config.settings import Settings
+from mailplane.i18n import check_catalogues
+from mailplane.mailstore.maildir import MaildirUsage
 from mailplane.portal import mount_portal
 from mailplane.storage.db import make_engine, make_session_factory
 
@@ -39,6 +50,7 @@ def create_app(
         version="1",
         description="Contracts, addresses and every per-address mail setting (SPEC §11).",
     )
+    check_catalogues()  # a missing Japanese catalogue stops start-up, not every answer
     if session_factory is None:
         engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
         session_factory = make_session_factory(engine)
@@ -48,6 +60,11 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.hashing = hashing
     app.state.key_verifier = KeyVerifier(hashing, settings.api.key_cache_seconds)
+    # Mailbox usage for the address table (SPEC §8), cached briefly per address.
+    app.state.maildir_usage = MaildirUsage(settings.maildir_root, ttl_seconds=30.0)
+    app.state.portal_login = PortalLogin(
+        session_factory, hashing, LoginGuard.from_settings(settings, session_factory,
+                                                           app.state.clock))
     for name, value in (extra_state or {}).items():
         setattr(app.state, name, value)
 
@@ -61,6 +78,13 @@ def create_app(
     app.include_router(address_settings.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(quarantine.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(audit.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(session.router,
+                       responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})
+    app.include_router(session.password_router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(client_setup.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(client_setup.discovery,
+                       responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})
+    app.include_router(rules.router, responses=COMMON_ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str | int]:

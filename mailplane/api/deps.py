@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.errors import ApiError, not_found
+from mailplane.api.web_session import session_principal
 from mailplane.auth.api_keys import KeyVerifier, Principal
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import Clock
@@ -80,6 +81,10 @@ async def get_principal(
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
     if not authorization:
+        # The portal's session cookie (CSRF checked there) stands in for a customer key.
+        from_session = await session_principal(request)
+        if from_session is not None:
+            return from_session
         raise ApiError(401, "unauthorized", "missing API key", headers=_UNAUTHORIZED)
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:

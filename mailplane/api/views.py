@@ -9,6 +9,7 @@ from mailplane.api.schemas.addresses import (
     AddressRow,
     ForwardingSummary,
     IssuedPassword,
+    MailboxUsage,
     OverseasSummary,
     ReadingChar,
     SpamSummary,
@@ -39,8 +40,9 @@ def overseas_summary(expires_at: datetime | None, now: datetime, tz: ZoneInfo) -
 
 
 def address_row(row: AddressSummary, now: datetime, tz: ZoneInfo, *,
-                contract_status: str = "active") -> AddressRow:
-    """``status`` as the mail services apply it: suspended with its contract too."""
+                contract_status: str = "active", used_bytes: int | None = None) -> AddressRow:
+    """``status`` as the mail services apply it: suspended with its contract too;
+    ``mailbox`` usage when the caller measured it."""
     destinations = list(row.forward_destinations)
     return AddressRow(
         address=row.address,
@@ -56,6 +58,8 @@ def address_row(row: AddressSummary, now: datetime, tz: ZoneInfo, *,
         overseas=overseas_summary(row.overseas_expires_at, now, tz),
         auto_reply_enabled=row.auto_reply_enabled,
         created_at=as_utc(row.created_at),
+        mailbox=None if used_bytes is None else MailboxUsage(used_bytes=used_bytes,
+                                                            quota_bytes=row.quota_bytes),
     )
 
 

@@ -13,10 +13,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from mailplane.config.settings import SecurityConfig
+from mailplane.i18n import Text
 
 #: SPEC §1 (L3939-3958): 5-32 characters of A-Z a-z 0-9 % + . / : = ^ _ -  (no @).
 POP_PASSWORD_CHARS = r"A-Za-z0-9%+./:=^_\-"
-POP_PASSWORD_RE = re.compile(rf"[{POP_PASSWORD_CHARS}]{{5,32}}")
+POP_PASSWORD_MIN = 5
+POP_PASSWORD_MAX = 32
+POP_PASSWORD_RE = re.compile(rf"[{POP_PASSWORD_CHARS}]{{{POP_PASSWORD_MIN},{POP_PASSWORD_MAX}}}")
 
 #: Reissued passwords avoid characters a person confuses when reading them off paper
 #: (0/O/o, 1/l/I, and the case-confusable letters the manual lists at L1940:
@@ -41,14 +44,15 @@ KATAKANA_READING: dict[str, str] = {
 }
 
 
-def password_rule_violation(password: str) -> str | None:
+def password_rule_violation(password: str) -> Text | None:
     """The manual's wording of the first POP password rule broken, or None."""
-    if not 5 <= len(password) <= 32:
-        return "must be 5-32 characters"
+    if not POP_PASSWORD_MIN <= len(password) <= POP_PASSWORD_MAX:
+        return Text("must be {min}-{max} characters", min=POP_PASSWORD_MIN,
+                    max=POP_PASSWORD_MAX)
     if "@" in password:
-        return "cannot contain @"
+        return Text("cannot contain @")
     if not POP_PASSWORD_RE.fullmatch(password):
-        return "may contain only A-Z a-z 0-9 and % + . / : = ^ _ -"
+        return Text("may contain only A-Z a-z 0-9 and % + . / : = ^ _ -")
     return None
 
 

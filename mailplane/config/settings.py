@@ -49,6 +49,9 @@ class ApiConfig(_Section):
     #: Verified API keys are cached (by SHA-256 of the key, never the key) so argon2
     #: runs once per key and not on every request.
     key_cache_seconds: int = Field(default=300, ge=0)
+    #: Language of API messages when a request has no usable ``Accept-Language`` and no
+    #: portal session (operators' scripts, integrations); see mailplane/api/language.py.
+    default_language: Literal["ja", "en"] = "en"
 
 
 class MxConfig(_Section):
@@ -91,6 +94,45 @@ class Pop3Config(_Section):
     allow_plain_auth_on_loopback: bool = False
     #: RFC 1939 §3: an autologout timer of at least 10 minutes.
     idle_timeout_seconds: float = Field(default=600.0, ge=600)
+
+
+class PortalConfig(_Section):
+    """The customer portal's sign-in (SPEC §10: My Page sessions)."""
+
+    #: Language of API messages for portal (session) requests without ``Accept-Language``.
+    language: Literal["ja", "en"] = "ja"
+    #: A session ends after this long without a request ...
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    #: ... and at the latest this long after sign-in, however active.
+    session_absolute_hours: int = Field(default=8, ge=1, le=24 * 7)
+    #: The ``Secure`` cookie flag: "auto" sets it when the request came over https.
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    #: Where the terms of use are published (a link on the registration screen); "" = none.
+    terms_url: str = ""
+
+
+class PublicConfig(_Section):
+    """Host names and ports customers put into their mail clients (setup screen,
+    autoconfig, Autodiscover, .mobileconfig) — the names the world reaches, distinct from
+    the bind addresses of the listeners (a load balancer or NAT may sit between)."""
+
+    #: Shown to customers and in the profiles; "" = the first base domain.
+    provider_name: str = ""
+    pop3_host: str = "localhost"
+    #: POP3 with STARTTLS (STLS, RFC 2595) and POP3 over TLS (RFC 8314).
+    pop3_port: int = Field(default=2110, ge=1, le=65535)
+    pop3_tls_port: int = Field(default=2995, ge=1, le=65535)
+    smtp_host: str = "localhost"
+    #: Submission with STARTTLS (RFC 6409) and submission over TLS (RFC 8314).
+    submission_port: int = Field(default=2587, ge=1, le=65535)
+    submission_tls_port: int = Field(default=2465, ge=1, le=65535)
+
+    @field_validator("pop3_host", "smtp_host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value):
+            raise ValueError(f"{value!r} is not a host name")
+        return value.lower()
 
 
 class TlsConfig(_Section):
@@ -267,6 +309,8 @@ class Settings(BaseSettings):
     submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
     pop3: Pop3Config = Field(default_factory=Pop3Config)
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    portal: PortalConfig = Field(default_factory=PortalConfig)
+    public: PublicConfig = Field(default_factory=PublicConfig)
     addresses: AddressConfig = Field(default_factory=AddressConfig)
     virus: VirusConfig = Field(default_factory=VirusConfig)
     spam: SpamConfig = Field(default_factory=SpamConfig)

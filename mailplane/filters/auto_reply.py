@@ -94,9 +94,10 @@ def clean_settings(
         senders = clean_mailbox_list(special_senders, max_entries=max_entries,
                                      max_length=max_length)
     except ListEntryError as exc:
-        raise RuleViolation(f"special_senders[{exc.index}]", str(exc)) from None
+        entry_field = f"special_senders[{exc.index}]"
+        raise RuleViolation(entry_field, exc.text) from None
     except ListSizeError as exc:
-        raise RuleViolation("special_senders", str(exc)) from None
+        raise RuleViolation("special_senders", exc.text) from None
     special = clean_message("special_message", special_message)
     default = clean_message("default_message", default_message)
     if enabled:

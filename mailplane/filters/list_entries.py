@@ -31,6 +31,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
+from mailplane.i18n import Text
 from mailplane.mail.address import email_rule_violation
 from mailplane.mail.message import normalise_subject
 
@@ -47,8 +48,12 @@ class ListEntryError(ValueError):
         self.entry = entry
         self.rule = rule
 
+    @property
+    def text(self) -> Text:
+        return Text("`{entry}`: {rule}", entry=shorten(self.entry), rule=self.rule)
+
     def __str__(self) -> str:
-        return f"`{shorten(self.entry)}`: {self.rule}"
+        return str(self.text)
 
 
 class ListSizeError(ValueError):
@@ -59,8 +64,13 @@ class ListSizeError(ValueError):
         self.count = count
         self.limit = limit
 
+    @property
+    def text(self) -> Text:
+        return Text("at most {limit} entries are allowed ({count} given)", limit=self.limit,
+                    count=self.count)
+
     def __str__(self) -> str:
-        return f"at most {self.limit} entries are allowed ({self.count} given)"
+        return str(self.text)
 
 
 def shorten(entry: str) -> str:
@@ -76,26 +86,26 @@ def normalise_address_entry(raw: str) -> str:
     return unicodedata.normalize("NFKC", raw).strip().lower()
 
 
-def address_entry_violation(entry: str, *, max_length: int) -> str | None:
+def address_entry_violation(entry: str, *, max_length: int) -> Text | None:
     """The rule a normalised address entry breaks, or None.  ``entry`` is never blank."""
     if len(entry) > max_length:
-        return f"must be at most {max_length} characters"
+        return Text("must be at most {limit} characters", limit=max_length)
     if any(ch.isspace() for ch in entry):
-        return "cannot contain spaces; put one entry per line"
+        return Text("cannot contain spaces; put one entry per line")
     if "@" not in entry and "." not in entry:
-        return "has no effect — enter user@host, @domain or domain.tld"
+        return Text("has no effect — enter user@host, @domain or domain.tld")
     if entry.startswith("@"):
         suffix = entry[1:]
         if not suffix:
-            return "has no effect — enter a domain after @, e.g. @example.jp"
+            return Text("has no effect — enter a domain after @, e.g. @example.jp")
         if not _SUFFIX_RE.fullmatch(suffix):
-            return "after @ only letters, digits, '-', '_' and '.' are allowed"
+            return Text("after @ only letters, digits, '-', '_' and '.' are allowed")
         return None
     if "@" in entry:
         problem = email_rule_violation(entry)
-        return f"is not a mail address ({problem})" if problem else None
+        return Text("is not a mail address ({problem})", problem=problem) if problem else None
     if not _SUFFIX_RE.fullmatch(entry):
-        return "a domain may contain only letters, digits, '-', '_' and '.'"
+        return Text("a domain may contain only letters, digits, '-', '_' and '.'")
     return None
 
 
@@ -146,14 +156,14 @@ def is_full_width(char: str) -> bool:
     return unicodedata.east_asian_width(char) in ("W", "F")
 
 
-def subject_entry_violation(entry: str, *, max_length: int) -> str | None:
+def subject_entry_violation(entry: str, *, max_length: int) -> Text | None:
     """The rule a normalised subject entry breaks, or None.  ``entry`` is never blank."""
     if len(entry) > max_length:
-        return f"must be at most {max_length} characters"
+        return Text("must be at most {limit} characters", limit=max_length)
     if any(unicodedata.category(ch) == "Cc" for ch in entry):
-        return "cannot contain control characters; put one subject per line"
+        return Text("cannot contain control characters; put one subject per line")
     if len(entry) == 1 and is_full_width(entry):
-        return "a single full-width character alone has no effect — enter two or more"
+        return Text("a single full-width character alone has no effect — enter two or more")
     return None
 
 
@@ -237,10 +247,10 @@ def clean_subject_list(
     )
 
 
-def mailbox_violation(entry: str, *, max_length: int) -> str | None:
+def mailbox_violation(entry: str, *, max_length: int) -> Text | None:
     """A complete mail address (auto-reply special senders): no suffix patterns here."""
     if len(entry) > max_length:
-        return f"must be at most {max_length} characters"
+        return Text("must be at most {limit} characters", limit=max_length)
     return email_rule_violation(entry)
 
 

@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 
 from mailplane.auth.api_keys import issue_api_key
-from mailplane.auth.passwords import PasswordHashing, generate_password
+from mailplane.auth.passwords import PasswordHashing, generate_password, reading_text
+from mailplane.auth.portal_login import issue_contract_password
 from mailplane.clock import SystemClock
 from mailplane.config.settings import Settings
-from mailplane.storage import addresses_repo, contracts_repo, policy_repo
+from mailplane.storage import addresses_repo, audit_repo, contracts_repo, policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 
 DEMO_CUSTOMER_NUMBER = "DEMO0001"
@@ -46,10 +47,14 @@ def seed_demo(settings: Settings, *, key_file: Path | None = None) -> None:
     with factory() as session:
         now = clock.now()
         contract = contracts_repo.get_by_number(session, customer_number=DEMO_CUSTOMER_NUMBER)
+        contract_password = None
         if contract is None:
             contract = contracts_repo.create_contract(
                 session, customer_number=DEMO_CUSTOMER_NUMBER, contact_email=contact,
                 included_addresses=settings.addresses.included_per_contract, now=now)
+            contract_password = issue_contract_password(
+                session, hashing, contract_id=contract.id, now=now,
+                length=settings.addresses.reissue_password_length)
         elif "@" + domain not in contract.contact_email:
             contract.contact_email = contact  # seeded before the contact was hosted
         for local_part, pop_account in DEMO_ADDRESSES:
@@ -81,6 +86,9 @@ def seed_demo(settings: Settings, *, key_file: Path | None = None) -> None:
     for address, pop_account, password in passwords:
         print(f"  {address}: POP account {pop_account}, POP password (shown once): "
               f"{password}")
+    if contract_password:
+        print(f"  portal sign-in: customer number {DEMO_CUSTOMER_NUMBER}, contract password"
+              f" (shown once): {contract_password}")
     if operator_key:
         _write_secret_file(key_file, operator_key)
         print(f"operator API key (shown once, saved to {key_file} mode 600):")
@@ -119,3 +127,28 @@ def create_api_key_cli(
             return key
     finally:
         engine.dispose()
+
+
+def set_contract_password_cli(settings: Settings, *, customer_number: str) -> str:
+    """``mailplane set-contract-password CN``: a new random contract password for the
+    portal sign-in (SPEC §10), returned to be printed once with its reading; only its
+    argon2id hash is stored and every contract-level portal session ends."""
+    clock = SystemClock()
+    hashing = PasswordHashing(settings.security)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            contract = contracts_repo.get_by_number(session, customer_number=customer_number)
+            if contract is None:
+                raise SystemExit(f"mailplane: no contract {customer_number}")
+            now = clock.now()
+            password = issue_contract_password(
+                session, hashing, contract_id=contract.id, now=now,
+                length=settings.addresses.reissue_password_length)
+            audit_repo.record(session, actor="cli", action="contract.password_set", now=now,
+                              contract_id=contract.id, detail={})
+            session.commit()
+    finally:
+        engine.dispose()
+    return (f"contract password for {customer_number} (shown once): {password}\n"
+            f"  reading: {reading_text(password)}")

@@ -1,8 +1,12 @@
 """The reference customer portal ("My Page", 001 L3788-4677) served at ``/portal/``.
 
-Plain HTML, CSS and ES modules that call only the public management API (SPEC §11) with the
-customer's bearer key, so an ISP can adopt the page as it is or copy its calls.  Nothing here
-touches the database: the page is a client of the API like any other portal (SPEC §10).
+Plain HTML, CSS and ES modules that call only the public management API (SPEC §11): the
+customer signs in like on My Page (``POST /v1/session``: customer number and contract
+password, or mail address and POP password) and the page then works with the session cookie
+and its CSRF token, in the customer's language (``Accept-Language``), so an ISP can adopt the
+page as it is or copy its calls.  Nothing here touches the database: the page is a client of
+the API like any other portal (SPEC §10).  No inline script, handler or style attribute: the
+page runs under ``script-src 'self'; style-src 'self'``.
 """
 
 from __future__ import annotations

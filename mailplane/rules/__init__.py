@@ -10,17 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailplane.i18n import Text
+
 
 class RuleViolation(ValueError):
     """Customer input that breaks a rule: ``field`` names it (``destinations[1]``) and
     ``message`` states the rule in the manual's words, ``{name}`` placeholders filled from
-    ``params`` (kept apart so the text can be translated before it is filled in)."""
+    ``params`` (kept apart so the text can be translated before it is filled in).
+
+    ``message`` may already be a :class:`~mailplane.i18n.Text` (a rule function's answer
+    passed on); ``text`` is the message as a Text either way, ready to be translated."""
 
     def __init__(self, field: str | None, message: str, **params: Any) -> None:
         super().__init__(field, message)
         self.field = field
         self.message = message
         self.params = params
+        self.text = message if isinstance(message, Text) and not params else Text(
+            message, **params)
 
     def __str__(self) -> str:
-        return self.message.format(**self.params) if self.params else self.message
+        return str(self.text)

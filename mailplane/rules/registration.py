@@ -20,26 +20,33 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailplane.i18n import N_, Text
 from mailplane.rules import RuleViolation
 from mailplane.rules.subdomains import expand
 
-LOCAL_PART_RE = re.compile(r"[a-z0-9_-]+")
+#: The rules as data, published to the portal (``GET /v1/rules``) so the browser checks
+#: what the API checks; :func:`local_part_violation` applies them in this order.
+LOCAL_PART_MIN = 3
+LOCAL_PART_MAX = 20
+LOCAL_PART_CHARS = "a-z0-9_-"
+LOCAL_PART_EDGE = "-_"
+LOCAL_PART_RE = re.compile(rf"[{LOCAL_PART_CHARS}]+")
 #: How many subdomain candidates one page offers (L3861-3876).
 CANDIDATES_PER_PAGE = 3
 
 
-def local_part_violation(value: str) -> str | None:
+def local_part_violation(value: str) -> Text | None:
     """The first hosted-local-part rule ``value`` breaks, or None."""
-    if not 3 <= len(value) <= 20:
-        return "must be 3-20 characters"
+    if not LOCAL_PART_MIN <= len(value) <= LOCAL_PART_MAX:
+        return Text("must be {min}-{max} characters", min=LOCAL_PART_MIN, max=LOCAL_PART_MAX)
     if any("A" <= ch <= "Z" for ch in value):
-        return "upper case letters are not allowed; use lower case (a-z)"
+        return Text("upper case letters are not allowed; use lower case (a-z)")
     if not LOCAL_PART_RE.fullmatch(value):
-        return "may contain only a-z, 0-9, - and _"
-    if value[0] in "-_":
-        return f"cannot start with {value[0]}"
-    if value[-1] in "-_":
-        return f"cannot end with {value[-1]}"
+        return Text("may contain only a-z, 0-9, - and _")
+    if value[0] in LOCAL_PART_EDGE:
+        return Text("cannot start with {char}", char=value[0])
+    if value[-1] in LOCAL_PART_EDGE:
+        return Text("cannot end with {char}", char=value[-1])
     return None
 
 
@@ -83,9 +90,9 @@ class ChargeRequired(RuleViolation):
     def __init__(self, *, contracted: int, charge_yen: int) -> None:
         super().__init__(
             "accept_charge",
-            "This contract includes {contracted} addresses and all are in use. An additional"
+            N_("Every address slot of this contract ({contracted}) is in use. An additional"
             " address costs {charge} yen per month (tax included); send accept_charge: true"
-            " to confirm.", contracted=contracted, charge=charge_yen)
+            " to confirm."), contracted=contracted, charge=charge_yen)
         self.contracted = contracted
         self.charge_yen = charge_yen
 

@@ -36,6 +36,7 @@ class AddressSummary:
     created_at: datetime
     forward_destinations: tuple[str, ...]
     auto_reply_enabled: bool
+    quota_bytes: int = 0
 
     @classmethod
     def of(cls, row: Address) -> AddressSummary:
@@ -48,6 +49,7 @@ class AddressSummary:
             overseas_expires_at=row.overseas_expires_at, created_at=row.created_at,
             forward_destinations=tuple(d.destination for d in row.forward_destinations),
             auto_reply_enabled=bool(row.auto_reply and row.auto_reply.enabled),
+            quota_bytes=row.quota_bytes,
         )
 
 
@@ -59,7 +61,7 @@ _F = cast(Table, ForwardDestination.__table__)
 _SUMMARIES = (
     select(_A.c.id, _A.c.address, _A.c.pop_account, _A.c.status, _A.c.virus_check,
            _A.c.spam_judge, _A.c.spam_quarantine, _A.c.spam_notify, _A.c.forward_keep_copy,
-           _A.c.overseas_expires_at, _A.c.created_at, _R.c.enabled)
+           _A.c.overseas_expires_at, _A.c.created_at, _R.c.enabled, _A.c.quota_bytes)
     .select_from(_A.outerjoin(_R, _R.c.address_id == _A.c.id))
     .where(_A.c.contract_id == bindparam("contract_id"))
     .order_by(_A.c.created_at, _A.c.id)
@@ -88,10 +90,11 @@ def list_for_contract(session: Session, *, contract_id: int) -> list[AddressSumm
             spam_notify=spam_notify, forward_keep_copy=keep_copy,
             overseas_expires_at=overseas_expires_at, created_at=created_at,
             forward_destinations=tuple(destinations.get(id_, ())),
-            auto_reply_enabled=bool(auto_reply_enabled),
+            auto_reply_enabled=bool(auto_reply_enabled), quota_bytes=quota_bytes,
         )
         for (id_, address, pop_account, status, virus_check, spam_judge, spam_quarantine,
-             spam_notify, keep_copy, overseas_expires_at, created_at, auto_reply_enabled)
+             spam_notify, keep_copy, overseas_expires_at, created_at, auto_reply_enabled,
+             quota_bytes)
         in rows
     ]
 

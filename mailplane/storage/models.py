@@ -45,6 +45,10 @@ class Contract(Base):
     included_addresses: Mapped[int] = mapped_column(Integer)
     extra_slots: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: The contract password customers sign in to the portal with (004 "お客様番号パスワード",
+    #: argon2id); None until an operator sets the first one.
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     addresses: Mapped[list[Address]] = relationship(back_populates="contract")
 
@@ -296,3 +300,22 @@ class LoginFailure(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     first_failure_at: Mapped[datetime] = mapped_column(UtcDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class WebSession(Base):
+    """A signed-in portal session (SPEC §10).  Only the SHA-256 of the session id is
+    stored: the id itself lives only in the customer's HttpOnly cookie."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id", ondelete="CASCADE"))
+    #: Set for a mailbox user (signed in with an address and its POP password).
+    address_id: Mapped[int | None] = mapped_column(
+        ForeignKey("addresses.id", ondelete="CASCADE"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: The absolute end (sign-in + ``portal.session_absolute_hours``).
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_web_sessions_expires", "expires_at"),)

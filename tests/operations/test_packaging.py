@@ -117,3 +117,17 @@ def test_the_wheel_installs_into_a_fresh_venv_with_a_working_mailplane_command(
     assert str(templates).startswith(str(tmp_path / "venv"))
     key = run(mailplane, "create-api-key", "--role", "operator")
     assert key.returncode == 0 and key.stdout.strip(), key.stderr
+
+
+def test_the_wheel_carries_the_compiled_japanese_catalogue(wheel: Path) -> None:
+    """The .mo files are not committed: the build hook compiles them into the wheel."""
+    import gettext
+    import io
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "mailplane/locale/ja/LC_MESSAGES/mailplane.po" in names
+        compiled = archive.read("mailplane/locale/ja/LC_MESSAGES/mailplane.mo")
+    catalogue = gettext.GNUTranslations(io.BytesIO(compiled))
+    assert catalogue.gettext("must be {min}-{max} characters") == (
+        "{min}文字以上{max}文字以内で入力してください")

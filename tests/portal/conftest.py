@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,9 +37,20 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+#: Screenshots are documentation, made on purpose by `make screenshots`
+#: (MAILPLANE_TEST_SCREENSHOTS=docs/screenshots); ordinary runs write to a temporary folder.
+SCREENSHOTS = Path(os.environ.get("MAILPLANE_TEST_SCREENSHOTS")
+                   or tempfile.mkdtemp(prefix="mailplane-screenshots-"))
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
+#: The policy the portal must work under (another engineer adds it to every response;
+#: the tests put it on the portal's page themselves so a violation fails them here).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+#: Chromium logs every 4xx answer as "Failed to load resource"; a refusal a test provokes
+#: on purpose (a wrong password, an expired session) is not a script error.
+EXPECTED_HTTP_ERROR = re.compile(
+    r"^Failed to load resource: the server responded with a status of (401|403|404|409|422|429)")
 
 
 def _skip(reason: str) -> None:
@@ -72,21 +86,40 @@ class Portal:
     page: Any
     api: ApiHarness
     contract: str
-    customer_key: str
+    contract_password: str
+    pop_password: str
+    console_errors: list[str]
 
     @property
     def url(self) -> str:
         return f"{self.api.base_url}/portal/"
 
-    def sign_in(self, *, key: str | None = None, contract: str | None = None) -> None:
+    def sign_in(self, *, contract: str | None = None, password: str | None = None) -> None:
+        """Sign in as the contract holder, like My Page (customer number + password)."""
         self.page.goto(self.url)
-        self.page.get_by_label("API キー").fill(key or self.customer_key)
-        self.page.get_by_label("お客さま番号").fill(self.contract if contract is None else contract)
-        self.page.get_by_role("button", name="ログイン").click()
+        form = self.page.locator("form.sign-in").filter(has_text="お客さま番号でログイン")
+        form.get_by_label("お客さま番号").fill(self.contract if contract is None else contract)
+        form.get_by_label("パスワード").fill(password or self.contract_password)
+        form.get_by_role("button", name="ログイン").click()
         self.page.get_by_role("heading", name="メールアドレス", exact=True).wait_for()
+
+    def sign_in_mailbox(self, address: str, password: str | None = None) -> None:
+        """Sign in as the user of one address (address + POP password)."""
+        self.page.goto(self.url)
+        form = self.page.locator("form.sign-in").filter(has_text="メールアドレスでログイン")
+        form.get_by_label("メールアドレス").fill(address)
+        form.get_by_label("パスワード").fill(password or self.pop_password)
+        form.get_by_role("button", name="ログイン").click()
+        self.page.get_by_role("heading", name="メールアドレスの設定").wait_for()
 
     def row(self, address: str) -> Any:
         return self.page.locator(f'tr[data-address="{address}"]')
+
+    def set_contract_password(self, contract: str) -> str:
+        response = self.api.operator.post(f"/v1/contracts/{contract}/password")
+        assert response.status_code == 201, response.text
+        password: str = response.json()["password"]
+        return password
 
     def screenshot(self, name: str, *, full_page: bool = True) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -137,17 +170,35 @@ def run_mx(api: ApiHarness) -> Iterator[int]:
 def portal(browser: Any, api_factory: Any) -> Iterator[Portal]:
     """Contract C0001 with one address (taro@e06.example.net) and a customer key; the
     settings let :func:`run_mx` listen on a free port."""
-    api = api_factory(mx={"port": 0, "hostname": "mx.example.net"})
+    api = api_factory(mx={"port": 0, "hostname": "mx.example.net"},
+                      public={"pop3_host": "pop.example.net", "smtp_host": "smtp.example.net",
+                              "pop3_tls_port": 995, "submission_tls_port": 465,
+                              "pop3_port": 110, "submission_port": 587})
     api.create_contract("C0001")
-    api.create_address("C0001", local_part="taro", subdomain="e06")
-    key = api.create_key("customer", contract="C0001")
+    created = api.create_address("C0001", local_part="taro", subdomain="e06")
+    response = api.operator.post("/v1/contracts/C0001/password")
+    assert response.status_code == 201, response.text
     context = browser.new_context(viewport=DESKTOP, locale="ja-JP", timezone_id="Asia/Tokyo")
     context.set_default_timeout(10_000)
+
+    def with_csp(route: Any) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer,
+                      headers={**answer.headers, "content-security-policy": CSP})
+
+    context.route(re.compile(r".*/portal/(index\.html)?(\?.*)?$"), with_csp)
     page = context.new_page()
     errors: list[str] = []
+    console: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda message: console.append(message.text)
+            if message.type == "error" else None)
+    portal = Portal(page, api, "C0001", response.json()["password"],
+                    created["initial_password"]["password"], console)
     try:
-        yield Portal(page, api, "C0001", key)
+        yield portal
     finally:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    unexpected = [text for text in console if not EXPECTED_HTTP_ERROR.match(text)]
+    assert not unexpected, f"console errors on the page: {unexpected}"

@@ -14,7 +14,12 @@ from typing import Any
 from tests.factories.security import SecureNode
 
 #: Operations any key may call that are not about one contract.
-UNSCOPED_OK = {("get", "/healthz"), ("get", "/metrics"), ("get", "/v1/me")}
+UNSCOPED_OK = {("get", "/healthz"), ("get", "/metrics"), ("get", "/v1/me"),
+               # The portal's sign-in calls and the published rules and mail client
+               # discovery: public by design, they name no contract.
+               ("get", "/v1/session"), ("post", "/v1/session"), ("delete", "/v1/session"),
+               ("get", "/v1/rules"), ("get", "/.well-known/autoconfig/mail/config-v1.1.xml"),
+               ("post", "/autodiscover/autodiscover.xml")}
 
 
 def _tls() -> ssl.SSLContext:

@@ -21,7 +21,7 @@ from mailplane.api.deps import (
     SessionDep,
     SettingsDep,
 )
-from mailplane.api.errors import ApiError, invalid
+from mailplane.api.errors import ApiError, invalid, rule_error
 from mailplane.api.schemas.addresses import OverseasSummary
 from mailplane.api.schemas.settings import (
     AllowList,
@@ -81,8 +81,9 @@ def _save(
 
 def _list_field(field: str, exc: ListEntryError | ListSizeError) -> ApiError:
     if isinstance(exc, ListEntryError):
-        return invalid(f"{field}[{exc.index}]", str(exc))
-    return invalid(field, str(exc))
+        entry_field = f"{field}[{exc.index}]"
+        return invalid(entry_field, exc.text)
+    return invalid(field, exc.text)
 
 
 # --- virus check (SPEC §3) --------------------------------------------------------------
@@ -124,7 +125,7 @@ def put_spam(
     try:
         check_switches(judge=body.judge, quarantine=body.quarantine, notify=body.notify)
     except RuleViolation as exc:
-        raise invalid(exc.field or "judge", str(exc)) from None
+        raise rule_error(exc, "judge") from None
     settings_repo.set_spam(session, address=scope.address, judge=body.judge,
                            quarantine=body.quarantine, notify=body.notify)
     _save(session, scope, clock, "settings.spam", body.model_dump())
@@ -235,7 +236,7 @@ def put_forwarding(
     try:
         destinations = clean_destinations(body.destinations, scope.address.address)
     except RuleViolation as exc:
-        raise invalid(exc.field or "destinations", str(exc)) from None
+        raise rule_error(exc, "destinations") from None
     settings_repo.replace_forwarding(session, address=scope.address,
                                      destinations=destinations, keep_copy=body.keep_copy)
     stage_change_notice(session, settings=settings, contract=scope.contract,
@@ -288,7 +289,7 @@ def put_auto_reply(
             max_entries=settings.addresses.max_list_entries,
             max_length=settings.addresses.max_entry_length)
     except RuleViolation as exc:
-        raise invalid(exc.field or "auto_reply", str(exc)) from None
+        raise rule_error(exc, "auto_reply") from None
     senders, special, default = clean.special_senders, clean.special_message, clean.default_message
     settings_repo.set_auto_reply(session, address_id=scope.address.id, enabled=body.enabled,
                                  special_senders=senders, special_message=special,
@@ -361,7 +362,7 @@ def put_quota(
     try:
         check_quota(body.quota_bytes, limit=limit)
     except RuleViolation as exc:
-        raise invalid("quota_bytes", str(exc)) from None
+        raise rule_error(exc, "quota_bytes") from None
     settings_repo.set_quota(session, address=scope.address, quota_bytes=body.quota_bytes)
     _save(session, scope, clock, "settings.quota", {"quota_bytes": body.quota_bytes})
     return QuotaOut(quota_bytes=scope.address.quota_bytes, max_quota_bytes=limit)

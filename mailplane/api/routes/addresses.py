@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,7 +24,7 @@ from mailplane.api.deps import (
     SettingsDep,
     visible_contract,
 )
-from mailplane.api.errors import ApiError, invalid
+from mailplane.api.errors import ApiError, rule_error
 from mailplane.api.schemas.addresses import (
     AddressCreate,
     AddressCreated,
@@ -36,6 +36,7 @@ from mailplane.auth.api_keys import Principal
 from mailplane.auth.passwords import generate_password
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
+from mailplane.mailstore.maildir import MaildirUsage
 from mailplane.mailstore.paths import mailbox_dir, remove_tree
 from mailplane.notices.change import stage_change_notice
 from mailplane.rules import RuleViolation
@@ -54,6 +55,7 @@ router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
 
 @router.get("", response_model=AddressList)
 async def list_addresses(
+    request: Request,
     cn: CustomerNumber,
     principal: PrincipalDep,
     session: SessionDep,
@@ -65,11 +67,12 @@ async def list_addresses(
     The portal makes this call on every page view, so all of its SQL (the contract and
     scope check, the table) runs in one thread hop instead of one per dependency.
     """
-    return await run_in_threadpool(_address_list, session, cn, principal, settings, clock)
+    return await run_in_threadpool(_address_list, session, cn, principal, settings, clock,
+                                   request.app.state)
 
 
 def _address_list(session: Session, cn: str, principal: Principal, settings: Settings,
-                  clock: Clock) -> AddressList:
+                  clock: Clock, request_state: Any) -> AddressList:
     contract = visible_contract(contracts_repo.slots_by_number(session, customer_number=cn),
                                 principal)
     rows = addresses_repo.list_for_contract(session, contract_id=contract.id)
@@ -78,11 +81,12 @@ def _address_list(session: Session, cn: str, principal: Principal, settings: Set
     if principal.address_id is not None:
         rows = [row for row in rows if row.id == principal.address_id]
     now = clock.now()
+    usage: MaildirUsage = request_state.maildir_usage
     return AddressList(
         contract=contract.customer_number,
         quota=quota(contract, used).model_dump(),
-        addresses=[address_row(row, now, settings.tz, contract_status=contract.status)
-                   for row in rows],
+        addresses=[address_row(row, now, settings.tz, contract_status=contract.status,
+                               used_bytes=usage.used(row.address)) for row in rows],
     )
 
 
@@ -136,14 +140,14 @@ def create_address(
                            pattern=settings.addresses.subdomain_pattern)
         domain = base_domain(body.base_domain, settings.base_domains)
     except RuleViolation as exc:
-        raise invalid(exc.field or "address", str(exc)) from None
+        raise rule_error(exc, "address") from None
     now = clock.now()
     full = f"{body.local_part}@{body.subdomain}.{domain}"
     cooloff = timedelta(days=settings.addresses.deleted_cooloff_days)
     if addresses_repo.unavailable_among(session, addresses=[full], now=now, cooloff=cooloff):
         raise ApiError(409, "address_taken",
-                       f"{full} is not available; choose another subdomain candidate",
-                       "subdomain")
+                       "{address} is not available; choose another subdomain candidate",
+                       "subdomain", address=full)
     contracts_repo.lock_for_update(session, contract_id=contract.id)
     used = contracts_repo.count_addresses(session, contract_id=contract.id)
     try:
@@ -151,7 +155,7 @@ def create_address(
                          used=used, accept_charge=body.accept_charge,
                          charge_yen=settings.addresses.extra_monthly_charge_yen)
     except ChargeRequired as exc:
-        raise ApiError(409, "charge_required", str(exc), exc.field) from None
+        raise ApiError(409, "charge_required", exc.text, exc.field) from None
     contract.extra_slots = slot.extra_slots
     password = generate_password(settings.addresses.reissue_password_length)
     row = addresses_repo.create_address(
@@ -203,7 +207,8 @@ def create_address(
             previous = idempotency_repo.get(session, scope=scope, key=idempotency_key)
             if previous is not None and previous.request_hash == request_hash:
                 return _replay(previous.status_code, previous.response_body, response)
-        raise ApiError(409, "address_taken", f"{full} is not available", "subdomain") from None
+        raise ApiError(409, "address_taken", "{address} is not available", "subdomain",
+                       address=full) from None
     return result
 
 

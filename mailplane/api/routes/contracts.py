@@ -17,7 +17,7 @@ from mailplane.api.deps import (
     SessionDep,
     SettingsDep,
 )
-from mailplane.api.errors import ApiError, invalid
+from mailplane.api.errors import ApiError, invalid, rule_error
 from mailplane.api.schemas.addresses import SubdomainCandidate, SubdomainCandidates
 from mailplane.api.schemas.contracts import ContractCreate, ContractOut, ContractUpdate
 from mailplane.api.views import contract_out
@@ -64,7 +64,7 @@ def create_contract(
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise ApiError(409, "conflict", "customer_number: a contract with this number exists",
+        raise ApiError(409, "conflict", "a contract with this customer number exists",
                        "customer_number") from None
     return contract_out(contract, used=0)
 
@@ -88,7 +88,8 @@ def update_contract(
         if contract.included_addresses + body.extra_slots < used:
             raise invalid(
                 "extra_slots",
-                f"{used} addresses are in use; delete some before reducing the paid slots",
+                "{used} addresses are in use; delete some before reducing the paid slots",
+                used=used,
             )
         contract.extra_slots = body.extra_slots
         changes["extra_slots"] = body.extra_slots
@@ -127,7 +128,7 @@ def subdomain_candidates(
     try:
         domain = base_domain(requested_domain, settings.base_domains)
     except RuleViolation as exc:
-        raise invalid("base_domain", str(exc)) from None
+        raise rule_error(exc, "base_domain") from None
     ordered = ordered_for(local_part, settings.addresses.subdomain_pattern)
     wanted = page * CANDIDATES_PER_PAGE
     free: list[str] = []

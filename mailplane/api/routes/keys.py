@@ -29,14 +29,13 @@ def create_api_key(
             raise invalid("contract", "a customer key needs the contract's customer number")
         contract = contracts_repo.get_by_number(session, customer_number=body.contract)
         if contract is None:
-            raise ApiError(422, "invalid", "contract: no such contract", "contract")
+            raise ApiError(422, "invalid", "no such contract", "contract")
         contract_id = contract.id
         if body.address:
             address_id = addresses_repo.id_in_contract(session, contract_id=contract.id,
                                                        address=body.address)
             if address_id is None:
-                raise ApiError(422, "invalid", "address: not an address of this contract",
-                               "address")
+                raise ApiError(422, "invalid", "not an address of this contract", "address")
     elif body.contract or body.address:
         raise invalid("role", "only customer keys are bound to a contract or address")
     key_id, full_key = issue_api_key(

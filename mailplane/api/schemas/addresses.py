@@ -70,8 +70,15 @@ class OverseasSummary(BaseModel):
     display: str = Field(description='"ON until YYYY/MM/DD" or "OFF"')
 
 
+class MailboxUsage(BaseModel):
+    """How full the mailbox is (SPEC §8): the portal's quota bar."""
+
+    used_bytes: int
+    quota_bytes: int
+
+
 class AddressRow(BaseModel):
-    """One row of the manual's settings table (L3922-3934), plus auto-reply."""
+    """One row of the manual's settings table (L3922-3934), plus auto-reply and usage."""
 
     address: str
     pop_account: str
@@ -82,6 +89,8 @@ class AddressRow(BaseModel):
     overseas: OverseasSummary
     auto_reply_enabled: bool
     created_at: datetime
+    mailbox: MailboxUsage | None = Field(
+        default=None, description="usage and quota; in the address list")
 
 
 class AddressCreated(BaseModel):

@@ -2,96 +2,115 @@
 
 import { api } from "./api.js";
 import { t } from "./i18n.js";
+import { replaceRoute } from "./router.js";
+import { localPartPasswordViolation, passwordViolation, rules } from "./rules.js";
 import { passwordSheet } from "./sheet.js";
-import { field, focusFirst, formErrorBox, h, heading, settingsFlow, stepBar, summary } from "./ui.js";
+import { addressText, caution, field, fill, focusFirst, formErrorBox, h, heading, settingsFlow, stepBar, summary } from "./ui.js";
 
-async function rowOf(address) {
-  return api.row(address);
-}
+const enc = encodeURIComponent;
+let reissued = null; // the reissued password: memory only, shown once
 
-export async function renderPassword(view, address) {
-  const row = await rowOf(address);
-  const current = h("input", { type: "password", autocomplete: "current-password" });
-  const next = h("input", { type: "password", autocomplete: "new-password", maxlength: "32" });
-  const again = h("input", { type: "password", autocomplete: "new-password", maxlength: "32" });
-  let changedOn = "";
+export async function renderPassword(view, address, step) {
+  const row = await api.row(address);
+  const current = h("input", { type: "password", autocomplete: "current-password", maxlength: "128" });
+  const next = h("input", { type: "password", autocomplete: "new-password", maxlength: String(rules().pop_password.max) });
+  const again = h("input", { type: "password", autocomplete: "new-password", maxlength: String(rules().pop_password.max) });
   settingsFlow(view, {
     title: t("passwordTitle"), subtitle: address, help: t("passwordHelp"),
-    build(form) {
-      form.append(summary([[t("colAddress"), address], [t("colPop"), row ? row.pop_account : ""]]),
+    base: `#/password/${enc(address)}`, step, persist: false, current: {},
+    build(form, values) {
+      current.value = values.current || "";
+      next.value = values.new || "";
+      again.value = values.new || "";
+      form.append(summary([[t("colAddress"), addressText(address)], [t("colPop"), row.pop_account]]),
         field({ label: t("currentPassword"), control: current, name: "current" }),
-        field({ label: t("newPassword"), control: next, name: "new" }),
+        field({ label: t("newPassword"), control: next, name: "new", help: t("passwordRules") }),
         field({ label: t("newPasswordAgain"), control: again, name: "new_again" }));
     },
     collect() {
       const errors = [];
       if (!current.value) errors.push({ field: "current", message: t("required") });
-      if (!next.value) errors.push({ field: "new", message: t("required") });
+      const problem = next.value
+        ? passwordViolation(next.value) || localPartPasswordViolation(next.value, address)
+        : t("required");
+      if (problem) errors.push({ field: "new", message: problem });
       else if (next.value !== again.value) errors.push({ field: "new_again", message: t("passwordsDiffer") });
       return { body: { current: current.value, new: next.value }, errors };
     },
-    rows: () => [
-      [t("colAddress"), address], [t("colPop"), row ? row.pop_account : ""],
-      [t("newPassword"), t("passwordHidden")], ...(changedOn ? [[t("changedOn"), changedOn]] : []),
+    rows: (body) => [
+      [t("colAddress"), addressText(address)], [t("colPop"), row.pop_account],
+      [t("newPassword"), t("passwordHidden")], ...(body.changed_on ? [[t("changedOn"), body.changed_on]] : []),
     ],
-    async save(body) {
-      const result = await api.changePassword(address, body);
-      changedOn = result.changed_on;
-      current.value = next.value = again.value = "";
-      return body;
-    },
+    save: (body) => api.changePassword(address, body),
+    done: t("passwordChanged"),
     backHref: "#/", backLabel: t("toMenu"),
   });
 }
 
-export async function renderReissue(view, address) {
-  const row = await rowOf(address);
+export async function renderReissue(view, address, step) {
   const labels = [t("step_confirm"), t("step_done")];
+  if (step === "done") {
+    const issued = reissued;
+    reissued = null;
+    fill(view, heading(t("reissueTitle")), stepBar(labels, 1),
+      issued
+        ? passwordSheet({ message: t("reissued"), address, popAccount: issued.pop_account, issued, dateLabel: t("changedOn") })
+        : h("p", { class: "card", role: "status" }, t("reissueShownOnce")),
+      h("div", { class: "actions no-print" }, h("a", { href: "#/", class: "button" }, t("toMenu"))));
+    focusFirst(view);
+    return;
+  }
+  const row = await api.row(address);
   const box = formErrorBox();
   const go = h("button", { type: "button", class: "primary", "data-action": "reissue" }, `${t("reissue")} >`);
   go.addEventListener("click", async () => {
     go.disabled = true;
     try {
-      const issued = await api.reissuePassword(address);
-      view.replaceChildren(heading(t("reissueTitle")), stepBar(labels, 1),
-        passwordSheet({ message: t("reissued"), address, popAccount: issued.pop_account, issued, dateLabel: t("changedOn") }),
-        h("div", { class: "actions no-print" }, h("a", { href: "#/", class: "button" }, t("toMenu"))));
-      focusFirst(view);
+      reissued = await api.reissuePassword(address);
+      replaceRoute(`#/reissue/${enc(address)}/done`);
     } catch (error) {
       go.disabled = false;
-      box.textContent = t("errorGeneric", { message: error.message });
+      if (error.status === 401) return;
+      box.textContent = error.message;
       box.hidden = false;
       box.focus();
     }
   });
-  view.replaceChildren(heading(t("reissueTitle")), stepBar(labels, 0),
+  fill(view, heading(t("reissueTitle")), stepBar(labels, 0),
     h("div", { class: "card" }, box, h("p", {}, t("reissueHelp")),
-      summary([[t("colAddress"), address], [t("colPop"), row ? row.pop_account : ""]]),
+      summary([[t("colAddress"), addressText(address)], [t("colPop"), row.pop_account]]),
       h("div", { class: "actions" }, go, h("a", { href: "#/", class: "button" }, t("back")))));
   focusFirst(view);
 }
 
-export function renderDelete(view, address) {
+export async function renderDelete(view, address, step) {
+  if (step === "done") {
+    fill(view, heading(t("deleteTitle")),
+      h("p", { class: "card done-message", role: "status" }, t("deleteDone", { address })),
+      h("a", { href: "#/", class: "button primary" }, t("toMenu")));
+    focusFirst(view);
+    return;
+  }
+  await api.row(address); // an unknown address gets the server's "not found" screen
   const box = formErrorBox();
   const go = h("button", { type: "button", class: "danger", "data-action": "delete" }, t("delete"));
   go.addEventListener("click", async () => {
     go.disabled = true;
     try {
       await api.deleteAddress(address);
-      view.replaceChildren(heading(t("deleteTitle")),
-        h("p", { class: "card done-message", role: "status" }, t("deleteDone"), " ", address),
-        h("a", { href: "#/", class: "button primary" }, t("toMenu")));
-      focusFirst(view);
+      replaceRoute(`#/delete/${enc(address)}/done`);
     } catch (error) {
       go.disabled = false;
-      box.textContent = t("errorGeneric", { message: error.message });
+      if (error.status === 401) return;
+      box.textContent = error.message;
       box.hidden = false;
       box.focus();
     }
   });
-  view.replaceChildren(heading(t("deleteTitle")),
-    h("div", { class: "card" }, box, h("p", { class: "warning" }, t("deleteHelp")),
-      summary([[t("colAddress"), address]]),
+  fill(view, heading(t("deleteTitle")),
+    h("div", { class: "card" }, box,
+      caution(t("deleteHelp"), " ", t("deleteCooloff", { days: rules().deleted_cooloff_days })),
+      summary([[t("colAddress"), addressText(address)]]),
       h("div", { class: "actions" }, go, h("a", { href: "#/", class: "button" }, t("back")))));
   focusFirst(view);
 }

@@ -1,29 +1,30 @@
-// Quarantine viewer (SPEC §4, §11): list, open one message, release it to the inbox, delete.
+// Quarantine viewer (SPEC §4, §11): list with each message's expiry, open one message,
+// release it to the inbox (and, for the contract holder, add the sender to the allow list
+// in the same step), or delete it.
 
-import { api } from "./api.js";
+import { api, session } from "./api.js";
 import { t } from "./i18n.js";
-import { focusFirst, formErrorBox, h, heading } from "./ui.js";
+import { replaceRoute } from "./router.js";
+import { rules } from "./rules.js";
+import { addressText, fill, focusFirst, formErrorBox, h, heading, statusLine } from "./ui.js";
 
 const enc = encodeURIComponent;
+/** Headers mailplane adds for itself: of no use to the customer. */
+const INTERNAL_HEADER = /^x-mailplane-/i;
 
-/** The list call may answer a bare array or an object holding the items. */
-function itemsOf(data) {
-  if (Array.isArray(data)) return data;
-  return data.items || data.messages || data.quarantine || [];
-}
-
-function when(value) {
+export function when(value, withTime = true) {
   if (!value) return "";
   const date = new Date(value);
   if (Number.isNaN(date.getTime())) return String(value);
-  return date.toLocaleString(document.documentElement.lang === "en" ? "en-GB" : "ja-JP",
-    { timeZone: "Asia/Tokyo", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+  const options = { timeZone: "Asia/Tokyo", year: "numeric", month: "2-digit", day: "2-digit" };
+  if (withTime) Object.assign(options, { hour: "2-digit", minute: "2-digit" });
+  return date.toLocaleString(document.documentElement.lang === "en" ? "en-GB" : "ja-JP", options);
 }
 
 function reasonLabel(reason) {
   const key = `reason_${String(reason || "").split(/[:_]/)[0]}`;
-  const text = t(key);
-  return text === key ? String(reason || "") : text;
+  const label = t(key);
+  return label === key ? String(reason || "") : label;
 }
 
 function sizeLabel(size) {
@@ -31,15 +32,22 @@ function sizeLabel(size) {
   return size < 1024 ? `${size} B` : `${Math.ceil(size / 1024)} KB`;
 }
 
+function senderOf(item) {
+  const from = /<([^<>\s]+@[^<>\s]+)>/.exec(item.header_from || "");
+  return (item.sender || (from ? from[1] : "")).toLowerCase();
+}
+
 export async function renderQuarantine(view, address, itemId) {
   if (itemId) return renderItem(view, address, itemId);
-  const items = itemsOf(await api.quarantine(address));
+  const data = await api.quarantine(address);
+  const items = data.items || [];
   const status = sessionStorage.getItem("mp.flash") || "";
   sessionStorage.removeItem("mp.flash");
-  const columns = ["receivedAt", "sender", "subject", "reason", "size", "colActions"];
+  const columns = ["receivedAt", "sender", "subject", "reason", "size", "expiresAt", "colActions"];
   const cell = (label, ...content) => h("td", { "data-label": t(label) }, ...content);
   const list = items.length
     ? h("div", { class: "table-wrap" }, h("table", { class: "quarantine" },
+      h("caption", { class: "visually-hidden" }, t("quarantineTitle")),
       h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, t(c))))),
       h("tbody", {}, items.map((item) => h("tr", { dataset: { id: item.id } },
         cell("receivedAt", when(item.received_at)),
@@ -47,30 +55,41 @@ export async function renderQuarantine(view, address, itemId) {
         cell("subject", item.subject || ""),
         cell("reason", reasonLabel(item.reason)),
         cell("size", sizeLabel(item.size)),
+        cell("expiresAt", when(item.expires_at)),
         cell("colActions", h("a", { class: "button small", href: `#/quarantine/${enc(address)}/${enc(item.id)}`,
           "aria-label": `${t("open")}: ${item.subject || item.id}` }, t("open"))))))))
     : h("p", { class: "card" }, t("quarantineEmpty"));
-  view.replaceChildren(heading(t("quarantineTitle")), h("p", { class: "subtitle" }, address),
-    h("p", { class: "status-line", role: "status" }, status),
-    h("p", { class: "help" }, t("quarantineDesc")), list,
-    h("div", { class: "actions" }, h("a", { href: `#/spam/${enc(address)}`, class: "button" }, t("toSpamMenu")),
+  fill(view, heading(t("quarantineTitle")), h("p", { class: "subtitle" }, addressText(address)),
+    statusLine(status),
+    h("p", { class: "help" }, t("quarantineDesc", { days: rules().quarantine_days })), list,
+    h("div", { class: "actions" },
+      session.isMailbox ? null : h("a", { href: `#/spam/${enc(address)}`, class: "button" }, t("toSpamMenu")),
       h("a", { href: "#/", class: "button" }, t("toMenu"))));
   focusFirst(view);
   return undefined;
 }
 
+async function releaseAndAllow(address, itemId, sender) {
+  await api.release(address, itemId);
+  if (!sender) return;
+  const current = await api.get(address, "allow-list");
+  if (!current.addresses.includes(sender)) {
+    await api.put(address, "allow-list", { addresses: [...current.addresses, sender] });
+  }
+}
+
 async function renderItem(view, address, itemId) {
   const item = await api.quarantineItem(address, itemId);
-  const entry = item.entry || item;
-  const headers = (item.headers || []).map((pair) => Array.isArray(pair) ? pair : [pair.name, pair.value]);
+  const headers = (item.headers || []).filter((pair) => !INTERNAL_HEADER.test(pair.name));
   const box = formErrorBox();
   const listHref = `#/quarantine/${enc(address)}`;
+  const sender = senderOf(item);
   const act = (label, cls, action, question, call, flash) => {
     const button = h("button", { type: "button", class: cls, "data-action": action }, label);
     button.addEventListener("click", () => {
       const yes = h("button", { type: "button", class: cls, "data-action": `${action}-yes` }, t("yes"));
       const no = h("button", { type: "button" }, t("cancel"));
-      const ask = h("div", { class: "confirm-box", role: "alertdialog", "aria-label": question },
+      const ask = h("div", { class: "confirm-box", role: "group", "aria-label": question },
         h("p", {}, question), yes, " ", no);
       no.addEventListener("click", () => { ask.remove(); button.focus(); });
       yes.addEventListener("click", async () => {
@@ -78,10 +97,11 @@ async function renderItem(view, address, itemId) {
         try {
           await call();
           sessionStorage.setItem("mp.flash", flash);
-          location.hash = listHref;
+          replaceRoute(listHref);
         } catch (error) {
           ask.remove();
-          box.textContent = t("errorGeneric", { message: error.message });
+          if (error.status === 401) return;
+          box.textContent = error.message;
           box.hidden = false;
           box.focus();
         }
@@ -91,19 +111,23 @@ async function renderItem(view, address, itemId) {
     });
     return button;
   };
-  view.replaceChildren(heading(t("quarantineTitle")), h("p", { class: "subtitle" }, address),
+  fill(view, heading(t("quarantineItemTitle")), h("p", { class: "subtitle" }, addressText(address)),
     h("article", { class: "card message-view" }, box,
       h("dl", { class: "message-meta" },
-        h("dt", {}, t("receivedAt")), h("dd", {}, when(entry.received_at)),
-        h("dt", {}, t("sender")), h("dd", {}, entry.header_from || entry.sender || ""),
-        h("dt", {}, t("subject")), h("dd", {}, entry.subject || ""),
-        h("dt", {}, t("reason")), h("dd", {}, reasonLabel(entry.reason))),
+        h("dt", {}, t("receivedAt")), h("dd", {}, when(item.received_at)),
+        h("dt", {}, t("sender")), h("dd", {}, item.header_from || item.sender || ""),
+        h("dt", {}, t("subject")), h("dd", {}, item.subject || ""),
+        h("dt", {}, t("reason")), h("dd", {}, reasonLabel(item.reason)),
+        h("dt", {}, t("expiresAt")), h("dd", {}, t("expiresNote", { date: when(item.expires_at) }))),
       headers.length ? h("details", {}, h("summary", {}, t("headers")),
-        h("pre", { class: "headers" }, headers.map(([n, v]) => `${n}: ${v}`).join("\n"))) : null,
+        h("pre", { class: "headers" }, headers.map((pair) => `${pair.name}: ${pair.value}`).join("\n"))) : null,
       h("h3", {}, t("body")),
-      h("pre", { class: "message" }, item.body_preview ?? item.body ?? item.text ?? ""),
+      h("pre", { class: "message" }, item.body_preview ?? ""),
       h("div", { class: "actions" },
         act(t("release"), "primary", "release", t("releaseConfirm"), () => api.release(address, itemId), t("released")),
+        session.isMailbox || !sender ? null
+          : act(t("releaseAndAllow"), "", "release-allow", t("releaseAllowConfirm", { sender }),
+            () => releaseAndAllow(address, itemId, sender), t("releasedAllowed", { sender })),
         act(t("delete"), "danger", "discard", t("deleteConfirm"), () => api.discard(address, itemId), t("deleted")),
         h("a", { href: listHref, class: "button" }, t("backToList")))));
   focusFirst(view);

@@ -1,10 +1,11 @@
 // The "shown once" password sheet (L3913-3915, L4015-4031): address, POP account, password,
-// its katakana reading with upper-case letters underlined, the date, and a print view.
+// its katakana reading with upper-case letters underlined, the date, a print view, and the
+// way on to the mail client setup.
 
 import { t } from "./i18n.js";
-import { h, summary } from "./ui.js";
+import { addressText, h, summary } from "./ui.js";
 
-/** Reading aid: one span per character; upper-case letters underlined as in the manual. */
+/** Reading aid: one unit per character, never broken inside; upper case underlined. */
 export function readingNode(reading) {
   return h("span", { class: "reading" }, reading.map((item, index) => [
     index ? " " : "",
@@ -23,14 +24,15 @@ export function passwordSheet({ message, address, popAccount, issued, dateLabel 
     h("p", { class: "done-message", role: "status" }, message),
     h("p", { class: "warning" }, t("doneOnce")),
     summary([
-      [t("colAddress"), address],
+      [t("colAddress"), addressText(address)],
       [t("colPop"), popAccount],
       [t("password"), h("code", { class: "password", "data-testid": "password" }, issued.password)],
       [t("passwordReading"), readingNode(issued.reading)],
       [dateLabel, issued.changed_on],
     ]),
     h("p", { class: "help" }, t("readingNote")),
-    h("div", { class: "actions" }, printButton, printNow, close));
+    h("div", { class: "actions" }, printButton, printNow, close,
+      h("a", { href: `#/setup/${encodeURIComponent(address)}`, class: "button no-print" }, t("clientSetupNext"))));
   printButton.addEventListener("click", () => {
     document.body.classList.add("print-mode");
     printNow.focus();

@@ -1,9 +1,11 @@
-// The settings table of the manual (001 L3922-3934): one row per address, virus check and
-// overseas toggled with one click, links to every per-address form (SPEC §2).
+// The settings table of the manual (001 L3922-3934): one row per address with its state —
+// status, virus check and overseas switched with one click, spam, forwarding, auto-reply,
+// mailbox usage — and links to every per-address screen (SPEC §2).  A mailbox user sees
+// only its own row and only what it may change (004 function table).
 
-import { api } from "./api.js";
+import { api, session } from "./api.js";
 import { t } from "./i18n.js";
-import { focusFirst, h, heading } from "./ui.js";
+import { addressText, fill, focusFirst, h, heading, onOff, statusLine } from "./ui.js";
 
 const enc = encodeURIComponent;
 
@@ -14,80 +16,129 @@ export function overseasLabel(overseas) {
   return t("onUntil", { date: match ? match[1] : "" });
 }
 
-async function toggle(view, event, focus, call) {
+/** The same label in two unbreakable parts: "ON" and "(2026/11/30 まで)". */
+function overseasParts(overseas) {
+  const label = overseasLabel(overseas);
+  const space = label.indexOf(" ");
+  if (space < 0) return label;
+  return [h("span", { class: "part" }, label.slice(0, space)), " ",
+    h("span", { class: "part" }, label.slice(space + 1))];
+}
+
+export function sizeLabel(bytes) {
+  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(bytes % 1024 ** 3 ? 1 : 0)} GB`;
+  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)} MB`;
+  if (bytes >= 1024) return `${Math.ceil(bytes / 1024)} KB`;
+  return `${bytes} B`;
+}
+
+function usage(mailbox) {
+  if (!mailbox) return "";
+  const percent = mailbox.quota_bytes ? Math.min(100, Math.round((mailbox.used_bytes / mailbox.quota_bytes) * 100)) : 0;
+  const label = t("usageLabel", { used: sizeLabel(mailbox.used_bytes), quota: sizeLabel(mailbox.quota_bytes), percent });
+  return h("div", { class: "usage" },
+    h("meter", { min: "0", max: String(mailbox.quota_bytes), value: String(mailbox.used_bytes),
+      low: String(Math.round(mailbox.quota_bytes * 0.8)), high: String(Math.round(mailbox.quota_bytes * 0.9)),
+      optimum: "0", "aria-label": label }),
+    h("span", { class: "usage-text" }, label));
+}
+
+async function toggle(view, event, focus, call, status) {
   event.currentTarget.disabled = true;
-  let status = t("saved");
+  let message = status;
   try {
     await call();
   } catch (error) {
-    status = t("errorGeneric", { message: error.message });
+    if (error.status === 401) return;
+    message = error.message;
   }
-  await renderTable(view, { focus, status });
+  await renderTable(view, { focus, status: message });
 }
 
-function row(item, index, view) {
+function row(item, index, view, contractSuspended) {
   const address = item.address;
-  const virusState = item.virus_check ? t("on") : t("off");
-  const virus = h("button", {
-    type: "button", class: `toggle ${item.virus_check ? "is-on" : "is-off"}`,
-    "aria-label": t("toggleVirus", { address, state: virusState }),
-    "aria-pressed": item.virus_check ? "true" : "false",
-    dataset: { action: "virus", address },
-    onclick: (event) => toggle(view, event, `virus:${address}`,
-      () => api.put(address, "virus-check", { enabled: !item.virus_check })),
-  }, virusState);
+  const admin = !session.isMailbox;
+  const suspended = contractSuspended || item.status === "suspended";
+  const status = suspended ? "suspended" : item.status;
+  const virusState = onOff(item.virus_check);
+  const virus = admin
+    ? h("button", {
+      type: "button", class: `toggle ${item.virus_check ? "is-on" : "is-off"}`,
+      "aria-label": t("toggleVirus", { address, state: virusState }),
+      "aria-pressed": item.virus_check ? "true" : "false",
+      dataset: { action: "virus", address },
+      onclick: (event) => toggle(view, event, `virus:${address}`,
+        () => api.put(address, "virus-check", { enabled: !item.virus_check }),
+        t("virusChanged", { address, state: onOff(!item.virus_check) })),
+    }, virusState)
+    : h("span", { class: `state ${item.virus_check ? "is-on" : "is-off"}` }, virusState);
   const overseasText = overseasLabel(item.overseas);
-  const overseas = h("button", {
-    type: "button", class: `toggle ${item.overseas.enabled ? "is-on" : "is-off"}`,
-    "aria-label": t("toggleOverseas", { address, state: overseasText }),
-    "aria-pressed": item.overseas.enabled ? "true" : "false",
-    dataset: { action: "overseas", address },
-    onclick: (event) => toggle(view, event, `overseas:${address}`,
-      () => api.put(address, "overseas", { enabled: !item.overseas.enabled })),
-  }, overseasText);
-  const forwardState = item.forwarding.enabled ? t("on") : t("off");
+  const overseas = admin
+    ? h("button", {
+      type: "button", class: `toggle ${item.overseas.enabled ? "is-on" : "is-off"}`,
+      "aria-label": t("toggleOverseas", { address, state: overseasText }),
+      "aria-pressed": item.overseas.enabled ? "true" : "false",
+      dataset: { action: "overseas", address },
+      onclick: (event) => toggle(view, event, `overseas:${address}`,
+        () => api.put(address, "overseas", { enabled: !item.overseas.enabled }),
+        item.overseas.enabled ? t("overseasOff", { address }) : t("overseasOn", { address })),
+    }, overseasParts(item.overseas))
+    : h("span", { class: `state ${item.overseas.enabled ? "is-on" : "is-off"}` }, overseasText);
+  const forwardState = onOff(item.forwarding.enabled);
+  const replyState = onOff(item.auto_reply_enabled);
   const cell = (label, ...content) => h("td", { "data-label": label }, ...content);
+  const link = (href, label, cls = "action") => h("a", { href, class: cls }, label);
   return h("tr", { dataset: { address } },
     cell(t("colNo"), String(index + 1)),
-    cell(t("colAddress"), h("span", { class: "address" }, address)),
-    cell(t("colPop"), item.pop_account),
-    cell(t("colStatus"), h("span", { class: `status status-${item.status}` }, t(`status_${item.status}`))),
+    h("th", { scope: "row", class: "address-cell", "data-label": t("colAddress") }, addressText(address)),
+    cell(t("colPop"), h("span", { class: "nowrap" }, item.pop_account)),
+    cell(t("colStatus"), h("span", { class: `status status-${status}` }, t(`status_${status}`))),
     cell(t("colVirus"), virus),
-    cell(t("colSpam"), h("a", { href: `#/spam/${enc(address)}`, "aria-label": t("spamFor", { address }) }, t("settings"))),
+    cell(t("colSpam"), admin
+      ? h("a", { href: `#/spam/${enc(address)}`, "aria-label": t("spamFor", { address }) }, t("settings"))
+      : h("span", { class: "state" }, item.spam.judge ? t("on") : t("off"))),
     cell(t("colForward"), h("a", {
       href: `#/forwarding/${enc(address)}`, "aria-label": t("forwardFor", { address, state: forwardState }),
       class: `toggle-link ${item.forwarding.enabled ? "is-on" : "is-off"}`,
     }, forwardState)),
+    cell(t("colAutoReply"), h("a", {
+      href: `#/auto-reply/${enc(address)}`, "aria-label": t("autoReplyFor", { address, state: replyState }),
+      class: `toggle-link ${item.auto_reply_enabled ? "is-on" : "is-off"}`,
+    }, replyState)),
     cell(t("colOverseas"), overseas),
+    cell(t("colMailbox"), usage(item.mailbox)),
     cell(t("colActions"), h("div", { class: "row-actions" },
-      h("a", { href: `#/password/${enc(address)}`, class: "button small" }, t("changePassword")),
-      h("a", { href: `#/reissue/${enc(address)}`, class: "button small" }, t("reissuePassword")),
-      h("a", { href: `#/auto-reply/${enc(address)}`, class: "button small" }, t("autoReply")),
-      h("a", { href: `#/quarantine/${enc(address)}`, class: "button small" }, t("quarantine")),
-      h("a", { href: `#/delete/${enc(address)}`, class: "button small danger" }, t("delete")))));
+      link(`#/setup/${enc(address)}`, t("clientSetup")),
+      link(`#/password/${enc(address)}`, t("changePassword")),
+      link(`#/reissue/${enc(address)}`, t("reissuePassword")),
+      link(`#/quarantine/${enc(address)}`, t("quarantine")),
+      admin ? link(`#/delete/${enc(address)}`, t("delete"), "action danger") : null)));
 }
 
 export async function renderTable(view, options = {}) {
-  const data = await api.addresses();
+  const [data, contract] = await Promise.all([api.addresses(), api.contract()]);
   const quota = data.quota;
+  const suspended = contract.status === "suspended";
   const columns = ["colNo", "colAddress", "colPop", "colStatus", "colVirus", "colSpam",
-    "colForward", "colOverseas", "colActions"];
+    "colForward", "colAutoReply", "colOverseas", "colMailbox", "colActions"];
   const table = data.addresses.length
     ? h("div", { class: "table-wrap" }, h("table", { class: "addresses" },
       h("caption", { class: "visually-hidden" }, t("addressesTitle")),
       h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, t(c))))),
-      h("tbody", {}, data.addresses.map((item, i) => row(item, i, view)))))
+      h("tbody", {}, data.addresses.map((item, i) => row(item, i, view, suspended)))))
     : h("p", {}, t("noAddresses"));
-  view.replaceChildren(
-    heading(t("addressesTitle")),
-    h("section", { class: "card counts", "aria-labelledby": "counts-title" },
-      h("h3", { id: "counts-title" }, t("accountCounts")),
-      h("dl", { class: "count-list" },
-        h("div", {}, h("dt", {}, t("contracted")), h("dd", { id: "count-contracted" }, t("countUnit", { n: quota.contracted }))),
-        h("div", {}, h("dt", {}, t("used")), h("dd", { id: "count-used" }, t("countUnit", { n: quota.used })))),
-      h("a", { href: "#/new", class: "button primary" }, t("newAddress"))),
-    h("p", { class: "help" }, t("tableHelp")),
-    h("p", { class: "status-line", role: "status" }, options.status || ""),
+  const counts = session.isMailbox ? null : h("section", { class: "card counts", "aria-labelledby": "counts-title" },
+    h("h3", { id: "counts-title" }, t("accountCounts")),
+    h("dl", { class: "count-list" },
+      h("div", {}, h("dt", {}, t("contracted")), h("dd", { id: "count-contracted" }, t("countUnit", { n: quota.contracted }))),
+      h("div", {}, h("dt", {}, t("used")), h("dd", { id: "count-used" }, t("countUnit", { n: quota.used })))),
+    suspended ? null : h("a", { href: "#/new", class: "button primary" }, t("newAddress")));
+  fill(view, 
+    heading(session.isMailbox ? t("mailboxTitle") : t("addressesTitle")),
+    suspended ? h("p", { class: "caution", role: "note" }, t("contractSuspended")) : null,
+    counts,
+    h("p", { class: "help" }, session.isMailbox ? t("tableHelpMailbox") : t("tableHelp")),
+    statusLine(options.status),
     table);
   if (options.focus) {
     const [action, address] = options.focus.split(/:(.*)/s);

@@ -1,0 +1,93 @@
+"""Portal sessions and contract passwords (SPEC §10).  Functions take an open session and
+do not commit: the caller owns the transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from mailplane.clock import as_utc
+from mailplane.storage.models import Address, Contract, WebSession
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A live session with what a request needs to act for it."""
+
+    id_hash: str
+    contract_id: int
+    customer_number: str
+    address_id: int | None
+    address: str | None
+    last_seen_at: datetime
+    expires_at: datetime
+
+
+def create(session: Session, *, id_hash: str, contract_id: int, address_id: int | None,
+           now: datetime, expires_at: datetime) -> None:
+    session.add(WebSession(id_hash=id_hash, contract_id=contract_id, address_id=address_id,
+                           created_at=now, last_seen_at=now, expires_at=expires_at))
+
+
+def get(session: Session, *, id_hash: str) -> SessionRow | None:
+    row = session.execute(
+        select(WebSession.id_hash, WebSession.contract_id, Contract.customer_number,
+               WebSession.address_id, Address.address, WebSession.last_seen_at,
+               WebSession.expires_at)
+        .join(Contract, Contract.id == WebSession.contract_id)
+        .outerjoin(Address, Address.id == WebSession.address_id)
+        .where(WebSession.id_hash == id_hash)
+    ).first()
+    if row is None:
+        return None
+    values = row._tuple()
+    return SessionRow(values[0], values[1], values[2], values[3], values[4],
+                      as_utc(values[5]), as_utc(values[6]))
+
+
+def touch(session: Session, *, id_hash: str, now: datetime) -> None:
+    session.execute(update(WebSession).where(WebSession.id_hash == id_hash)
+                    .values(last_seen_at=now))
+
+
+def end(session: Session, *, id_hash: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
+
+
+def purge_expired(session: Session, *, now: datetime, idle_before: datetime) -> int:
+    """Drop sessions past their absolute end or idle since ``idle_before``."""
+    result = session.execute(delete(WebSession).where(
+        (WebSession.expires_at <= now) | (WebSession.last_seen_at <= idle_before)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def end_all_for_contract(session: Session, *, contract_id: int) -> None:
+    """A new contract password signs every contract-level session out."""
+    session.execute(delete(WebSession).where(WebSession.contract_id == contract_id,
+                                             WebSession.address_id.is_(None)))
+
+
+@dataclass(frozen=True, slots=True)
+class ContractLogin:
+    contract_id: int
+    customer_number: str
+    password_hash: str | None
+
+
+def contract_login(session: Session, *, customer_number: str) -> ContractLogin | None:
+    row = session.execute(select(Contract.id, Contract.customer_number, Contract.password_hash)
+                          .where(Contract.customer_number == customer_number)).first()
+    return None if row is None else ContractLogin(*row._tuple())
+
+
+def set_contract_password(session: Session, *, contract_id: int, password_hash: str,
+                          now: datetime) -> None:
+    session.execute(update(Contract).where(Contract.id == contract_id)
+                    .values(password_hash=password_hash, password_changed_at=now))
+
+
+def contract_of_address(session: Session, *, address_id: int) -> int | None:
+    return session.scalar(select(Address.contract_id).where(Address.id == address_id))
