@@ -13,7 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                 413: "too_large"}
         return JSONResponse(
             error_body(codes.get(exc.status_code, "error"), str(exc.detail)),
             status_code=exc.status_code,
@@ -107,6 +109,23 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+    @app.exception_handler(SqlTimeoutError)
+    async def _pool_exhausted(request: Request, exc: SqlTimeoutError) -> JSONResponse:
+        # No connection free within the pool timeout: temporary, like a database that is
+        # down (the API's admission control keeps its own requests from getting here).
+        log.warning("no database connection for %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("busy", "the service is busy; retry shortly"),
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(IntegrityError)
+    async def _conflict(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A constraint refused a write that raced another request: a conflict with the
+        # current state, which the caller can re-read and retry — never a 500.
+        log.warning("write conflict on %s %s: %s", request.method, request.url.path,
+                    type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        return JSONResponse(error_body("conflict", "another request changed this at the same"
+                                       " time; reload and try again"), status_code=409)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
