@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,7 +24,8 @@ from mailplane.api.deps import (
     SettingsDep,
     visible_contract,
 )
-from mailplane.api.errors import ApiError, invalid
+from mailplane.api.errors import ApiError, invalid, not_found
+from mailplane.api.idempotency import Replay, ReplayStore, request_hash
 from mailplane.api.schemas.addresses import (
     AddressCreate,
     AddressCreated,
@@ -37,7 +37,7 @@ from mailplane.api.schemas.addresses import (
 )
 from mailplane.api.views import address_row, issued_password, local_date, quota
 from mailplane.auth.api_keys import Principal
-from mailplane.auth.passwords import generate_password
+from mailplane.auth.passwords import PasswordHashing, generate_password
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mailstore.paths import mailbox_dir, remove_tree
@@ -49,8 +49,9 @@ from mailplane.rules.registration import (
     check_registration,
     next_slot,
 )
-from mailplane.storage import addresses_repo, contracts_repo, idempotency_repo
+from mailplane.storage import addresses_repo, contracts_repo
 from mailplane.storage.addresses_repo import AddressSummary
+from mailplane.storage.models import Contract
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
 
@@ -88,14 +89,10 @@ def _address_list(session: Session, cn: str, principal: Principal, settings: Set
     )
 
 
-def _request_hash(body: AddressCreate) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
-def _replay(record_status: int, record_body: bytes, response: Response) -> AddressCreated:
-    response.status_code = record_status
+def _replayed(replay: Replay, response: Response) -> AddressCreated:
+    response.status_code = replay.status_code
     response.headers["Idempotent-Replayed"] = "true"
-    return AddressCreated.model_validate_json(record_body)
+    return AddressCreated.model_validate_json(replay.body)
 
 
 def _new_pop_account(session: Session) -> str:
@@ -109,6 +106,7 @@ def _new_pop_account(session: Session) -> str:
 @router.post("", status_code=201, response_model=AddressCreated)
 def create_address(
     body: AddressCreate,
+    request: Request,
     response: Response,
     contract: ContractAdminDep,
     principal: PrincipalDep,
@@ -118,35 +116,64 @@ def create_address(
     clock: ClockDep,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> AddressCreated:
-    """Register an address.  A repeated ``Idempotency-Key`` returns the first result
-    (SPEC §1: the manual warns that double clicks create duplicates) — without the
-    password, which is shown only once."""
+    """Register an address.  A repeated ``Idempotency-Key`` returns the first response,
+    initial password included, for ``api.idempotency_hours`` (SPEC §1: the manual warns
+    that double clicks create duplicates; issue 14).
+
+    The slot decision runs under the contract's lock, and the key is looked up again
+    under it: of concurrent requests with one key, one creates and the others replay it;
+    of concurrent requests for one address, one creates and the others get 409.
+    """
+    replays: ReplayStore = request.app.state.replays
     scope = f"{contract.id}:create-address"
-    request_hash = _request_hash(body)
+    fingerprint = request_hash(body.model_dump_json().encode())
+    now = clock.now()
     if idempotency_key:
-        previous = idempotency_repo.get(session, scope=scope, key=idempotency_key)
-        if previous is not None:
-            if previous.request_hash != request_hash:
-                raise ApiError(422, "idempotency_mismatch",
-                               "Idempotency-Key was already used for a different request",
-                               "Idempotency-Key")
-            return _replay(previous.status_code, previous.response_body, response)
-    if contract.status != "active":
-        raise ApiError(409, "contract_suspended", "the contract is suspended")
+        known = replays.find(session, scope=scope, key=idempotency_key,
+                             request_hash=fingerprint, now=now)
+        if known is not None:
+            return _replayed(known, response)
     try:
         check_registration(accept_terms=body.accept_terms, subdomain=body.subdomain,
                            pattern=settings.addresses.subdomain_pattern)
         domain = base_domain(body.base_domain, settings.base_domains)
     except RuleViolation as exc:
         raise invalid(exc.field or "address", str(exc)) from None
-    now = clock.now()
     full = f"{body.local_part}@{body.subdomain}.{domain}"
-    cooloff = timedelta(days=settings.addresses.deleted_cooloff_days)
-    if addresses_repo.unavailable_among(session, addresses=[full], now=now, cooloff=cooloff):
-        raise ApiError(409, "address_taken",
-                       f"{full} is not available; choose another subdomain candidate",
-                       "subdomain")
-    contracts_repo.lock_for_update(session, contract_id=contract.id)
+    taken = ApiError(409, "address_taken",
+                     f"{full} is not available; choose another subdomain candidate",
+                     "subdomain")
+    try:
+        locked = contracts_repo.lock_for_update(session, contract_id=contract.id)
+        if idempotency_key:
+            known = replays.find(session, scope=scope, key=idempotency_key,
+                                 request_hash=fingerprint, now=now)
+            if known is not None:
+                session.rollback()
+                return _replayed(known, response)
+        if locked is None or locked.status != "active":
+            raise ApiError(409, "contract_suspended", "the contract is suspended")
+        cooloff = timedelta(days=settings.addresses.deleted_cooloff_days)
+        if addresses_repo.unavailable_among(session, addresses=[full], now=now,
+                                            cooloff=cooloff):
+            raise taken
+        result = _register(session, body, locked, domain, principal, settings, hashing, now)
+        if idempotency_key:
+            replays.save(session, scope=scope, key=idempotency_key, request_hash=fingerprint,
+                         status_code=201, body=result.model_dump_json().encode(), now=now)
+        session.commit()
+    except IntegrityError:
+        # Another contract registered the same address between our check and our insert
+        # (the lock is per contract; the unique index decides).
+        session.rollback()
+        raise taken from None
+    return result
+
+
+def _register(session: Session, body: AddressCreate, contract: Contract, domain: str,
+              principal: Principal, settings: Settings, hashing: PasswordHashing,
+              now: datetime) -> AddressCreated:
+    """Take a slot and create the address, audit and notice (the caller holds the lock)."""
     used = contracts_repo.count_addresses(session, contract_id=contract.id)
     try:
         slot = next_slot(included=contract.included_addresses, extra_slots=contract.extra_slots,
@@ -179,34 +206,12 @@ def create_address(
     )
     stage_change_notice(session, settings=settings, contract=contract,
                         action="address.create", address=row.address, now=now)
-    result = AddressCreated(
+    return AddressCreated(
         address=address_row(AddressSummary.of(row), now, settings.tz),
         pop_account=row.pop_account,
         initial_password=issued_password(password, now, settings.tz),
         quota=quota(contract, used + 1).model_dump(),
     )
-    if idempotency_key:
-        stored = result.model_copy(update={"initial_password": None})
-        idempotency_repo.save(
-            session,
-            scope=scope,
-            key=idempotency_key,
-            request_hash=request_hash,
-            status_code=201,
-            response_body=stored.model_dump_json().encode(),
-            now=now,
-        )
-    try:
-        session.commit()
-    except IntegrityError:
-        # Lost a race: the same Idempotency-Key or the same address committed first.
-        session.rollback()
-        if idempotency_key:
-            previous = idempotency_repo.get(session, scope=scope, key=idempotency_key)
-            if previous is not None and previous.request_hash == request_hash:
-                return _replay(previous.status_code, previous.response_body, response)
-        raise ApiError(409, "address_taken", f"{full} is not available", "subdomain") from None
-    return result
 
 
 @router.get("/{address}", response_model=AddressRow)
@@ -225,7 +230,8 @@ def delete_address(
     """Delete the address, its settings, mailbox and quarantine (SPEC §1 ``deleted``)."""
     address = scope.address.address
     now = clock.now()
-    addresses_repo.delete_address(session, address=scope.address, now=now)
+    if not addresses_repo.delete_address(session, address=scope.address, now=now):
+        raise not_found("address not found")  # a concurrent delete of it won
     record_change(
         session,
         principal=scope.principal,
@@ -246,9 +252,16 @@ def delete_address(
 
 def _store_password(session: Session, scope: AddressScope, settings: Settings,
                     password_hash: str, action: str, now: datetime) -> None:
-    """Save a new POP password hash, audited and notified (SPEC §9), in one transaction."""
-    addresses_repo.set_password_hash(session, address=scope.address,
-                                     password_hash=password_hash, now=now)
+    """Save a new POP password hash, audited and notified (SPEC §9), in one transaction —
+    only if the stored hash is still the one this request read: of concurrent changes one
+    wins and the others get 409, instead of all being told their password is now valid."""
+    if not addresses_repo.replace_password_hash(
+            session, address=scope.address, expected_hash=scope.address.password_hash,
+            password_hash=password_hash, now=now):
+        session.rollback()
+        raise ApiError(409, "password_changed_meanwhile",
+                       "the password was changed by another request at the same time;"
+                       " nothing was changed by this one", "current")
     record_change(session, principal=scope.principal, action=action, now=now,
                   contract_id=scope.contract.id, address=scope.address.address,
                   affects_policy=False)
