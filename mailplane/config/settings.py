@@ -68,8 +68,9 @@ class ApiConfig(_Section):
     max_concurrent_key_hashing: int = Field(default=1, ge=1, le=16)
     #: How long an ``Idempotency-Key`` replays its first response (SPEC §1, issue 14).
     idempotency_hours: int = Field(default=24, ge=1, le=24 * 30)
-    #: Seals stored replays (AES-GCM): they hold the initial password.  Several nodes
-    #: must share one value; empty = generated once into ``<state_dir>/api-replay.secret``.
+    #: Seals stored replays (AES-GCM): they hold the initial password.  Every node must
+    #: use the same value; empty = generated once into ``<state_dir>/api-replay.secret``
+    #: (shared by the nodes when ``state_dir`` is the cluster's shared volume).
     replay_secret: SecretStr = SecretStr("")
 
 
