@@ -54,7 +54,7 @@ OVERSEAS_REFUSALS = Counter(
 API_REFUSALS = Counter(
     "mailplane_api_refusals",
     "API requests refused by a limit before any work: body_too_large, body_without_credentials"
-    " (413/401); unauthenticated_per_ip, per_key (429); busy, key_check_busy (503).",
+    " (413/401); unauthenticated_per_ip, per_key (429); busy, hashing_busy (503).",
     ["reason"],
     registry=REGISTRY,
 )

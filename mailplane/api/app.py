@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.admission import Admission, AdmissionMiddleware
 from mailplane.api.errors import COMMON_ERROR_RESPONSES, install_error_handlers
+from mailplane.api.hashing import BoundedHashing
 from mailplane.api.idempotency import ReplayStore, replay_secret
 from mailplane.api.routes import address_settings, addresses, audit, contracts, keys, quarantine
 from mailplane.api.security_headers import SecurityHeadersMiddleware
 from mailplane.auth.api_keys import KeyVerifier
-from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import Clock, SystemClock
 from mailplane.config.settings import Settings
 from mailplane.portal import mount_portal
@@ -47,16 +47,16 @@ def create_app(
     if session_factory is None:
         app.state.engine = api_engine(settings)
         session_factory = make_session_factory(app.state.engine)
-    hashing = PasswordHashing(settings.security)
+    hashing = BoundedHashing(settings.security,
+                             max_concurrent=settings.api.max_concurrent_hashing,
+                             wait_seconds=settings.api.queue_timeout_seconds)
     admission = Admission(settings.api)
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.session_factory = session_factory
     app.state.hashing = hashing
     app.state.admission = admission
-    app.state.key_verifier = KeyVerifier(
-        hashing, max_concurrent_hashing=settings.api.max_concurrent_key_hashing,
-        hashing_wait_seconds=settings.api.queue_timeout_seconds)
+    app.state.key_verifier = KeyVerifier(hashing)
     app.state.replays = ReplayStore(replay_secret(settings),
                                     timedelta(hours=settings.api.idempotency_hours))
     for name, value in (extra_state or {}).items():

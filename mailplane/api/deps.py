@@ -17,13 +17,12 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.api.admission import Admission, authenticated, too_busy
+from mailplane.api.admission import Admission, authenticated
 from mailplane.api.errors import ApiError, not_found
-from mailplane.auth.api_keys import KeyCheckBusy, KeyVerifier, Principal
+from mailplane.auth.api_keys import KeyVerifier, Principal
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
-from mailplane.metrics import API_REFUSALS
 from mailplane.storage import addresses_repo, contracts_repo
 from mailplane.storage.models import Address, Contract
 
@@ -101,11 +100,7 @@ async def get_principal(
     revoked or deleted key is refused at once on every node (``auth/api_keys.py``)."""
     verifier: KeyVerifier = request.app.state.key_verifier
     admission: Admission = request.app.state.admission
-    try:
-        principal = await run_in_threadpool(verifier.verify, session, token)
-    except KeyCheckBusy:
-        API_REFUSALS.labels("key_check_busy").inc()
-        raise too_busy() from None
+    principal = await run_in_threadpool(verifier.verify, session, token)
     if principal is None:
         raise ApiError(401, "unauthorized", "invalid API key", headers=_UNAUTHORIZED)
     authenticated(request.scope)

@@ -9,9 +9,8 @@ every wrong key let an unauthenticated flood occupy the CPU and the database poo
 exactly the same (it is compared against a dummy digest), so timing reveals nothing.
 
 Keys issued before migration 0005 have only an argon2 hash: they are checked with argon2
-— at most ``api.max_concurrent_key_hashing`` at once, others wait their turn up to
-``api.queue_timeout_seconds`` and then get 503 — and their first successful use stores the
-digest and drops the hash.
+(through the caller's :class:`PasswordHashing`, which the API bounds: ``api/hashing.py``),
+and their first successful use stores the digest and drops the hash.
 
 Nothing is cached: every request reads the key row, so a key revoked or deleted with its
 address or contract stops working at once on every node.
@@ -22,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -60,10 +58,6 @@ class Principal:
         return self.role in ("operator", "portal")
 
 
-class KeyCheckBusy(Exception):
-    """Too many argon2 checks of pre-0005 keys at once: answer 503, retry shortly."""
-
-
 def new_key_material() -> tuple[str, str, str]:
     """(key_id, secret, full key shown once)."""
     key_id = secrets.token_hex(6)
@@ -96,14 +90,11 @@ _NO_DIGEST = key_digest("\x00", "")
 class KeyVerifier:
     """Verifies bearer keys against the database (blocking: run in a thread)."""
 
-    def __init__(self, hashing: PasswordHashing, *, max_concurrent_hashing: int,
-                 hashing_wait_seconds: float) -> None:
+    def __init__(self, hashing: PasswordHashing) -> None:
         self._hashing = hashing
-        self._hash_turns = threading.BoundedSemaphore(max_concurrent_hashing)
-        self._hashing_wait = hashing_wait_seconds
 
     def verify(self, session: Session, token: str) -> Principal | None:
-        """The principal of ``token``, or None.  Raises :class:`KeyCheckBusy`."""
+        """The principal of ``token``, or None."""
         parts = split_key(token)
         if parts is None:
             API_KEY_CHECKS.labels("malformed", "rejected").inc()
@@ -124,13 +115,7 @@ class KeyVerifier:
                        offered: str) -> Principal | None:
         """A pre-0005 key: argon2 (bounded), then move it to the digest."""
         assert row.secret_hash is not None
-        if not self._hash_turns.acquire(timeout=self._hashing_wait):
-            raise KeyCheckBusy
-        try:
-            matches = self._hashing.verify(row.secret_hash, secret)
-        finally:
-            self._hash_turns.release()
-        if not matches:
+        if not self._hashing.verify(row.secret_hash, secret):
             API_KEY_CHECKS.labels("argon2", "rejected").inc()
             return None
         API_KEY_CHECKS.labels("argon2", "ok").inc()

@@ -63,9 +63,9 @@ class ApiConfig(_Section):
     #: Generous: many customers may share one address (CGNAT), and a legitimate client's
     #: parallel requests count here until each has taken its turn and been verified.
     max_unauthenticated_per_ip: int = Field(default=64, ge=1)
-    #: argon2 checks of keys issued before schema 0005 running at once (each such key is
-    #: checked with argon2 once, then moves to the fast digest).
-    max_concurrent_key_hashing: int = Field(default=1, ge=1, le=16)
+    #: argon2 hashes and checks the API runs at once (new and changed POP passwords, keys
+    #: issued before schema 0005); more wait up to ``queue_timeout_seconds``, then 503.
+    max_concurrent_hashing: int = Field(default=2, ge=1, le=32)
     #: How long an ``Idempotency-Key`` replays its first response (SPEC §1, issue 14).
     idempotency_hours: int = Field(default=24, ge=1, le=24 * 30)
     #: Seals stored replays (AES-GCM): they hold the initial password.  Every node must

@@ -260,3 +260,32 @@ def test_a_queued_request_is_served_when_a_turn_frees(api_factory: ApiFactory) -
         response = queued.result()
     assert response.status_code == 200
     assert json.loads(response.text)["addresses"][0]["virus_check"] is False
+
+
+def test_a_flood_at_a_pre_0005_key_is_capped_and_never_a_500(api_factory: ApiFactory) -> None:
+    """Such a key still costs argon2 per wrong secret until its first good use; at most
+    ``max_concurrent_hashing`` run at once, the rest wait briefly and get 503."""
+    from datetime import UTC, datetime
+
+    from mailplane.auth.api_keys import new_key_material
+    from mailplane.auth.passwords import PasswordHashing
+    from mailplane.storage import api_keys_repo
+    from tests.api.attack import PRODUCTION_ARGON2, assert_no_server_error, at_once
+
+    api = api_factory(security=PRODUCTION_ARGON2,
+                      api={"max_concurrent_hashing": 1, "queue_timeout_seconds": 0.2})
+    key_id, secret, key = new_key_material()
+    with api.session_factory() as session:
+        api_keys_repo.create_api_key(
+            session, key_id=key_id, role="operator", now=datetime.now(UTC),
+            secret_hash=PasswordHashing(api.settings.security).hash(secret))
+        session.commit()
+    before = metric(api, CHECKS, scheme="argon2", outcome="rejected")
+    responses = at_once(api, f"mpk_{key_id}_{'z' * 43}",
+                        [lambda c: c.get("/v1/me")] * 32)
+    assert_no_server_error(responses)
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {401, 503}
+    assert metric(api, CHECKS, scheme="argon2", outcome="rejected") - before == \
+        statuses.count(401)
+    assert api.client(key).get("/v1/me").status_code == 200

@@ -37,7 +37,7 @@ from mailplane.api.schemas.addresses import (
 )
 from mailplane.api.views import address_row, issued_password, local_date, quota
 from mailplane.auth.api_keys import Principal
-from mailplane.auth.passwords import PasswordHashing, generate_password
+from mailplane.auth.passwords import generate_password
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mailstore.paths import mailbox_dir, remove_tree
@@ -143,6 +143,10 @@ def create_address(
     taken = ApiError(409, "address_taken",
                      f"{full} is not available; choose another subdomain candidate",
                      "subdomain")
+    # Hashed before the lock: on SQLite the lock is the database's write lock, which mail
+    # delivery needs too, so nothing slow happens while it is held.
+    password = generate_password(settings.addresses.reissue_password_length)
+    password_hash = hashing.hash(password)
     try:
         locked = contracts_repo.lock_for_update(session, contract_id=contract.id)
         if idempotency_key:
@@ -157,7 +161,8 @@ def create_address(
         if addresses_repo.unavailable_among(session, addresses=[full], now=now,
                                             cooloff=cooloff):
             raise taken
-        result = _register(session, body, locked, domain, principal, settings, hashing, now)
+        result = _register(session, body, locked, domain, principal, settings,
+                           (password, password_hash), now)
         if idempotency_key:
             replays.save(session, scope=scope, key=idempotency_key, request_hash=fingerprint,
                          status_code=201, body=result.model_dump_json().encode(), now=now)
@@ -171,7 +176,7 @@ def create_address(
 
 
 def _register(session: Session, body: AddressCreate, contract: Contract, domain: str,
-              principal: Principal, settings: Settings, hashing: PasswordHashing,
+              principal: Principal, settings: Settings, password: tuple[str, str],
               now: datetime) -> AddressCreated:
     """Take a slot and create the address, audit and notice (the caller holds the lock)."""
     used = contracts_repo.count_addresses(session, contract_id=contract.id)
@@ -182,7 +187,7 @@ def _register(session: Session, body: AddressCreate, contract: Contract, domain:
     except ChargeRequired as exc:
         raise ApiError(409, "charge_required", str(exc), exc.field) from None
     contract.extra_slots = slot.extra_slots
-    password = generate_password(settings.addresses.reissue_password_length)
+    plain, password_hash = password
     row = addresses_repo.create_address(
         session,
         contract_id=contract.id,
@@ -190,7 +195,7 @@ def _register(session: Session, body: AddressCreate, contract: Contract, domain:
         subdomain=body.subdomain,
         base_domain=domain,
         pop_account=_new_pop_account(session),
-        password_hash=hashing.hash(password),
+        password_hash=password_hash,
         virus_check=body.virus_check,
         quota_bytes=settings.addresses.default_quota_bytes,
         now=now,
@@ -209,7 +214,7 @@ def _register(session: Session, body: AddressCreate, contract: Contract, domain:
     return AddressCreated(
         address=address_row(AddressSummary.of(row), now, settings.tz),
         pop_account=row.pop_account,
-        initial_password=issued_password(password, now, settings.tz),
+        initial_password=issued_password(plain, now, settings.tz),
         quota=quota(contract, used + 1).model_dump(),
     )
 
