@@ -62,13 +62,10 @@ class ReplayStore:
         """The first response to (``scope``, ``key``), if it is still alive.
 
         422 if the key was used for another request; 409 if the record cannot be opened
-        here.  An expired record is deleted, so the key may start a new request.
+        here.  An expired record counts as none (:meth:`save` replaces it).  Read only.
         """
         record = idempotency_repo.get(session, scope=scope, key=key)
-        if record is None:
-            return None
-        if as_utc(record.created_at) <= now - self.lifetime:
-            idempotency_repo.forget(session, record=record)
+        if record is None or as_utc(record.created_at) <= now - self.lifetime:
             return None
         if record.request_hash != request_hash:
             raise ApiError(422, "idempotency_mismatch",
@@ -83,7 +80,9 @@ class ReplayStore:
 
     def save(self, session: Session, *, scope: str, key: str, request_hash: str,
              status_code: int, body: bytes, now: datetime) -> None:
-        """Stage the sealed response in the caller's transaction."""
+        """Stage the sealed response in the caller's transaction, replacing an expired
+        record of the key (the caller holds the lock its :meth:`find` ran under)."""
+        idempotency_repo.forget(session, scope=scope, key=key)
         idempotency_repo.save(session, scope=scope, key=key, request_hash=request_hash,
                               status_code=status_code, now=now,
                               response_body=self._seal(body,

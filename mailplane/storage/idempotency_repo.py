@@ -44,10 +44,11 @@ def save(
     )
 
 
-def forget(session: Session, *, record: IdempotencyRecord) -> None:
-    """Delete an expired record now, so its key can start a new request."""
-    session.delete(record)
-    session.flush()
+def forget(session: Session, *, scope: str, key: str) -> None:
+    """Delete the record of (``scope``, ``key``) if any (an expired one, before the key
+    starts a new request)."""
+    session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.scope == scope,
+                                                    IdempotencyRecord.key == key))
 
 
 def purge_created_before(session: Session, *, cutoff: datetime) -> int:

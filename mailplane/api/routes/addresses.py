@@ -133,6 +133,8 @@ def create_address(
                              request_hash=fingerprint, now=now)
         if known is not None:
             return _replayed(known, response)
+    if contract.status != "active":  # checked again under the lock
+        raise ApiError(409, "contract_suspended", "the contract is suspended")
     try:
         check_registration(accept_terms=body.accept_terms, subdomain=body.subdomain,
                            pattern=settings.addresses.subdomain_pattern)
