@@ -2,9 +2,11 @@
 ``PUT …/addresses/{address}/forwarding`` against a bare FastAPI endpoint, same process.
 
 Requests go through ``httpx.AsyncClient`` over ``ASGITransport`` (no sockets), one at a
-time, so the figure is the per-request cost of the app — routing, the key check (argon2
-once per key, then the cache in :mod:`mailplane.auth.api_keys`), the database work and
-the response model — and the same client cost is paid by the bare endpoint.  The bare
+time, so the figure is the per-request cost of the app — routing, the key check (one
+query and a keyed digest per request, no cache: :mod:`mailplane.auth.api_keys`; the
+bench's key is stored the pre-0005 way, argon2, and moves to the digest at its first use),
+the database work and the response model — and the same client cost is paid by the bare
+endpoint.  The bare
 endpoints are a sync ``def`` (threadpool, like mailplane's routes) and an ``async def``.
 
 Run alone: ``python -m bench.api_bench --requests 500``.

@@ -26,7 +26,9 @@ def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from mailplane.storage.migrate import upgrade
+    from mailplane.storage.state_dir import private_dir
 
+    private_dir(settings.state_dir)  # the database and secrets live here: owner only
     upgrade(settings.database_url)
     print("database is at the latest schema revision")
     return 0

@@ -6,7 +6,7 @@ One dedicated :data:`REGISTRY` (not the process-global default), which the API s
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -46,5 +46,32 @@ OVERSEAS_REFUSALS = Counter(
     "mailplane_overseas_send_refusals",
     "Submission MAIL FROM refused by the overseas-send window (SPEC §7), by peer country.",
     ["country"],
+    registry=REGISTRY,
+)
+
+# --- management API under abuse (SPEC §8a; docs/security-api.md) ---------------------------
+
+API_REFUSALS = Counter(
+    "mailplane_api_refusals",
+    "API requests refused by a limit before any work: body_too_large, body_without_credentials"
+    " (413/401); unauthenticated_per_ip, per_key (429); busy, hashing_busy (503).",
+    ["reason"],
+    registry=REGISTRY,
+)
+API_REQUESTS_ACTIVE = Gauge(
+    "mailplane_api_requests_active",
+    "API requests holding a database turn now (at most api.max_concurrent_requests).",
+    registry=REGISTRY,
+)
+API_REQUESTS_WAITING = Gauge(
+    "mailplane_api_requests_waiting",
+    "API requests waiting for a database turn now (each at most api.queue_timeout_seconds).",
+    registry=REGISTRY,
+)
+API_KEY_CHECKS = Counter(
+    "mailplane_api_key_checks",
+    "API key verifications by scheme (digest: keyed SHA-256; argon2: a key issued before"
+    " schema 0005, checked once then moved to the digest) and outcome (ok, rejected).",
+    ["scheme", "outcome"],
     registry=REGISTRY,
 )

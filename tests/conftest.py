@@ -26,6 +26,7 @@ pytest.register_assert_rewrite("tests.factories")
 pytest_plugins = [
     "tests.factories.daemons",
     "tests.factories.api",
+    "tests.factories.attack",
     "tests.factories.cluster",
     "tests.factories.dns",
     "tests.factories.flow",

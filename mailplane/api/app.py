@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailplane.api.admission import Admission, AdmissionMiddleware
 from mailplane.api.errors import (
     COMMON_ERROR_RESPONSES,
     EXTRA_ERROR_RESPONSES,
     install_error_handlers,
 )
+from mailplane.api.hashing import BoundedHashing
+from mailplane.api.idempotency import ReplayStore, replay_secret
 from mailplane.api.routes import (
     address_settings,
     address_status,
@@ -26,9 +31,9 @@ from mailplane.api.routes import (
     rules,
     session,
 )
+from mailplane.api.security_headers import SecurityHeadersMiddleware
 from mailplane.auth.api_keys import KeyVerifier
 from mailplane.auth.login_guard import LoginGuard
-from mailplane.auth.passwords import PasswordHashing
 from mailplane.auth.portal_login import PortalLogin
 from mailplane.clock import Clock, SystemClock
 from mailplane.config.settings import Settings
@@ -36,6 +41,14 @@ from mailplane.i18n import check_catalogues
 from mailplane.mailstore.maildir import MaildirUsage
 from mailplane.portal import mount_portal
 from mailplane.storage.db import make_engine, make_session_factory
+
+
+def api_engine(settings: Settings) -> Engine:
+    """The API's own connection pool: two connections for each of its
+    ``api.max_concurrent_requests`` turns (a quarantine call holds two), and none shared
+    with the mail services, so an API flood can never starve POP3 logins or delivery."""
+    turns = settings.api.max_concurrent_requests
+    return make_engine(settings.database_url, pool_size=turns, max_overflow=turns)
 
 
 def create_app(
@@ -51,15 +64,22 @@ def create_app(
         description="Contracts, addresses and every per-address mail setting (SPEC §11).",
     )
     check_catalogues()  # a missing Japanese catalogue stops start-up, not every answer
+    app.state.engine = None
     if session_factory is None:
-        engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
-        session_factory = make_session_factory(engine)
-    hashing = PasswordHashing(settings.security)
+        app.state.engine = api_engine(settings)
+        session_factory = make_session_factory(app.state.engine)
+    hashing = BoundedHashing(settings.security,
+                             max_concurrent=settings.api.max_concurrent_hashing,
+                             wait_seconds=settings.api.queue_timeout_seconds)
+    admission = Admission(settings.api)
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
     app.state.session_factory = session_factory
     app.state.hashing = hashing
-    app.state.key_verifier = KeyVerifier(hashing, settings.api.key_cache_seconds)
+    app.state.admission = admission
+    app.state.key_verifier = KeyVerifier(hashing)
+    app.state.replays = ReplayStore(replay_secret(settings),
+                                    timedelta(hours=settings.api.idempotency_hours))
     # Mailbox usage for the address table (SPEC §8), cached briefly per address.
     app.state.maildir_usage = MaildirUsage(settings.maildir_root, ttl_seconds=30.0)
     app.state.portal_login = PortalLogin(
@@ -68,6 +88,9 @@ def create_app(
     for name, value in (extra_state or {}).items():
         setattr(app.state, name, value)
 
+    # Added last = runs first: headers on every answer, including the refusals below.
+    app.add_middleware(AdmissionMiddleware, admission=admission)
+    app.add_middleware(SecurityHeadersMiddleware)
     install_error_handlers(app)
     app.include_router(keys.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(keys.me_router, responses=COMMON_ERROR_RESPONSES)

@@ -17,6 +17,7 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailplane.api.admission import Admission, authenticated
 from mailplane.api.errors import ApiError, not_found
 from mailplane.api.web_session import session_principal
 from mailplane.auth.api_keys import KeyVerifier, Principal
@@ -48,17 +49,21 @@ async def get_hashing(request: Request) -> PasswordHashing:
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A session per request; creating one does no I/O (a connection is taken from the
-    pool only when a query runs, in the route's thread)."""
+    """A session per request, inside one of the API's database turns (``admission.py``):
+    the request waits for its turn on the event loop, so the threads and the connection
+    pool are never oversubscribed.  Creating the session does no I/O (a connection is
+    taken from the pool only when a query runs, in the route's thread)."""
+    admission: Admission = request.app.state.admission
     factory: sessionmaker[Session] = request.app.state.session_factory
-    session = factory()
-    try:
-        yield session
-    finally:
-        if session.in_transaction():
-            await run_in_threadpool(session.close)  # a rollback: I/O, not on the loop
-        else:
-            session.close()  # committed or released by the route: nothing to do but forget
+    async with admission.database_turn():
+        session = factory()
+        try:
+            yield session
+        finally:
+            if session.in_transaction():
+                await run_in_threadpool(session.close)  # a rollback: I/O, not on the loop
+            else:
+                session.close()  # committed or released by the route: nothing to forget
 
 
 async def get_session_factory(request: Request) -> sessionmaker[Session]:
@@ -75,30 +80,45 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-async def get_principal(
-    request: Request,
-    session: SessionDep,
+async def get_bearer_token(
     authorization: Annotated[str | None, Header()] = None,
-) -> Principal:
+) -> str | None:
+    """The bearer key, checked for shape before the request takes a database turn; None
+    when the request carries none (the portal's session cookie may stand in)."""
     if not authorization:
-        # The portal's session cookie (CSRF checked there) stands in for a customer key.
-        from_session = await session_principal(request)
-        if from_session is not None:
-            return from_session
-        raise ApiError(401, "unauthorized", "missing API key", headers=_UNAUTHORIZED)
+        return None
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "use Authorization: Bearer <api key>",
                        headers=_UNAUTHORIZED)
-    verifier: KeyVerifier = request.app.state.key_verifier
-    token = token.strip()
-    # A key seen recently is a dict hit; only a new key costs a query and argon2 (thread).
-    principal = verifier.cached(token) or await run_in_threadpool(
-        verifier.verify, session, token
-    )
-    if principal is None:
-        raise ApiError(401, "unauthorized", "invalid API key", headers=_UNAUTHORIZED)
-    return principal
+    return token.strip()
+
+
+async def get_principal(
+    request: Request,
+    token: Annotated[str | None, Depends(get_bearer_token)],
+    session: SessionDep,
+) -> AsyncIterator[Principal]:
+    """The verified caller — a bearer key, or a portal session (its CSRF token checked)
+    standing in for a customer key — holding one of its concurrent-request slots for the
+    rest of the request.  Every request checks its key or session against the database
+    (no cache), so a revoked key or an ended session is refused at once on every node."""
+    admission: Admission = request.app.state.admission
+    if token is None:
+        principal = await session_principal(request)
+        if principal is None:
+            raise ApiError(401, "unauthorized", "missing API key", headers=_UNAUTHORIZED)
+    else:
+        verifier: KeyVerifier = request.app.state.key_verifier
+        principal = await run_in_threadpool(verifier.verify, session, token)
+        if principal is None:
+            raise ApiError(401, "unauthorized", "invalid API key", headers=_UNAUTHORIZED)
+    authenticated(request.scope)
+    if principal.is_staff:
+        yield principal
+        return
+    with admission.key_slot(principal.key_id):
+        yield principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -165,15 +185,21 @@ class AddressScope:
 
 
 def get_address_scope(
+    request: Request,
     cn: CustomerNumber,
     address: Annotated[str, Path(description="full mail address")],
     principal: PrincipalDep,
     session: SessionDep,
 ) -> AddressScope:
     """Contract and address in one dependency, so a per-address call pays one thread hop
-    for its lookups, not one per dependency (docs/performance.md, API benchmark)."""
+    for its lookups, not one per dependency (docs/performance.md, API benchmark).
+
+    A write locks the address row until it commits (PostgreSQL ``FOR UPDATE``; SQLite has
+    one writer at a time anyway), so two writes of one address's settings run one after
+    the other instead of interleaving their delete-then-insert of the same lists."""
     contract = contract_in_scope(session, cn, principal)
-    row = addresses_repo.get_in_contract(session, contract_id=contract.id, address=address)
+    row = addresses_repo.get_in_contract(session, contract_id=contract.id, address=address,
+                                         for_update=request.method not in ("GET", "HEAD"))
     if row is None or (principal.address_id is not None and principal.address_id != row.id):
         raise not_found("address not found")
     return AddressScope(contract=contract, address=row, principal=principal)

@@ -19,7 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailplane.api.language import request_language
@@ -149,9 +150,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                 413: "too_large"}
         messages = {401: N_("sign-in required"), 403: N_("not allowed"), 404: N_("not found"),
-                    405: N_("this method is not allowed here")}
+                    405: N_("this method is not allowed here"),
+                    413: N_("the request body is too large")}
         message = messages.get(exc.status_code)
         text = translate(Text(message), request_language(request)) if message else str(exc.detail)
         return JSONResponse(
@@ -172,6 +175,26 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+    @app.exception_handler(SqlTimeoutError)
+    async def _pool_exhausted(request: Request, exc: SqlTimeoutError) -> JSONResponse:
+        # No connection free within the pool timeout: temporary, like a database that is
+        # down (the API's admission control keeps its own requests from getting here).
+        log.warning("no database connection for %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("busy", translate(Text("the service is busy; retry"
+                                                             " shortly"),
+                                                        request_language(request))),
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(IntegrityError)
+    async def _conflict(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A constraint refused a write that raced another request: a conflict with the
+        # current state, which the caller can re-read and retry — never a 500.
+        log.warning("write conflict on %s %s: %s", request.method, request.url.path,
+                    type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        return JSONResponse(error_body("conflict", translate(
+            Text("another request changed this at the same time; reload and try again"),
+            request_language(request))), status_code=409)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

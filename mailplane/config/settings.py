@@ -44,14 +44,37 @@ class _Section(BaseModel):
 
 
 class ApiConfig(_Section):
+    """The management API's limits under abuse (SPEC §8a; docs/security-api.md)."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    #: Verified API keys are cached (by SHA-256 of the key, never the key) so argon2
-    #: runs once per key and not on every request.
-    key_cache_seconds: int = Field(default=300, ge=0)
     #: Language of API messages when a request has no usable ``Accept-Language`` and no
     #: portal session (operators' scripts, integrations); see mailplane/api/language.py.
     default_language: Literal["ja", "en"] = "en"
+    #: Request bodies larger than this are refused with 413 before they are read (the
+    #: largest legitimate body, a full deny list, is about 60 KB).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Requests of one API process that hold a database session at once; the API has its
+    #: own connection pool of twice this size, so a request never waits for a connection.
+    max_concurrent_requests: int = Field(default=8, ge=1, le=32)
+    #: How long a request waits for one of those turns before it gets 503 + Retry-After.
+    queue_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: Requests of one customer key at once (operator and portal keys are bounded only by
+    #: ``max_concurrent_requests``); more get 429 + Retry-After.
+    max_concurrent_per_key: int = Field(default=4, ge=1)
+    #: Requests from one client IP in flight before their key is verified; more get 429.
+    #: Generous: many customers may share one address (CGNAT), and a legitimate client's
+    #: parallel requests count here until each has taken its turn and been verified.
+    max_unauthenticated_per_ip: int = Field(default=64, ge=1)
+    #: argon2 hashes and checks the API runs at once (new and changed POP passwords, keys
+    #: issued before schema 0005); more wait up to ``queue_timeout_seconds``, then 503.
+    max_concurrent_hashing: int = Field(default=2, ge=1, le=32)
+    #: How long an ``Idempotency-Key`` replays its first response (SPEC §1, issue 14).
+    idempotency_hours: int = Field(default=24, ge=1, le=24 * 30)
+    #: Seals stored replays (AES-GCM): they hold the initial password.  Every node must
+    #: use the same value; empty = generated once into ``<state_dir>/api-replay.secret``
+    #: (shared by the nodes when ``state_dir`` is the cluster's shared volume).
+    replay_secret: SecretStr = SecretStr("")
 
 
 class MxConfig(_Section):
@@ -392,7 +415,8 @@ class Settings(BaseSettings):
 
 
 #: SecretStr settings that may instead be read from a file named by ``..._FILE``.
-SECRET_KEYS = (("srs", "secret"), ("outbound", "smarthost_password"))
+SECRET_KEYS = (("srs", "secret"), ("outbound", "smarthost_password"),
+               ("api", "replay_secret"))
 
 
 class _EnvWithoutSecretFiles(EnvSettingsSource):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mailstore.maildir import delivered_at
-from mailplane.storage import outbound_repo, policy_repo, quarantine_repo
+from mailplane.storage import idempotency_repo, outbound_repo, policy_repo, quarantine_repo
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class PurgeResult:
     inbox_deleted: int
     outbound_rows_deleted: int = 0
     policy_changes_deleted: int = 0
+    idempotency_records_deleted: int = 0
 
 
 def _inbox_files(root: Path) -> list[Path]:
@@ -103,6 +104,18 @@ def purge_policy_changes(session_factory: sessionmaker[Session], clock: Clock) -
     return deleted
 
 
+def purge_idempotency_records(
+    settings: Settings, session_factory: sessionmaker[Session], clock: Clock
+) -> int:
+    """Stored ``Idempotency-Key`` replays hold an initial password (sealed): they are
+    deleted once they can no longer be replayed (``api.idempotency_hours``; issue 14)."""
+    cutoff = clock.now() - timedelta(hours=settings.api.idempotency_hours)
+    with session_factory() as session:
+        deleted = idempotency_repo.purge_created_before(session, cutoff=cutoff)
+        session.commit()
+    return deleted
+
+
 def purge(settings: Settings, session_factory: sessionmaker[Session], clock: Clock) -> PurgeResult:
     """Delete expired quarantine items, inbox mail and outbound history once (blocking)."""
     result = PurgeResult(
@@ -110,6 +123,8 @@ def purge(settings: Settings, session_factory: sessionmaker[Session], clock: Clo
         inbox_deleted=purge_inbox(settings, clock),
         outbound_rows_deleted=purge_outbound_history(settings, session_factory, clock),
         policy_changes_deleted=purge_policy_changes(session_factory, clock),
+        idempotency_records_deleted=purge_idempotency_records(settings, session_factory,
+                                                              clock),
     )
     log.info("purge: %d quarantined and %d inbox messages deleted",
              result.quarantine_deleted, result.inbox_deleted)

@@ -27,6 +27,7 @@ from mailplane.clock import Clock, SystemClock
 from mailplane.config.settings import Settings
 from mailplane.node.policy_cache import PolicyCache
 from mailplane.storage.db import make_engine, make_session_factory
+from mailplane.storage.state_dir import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Eve
     """Serve ``roles`` until ``stop`` is set.  ``extra_worker``: an additional MX process
     sharing the port (``mx.workers``), which leaves periodic jobs to the node's first."""
     clock = SystemClock()
+    private_dir(settings.state_dir)  # database, secrets, mail: owner only (issue 15)
     engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     session_factory = make_session_factory(engine)
     policy = PolicyCache(session_factory, base_domains=tuple(settings.base_domains),
@@ -142,24 +144,29 @@ async def _start_services(
         )
         closers.append(pop3.close)
     if "api" in roles:
-        closers.append(_start_api(settings, session_factory, policy, clock, tasks))
+        closers.append(_start_api(settings, policy, clock, tasks))
     return closers
 
 
-def _start_api(settings: Settings, session_factory: sessionmaker[Session],
-               policy: PolicyCache, clock: Clock, tasks: list[asyncio.Task[None]]) -> Closer:
+def _start_api(settings: Settings, policy: PolicyCache, clock: Clock,
+               tasks: list[asyncio.Task[None]]) -> Closer:
+    """The API on its own connection pool (``api.app.api_engine``): an API flood cannot
+    take the connections that POP3 logins and delivery need (issue 15)."""
     from mailplane.api.app import create_app
 
-    app = create_app(settings, clock=clock, session_factory=session_factory,
-                     extra_state={"policy_cache": policy})
+    app = create_app(settings, clock=clock, extra_state={"policy_cache": policy})
     config = uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
                             log_level="warning", lifespan="off")
     server = _EmbeddedUvicorn(config)
-    tasks.append(asyncio.create_task(server.serve(), name="api"))
+    serving = asyncio.create_task(server.serve(), name="api")
+    tasks.append(serving)
     log.info("API listening on http://%s:%d", settings.api.host, settings.api.port)
 
     async def stop_api() -> None:
         server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(serving), 30)
+        app.state.engine.dispose()
 
     return stop_api
 

@@ -20,6 +20,7 @@ from mailplane.clock import SystemClock
 from mailplane.config.settings import Settings
 from mailplane.storage import addresses_repo, audit_repo, contracts_repo, policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
+from mailplane.storage.state_dir import private_dir
 
 DEMO_CUSTOMER_NUMBER = "DEMO0001"
 DEMO_SUBDOMAIN = "e06"
@@ -37,6 +38,7 @@ def _write_secret_file(path: Path, content: str) -> None:
 
 def seed_demo(settings: Settings, *, key_file: Path | None = None) -> None:
     key_file = key_file or settings.state_dir / "operator.key"
+    private_dir(settings.state_dir)
     clock = SystemClock()
     hashing = PasswordHashing(settings.security)
     engine = make_engine(settings.database_url)
@@ -76,7 +78,7 @@ def seed_demo(settings: Settings, *, key_file: Path | None = None) -> None:
         operator_key = None
         if not key_file.exists():
             _key_id, operator_key = issue_api_key(
-                session, hashing, role="operator", now=now, actor="seed-demo",
+                session, role="operator", now=now, actor="seed-demo",
                 label="seed-demo operator key",
             )
         session.commit()
@@ -101,7 +103,6 @@ def create_api_key_cli(
     settings: Settings, *, role: str, contract: str | None, address: str | None
 ) -> str:
     clock = SystemClock()
-    hashing = PasswordHashing(settings.security)
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
     try:
@@ -120,7 +121,7 @@ def create_api_key_cli(
             if role == "customer" and contract_id is None:
                 raise SystemExit("mailplane: a customer key needs --contract")
             _key_id, key = issue_api_key(
-                session, hashing, role=role, now=clock.now(), actor="cli",
+                session, role=role, now=clock.now(), actor="cli",
                 contract_id=contract_id, address_id=address_id,
             )
             session.commit()

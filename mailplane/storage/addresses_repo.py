@@ -159,10 +159,16 @@ def create_address(
     return row
 
 
-def set_password_hash(session: Session, *, address: Address, password_hash: str,
-                      now: datetime) -> None:
-    address.password_hash = password_hash
-    address.password_changed_at = now
+def replace_password_hash(session: Session, *, address: Address, expected_hash: str,
+                          password_hash: str, now: datetime) -> bool:
+    """Store a new password hash only if the stored one is still ``expected_hash`` — the
+    one the caller checked the current password against, or showed a reissue for.  False
+    if another request changed it first: one conditional UPDATE, atomic on SQLite and
+    PostgreSQL alike, so of two concurrent changes exactly one wins."""
+    result = session.execute(
+        update(_A).where(_A.c.id == address.id, _A.c.password_hash == expected_hash)
+        .values(password_hash=password_hash, password_changed_at=now))
+    return bool(getattr(result, "rowcount", 0))
 
 
 def set_status(session: Session, *, address_id: int, status: str) -> bool:
@@ -183,21 +189,33 @@ def find(session: Session, *, address: str) -> Address | None:
     return row
 
 
-def delete_address(session: Session, *, address: Address, now: datetime) -> None:
-    """Remove the address and its settings; remember it for the cool-off."""
+def delete_address(session: Session, *, address: Address, now: datetime) -> bool:
+    """Remove the address and its settings; remember it for the cool-off.  False if it is
+    already gone (a concurrent delete won): nothing was changed then."""
+    deleted = session.execute(delete(_A).where(_A.c.id == address.id))
+    if not getattr(deleted, "rowcount", 0):
+        return False
+    session.expunge(address)
     session.execute(delete(QuarantineItem).where(QuarantineItem.address == address.address))
     session.merge(RetiredAddress(address=address.address, deleted_at=now))
-    session.delete(address)
+    return True
 
 
 _IN_CONTRACT = select(Address).where(Address.contract_id == bindparam("contract_id"),
                                      Address.address == bindparam("address"))
 
 
-def get_in_contract(session: Session, *, contract_id: int, address: str) -> Address | None:
-    """The address row if it belongs to the contract (every per-address API call)."""
-    row: Address | None = session.scalar(_IN_CONTRACT, {"contract_id": contract_id,
-                                                        "address": address.lower()})
+_IN_CONTRACT_FOR_UPDATE = _IN_CONTRACT.with_for_update()
+
+
+def get_in_contract(session: Session, *, contract_id: int, address: str,
+                    for_update: bool = False) -> Address | None:
+    """The address row if it belongs to the contract (every per-address API call);
+    ``for_update`` locks it until the transaction ends (a no-op on SQLite, whose writers
+    are serialised by its one write lock)."""
+    statement = _IN_CONTRACT_FOR_UPDATE if for_update else _IN_CONTRACT
+    row: Address | None = session.scalar(statement, {"contract_id": contract_id,
+                                                     "address": address.lower()})
     return row
 
 

@@ -75,10 +75,23 @@ def count_addresses(session: Session, *, contract_id: int) -> int:
 
 
 def lock_for_update(session: Session, *, contract_id: int) -> Contract | None:
-    """Serialise address creation per contract (slot counting) on PostgreSQL."""
-    return session.scalar(
-        select(Contract).where(Contract.id == contract_id).with_for_update()
-    )
+    """Serialise slot decisions per contract: from here to the commit, no other
+    transaction can count the contract's addresses and add one.  Returns the contract as
+    stored now (not a copy the session read earlier).
+
+    PostgreSQL: a row lock (``FOR UPDATE``).  SQLite: the driver starts a transaction only
+    at the first write, so a count read before it sees no later commits; a no-op UPDATE
+    of the row takes the database's write lock first (waiting ``busy_timeout`` for another
+    writer), and everything read after it is current until the commit (issue 15: 8
+    parallel creates took 8 slots of 1).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(_C).where(_C.c.id == contract_id)
+                        .values(extra_slots=_C.c.extra_slots))
+        statement = select(Contract).where(Contract.id == contract_id)
+    else:
+        statement = select(Contract).where(Contract.id == contract_id).with_for_update()
+    return session.scalar(statement.execution_options(populate_existing=True))
 
 
 def release_paid_slot(session: Session, *, contract_id: int) -> bool:

@@ -103,6 +103,9 @@ class Address(Base):
     __table_args__ = (
         UniqueConstraint("local_part", "subdomain", "base_domain", name="uq_address_parts"),
         Index("ix_addresses_contract", "contract_id"),
+        # Ids are never reused (SQLite would hand a deleted address's id to the next one,
+        # and a key scoped to the old address would reach the new one; migration 0005).
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -173,13 +176,19 @@ class AutoReplyLedger(Base):
 
 
 class ApiKey(Base):
-    """Management API key: ``mpk_<key_id>_<secret>``; only the argon2id hash is stored."""
+    """Management API key: ``mpk_<key_id>_<secret>``; the secret itself is never stored.
+
+    ``secret_digest`` is a keyed SHA-256 of the secret (``auth/api_keys.py``);
+    ``secret_hash`` is the argon2id hash of a key issued before migration 0005, replaced
+    by the digest at the key's first successful use.
+    """
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key_id: Mapped[str] = mapped_column(String(32), unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(255))
+    secret_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    secret_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     role: Mapped[str] = mapped_column(String(16))  # operator|portal|customer
     contract_id: Mapped[int | None] = mapped_column(
         ForeignKey("contracts.id", ondelete="CASCADE"), nullable=True

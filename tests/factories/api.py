@@ -11,7 +11,6 @@ import pytest
 
 from mailplane.api.app import create_app
 from mailplane.auth.api_keys import issue_api_key
-from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
 from mailplane.config.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
@@ -90,9 +89,7 @@ def api_factory(make_settings: Callable[..., Settings]) -> Iterator[ApiFactory]:
         engine = make_engine(settings.database_url)
         session_factory = make_session_factory(engine)
         with session_factory() as session:
-            _key_id, operator_key = issue_api_key(
-                session, PasswordHashing(settings.security), role="operator", now=clock.now()
-            )
+            _key_id, operator_key = issue_api_key(session, role="operator", now=clock.now())
             session.commit()
         app = create_app(settings, clock=clock, session_factory=session_factory)
         ctx = run_api(app, free_port())

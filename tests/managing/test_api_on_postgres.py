@@ -13,7 +13,7 @@ def test_api_flow_on_postgresql(api_factory: ApiFactory, pg_url: str) -> None:
     first = api.operator.post(url, json=body, headers={"Idempotency-Key": "k1"})
     second = api.operator.post(url, json=body, headers={"Idempotency-Key": "k1"})
     assert first.status_code == second.status_code == 201
-    assert second.json()["initial_password"] is None
+    assert second.json() == first.json()  # password included (issue 14)
     rows = api.operator.get(url).json()["addresses"]
     assert [r["address"] for r in rows] == ["taro@e06.example.net"]
     assert api.operator.post(url, json=body).status_code == 409

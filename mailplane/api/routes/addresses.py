@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -24,7 +23,8 @@ from mailplane.api.deps import (
     SettingsDep,
     visible_contract,
 )
-from mailplane.api.errors import ApiError, rule_error
+from mailplane.api.errors import ApiError, not_found, rule_error
+from mailplane.api.idempotency import Replay, ReplayStore, request_hash
 from mailplane.api.schemas.addresses import (
     AddressCreate,
     AddressCreated,
@@ -47,8 +47,9 @@ from mailplane.rules.registration import (
     next_slot,
     paid_slot_freed,
 )
-from mailplane.storage import addresses_repo, contracts_repo, idempotency_repo
+from mailplane.storage import addresses_repo, contracts_repo
 from mailplane.storage.addresses_repo import AddressSummary
+from mailplane.storage.models import Contract
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
 
@@ -90,14 +91,10 @@ def _address_list(session: Session, cn: str, principal: Principal, settings: Set
     )
 
 
-def _request_hash(body: AddressCreate) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
-def _replay(record_status: int, record_body: bytes, response: Response) -> AddressCreated:
-    response.status_code = record_status
+def _replayed(replay: Replay, response: Response) -> AddressCreated:
+    response.status_code = replay.status_code
     response.headers["Idempotent-Replayed"] = "true"
-    return AddressCreated.model_validate_json(record_body)
+    return AddressCreated.model_validate_json(replay.body)
 
 
 def _new_pop_account(session: Session) -> str:
@@ -111,6 +108,7 @@ def _new_pop_account(session: Session) -> str:
 @router.post("", status_code=201, response_model=AddressCreated)
 def create_address(
     body: AddressCreate,
+    request: Request,
     response: Response,
     contract: ContractAdminDep,
     principal: PrincipalDep,
@@ -120,20 +118,24 @@ def create_address(
     clock: ClockDep,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> AddressCreated:
-    """Register an address.  A repeated ``Idempotency-Key`` returns the first result
-    (SPEC §1: the manual warns that double clicks create duplicates) — without the
-    password, which is shown only once."""
+    """Register an address.  A repeated ``Idempotency-Key`` returns the first response,
+    initial password included, for ``api.idempotency_hours`` (SPEC §1: the manual warns
+    that double clicks create duplicates; issue 14).
+
+    The slot decision runs under the contract's lock, and the key is looked up again
+    under it: of concurrent requests with one key, one creates and the others replay it;
+    of concurrent requests for one address, one creates and the others get 409.
+    """
+    replays: ReplayStore = request.app.state.replays
     scope = f"{contract.id}:create-address"
-    request_hash = _request_hash(body)
+    fingerprint = request_hash(body.model_dump_json().encode())
+    now = clock.now()
     if idempotency_key:
-        previous = idempotency_repo.get(session, scope=scope, key=idempotency_key)
-        if previous is not None:
-            if previous.request_hash != request_hash:
-                raise ApiError(422, "idempotency_mismatch",
-                               "Idempotency-Key was already used for a different request",
-                               "Idempotency-Key")
-            return _replay(previous.status_code, previous.response_body, response)
-    if contract.status != "active":
+        known = replays.find(session, scope=scope, key=idempotency_key,
+                             request_hash=fingerprint, now=now)
+        if known is not None:
+            return _replayed(known, response)
+    if contract.status != "active":  # checked again under the lock
         raise ApiError(409, "contract_suspended", "the contract is suspended")
     try:
         check_registration(accept_terms=body.accept_terms, subdomain=body.subdomain,
@@ -141,14 +143,46 @@ def create_address(
         domain = base_domain(body.base_domain, settings.base_domains)
     except RuleViolation as exc:
         raise rule_error(exc, "address") from None
-    now = clock.now()
     full = f"{body.local_part}@{body.subdomain}.{domain}"
-    cooloff = timedelta(days=settings.addresses.deleted_cooloff_days)
-    if addresses_repo.unavailable_among(session, addresses=[full], now=now, cooloff=cooloff):
-        raise ApiError(409, "address_taken",
-                       "{address} is not available; choose another subdomain candidate",
-                       "subdomain", address=full)
-    contracts_repo.lock_for_update(session, contract_id=contract.id)
+    taken = ApiError(409, "address_taken",
+                     "{address} is not available; choose another subdomain candidate",
+                     "subdomain", address=full)
+    # Hashed before the lock: on SQLite the lock is the database's write lock, which mail
+    # delivery needs too, so nothing slow happens while it is held.
+    password = generate_password(settings.addresses.reissue_password_length)
+    password_hash = hashing.hash(password)
+    try:
+        locked = contracts_repo.lock_for_update(session, contract_id=contract.id)
+        if idempotency_key:
+            known = replays.find(session, scope=scope, key=idempotency_key,
+                                 request_hash=fingerprint, now=now)
+            if known is not None:
+                session.rollback()
+                return _replayed(known, response)
+        if locked is None or locked.status != "active":
+            raise ApiError(409, "contract_suspended", "the contract is suspended")
+        cooloff = timedelta(days=settings.addresses.deleted_cooloff_days)
+        if addresses_repo.unavailable_among(session, addresses=[full], now=now,
+                                            cooloff=cooloff):
+            raise taken
+        result = _register(session, body, locked, domain, principal, settings,
+                           (password, password_hash), now)
+        if idempotency_key:
+            replays.save(session, scope=scope, key=idempotency_key, request_hash=fingerprint,
+                         status_code=201, body=result.model_dump_json().encode(), now=now)
+        session.commit()
+    except IntegrityError:
+        # Another contract registered the same address between our check and our insert
+        # (the lock is per contract; the unique index decides).
+        session.rollback()
+        raise taken from None
+    return result
+
+
+def _register(session: Session, body: AddressCreate, contract: Contract, domain: str,
+              principal: Principal, settings: Settings, password: tuple[str, str],
+              now: datetime) -> AddressCreated:
+    """Take a slot and create the address, audit and notice (the caller holds the lock)."""
     used = contracts_repo.count_addresses(session, contract_id=contract.id)
     try:
         slot = next_slot(included=contract.included_addresses, extra_slots=contract.extra_slots,
@@ -157,7 +191,7 @@ def create_address(
     except ChargeRequired as exc:
         raise ApiError(409, "charge_required", exc.text, exc.field) from None
     contract.extra_slots = slot.extra_slots
-    password = generate_password(settings.addresses.reissue_password_length)
+    plain, password_hash = password
     row = addresses_repo.create_address(
         session,
         contract_id=contract.id,
@@ -165,7 +199,7 @@ def create_address(
         subdomain=body.subdomain,
         base_domain=domain,
         pop_account=_new_pop_account(session),
-        password_hash=hashing.hash(password),
+        password_hash=password_hash,
         virus_check=body.virus_check,
         quota_bytes=settings.addresses.default_quota_bytes,
         now=now,
@@ -181,35 +215,12 @@ def create_address(
     )
     stage_change_notice(session, settings=settings, contract=contract,
                         action="address.create", address=row.address, now=now)
-    result = AddressCreated(
+    return AddressCreated(
         address=address_row(AddressSummary.of(row), now, settings.tz),
         pop_account=row.pop_account,
-        initial_password=issued_password(password, now, settings.tz),
+        initial_password=issued_password(plain, now, settings.tz),
         quota=quota(contract, used + 1).model_dump(),
     )
-    if idempotency_key:
-        stored = result.model_copy(update={"initial_password": None})
-        idempotency_repo.save(
-            session,
-            scope=scope,
-            key=idempotency_key,
-            request_hash=request_hash,
-            status_code=201,
-            response_body=stored.model_dump_json().encode(),
-            now=now,
-        )
-    try:
-        session.commit()
-    except IntegrityError:
-        # Lost a race: the same Idempotency-Key or the same address committed first.
-        session.rollback()
-        if idempotency_key:
-            previous = idempotency_repo.get(session, scope=scope, key=idempotency_key)
-            if previous is not None and previous.request_hash == request_hash:
-                return _replay(previous.status_code, previous.response_body, response)
-        raise ApiError(409, "address_taken", "{address} is not available", "subdomain",
-                       address=full) from None
-    return result
 
 
 @router.get("/{address}", response_model=AddressRow)
@@ -231,7 +242,8 @@ def delete_address(
     address = scope.address.address
     now = clock.now()
     contracts_repo.lock_for_update(session, contract_id=contract.id)
-    addresses_repo.delete_address(session, address=scope.address, now=now)
+    if not addresses_repo.delete_address(session, address=scope.address, now=now):
+        raise not_found("address not found")  # a concurrent delete of it won
     session.flush()  # counted below without it, in this (write) transaction
     slots = contracts_repo.slots_by_number(session, customer_number=contract.customer_number)
     remaining = contracts_repo.count_addresses(session, contract_id=contract.id)

@@ -17,7 +17,7 @@ from mailplane.api.deps import (
     SessionDep,
     SettingsDep,
 )
-from mailplane.api.errors import ApiError, invalid, rule_error
+from mailplane.api.errors import ApiError, invalid, not_found, rule_error
 from mailplane.api.schemas.addresses import SubdomainCandidate, SubdomainCandidates
 from mailplane.api.schemas.contracts import ContractCreate, ContractOut, ContractUpdate
 from mailplane.api.views import contract_out
@@ -82,6 +82,12 @@ def update_contract(
     session: SessionDep,
     clock: ClockDep,
 ) -> ContractOut:
+    """Under the contract's lock, like address creation: a slot reduction checks the
+    address count that a concurrent registration cannot change before the commit."""
+    locked = contracts_repo.lock_for_update(session, contract_id=contract.id)
+    if locked is None:
+        raise not_found("contract not found")
+    contract = locked
     used = contracts_repo.count_addresses(session, contract_id=contract.id)
     changes: dict[str, object] = {}
     if body.extra_slots is not None:

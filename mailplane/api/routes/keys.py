@@ -1,15 +1,19 @@
-"""``POST /v1/api-keys`` (operator): new key, shown once (SPEC §10-§11)."""
+"""``POST /v1/api-keys`` (operator): new key, shown once (SPEC §10-§11);
+``DELETE /v1/api-keys/{key_id}`` (operator): revoke it, refused from the next request on
+every node."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel
 
-from mailplane.api.deps import ClockDep, HashingDep, OperatorDep, PrincipalDep, SessionDep
-from mailplane.api.errors import ApiError, invalid
+from mailplane.api.deps import ClockDep, OperatorDep, PrincipalDep, SessionDep
+from mailplane.api.errors import ApiError, invalid, not_found
 from mailplane.api.schemas.keys import ApiKeyCreate, ApiKeyCreated
 from mailplane.auth.api_keys import issue_api_key
-from mailplane.storage import addresses_repo, contracts_repo
+from mailplane.storage import addresses_repo, api_keys_repo, audit_repo, contracts_repo
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
@@ -19,7 +23,6 @@ def create_api_key(
     body: ApiKeyCreate,
     principal: OperatorDep,
     session: SessionDep,
-    hashing: HashingDep,
     clock: ClockDep,
 ) -> ApiKeyCreated:
     contract_id: int | None = None
@@ -40,7 +43,6 @@ def create_api_key(
         raise invalid("role", "only customer keys are bound to a contract or address")
     key_id, full_key = issue_api_key(
         session,
-        hashing,
         role=body.role,
         now=clock.now(),
         actor=principal.actor,
@@ -56,6 +58,24 @@ def create_api_key(
         address=body.address.lower() if body.address else None,
         api_key=full_key,
     )
+
+
+@router.delete("/{key_id}", status_code=204)
+def revoke_api_key(
+    key_id: Annotated[str, Path(max_length=32)],
+    principal: OperatorDep,
+    session: SessionDep,
+    clock: ClockDep,
+) -> Response:
+    """Revoke a key: every node refuses it from its next request (keys are not cached)."""
+    now = clock.now()
+    key = api_keys_repo.get_active_key(session, key_id=key_id)
+    if key is None or not api_keys_repo.revoke(session, key_id=key_id, now=now):
+        raise not_found("API key not found")
+    audit_repo.record(session, actor=principal.actor, action="api_key.revoke", now=now,
+                      contract_id=key.contract_id, detail={"key_id": key_id})
+    session.commit()
+    return Response(status_code=204)
 
 
 me_router = APIRouter(prefix="/v1/me", tags=["api keys"])

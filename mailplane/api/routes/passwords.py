@@ -17,7 +17,7 @@ from mailplane.api.deps import (
     SessionDep,
     SettingsDep,
 )
-from mailplane.api.errors import invalid
+from mailplane.api.errors import ApiError, invalid
 from mailplane.api.schemas.addresses import PasswordChange, PasswordChanged, PasswordReissued
 from mailplane.api.views import issued_password, local_date
 from mailplane.auth.passwords import generate_password, same_as_local_part
@@ -30,9 +30,16 @@ router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
 
 def _store_password(session: Session, scope: AddressScope, settings: Settings,
                     password_hash: str, action: str, now: datetime) -> None:
-    """Save a new POP password hash, audited and notified (SPEC §9), in one transaction."""
-    addresses_repo.set_password_hash(session, address=scope.address,
-                                     password_hash=password_hash, now=now)
+    """Save a new POP password hash, audited and notified (SPEC §9), in one transaction —
+    only if the stored hash is still the one this request read: of concurrent changes one
+    wins and the others get 409, instead of all being told their password is now valid."""
+    if not addresses_repo.replace_password_hash(
+            session, address=scope.address, expected_hash=scope.address.password_hash,
+            password_hash=password_hash, now=now):
+        session.rollback()
+        raise ApiError(409, "password_changed_meanwhile",
+                       "the password was changed by another request at the same time;"
+                       " nothing was changed by this one", "current")
     record_change(session, principal=scope.principal, action=action, now=now,
                   contract_id=scope.contract.id, address=scope.address.address,
                   affects_policy=False)

@@ -22,15 +22,30 @@ def run_migrations_online() -> None:
         if is_postgres:
             connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             connection.commit()
+        is_sqlite = connection.dialect.name == "sqlite"
+        if is_sqlite:
+            # A batch migration rebuilds a table (create, copy, drop, rename); with foreign
+            # keys on, the drop would cascade-delete every row that refers to it.  The
+            # pragma only takes effect outside a transaction, hence here; the check below
+            # proves the rebuilt tables still satisfy every constraint.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         try:
             context.configure(
                 connection=connection,
                 target_metadata=Base.metadata,
-                render_as_batch=connection.dialect.name == "sqlite",
+                render_as_batch=is_sqlite,
             )
             with context.begin_transaction():
                 context.run_migrations()
+                if is_sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"foreign keys broken by the migration: {broken}")
         finally:
+            if is_sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
             if is_postgres:
                 connection.execute(
                     text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}

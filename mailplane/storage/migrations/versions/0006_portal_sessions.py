@@ -1,7 +1,7 @@
 """portal sign-in: contract passwords and server-side web sessions
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-04 23:30:00
 
 Customers sign in to the portal like My Page (SPEC §10, issue 16): contract holders with
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
