@@ -436,6 +436,12 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
             prepare_mailplane(url_n, plan.hosted)
             running.append(servers.start_mailplane(workdir, workers=n, database_url=url_n,
                                                    name=name))
+        if args.asyncio_loop_too:
+            url_a = stack.enter_context(database(args.db, workdir / "mailplane-asyncio"))
+            prepare_mailplane(url_a, plan.hosted)
+            running.append(servers.start_mailplane(workdir, workers=args.workers or None,
+                                                   database_url=url_a, name="mailplane-asyncio",
+                                                   event_loop="asyncio"))
         if args.no_outbound_too:
             url_nf = stack.enter_context(database(args.db, workdir / "mailplane-noout"))
             prepare_mailplane(url_nf, plan.hosted, outbound=False)
@@ -518,6 +524,9 @@ def main() -> None:
                         help="skip the private Postfix instance (the postfix column)")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
                         help="mailplane's database (PostgreSQL: MAILPLANE_BENCH_PG admin URL)")
+    parser.add_argument("--asyncio-loop-too", action="store_true",
+                        help="also measure mailplane on asyncio's own event loop (the "
+                             "default is uvloop where installed)")
     parser.add_argument("--no-outbound-too", action="store_true",
                         help="also measure mailplane with forwarding/auto-reply OFF")
     parser.add_argument("--fast-baseline-too", action="store_true",

@@ -176,7 +176,7 @@ def write_mailplane_config(workdir: Path, port: int, workers: int | None,
 
 def start_mailplane(workdir: Path, *, workers: int | None, database_url: str,
                     name: str = "mailplane", all_roles: bool = False,
-                    smarthost_port: int = 0) -> RunningServer:
+                    smarthost_port: int = 0, event_loop: str = "") -> RunningServer:
     """``mailplane serve --role mx`` (``all_roles``: ``mailplane serve``, every role in one
     node as ``make run`` starts it): the real node start-up path, in its own process."""
     port = free_port()
@@ -184,6 +184,8 @@ def start_mailplane(workdir: Path, *, workers: int | None, database_url: str,
                                     all_roles=all_roles, smarthost_port=smarthost_port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPLANE_")}
     env["MAILPLANE_CONFIG"] = str(config)
+    if event_loop:
+        env["MAILPLANE_EVENT_LOOP"] = event_loop
     argv = [str(Path(sys.executable).parent / "mailplane"), "serve",
             *([] if all_roles else ["--role", "mx"])]
     stderr = open(workdir / f"{name}.log", "wb")  # noqa: SIM115

@@ -17,14 +17,15 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.auth.credentials import Authenticator
 from mailplane.clock import Clock, SystemClock
-from mailplane.config.settings import Settings
+from mailplane.config.settings import ConfigError, Settings
 from mailplane.node.policy_cache import PolicyCache
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.state_dir import private_dir
@@ -34,6 +35,23 @@ log = logging.getLogger(__name__)
 ALL_ROLES = ("api", "mx", "submission", "pop3", "worker")
 
 Closer = Callable[[], Awaitable[None]]
+
+
+def run_loop(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on the configured event loop (``event_loop``): uvloop when it is
+    installed and not turned off, asyncio's own loop otherwise."""
+    if settings.event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if settings.event_loop == "uvloop":
+                raise ConfigError("event_loop: uvloop is not installed") from None
+        else:
+            log.info("event loop: uvloop %s", getattr(uvloop, "__version__", "?"))
+            uvloop.run(main)
+            return
+    log.info("event loop: asyncio")
+    asyncio.run(main)
 
 
 async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Event, *,

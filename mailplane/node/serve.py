@@ -12,7 +12,7 @@ import asyncio
 import signal
 
 from mailplane.config.settings import Settings
-from mailplane.node.bootstrap import ALL_ROLES, run_node
+from mailplane.node.bootstrap import ALL_ROLES, run_loop, run_node
 
 
 def parse_roles(value: str) -> tuple[str, ...]:
@@ -41,7 +41,7 @@ def serve_forever(settings: Settings, *, roles: tuple[str, ...]) -> int:
 
     workers = MxWorkers.start(settings) if wants_workers(settings, roles) else None
     try:
-        asyncio.run(run_until_signalled(settings, roles))
+        run_loop(settings, run_until_signalled(settings, roles))
     finally:
         if workers is not None:
             workers.stop()

@@ -23,7 +23,7 @@ import signal
 from multiprocessing.process import BaseProcess
 
 from mailplane.config.settings import Settings
-from mailplane.node.bootstrap import run_node
+from mailplane.node.bootstrap import run_loop, run_node
 from mailplane.node.logging import configure_logging
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _worker_main(settings: Settings, parent: int) -> None:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
-    asyncio.run(main())
+    run_loop(settings, main())
 
 
 class MxWorkers:

@@ -1,16 +1,18 @@
-"""A node started while its database is unreachable waits for it instead of exiting, and
-serves once it answers (issue 9: a lost database connection is retried, never fatal)."""
+"""How a node starts: it waits for a database that is not reachable yet instead of exiting
+(issue 9), and it runs on the configured event loop."""
 
 from __future__ import annotations
 
+import smtplib
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import PG_ADMIN_URL
-from tests.factories.node import build_node, close_node
+from tests.factories.node import NodeFactory, build_node, close_node
 
 
 def test_node_started_before_its_database_waits_and_then_serves(
@@ -51,3 +53,18 @@ def test_node_started_before_its_database_waits_and_then_serves(
             conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
         admin.dispose()
         close_node(node)
+
+
+@pytest.mark.parametrize("choice", ["auto", "asyncio"])
+def test_the_node_runs_on_the_configured_event_loop_and_says_which(
+    node_factory: NodeFactory, choice: str
+) -> None:
+    """``event_loop = auto`` (config/mailplane.toml) runs uvloop, a third less CPU per SMTP
+    session (docs/performance.md); ``asyncio`` keeps the standard loop.  Either way the
+    node serves, and its log names the loop."""
+    node = node_factory(MAILPLANE_EVENT_LOOP=choice)
+    node.start()
+    expected = "event loop: uvloop" if choice == "auto" else "event loop: asyncio"
+    assert expected in node.log_text()
+    with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as smtp:
+        assert smtp.noop()[0] == 250
