@@ -256,8 +256,9 @@ class OutboundConfig(_Section):
     #: another value only to point a node's worker at a capture server in tests.
     mx_port: int = Field(default=25, ge=1, le=65535)
     #: Seconds between queue polls when nothing woke the worker (jobs staged by another
-    #: node's MX or API are only seen by polling).
-    poll_seconds: float = Field(default=5.0, gt=0)
+    #: node's MX or API, or by another process of this node, are only seen by polling).
+    #: A poll is one indexed read; it claims only when a job is due.
+    poll_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("dns_nameserver")
     @classmethod

@@ -82,6 +82,19 @@ def add_jobs(session: Session, rows: list[dict[str, object]]) -> None:
         session.execute(_INSERT_JOB, rows)
 
 
+def due_job_exists(session: Session, *, now: datetime) -> bool:
+    """Whether some job is due and not claimed: one indexed read (``ix_outbound_due``), no
+    write lock — what an idle worker asks before it tries to claim."""
+    now = as_utc(now)
+    found = session.scalar(
+        select(OutboundJob.id).where(
+            OutboundJob.status == "queued",
+            OutboundJob.next_attempt_at <= now,
+            or_(OutboundJob.claimed_until.is_(None), OutboundJob.claimed_until < now),
+        ).limit(1))
+    return found is not None
+
+
 def claim_due_jobs(
     session: Session, *, worker_id: str, now: datetime, lease: timedelta, limit: int
 ) -> list[ClaimedJob]:
