@@ -6,7 +6,9 @@ and each extra MX worker process start here.
 and the one :class:`~mailplane.delivery.local.LocalDelivery` that the MX, submission and
 the outbound worker all deliver through — then starts each role's service, waits for
 ``stop`` and closes everything in reverse order.  Every background task is kept and
-awaited.
+awaited.  Before any listener starts, the process's descriptor limit is raised and the
+listeners' connection limits are fitted into it, and the event loop's own error reports
+(``accept()`` at EMFILE) are logged once per interval (:mod:`mailplane.node.listeners`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Eve
                    extra_worker: bool = False) -> None:
     """Serve ``roles`` until ``stop`` is set.  ``extra_worker``: an additional MX process
     sharing the port (``mx.workers``), which leaves periodic jobs to the node's first."""
+    from mailplane.net.throttled_log import ThrottledLog, install_loop_exception_handler
+    from mailplane.node.listeners import fit_connection_limits, raise_fd_limit
+
+    install_loop_exception_handler(asyncio.get_running_loop(),
+                                   ThrottledLog(logging.getLogger("mailplane.loop")))
+    settings = fit_connection_limits(settings, roles, raise_fd_limit())
     clock = SystemClock()
     private_dir(settings.state_dir)  # database, secrets, mail: owner only (issue 15)
     engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
@@ -171,10 +179,17 @@ def _start_api(settings: Settings, policy: PolicyCache, clock: Clock,
     """The API on its own connection pool (``api.app.api_engine``): an API flood cannot
     take the connections that POP3 logins and delivery need (issue 15)."""
     from mailplane.api.app import create_app
+    from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
+    from mailplane.node.listeners import gated_http_protocol
 
     app = create_app(settings, clock=clock, extra_state={"policy_cache": policy})
-    config = uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
-                            log_level="warning", lifespan="off")
+    limiter = ConnectionLimiter(ConnectionLimits.from_settings(
+        "api", settings.api, settings.security.limit_exempt_networks))
+    config = uvicorn.Config(
+        app, host=settings.api.host, port=settings.api.port, log_level="warning",
+        lifespan="off", backlog=settings.api.listen_backlog,
+        timeout_keep_alive=max(1, round(settings.api.keep_alive_seconds)),
+        http=gated_http_protocol(limiter, settings.api.greeting_deadline_seconds))
     server = _EmbeddedUvicorn(config)
     serving = asyncio.create_task(server.serve(), name="api")
     tasks.append(serving)
