@@ -7,10 +7,13 @@ nodes behind a load balancer is counted once.
 - **Per client IP, counted before the check.** :meth:`LoginGuard.begin` atomically adds
   the attempt to the IP's attempts in flight; an IP whose failures plus attempts in flight
   already reach ``login_ip_max_failures`` is refused without its password being checked
-  — 40 parallel attempts from one IP get at most that many checks.  A failed check
-  becomes a failure (:meth:`failed`); a right one gives its place back
-  (:meth:`succeeded`).  At the limit the IP is locked for ``login_lock_seconds``, each
-  further lock twice as long (up to ``login_max_lock_seconds``).
+  — 40 parallel attempts from one IP get at most that many checks.  An attempt that
+  finds the budget taken only by attempts still in flight waits for them (up to
+  :data:`BUSY_WAIT_SECONDS`) instead of being refused, so a burst of right passwords from
+  one NAT address is served.  A failed check becomes a failure (:meth:`failed`); a right
+  one gives its place back (:meth:`succeeded`).  At the limit the IP is locked for
+  ``login_lock_seconds``, each further lock twice as long (up to
+  ``login_max_lock_seconds``).
 - **Per account, only against IPs with failures of their own.** ``login_max_failures``
   failures on one account (from any IP) lock the account for IPs that have failed too —
   a distributed guesser gets one try per fresh IP — while a right password from an IP
@@ -39,6 +42,11 @@ log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 
+#: How long an attempt waits for the IP's attempts in flight to finish before it is
+#: refused (a check takes a fraction of a second).
+BUSY_WAIT_SECONDS = 10.0
+_BUSY_STEP_SECONDS = 0.05
+
 
 def ip_key(peer_ip: str) -> str:
     return f"ip:{peer_ip}"
@@ -58,6 +66,8 @@ class Attempt:
     #: Failures of the IP before this attempt (its own in flight not counted).
     ip_failures: int = 0
     locked_until: datetime | None = None
+    #: Refused only because the IP's budget is taken by attempts still in flight.
+    busy: bool = False
 
 
 class LoginGuard:
@@ -115,7 +125,22 @@ class LoginGuard:
 
     async def begin(self, *, peer_ip: str, account: str) -> Attempt:
         """Count the attempt before its password is checked and decide whether it may be
-        checked at all (one transaction: atomic on SQLite and PostgreSQL)."""
+        checked at all (one transaction: atomic on SQLite and PostgreSQL).  While the IP's
+        budget is taken only by attempts in flight, wait for them."""
+        waited, step = 0.0, _BUSY_STEP_SECONDS
+        while True:
+            attempt = await self._reserve(peer_ip=peer_ip, account=account)
+            if not attempt.busy or waited >= BUSY_WAIT_SECONDS:
+                break
+            await asyncio.sleep(step)
+            waited += step
+            step = min(step * 2, 0.5)
+        if not attempt.allowed:
+            log.info("login refused unchecked: peer %s (%d failures)", peer_ip,
+                     attempt.ip_failures)
+        return attempt
+
+    async def _reserve(self, *, peer_ip: str, account: str) -> Attempt:
         now = self._clock.now()
 
         def write() -> Attempt:
@@ -125,22 +150,17 @@ class LoginGuard:
                 ip_failures = reserved.failures + reserved.in_flight - 1
                 locked = reserved.locked_until if (
                     reserved.locked_until is not None and reserved.locked_until > now) else None
-                if locked is None and reserved.failures + reserved.in_flight > \
-                        self.ip_max_failures:
-                    locked = now  # the IP's budget is taken by attempts in flight
-                if locked is None and ip_failures > 0:
+                busy = locked is None and (
+                    reserved.failures + reserved.in_flight > self.ip_max_failures)
+                if locked is None and not busy and ip_failures > 0:
                     locked = login_failure_repo.latest_lock(
                         session, keys=(account_key(account),), now=now)
-                if locked is None:
+                if locked is None and not busy:
                     return Attempt(peer_ip, account, True, ip_failures)
                 login_failure_repo.release_attempt(session, key=ip_key(peer_ip))
-                return Attempt(peer_ip, account, False, ip_failures, locked)
+                return Attempt(peer_ip, account, False, ip_failures, locked or now, busy)
 
-        attempt = await asyncio.to_thread(write)
-        if not attempt.allowed:
-            log.info("login refused unchecked: peer %s (%d failures)", peer_ip,
-                     attempt.ip_failures)
-        return attempt
+        return await asyncio.to_thread(write)
 
     async def failed(self, attempt: Attempt, *, delay: bool = True) -> None:
         """The password was wrong: a failure for the IP and the account; then the delay."""

@@ -10,9 +10,12 @@ listener's :class:`~mailplane.net.limits.ConnectionLimiter` before any session e
   :class:`~mailplane.net.limits.Ticket` and releases it in ``connection_lost``
   (:class:`Admission`).  On an implicit-TLS listener the handshake runs first, bounded
   by ``handshake_timeout``; a failed or abandoned handshake gives the place back.
-- The listen backlog is sized by configuration (``listen_backlog``), and the event loop's
-  own ``accept()`` errors (EMFILE at the descriptor limit) are logged once per interval
-  by :func:`~mailplane.net.throttled_log.install_loop_exception_handler`.
+- The kernel's listen backlog is sized by configuration (``listen_backlog``), while the
+  event loop accepts at most :data:`ACCEPT_BATCH` connections per turn (asyncio accepts
+  as many per turn as the backlog it was given, all before the first is refused: a
+  1,024 burst would hold 1,024 descriptors at once).  The loop's own ``accept()`` errors
+  (EMFILE at the descriptor limit) are logged once per interval by
+  :func:`~mailplane.net.throttled_log.install_loop_exception_handler`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +34,9 @@ from mailplane.net.throttled_log import ThrottledLog
 
 log = logging.getLogger(__name__)
 _refusals = ThrottledLog(log)
+
+#: Connections the event loop accepts per turn of the loop (see the module docstring).
+ACCEPT_BATCH = 32
 
 
 class Admission:
@@ -189,6 +196,19 @@ async def start_gated_server(
     handshakes: set[asyncio.Task[None]] = set()
     server = await loop.create_server(
         lambda: _GateProtocol(gate, factory, listener, handshakes),
-        host=host, port=port, backlog=backlog, reuse_port=reuse_port or None,
+        host=host, port=port, backlog=min(backlog, ACCEPT_BATCH),
+        reuse_port=reuse_port or None,
     )
+    widen_backlog(server, backlog)
     return GatedServer(server, handshakes)
+
+
+def widen_backlog(server: asyncio.Server, backlog: int) -> None:
+    """Give ``server``'s sockets the kernel backlog ``backlog`` while the loop keeps the
+    per-turn accept batch it was created with."""
+    for listening in server.sockets:
+        raw = socket.socket(fileno=listening.fileno())
+        try:
+            raw.listen(backlog)
+        finally:
+            raw.detach()

@@ -179,6 +179,7 @@ def _start_api(settings: Settings, policy: PolicyCache, clock: Clock,
     """The API on its own connection pool (``api.app.api_engine``): an API flood cannot
     take the connections that POP3 logins and delivery need (issue 15)."""
     from mailplane.api.app import create_app
+    from mailplane.net.gate import ACCEPT_BATCH
     from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
     from mailplane.node.listeners import gated_http_protocol
 
@@ -187,10 +188,10 @@ def _start_api(settings: Settings, policy: PolicyCache, clock: Clock,
         "api", settings.api, settings.security.limit_exempt_networks))
     config = uvicorn.Config(
         app, host=settings.api.host, port=settings.api.port, log_level="warning",
-        lifespan="off", backlog=settings.api.listen_backlog,
+        lifespan="off", backlog=min(settings.api.listen_backlog, ACCEPT_BATCH),
         timeout_keep_alive=max(1, round(settings.api.keep_alive_seconds)),
         http=gated_http_protocol(limiter, settings.api.greeting_deadline_seconds))
-    server = _EmbeddedUvicorn(config)
+    server = _EmbeddedUvicorn(config, listen_backlog=settings.api.listen_backlog)
     serving = asyncio.create_task(server.serve(), name="api")
     tasks.append(serving)
     log.info("API listening on http://%s:%d", settings.api.host, settings.api.port)
@@ -237,7 +238,19 @@ async def _first_policy_load(policy: PolicyCache, stop: asyncio.Event) -> bool:
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn inside our loop: the node, not uvicorn, owns SIGTERM/SIGINT."""
+    """uvicorn inside our loop: the node, not uvicorn, owns SIGTERM/SIGINT.  uvicorn is
+    given the small accept batch as its backlog; the kernel backlog is widened after."""
+
+    def __init__(self, config: uvicorn.Config, *, listen_backlog: int) -> None:
+        super().__init__(config)
+        self._listen_backlog = listen_backlog
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        from mailplane.net.gate import widen_backlog
+
+        for server in getattr(self, "servers", []):
+            widen_backlog(server, self._listen_backlog)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -18,7 +18,8 @@ MailplaneSMTP` builds on.
 - **Command hygiene** — a command argument holding a control character (a bare CR, NUL,
   C1, U+2028/9) or invalid UTF-8 is refused ``501 5.5.2`` before aiosmtpd parses it, so
   such a value can never reach a header (a HELO name in ``Received``, an address in
-  ``Return-Path``) or an outbound command; a non-ASCII-digit ``SIZE=`` is ``501 5.5.4``.
+  ``Return-Path``) or an outbound command; a non-ASCII-digit ``SIZE=`` is ``501 5.5.4``,
+  and a path longer than RFC 5321's 256 octets ``501 5.1.3``.
 - **Unexpected errors** — answered ``451 4.3.0``, logged once per interval with the first
   traceback, never a ``500`` carrying an exception text to the client.
 """
@@ -200,12 +201,22 @@ class GuardedSMTP(FastSMTP, Admission):
             if command == "MAIL" and arg and not _sizes_are_digits(arg):
                 await self.push(replies.BAD_MAIL_PARAMETERS.line)
                 return
+            if command in ("MAIL", "RCPT") and arg and self._path_too_long(arg):
+                await self.push(replies.PATH_TOO_LONG.line)
+                return
             await method(arg)
             if command in ("HELO", "EHLO") and self.session is not None \
                     and self.session.host_name:
                 self._cancel_greeting_timer()
 
         return run
+
+    def _path_too_long(self, arg: str) -> bool:
+        """RFC 5321 §4.5.3.1.3: a path is at most 256 octets (254 between the brackets);
+        a longer one would overflow every column and SRS address it is copied into."""
+        _keyword, _, rest = arg.partition(":")
+        address, _params = self._getaddr(rest.lstrip())
+        return bool(address) and len(str(address).encode("utf-8", "surrogateescape")) > 254
 
     async def push(self, status: AnyStr) -> None:
         if self._closing:

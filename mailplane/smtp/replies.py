@@ -35,6 +35,7 @@ COMMAND_CONTROL_CHARACTER = SmtpReply(
     501, "5.5.2", "Control characters and invalid UTF-8 are refused in commands"
 )
 BAD_MAIL_PARAMETERS = SmtpReply(501, "5.5.4", "Invalid MAIL FROM parameters")
+PATH_TOO_LONG = SmtpReply(501, "5.1.3", "Address too long (RFC 5321: at most 256 octets)")
 
 # Success.
 RCPT_OK = SmtpReply(250, "2.1.5", "Recipient ok")
