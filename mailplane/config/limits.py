@@ -14,9 +14,12 @@ import ipaddress
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: The stdlib MIME parser and serialiser recurse once or more per nesting level; beyond
-#: this depth they may hit the interpreter's recursion limit (mail/mime.py measures it).
-MIME_DEPTH_CEILING = 100
+#: The stdlib MIME parser and serialiser recurse once or more per nesting level: the
+#: virus report's parse, neutralise and re-serialise work to about 200 levels inside the
+#: default recursion limit; every walker stops at this depth (mail/mime.py).
+MIME_DEPTH_CEILING = 150
+#: Parts every walker accepts at most (a per-part virus scan is one engine call each).
+MIME_PARTS_CEILING = 5000
 
 
 class _Fields(BaseModel):

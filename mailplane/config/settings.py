@@ -38,6 +38,7 @@ from pydantic_settings import (
 
 from mailplane.config.limits import (
     MIME_DEPTH_CEILING,
+    MIME_PARTS_CEILING,
     LimitExemptions,
     ListenerLimits,
     SmtpErrorLimits,
@@ -109,8 +110,8 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
     #: A message nested deeper, or with more MIME parts, is refused at DATA with
     #: ``554 5.6.0`` (mail/mime.py); applies to submission too.
-    max_mime_depth: int = Field(default=50, ge=1, le=MIME_DEPTH_CEILING)
-    max_mime_parts: int = Field(default=500, ge=1)
+    max_mime_depth: int = Field(default=128, ge=1, le=MIME_DEPTH_CEILING)
+    max_mime_parts: int = Field(default=2000, ge=1, le=MIME_PARTS_CEILING)
     #: Seconds between polls of the policy revision (DESIGN "Keeping the SMTP path fast").
     policy_refresh_seconds: float = Field(default=2.0, gt=0)
     workers: int = Field(default=1, ge=1, le=64)

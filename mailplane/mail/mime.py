@@ -26,7 +26,7 @@ from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
 from email.policy import Policy
 
-from mailplane.config.limits import MIME_DEPTH_CEILING
+from mailplane.config.limits import MIME_DEPTH_CEILING, MIME_PARTS_CEILING
 
 
 class MimeTooComplex(ValueError):
@@ -36,7 +36,7 @@ class MimeTooComplex(ValueError):
 @dataclass(frozen=True, slots=True)
 class MimeLimits:
     max_depth: int = MIME_DEPTH_CEILING
-    max_parts: int = 1000
+    max_parts: int = MIME_PARTS_CEILING
 
 
 #: What every walker accepts; deeper or wider messages never reach the stdlib walkers.

@@ -40,6 +40,9 @@ MAX_COMMAND_LINE = 255
 MAX_SASL_LINE = 1024
 #: Connections are closed after this many failed logins; the guard counts them all anyway.
 MAX_AUTH_FAILURES_PER_CONNECTION = 3
+#: Unknown or misplaced commands a session may send before it is closed (Dovecot closes
+#: after 10 invalid commands; Postfix's hard error limit is 20).
+MAX_BAD_COMMANDS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,7 @@ class Pop3Session:
         self._mailbox: Mailbox | None = None
         self._deleted: set[int] = set()
         self._done = False
+        self._bad_commands = 0
         self._login_by = time.monotonic() + config.login_deadline_seconds
 
     # -- connection loop -------------------------------------------------------------
@@ -166,6 +170,10 @@ class Pop3Session:
         handlers = self._transaction_handlers() if self._mailbox else self._auth_handlers()
         handler = handlers.get(keyword)
         if handler is None:
+            self._bad_commands += 1
+            if self._bad_commands >= MAX_BAD_COMMANDS:
+                await self._send("-ERR too many invalid commands; closing connection")
+                raise _Closed
             if keyword in self._transaction_handlers() or keyword in self._auth_handlers():
                 await self._send(f"-ERR {keyword} is not valid in this state")
             else:

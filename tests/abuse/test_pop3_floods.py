@@ -124,3 +124,19 @@ def test_a_client_that_does_not_log_in_in_time_is_closed(
     time.sleep(1.5)
     assert ask(sock, reader, b"NOOP").startswith(b"+OK")
     sock.close()
+
+
+def test_a_stream_of_invalid_commands_ends_the_session(pop3_env: Pop3Env) -> None:
+    sock, reader = open_from(pop3_env.port, "127.0.0.6")
+    reader.readline()
+    replies = []
+    for n in range(1000):
+        sock.sendall(b"BOGUS%d\r\n" % n)
+        line = reader.readline()
+        if not line:
+            break
+        replies.append(line)
+    assert reader.readline() == b""
+    assert len(replies) == 20
+    assert replies[-1].startswith(b"-ERR too many invalid commands")
+    sock.close()
