@@ -377,8 +377,11 @@ class SubmissionHandler:
         try:
             await self.delivery.deliver(ctx, list(recipients.local.items()),
                                         protocol="ESMTP", listener=LISTENER, extra_jobs=remote)
-        except BaseException:
-            await asyncio.shield(self.quota.refund(charge))  # nothing was stored
+        except Exception:
+            # Deferred or failed: nothing was stored.  (A client that hangs up cancels us
+            # while the writer may still store the message: no refund then, or hanging up
+            # after each DATA would send without limit.)
+            await self.quota.refund(charge)
             raise
         log.info("submission %s accepted from %s: %d local, %d remote recipients",
                  queue_id, user.pop_account, len(recipients.local), len(recipients.remote))
