@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Longest username worth a database lookup (an address is at most 320 octets).
 MAX_USERNAME_LENGTH = 320
+#: Control characters never appear in a POP account or an address; PostgreSQL refuses a
+#: NUL in text outright, so they must not reach a query or a counter key as typed.
+_CONTROLS = {code: "?" for code in (*range(0x20), 0x7F)}
 
 
 class AuthOutcome(Enum):
@@ -91,7 +94,8 @@ class Authenticator:
             return AuthResult(AuthOutcome.UNAVAILABLE)
         # Unknown users are counted under the name they gave, known ones under their POP
         # account whichever name they used: both lock the same way, so locking leaks nothing.
-        account = credential.pop_account if credential else username[:MAX_USERNAME_LENGTH]
+        account = credential.pop_account if credential else (
+            username[:MAX_USERNAME_LENGTH].translate(_CONTROLS))
         try:
             attempt = await self._guard.begin(peer_ip=peer_ip, account=account)
         except SQLAlchemyError as exc:
@@ -130,7 +134,8 @@ class Authenticator:
         )
 
     def _lookup(self, username: str) -> Credential | None:
-        if not username or len(username) > MAX_USERNAME_LENGTH:
+        if not username or len(username) > MAX_USERNAME_LENGTH or \
+                username.translate(_CONTROLS) != username:
             return None
         with self._session_factory() as session:
             return credentials_repo.find(session, username=username)

@@ -5,6 +5,7 @@ descriptor budget, and the MIME walker's order and bounds."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,28 @@ def test_leaves_come_in_walk_order() -> None:
     assert leaf_parts(message) == walked
     assert [p.get_payload().strip() for p in leaf_parts(message)] == [
         "one", "two", "three", "four"]
+
+
+async def test_a_user_name_with_a_nul_is_a_counted_failure_on_both_databases(
+    db_settings: Any,
+) -> None:
+    """PostgreSQL refuses a NUL in text: such a name (POP3 ``USER a\\0b``) once made the
+    login answer "temporarily unavailable" and went uncounted."""
+    from mailplane.auth.credentials import Authenticator, AuthOutcome
+    from mailplane.auth.login_guard import LoginGuard, ip_key
+    from mailplane.auth.passwords import PasswordHashing
+    from mailplane.clock import FrozenClock
+    from mailplane.storage.db import make_engine, make_session_factory
+
+    engine = make_engine(db_settings.database_url)
+    try:
+        factory = make_session_factory(engine)
+        guard = LoginGuard(factory, FrozenClock(), max_failures=3, lock_seconds=60,
+                           base_delay_seconds=0)
+        auth = Authenticator(factory, PasswordHashing(db_settings.security), guard)
+        result = await auth.authenticate("m1\x00' OR 1=1", "x", peer_ip="192.0.2.3",
+                                         listener="test")
+        assert result.outcome is AuthOutcome.BAD_CREDENTIALS
+        assert await guard.failures(key=ip_key("192.0.2.3")) == 1
+    finally:
+        engine.dispose()
