@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
+from mailplane.net.limits import client_key
 from mailplane.storage import login_failure_repo
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ _BUSY_STEP_SECONDS = 0.05
 
 
 def ip_key(peer_ip: str) -> str:
-    return f"ip:{peer_ip}"
+    """The counter of a client: its address, or for IPv6 its /64 (one subscriber's block:
+    rotating addresses inside it must not reset the count)."""
+    return f"ip:{client_key(peer_ip)}"
 
 
 def account_key(account: str) -> str:

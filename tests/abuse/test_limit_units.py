@@ -148,3 +148,10 @@ async def test_a_user_name_with_a_nul_is_a_counted_failure_on_both_databases(
         assert await guard.failures(key=ip_key("192.0.2.3")) == 1
     finally:
         engine.dispose()
+
+
+def test_an_ipv6_client_is_counted_by_its_64_block() -> None:
+    from mailplane.auth.login_guard import ip_key
+
+    assert ip_key("2001:db8:1:2::1") == ip_key("2001:db8:1:2:ffff::9") == "ip:2001:db8:1:2::/64"
+    assert ip_key("::ffff:192.0.2.1") == ip_key("192.0.2.1") == "ip:192.0.2.1"
