@@ -105,9 +105,9 @@ def gated_http_protocol(limiter: ConnectionLimiter,
                 self._refused = True
                 _throttled.warning(("api", decision), "api: refused a connection from %s"
                                    " (%s; %d open)", ip, decision.value, limiter.active)
-                assert isinstance(transport, asyncio.Transport)
-                transport.write(API_REFUSAL)
-                transport.close()
+                writable: Any = transport  # uvloop's are no asyncio.Transport subclasses
+                writable.write(API_REFUSAL)
+                writable.close()
                 return
             self.bind_admission(decision)
             super().connection_made(transport)
