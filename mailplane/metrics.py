@@ -75,3 +75,43 @@ API_KEY_CHECKS = Counter(
     ["scheme", "outcome"],
     registry=REGISTRY,
 )
+
+# --- limits under abuse (SPEC §8a, docs/security.md) ----------------------------------
+
+LIMIT_REFUSALS = Counter(
+    "mailplane_limit_refusals",
+    "Requests refused by a limit under abuse, by listener and limit (connections, rates,"
+    " error tarpit, login guard, sending quotas, MIME bounds).",
+    ["listener", "limit"],
+    registry=REGISTRY,
+)
+CONNECTIONS = Gauge(
+    "mailplane_connections_active",
+    "Sessions open on a listener in this process.",
+    ["listener"],
+    registry=REGISTRY,
+)
+TARPIT_DELAYS = Counter(
+    "mailplane_tarpit_delays",
+    "SMTP error replies delayed because the session had passed the soft error limit.",
+    ["listener"],
+    registry=REGISTRY,
+)
+RECIPIENT_STEP_FAILURES = Counter(
+    "mailplane_recipient_step_failures",
+    "An optional per-recipient step (auto-reply, forward) that could not be built; the"
+    " message was still delivered to every recipient.",
+    ["listener", "step"],
+    registry=REGISTRY,
+)
+SUPPRESSED_LOG_LINES = Counter(
+    "mailplane_log_lines_suppressed",
+    "Repeated log lines folded into one line per interval (a flood of the same error).",
+    ["logger"],
+    registry=REGISTRY,
+)
+MAILDIR_ORPHANS_REMOVED = Counter(
+    "mailplane_maildir_orphans_removed",
+    "Files older than 36 h removed from Maildir tmp/ (left by a crash; maildir(5)).",
+    registry=REGISTRY,
+)

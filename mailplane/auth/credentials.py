@@ -5,6 +5,10 @@ The username is the POP account (``m1234567``) or the full address (case-insensi
 hash is read from the database at each login — in a thread, like the argon2 verification —
 so a password change or a suspension takes effect at once on every node.
 
+Every attempt goes through the :class:`~mailplane.auth.login_guard.LoginGuard`: counted
+before the password is checked, refused unchecked when its IP is over its budget (or
+when the account is locked and this IP has failed too).
+
 Unknown users cost the same as known ones: the password is verified against a dummy hash and
 the same failure is returned, so neither the reply nor its timing tells whether an account
 exists.  A suspended address (or one under a suspended contract, 003 Art.20(3)) is refused
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Longest username worth a database lookup (an address is at most 320 octets).
 MAX_USERNAME_LENGTH = 320
+#: Control characters never appear in a POP account or an address; PostgreSQL refuses a
+#: NUL in text outright, so they must not reach a query or a counter key as typed.
+_CONTROLS = {code: "?" for code in (*range(0x20), 0x7F)}
 
 
 class AuthOutcome(Enum):
@@ -87,24 +94,32 @@ class Authenticator:
             return AuthResult(AuthOutcome.UNAVAILABLE)
         # Unknown users are counted under the name they gave, known ones under their POP
         # account whichever name they used: both lock the same way, so locking leaks nothing.
-        account = credential.pop_account if credential else username[:MAX_USERNAME_LENGTH]
+        account = credential.pop_account if credential else (
+            username[:MAX_USERNAME_LENGTH].translate(_CONTROLS))
         try:
-            locked_until = await self._guard.locked_until(peer_ip=peer_ip, account=account)
+            attempt = await self._guard.begin(peer_ip=peer_ip, account=account)
         except SQLAlchemyError as exc:
             log.error("%s login: guard unavailable: %s", listener, type(exc).__name__)
             return AuthResult(AuthOutcome.UNAVAILABLE)
-        if locked_until is not None:
+        if not attempt.allowed:
             log.info("%s login refused while locked: peer %s", listener, peer_ip)
-            return AuthResult(AuthOutcome.LOCKED, locked_until=locked_until)
+            await self._guard.refused(attempt)
+            return AuthResult(AuthOutcome.LOCKED, locked_until=attempt.locked_until)
 
         hashed = credential.password_hash if credential else None
-        matches = await asyncio.to_thread(self._verify, hashed, password)
         try:
+            try:
+                matches = await asyncio.to_thread(self._verify, hashed, password)
+            except asyncio.CancelledError:
+                # The client left before the answer: the attempt still counts as a failure
+                # (leaving early must not be a way to guess without being counted).
+                await asyncio.shield(self._guard.failed(attempt, delay=False))
+                raise
             if not matches or credential is None:
                 log.info("%s login failed: peer %s", listener, peer_ip)
-                await self._guard.record_failure(peer_ip=peer_ip, account=account)
+                await self._guard.failed(attempt)
                 return AuthResult(AuthOutcome.BAD_CREDENTIALS)
-            await self._guard.record_success(account=account)
+            await self._guard.succeeded(attempt)
         except SQLAlchemyError as exc:
             log.error("%s login: guard unavailable: %s", listener, type(exc).__name__)
             return AuthResult(AuthOutcome.UNAVAILABLE)
@@ -119,7 +134,8 @@ class Authenticator:
         )
 
     def _lookup(self, username: str) -> Credential | None:
-        if not username or len(username) > MAX_USERNAME_LENGTH:
+        if not username or len(username) > MAX_USERNAME_LENGTH or \
+                username.translate(_CONTROLS) != username:
             return None
         with self._session_factory() as session:
             return credentials_repo.find(session, username=username)

@@ -70,21 +70,23 @@ class PortalLogin:
         account = contract_account(customer_number)
         try:
             found = await asyncio.to_thread(self._lookup, customer_number)
-            locked_until = await self._guard.locked_until(peer_ip=peer_ip, account=account)
+            # Counted before the password is checked (issue 15), like a POP3 login.
+            attempt = await self._guard.begin(peer_ip=peer_ip, account=account)
         except SQLAlchemyError as exc:
             log.error("portal sign-in: database unavailable: %s", type(exc).__name__)
             return LoginResult(LoginOutcome.UNAVAILABLE)
-        if locked_until is not None:
+        if not attempt.allowed:
             log.info("portal sign-in refused while locked: peer %s", peer_ip)
-            return LoginResult(LoginOutcome.LOCKED, locked_until=locked_until)
+            await self._guard.refused(attempt)
+            return LoginResult(LoginOutcome.LOCKED, locked_until=attempt.locked_until)
         hashed = found.password_hash if found else None
-        matches = await asyncio.to_thread(self._verify, hashed, password)
         try:
+            matches = await asyncio.to_thread(self._verify, hashed, password)
             if not matches or found is None:
                 log.info("portal contract sign-in failed: peer %s", peer_ip)
-                await self._guard.record_failure(peer_ip=peer_ip, account=account)
+                await self._guard.failed(attempt)
                 return LoginResult(LoginOutcome.BAD_CREDENTIALS)
-            await self._guard.record_success(account=account)
+            await self._guard.succeeded(attempt)
         except SQLAlchemyError as exc:
             log.error("portal sign-in: guard unavailable: %s", type(exc).__name__)
             return LoginResult(LoginOutcome.UNAVAILABLE)

@@ -19,13 +19,29 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
+)
+
+from mailplane.config.limits import (
+    MIME_DEPTH_CEILING,
+    MIME_PARTS_CEILING,
+    LimitExemptions,
+    ListenerLimits,
+    SmtpErrorLimits,
 )
 
 DEFAULT_CONFIG_PATH = Path("config/mailplane.toml")
@@ -43,11 +59,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ApiConfig(_Section):
-    """The management API's limits under abuse (SPEC §8a; docs/security-api.md)."""
+class ApiConfig(ListenerLimits, _Section):
+    """The management API's limits under abuse (SPEC §8a; docs/security-api.md; the
+    connection keys of :class:`ListenerLimits` in docs/security.md)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    #: The portal calls from few addresses with pooled connections (SPEC §8a).
+    max_connections_per_ip: int = Field(default=256, ge=1)
+    #: Seconds an idle keep-alive connection stays open after a response.
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
     #: Language of API messages when a request has no usable ``Accept-Language`` and no
     #: portal session (operators' scripts, integrations); see mailplane/api/language.py.
     default_language: Literal["ja", "en"] = "en"
@@ -77,7 +98,7 @@ class ApiConfig(_Section):
     replay_secret: SecretStr = SecretStr("")
 
 
-class MxConfig(_Section):
+class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=2525, ge=0, le=65535)
@@ -85,6 +106,12 @@ class MxConfig(_Section):
     #: RFC 5321 §4.5.3.1.7: the server states its limit; larger mail gets 552.
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
+    #: RFC 5321 §4.5.3.2.7: at least 5 minutes between commands (shorter under pressure).
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    #: A message nested deeper, or with more MIME parts, is refused at DATA with
+    #: ``554 5.6.0`` (mail/mime.py); applies to submission too.
+    max_mime_depth: int = Field(default=128, ge=1, le=MIME_DEPTH_CEILING)
+    max_mime_parts: int = Field(default=2000, ge=1, le=MIME_PARTS_CEILING)
     #: Seconds between polls of the policy revision (DESIGN "Keeping the SMTP path fast").
     policy_refresh_seconds: float = Field(default=2.0, gt=0)
     workers: int = Field(default=1, ge=1, le=64)
@@ -99,16 +126,36 @@ class MxConfig(_Section):
     bare_newline: Literal["normalize", "reject"] = "normalize"
 
 
-class SubmissionConfig(_Section):
+class SubmissionConfig(ListenerLimits, SmtpErrorLimits, _Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     starttls_port: int = Field(default=2587, ge=0, le=65535)
     tls_port: int = Field(default=2465, ge=0, le=65535)
     #: Development only: allow AUTH without TLS from loopback peers.
     allow_plain_auth_on_loopback: bool = False
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    #: More RCPTs in one transaction get ``452 4.5.3`` (the client sends them next).
+    max_recipients_per_message: int = Field(default=100, ge=1)
+    #: Sending quotas per hour (sliding), shared by every process and node through the
+    #: database; over them DATA is answered ``451 4.7.1``.  0 = no limit (SPEC §8a).
+    account_messages_per_hour: int = Field(default=100, ge=0)
+    account_recipients_per_hour: int = Field(default=300, ge=0)
+    ip_messages_per_hour: int = Field(default=300, ge=0)
+    ip_recipients_per_hour: int = Field(default=1000, ge=0)
+
+    @model_validator(mode="after")
+    def _a_full_message_fits(self) -> SubmissionConfig:
+        """A message with the most recipients allowed must fit an hour's quota, or it
+        would be deferred for ever."""
+        for name in ("account_recipients_per_hour", "ip_recipients_per_hour"):
+            limit = getattr(self, name)
+            if 0 < limit < self.max_recipients_per_message:
+                raise ValueError(f"{name} must be 0 or at least max_recipients_per_message")
+        return self
 
 
-class Pop3Config(_Section):
+class Pop3Config(ListenerLimits, _Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=2110, ge=0, le=65535)
@@ -117,6 +164,9 @@ class Pop3Config(_Section):
     allow_plain_auth_on_loopback: bool = False
     #: RFC 1939 §3: an autologout timer of at least 10 minutes.
     idle_timeout_seconds: float = Field(default=600.0, ge=600)
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    #: Seconds a client has to log in (Dovecot closes idle logins after 3 minutes).
+    greeting_deadline_seconds: float = Field(default=60.0, gt=0)
 
 
 class PortalConfig(_Section):
@@ -297,14 +347,23 @@ class SrsConfig(_Section):
     max_age_days: int = Field(default=21, ge=1)
 
 
-class SecurityConfig(_Section):
-    """argon2id parameters (non-negotiable 6); tests may lower the cost."""
+class SecurityConfig(LimitExemptions, _Section):
+    """argon2id parameters (non-negotiable 6; tests may lower the cost) and the login
+    guard (auth/login_guard.py): failures per account and per IP."""
 
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
+    #: Failures on one account (from any IP) that lock it against IPs with failures of
+    #: their own; a clean IP with the right password still logs in (SPEC §8a).
     login_max_failures: int = Field(default=5, ge=1)
+    #: Failed attempts from one client IP (any account) before that IP is locked out;
+    #: attempts are counted before the password is checked.
+    login_ip_max_failures: int = Field(default=10, ge=1)
+    #: The window failures are counted in, the account lock, and the first IP lock;
+    #: each further IP lock doubles, up to ``login_max_lock_seconds``.
     login_lock_seconds: int = Field(default=900, ge=1)
+    login_max_lock_seconds: int = Field(default=86400, ge=1)
     #: Growing delay after each failed login (doubles per failure, capped).
     login_base_delay_seconds: float = Field(default=0.5, ge=0)
     login_max_delay_seconds: float = Field(default=5.0, ge=0)

@@ -1,4 +1,5 @@
-"""Periodic jobs of the mail node: retention purge and quarantine digests.
+"""Periodic jobs of the mail node: retention purge, quarantine digests and housekeeping
+(:mod:`mailplane.delivery.housekeeping`: Maildir tmp orphans, stale counters).
 
 Each job runs its blocking function in a thread every N seconds; a failure is logged and
 retried next round, never fatal.  The tasks are kept and awaited on shutdown (``aclose``).
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
+from mailplane.delivery.housekeeping import housekeeping
 from mailplane.delivery.retention import purge
 from mailplane.notices.digest import send_quarantine_digests
 
@@ -42,7 +44,8 @@ class BackgroundJobs:
 def start_background_jobs(
     settings: Settings, session_factory: sessionmaker[Session], clock: Clock
 ) -> BackgroundJobs:
-    """Start the purge and digest loops on the running event loop."""
+    """Start the purge, digest and housekeeping loops on the running event loop; each runs
+    once at once (so a crash's leftovers go at start), then every interval."""
     retention = settings.retention
     tasks = [
         asyncio.create_task(
@@ -54,6 +57,11 @@ def start_background_jobs(
             run_every(retention.notify_interval_seconds, "quarantine-digest",
                       lambda: send_quarantine_digests(settings, session_factory, clock)),
             name="mailplane-digest",
+        ),
+        asyncio.create_task(
+            run_every(retention.purge_interval_seconds, "housekeeping",
+                      lambda: housekeeping(settings, session_factory, clock)),
+            name="mailplane-housekeeping",
         ),
     ]
     return BackgroundJobs(tasks)

@@ -7,10 +7,17 @@ report in place of the message — plus the jobs that go with it: forwards (keep
 drops the inbox copy only when a forward is really queued; SRS only for destinations off
 the platform) and the auto-reply with its 24 h ledger claim.
 :class:`~mailplane.delivery.local.LocalDelivery` persists the plan.
+
+One recipient's *optional* step — its auto-reply or its forward — that cannot be built
+is logged, counted (``mailplane_recipient_step_failures_total``) and left out: the
+message is still delivered to that recipient's inbox and to every other recipient
+(issue 15; non-negotiable 2).  Values copied from the message into the quarantine index
+are made header safe here (they are shown in digests and the API).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from mailplane import metrics
@@ -29,11 +36,17 @@ from mailplane.filters.pipeline import PipelineOptions, decide
 from mailplane.mail.message import MessageContext
 from mailplane.mail.rewrite import delivered_copy
 from mailplane.mail.srs import Srs
-from mailplane.mail.trace import delivery_trace, received
+from mailplane.mail.trace import delivery_trace, header_safe, received
+from mailplane.net.throttled_log import ThrottledLog
 from mailplane.notices.virus_report import build_virus_report
 from mailplane.policy.model import AddressPolicy
 
+log = logging.getLogger(__name__)
+_throttled = ThrottledLog(log)
+
 Recipients = Sequence[tuple[str, AddressPolicy]]
+#: Longest subject / sender text kept in a quarantine index row.
+INDEX_TEXT_CHARS = 500
 
 
 def _job(kind: str, forward: ForwardPlan) -> PendingJob:
@@ -98,7 +111,7 @@ class DeliveryPlanner:
                                    verdict=decision.trace(), received_value=received_value)
             self._deliver_and_forward(ctx, address, decision, plan, received_value,
                                       inbox_copy=delivered_copy(report, trace=trace),
-                                      forward_source=report)
+                                      forward_source=report, listener=listener)
             return
         metrics.RECIPIENT_DECISIONS.labels(listener, decision.disposition).inc()
         trace = delivery_trace(return_path=ctx.envelope_sender, recipient=address,
@@ -106,17 +119,20 @@ class DeliveryPlanner:
         data = delivered_copy(ctx.raw, trace=trace, tag_subject=decision.tag_subject)
         if decision.disposition == "quarantine":
             plan.quarantine.append(QuarantineWrite(
-                address=address, data=data, sender=ctx.envelope_sender,
-                header_from=", ".join(ctx.header_from_addresses),
-                subject=ctx.subject or "", reason=decision.quarantine_reason or "spam"))
+                address=address, data=data,
+                sender=header_safe(ctx.envelope_sender, 320),
+                header_from=header_safe(", ".join(ctx.header_from_addresses),
+                                        INDEX_TEXT_CHARS),
+                subject=header_safe(ctx.subject or "", INDEX_TEXT_CHARS),
+                reason=decision.quarantine_reason or "spam"))
             return
         self._deliver_and_forward(ctx, address, decision, plan, received_value,
-                                  inbox_copy=data, forward_source=ctx.raw)
+                                  inbox_copy=data, forward_source=ctx.raw, listener=listener)
 
     def _deliver_and_forward(self, ctx: MessageContext, address: str,
                              decision: RecipientDecision, plan: DeliveryPlan,
                              received_value: str, *, inbox_copy: bytes,
-                             forward_source: bytes) -> None:
+                             forward_source: bytes, listener: str) -> None:
         """The inbox copy, forwards (SPEC §5) and the auto-reply (SPEC §6) of inbox mail.
 
         The forwarded copy is the message as received — no ``[spam]`` rewrite, so DKIM
@@ -124,17 +140,23 @@ class DeliveryPlanner:
         (a loop keeps it, never loses it)."""
         forward = None
         if decision.forward_to:
-            forward = plan_forward(
-                raw=forward_source, headers=ctx.headers, address=address,
-                destinations=decision.forward_to, envelope_sender=ctx.envelope_sender,
-                received=received_value, srs=self.srs,
-                max_hops=self.settings.outbound.max_hops)
+            try:
+                forward = plan_forward(
+                    raw=forward_source, headers=ctx.headers, address=address,
+                    destinations=decision.forward_to, envelope_sender=ctx.envelope_sender,
+                    received=received_value, srs=self.srs,
+                    max_hops=self.settings.outbound.max_hops)
+            except Exception as exc:
+                _step_failed(listener, "forward", address, exc)  # the inbox keeps it
         if forward is not None:
             self._queue("forward", forward, ctx, plan)
         if forward is None or decision.keep_copy:
             plan.inbox.append(InboxWrite(address, inbox_copy))
         if decision.auto_reply_body is not None:
-            self._auto_reply(ctx, address, decision.auto_reply_body, plan)
+            try:
+                self._auto_reply(ctx, address, decision.auto_reply_body, plan)
+            except Exception as exc:
+                _step_failed(listener, "auto_reply", address, exc)
 
     def _auto_reply(self, ctx: MessageContext, address: str, body: str,
                     plan: DeliveryPlan) -> None:
@@ -152,3 +174,11 @@ class DeliveryPlanner:
             kind="auto_reply", mail_from=address if from_address else "",
             recipients=[sender], message=reply,
             reply_claim=ReplyClaim(address, sender, ctx.received_at)))
+
+
+def _step_failed(listener: str, step: str, address: str, exc: Exception) -> None:
+    """An optional step of one recipient could not be built: counted and logged (once per
+    interval per step, with its traceback), never a failure of the message."""
+    metrics.RECIPIENT_STEP_FAILURES.labels(listener, step).inc()
+    _throttled.error((step, type(exc).__name__), "%s for %s not built (the message is "
+                     "still delivered): %s", step, address, type(exc).__name__, exc_info=exc)

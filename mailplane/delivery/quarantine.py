@@ -12,7 +12,6 @@ import email.policy
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
 from mailplane.config.settings import Settings
+from mailplane.mail.mime import MimeTooComplex, parse_email
+from mailplane.mail.trace import header_safe
 from mailplane.mailstore.maildir import deliver, write_new_file
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage import quarantine_repo
@@ -74,9 +75,9 @@ def _entry(item: QuarantineItem) -> QuarantineEntry:
         id=item.id,
         address=item.address,
         received_at=as_utc(item.received_at),
-        sender=item.sender,
-        header_from=item.header_from,
-        subject=item.subject,
+        sender=header_safe(item.sender),
+        header_from=header_safe(item.header_from),
+        subject=header_safe(item.subject),
         reason=item.reason,
         size=item.size,
         notified=item.notified,
@@ -92,14 +93,32 @@ def list_quarantine(
 
 
 def _body_preview(raw: bytes) -> str:
-    message = BytesParser(policy=email.policy.default).parsebytes(raw)
-    assert isinstance(message, EmailMessage)
+    """The first text of the message, for the API; empty when there is none, it cannot
+    be decoded, or the message is beyond the MIME bounds (``raw`` still shows it)."""
     try:
+        message = parse_email(raw)
         part = message.get_body(preferencelist=("plain", "html"))
         text = part.get_content() if part is not None else ""
-    except (LookupError, KeyError, ValueError, AttributeError):
+    except (MimeTooComplex, LookupError, KeyError, ValueError, AttributeError,
+            TypeError, UnicodeError, AssertionError):
         text = ""
-    return str(text)[:BODY_PREVIEW_CHARS]
+    return _printable_text(str(text)[:BODY_PREVIEW_CHARS])
+
+
+def _printable_text(text: str) -> str:
+    """Line breaks and tabs kept, other controls and undecodable bytes as ``?``."""
+    return "\n".join(header_safe(line.replace("\t", " "), len(line))
+                     for line in text.split("\n"))
+
+
+def _header_text(value: object) -> str:
+    """A header value as text for the API (decoded by the parser), header safe: no
+    control characters, no undecodable bytes that JSON could not carry."""
+    try:
+        text = str(value)
+    except (ValueError, LookupError, UnicodeError):
+        text = ""
+    return header_safe(text)
 
 
 def show_quarantine(
@@ -115,7 +134,8 @@ def show_quarantine(
     except FileNotFoundError:
         return None
     headers_message = BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=True)
-    headers = [(name, str(value)) for name, value in headers_message.items()]
+    headers = [(header_safe(name, 200), _header_text(value))
+               for name, value in headers_message.items()]
     return QuarantineDetail(_entry(item), raw, headers, _body_preview(raw))
 
 

@@ -34,6 +34,7 @@ from email.utils import format_datetime, getaddresses, make_msgid
 from mailplane.filters.base import RecipientDecision
 from mailplane.filters.list_entries import ListEntryError, ListSizeError, clean_mailbox_list
 from mailplane.mail.message import MessageContext, decode_header_text, unfold
+from mailplane.mail.trace import header_safe
 from mailplane.policy.model import AddressPolicy, AutoReplyPolicy
 from mailplane.rules import RuleViolation
 
@@ -58,6 +59,10 @@ _ROBOT_LOCALS = frozenset({
     "do-not-reply", "do_not_reply", "listserv", "majordomo", "bounce", "bounces",
 })
 _REPLY_PREFIX = re.compile(r"^\s*(?:re|aw|sv)\s*(?:\[\d+\])?\s*[:：]\s*", re.IGNORECASE)
+#: The reply's Subject is a note, not the whole original (RFC 5322 §2.1.1 line length).
+MAX_SUBJECT_CHARS = 200
+#: References kept from the original (RFC 5322 §3.6.4 allows trimming the middle).
+MAX_REFERENCES = 20
 
 
 # --- input (the API) ------------------------------------------------------------------
@@ -266,8 +271,12 @@ class RecentReplies:
 def reply_subject(original: object) -> str:
     """``Re: <original>`` once, whatever Re:/RE:/Re[2]: prefixes the original carried.
 
-    ``original`` is the raw header value (a str, or a compat32 ``Header`` object)."""
-    subject = decode_header_text(unfold(str(original or ""))).strip()
+    ``original`` is the raw header value (a str, or a compat32 ``Header`` object), from
+    anyone: control characters (a form feed, a vertical tab, U+2028 — all line breaks to
+    ``str.splitlines``, which the email package refuses in a header) and undecodable
+    bytes become ``?``, and it is cut to :data:`MAX_SUBJECT_CHARS`."""
+    subject = header_safe(decode_header_text(unfold(str(original or ""))),
+                          MAX_SUBJECT_CHARS).strip()
     while True:
         stripped = _REPLY_PREFIX.sub("", subject, count=1)
         if stripped == subject:
@@ -287,21 +296,38 @@ def build_reply(
     tz: tzinfo,
     subject: str | None = None,
 ) -> bytes:
-    """The reply message bytes (CRLF).  Stage it with envelope sender ``""`` by default."""
+    """The reply message bytes (CRLF).  Stage it with envelope sender ``""`` by default.
+
+    Every value taken from the original (Subject, Message-ID, References) is made header
+    safe first (:func:`~mailplane.mail.trace.header_safe`): whatever the original holds,
+    the reply can be built."""
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = address
-    message["To"] = sender
-    message["Subject"] = subject if subject else reply_subject(original_headers.get("Subject"))
+    message["To"] = header_safe(sender, 320)
+    message["Subject"] = header_safe(subject, MAX_SUBJECT_CHARS) if subject else \
+        reply_subject(original_headers.get("Subject"))
     message["Date"] = format_datetime(now.astimezone(tz))
     message["Message-ID"] = make_msgid(domain=hostname)
-    original_id = unfold(str(original_headers.get("Message-ID", ""))).strip()
+    original_id = _message_id(original_headers.get("Message-ID"))
     if original_id:
         message["In-Reply-To"] = original_id
-        references = unfold(str(original_headers.get("References", ""))).split()
-        message["References"] = " ".join([*references, original_id][-20:])
+        references = [ref for ref in (_message_id(value) for value in unfold(
+            str(original_headers.get("References", ""))).split()) if ref]
+        message["References"] = " ".join([*references, original_id][-MAX_REFERENCES:])
     message["Auto-Submitted"] = "auto-replied"
     message["MIME-Version"] = "1.0"
     # base64 explicitly: the SMTP policy would pick 8bit for short lines, which a hop
     # without 8BITMIME must not receive (RFC 6152).
     message.set_content(body, charset="utf-8", cte="base64")
     return message.as_bytes(policy=email.policy.SMTP)
+
+
+def _message_id(value: object) -> str:
+    """A msg-id copied from the original: one ``<...>`` token of printable ASCII (RFC 5322
+    §3.6.4), or empty when the original's value is not one."""
+    text = unfold(str(value or "")).strip()
+    if not (text.startswith("<") and text.endswith(">")) or len(text) > 998:
+        return ""
+    if not all(" " < c < "\x7f" for c in text):
+        return ""
+    return text

@@ -28,7 +28,7 @@ from mailplane.filters.engines.base import (
     VirusScanResult,
 )
 from mailplane.mail.message import MessageContext
-from mailplane.mail.mime import leaf_parts, parse
+from mailplane.mail.mime import MimeTooComplex, leaf_parts, parse
 from mailplane.policy.model import AddressPolicy
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,15 @@ class Scanner:
             return None
 
     async def _infected_parts(self, engine: VirusEngine, raw: bytes) -> frozenset[int]:
-        """Indexes (``leaf_parts`` order) of leaf parts the engine finds infected alone."""
+        """Indexes (``leaf_parts`` order) of leaf parts the engine finds infected alone;
+        empty (= remove every part) when the structure is beyond the MIME bounds."""
+        try:
+            message = parse(raw)
+        except MimeTooComplex as exc:
+            log.warning("virus parts not scanned one by one (%s): removing every part", exc)
+            return frozenset()
         infected: set[int] = set()
-        for index, part in enumerate(leaf_parts(parse(raw))):
+        for index, part in enumerate(leaf_parts(message)):
             payload = part.get_payload(decode=True)
             if not isinstance(payload, bytes) or not payload:
                 continue

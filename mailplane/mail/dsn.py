@@ -34,7 +34,7 @@ class FailedRecipient:
 
 def _field_text(text: str, limit: int = 900) -> str:
     """One ASCII line: DSN fields are US-ASCII (RFC 3464 §2.1.1) and must not fold oddly."""
-    flat = re.sub(r"[\r\n\t]+", " ", text).strip()
+    flat = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()  # every control, not only CR/LF
     return flat.encode("ascii", "replace").decode("ascii")[:limit]
 
 

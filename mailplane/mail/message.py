@@ -1,9 +1,10 @@
 """MessageContext: one inbound message as every filter sees it (DESIGN "A message through
 the MX service").
 
-Built once per DATA.  Headers are parsed lazily and only once; the body is parsed only if a
-filter (or the virus report) needs it.  Header values are read from the *raw* header lines
-(``raw_items``) and decoded here, so a malformed header never raises inside a filter.
+Built once per DATA.  Headers are parsed lazily and only once; the body is parsed only where
+a filter (or the virus report) needs it, through the bounded :mod:`mailplane.mail.mime`.
+Header values are read from the *raw* header lines (``raw_items``) and decoded here, so a
+malformed header never raises inside a filter.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import decode_header, make_header
-from email.message import EmailMessage, Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.message import Message
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from functools import cached_property
 
@@ -23,7 +24,6 @@ from functools import cached_property
 #: filters need (they decode themselves), at a fifth of the cost of policy.default's header
 #: objects — a measurable share of MX CPU (docs/performance.md).
 _HEADER_PARSER = BytesHeaderParser(policy=email.policy.compat32)
-_FULL_PARSER = BytesParser(policy=email.policy.default)
 
 
 def has_bare_line_ending(data: bytes) -> bool:
@@ -120,13 +120,6 @@ class MessageContext:
         """Headers only (the body is not parsed); values are raw, undecoded strings."""
         return parse_headers(self.raw)
 
-    @cached_property
-    def parsed(self) -> EmailMessage:
-        """The whole MIME tree; only the virus report needs it."""
-        parsed = _FULL_PARSER.parsebytes(self.raw)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
-
     def raw_header(self, name: str) -> list[str]:
         """Every raw (undecoded, unfolded) value of header ``name``."""
         wanted = name.lower()
@@ -145,7 +138,11 @@ class MessageContext:
     @cached_property
     def header_from_addresses(self) -> tuple[str, ...]:
         """Lower-cased addresses in the header From (for deny/allow matching)."""
-        values = self.raw_header("From")
+        return self.header_addresses("From")
+
+    def header_addresses(self, name: str) -> tuple[str, ...]:
+        """Lower-cased addresses in every header ``name`` (those with an ``@``)."""
+        values = self.raw_header(name)
         pairs = getaddresses([decode_header_text(v) for v in values])
         return tuple(addr.strip().lower() for _name, addr in pairs if addr and "@" in addr)
 

@@ -23,9 +23,21 @@ _UNSAFE_IN_HEADER = {code: "?" for code in (*range(0x20), *range(0x7F, 0xA0), 0x
 
 
 def header_safe(text: str, limit: int = 998) -> str:
-    """Text for a header value: characters that could end or fold a header line (C0/C1
-    controls, DEL, U+2028/U+2029) become ``?``; other Unicode is kept (RFC 6532)."""
-    return text[:limit].translate(_UNSAFE_IN_HEADER)
+    """Text for a header value (or a notice's text): characters that could end or fold a
+    header line (C0/C1 controls, DEL, U+2028/U+2029 — ``str.splitlines`` breaks on all of
+    them) become ``?``; other Unicode is kept (RFC 6532).  Raw 8-bit header bytes (read
+    with ``surrogateescape``) are decoded as UTF-8, bytes that are not UTF-8 become U+FFFD:
+    nothing left can fail to encode."""
+    return _without_surrogates(text[:limit]).translate(_UNSAFE_IN_HEADER)
+
+
+def _without_surrogates(text: str) -> str:
+    if text.isascii() or not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return "".join("?" if "\ud800" <= c <= "\udfff" else c for c in text)
 
 
 def local_date(moment: datetime, tz: tzinfo) -> str:

@@ -157,6 +157,36 @@ def deliver(root: Path, address: str, data: bytes, *, now: datetime) -> Path:
     return pending.final_path
 
 
+#: maildir(5): a file in ``tmp/`` not accessed for 36 hours is left by a delivery that died
+#: (kill -9 between the write and the rename) and may be removed.
+TMP_ORPHAN_SECONDS = 36 * 3600
+
+
+def remove_tmp_orphans(root: Path, *, now: float,
+                       older_than: float = TMP_ORPHAN_SECONDS) -> int:
+    """Remove files in every ``{root}/{domain}/{local}/tmp/`` last accessed or modified
+    more than ``older_than`` seconds before ``now`` (wall-clock epoch seconds); returns
+    how many.  A live delivery's tmp file is seconds old, so this is safe while other
+    processes and nodes deliver (blocking: run it in a thread)."""
+    removed = 0
+    for tmp in root.glob("*/*/tmp"):
+        try:
+            entries = list(os.scandir(tmp))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if max(info.st_atime, info.st_mtime) < now - older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
+
+
 def mailbox_size(maildir: Path) -> int:
     total = 0
     for sub in ("new", "cur"):

@@ -6,7 +6,9 @@ and each extra MX worker process start here.
 and the one :class:`~mailplane.delivery.local.LocalDelivery` that the MX, submission and
 the outbound worker all deliver through — then starts each role's service, waits for
 ``stop`` and closes everything in reverse order.  Every background task is kept and
-awaited.
+awaited.  Before any listener starts, the process's descriptor limit is raised and the
+listeners' connection limits are fitted into it, and the event loop's own error reports
+(``accept()`` at EMFILE) are logged once per interval (:mod:`mailplane.node.listeners`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Eve
                    extra_worker: bool = False) -> None:
     """Serve ``roles`` until ``stop`` is set.  ``extra_worker``: an additional MX process
     sharing the port (``mx.workers``), which leaves periodic jobs to the node's first."""
+    from mailplane.net.throttled_log import ThrottledLog, install_loop_exception_handler
+    from mailplane.node.listeners import fit_connection_limits, raise_fd_limit
+
+    install_loop_exception_handler(asyncio.get_running_loop(),
+                                   ThrottledLog(logging.getLogger("mailplane.loop")))
+    settings = fit_connection_limits(settings, roles, raise_fd_limit())
     clock = SystemClock()
     private_dir(settings.state_dir)  # database, secrets, mail: owner only (issue 15)
     engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
@@ -171,11 +179,19 @@ def _start_api(settings: Settings, policy: PolicyCache, clock: Clock,
     """The API on its own connection pool (``api.app.api_engine``): an API flood cannot
     take the connections that POP3 logins and delivery need (issue 15)."""
     from mailplane.api.app import create_app
+    from mailplane.net.gate import ACCEPT_BATCH
+    from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
+    from mailplane.node.listeners import gated_http_protocol
 
     app = create_app(settings, clock=clock, extra_state={"policy_cache": policy})
-    config = uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
-                            log_level="warning", lifespan="off")
-    server = _EmbeddedUvicorn(config)
+    limiter = ConnectionLimiter(ConnectionLimits.from_settings(
+        "api", settings.api, settings.security.limit_exempt_networks))
+    config = uvicorn.Config(
+        app, host=settings.api.host, port=settings.api.port, log_level="warning",
+        lifespan="off", backlog=min(settings.api.listen_backlog, ACCEPT_BATCH),
+        timeout_keep_alive=max(1, round(settings.api.keep_alive_seconds)),
+        http=gated_http_protocol(limiter, settings.api.greeting_deadline_seconds))
+    server = _EmbeddedUvicorn(config, listen_backlog=settings.api.listen_backlog)
     serving = asyncio.create_task(server.serve(), name="api")
     tasks.append(serving)
     log.info("API listening on http://%s:%d", settings.api.host, settings.api.port)
@@ -222,7 +238,19 @@ async def _first_policy_load(policy: PolicyCache, stop: asyncio.Event) -> bool:
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn inside our loop: the node, not uvicorn, owns SIGTERM/SIGINT."""
+    """uvicorn inside our loop: the node, not uvicorn, owns SIGTERM/SIGINT.  uvicorn is
+    given the small accept batch as its backlog; the kernel backlog is widened after."""
+
+    def __init__(self, config: uvicorn.Config, *, listen_backlog: int) -> None:
+        super().__init__(config)
+        self._listen_backlog = listen_backlog
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        from mailplane.net.gate import widen_backlog
+
+        for server in getattr(self, "servers", []):
+            widen_backlog(server, self._listen_backlog)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -9,13 +9,17 @@ is removed.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from email.message import EmailMessage
 
 from mailplane.config.settings import Settings
 from mailplane.mail.message import MessageContext
-from mailplane.mail.mime import leaf_parts, parse
+from mailplane.mail.mime import MimeTooComplex, leaf_parts, parse_email
+from mailplane.mail.trace import header_safe
 from mailplane.notices.render import build_notice, local_time, render_template
+
+log = logging.getLogger(__name__)
 
 REMOVED_NOTE = (
     "このパートはウイルスが検出されたため削除されました。\n"
@@ -23,16 +27,26 @@ REMOVED_NOTE = (
 )
 
 
-def neutralise(raw: bytes, infected: frozenset[int]) -> tuple[EmailMessage, list[str]]:
-    """The original with infected leaves replaced by a short note; names of what went."""
-    message = parse(raw)
+#: Listed as removed when the original could not be taken apart (beyond the MIME bounds).
+WHOLE_MESSAGE = "(the whole message)"
+
+
+def neutralise(raw: bytes, infected: frozenset[int]) -> tuple[EmailMessage | None, list[str]]:
+    """The original with infected leaves replaced by a short note, and the names of what
+    went; ``None`` (nothing attached) when the original is beyond the MIME bounds."""
+    try:
+        message = parse_email(raw)
+    except MimeTooComplex as exc:
+        log.warning("virus report without the original: %s", exc)
+        return None, [WHOLE_MESSAGE]
     leaves = leaf_parts(message)
     targets = infected or frozenset(range(len(leaves)))
     removed: list[str] = []
     for index, part in enumerate(leaves):
         if index not in targets:
             continue
-        removed.append(part.get_filename() or part.get_content_type())
+        assert isinstance(part, EmailMessage)
+        removed.append(header_safe(part.get_filename() or part.get_content_type(), 200))
         part.set_content(REMOVED_NOTE, charset="utf-8")
     return message, removed
 
@@ -53,12 +67,19 @@ def build_virus_report(
         {
             "recipient": recipient,
             "received_at": local_time(settings, ctx.received_at),
-            "sender": ", ".join(ctx.header_from_addresses) or ctx.envelope_sender or "<>",
-            "subject": ctx.subject or "",
-            "signature": signature or "unknown",
+            "sender": header_safe(", ".join(ctx.header_from_addresses)
+                                   or ctx.envelope_sender or "<>"),
+            "subject": header_safe(ctx.subject or ""),
+            "signature": header_safe(signature, 200) or "unknown",
             "removed_parts": ", ".join(removed) or "-",
         },
     )
-    return build_notice(
-        settings, to=recipient, subject=subject, body=body, now=now, attachment=original
-    )
+    try:
+        return build_notice(settings, to=recipient, subject=subject, body=body, now=now,
+                            attachment=original)
+    except (ValueError, TypeError, LookupError, UnicodeError) as exc:
+        # An original the serialiser cannot write back (a broken charset or header): the
+        # report still goes out, without the attachment (one bad part never costs the
+        # recipient the report, nor the other recipients their mail).
+        log.warning("virus report without the original: %s: %s", type(exc).__name__, exc)
+        return build_notice(settings, to=recipient, subject=subject, body=body, now=now)

@@ -4,6 +4,11 @@ AUTH PLAIN (RFC 5034), response codes (RFC 2449 §8, RFC 3206).
 AUTHORIZATION → (USER/PASS or AUTH succeeds, mailbox locked) → TRANSACTION → QUIT → UPDATE:
 deletions marked with DELE are applied only in UPDATE, so a dropped connection deletes
 nothing (RFC 1939 §6).  All file and database work runs in threads.
+
+Before login a client has ``login_deadline_seconds`` in all (and, while the listener is
+under pressure, ``pressure_timeout_seconds`` per command); after login the RFC 1939 §3
+autologout timer applies.  Message numbers are ASCII digits only (RFC 1939 §3: a
+Unicode digit such as ``²`` is not a number, ``-ERR`` and the session goes on).
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ import contextlib
 import ipaddress
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailplane.auth.credentials import Authenticator, AuthOutcome, AuthResult
 from mailplane.mailstore.paths import mailbox_dir
+from mailplane.net.throttled_log import ThrottledLog
 from mailplane.pop3.encoding import CHUNK_SIZE, WireEncoder
 from mailplane.pop3.mailbox import Mailbox, MailboxInUse, StoredMessage
 
 log = logging.getLogger(__name__)
+_throttled = ThrottledLog(log)
 
 #: RFC 2449 §4: command lines are at most 255 octets including the CRLF.
 MAX_COMMAND_LINE = 255
@@ -32,6 +40,9 @@ MAX_COMMAND_LINE = 255
 MAX_SASL_LINE = 1024
 #: Connections are closed after this many failed logins; the guard counts them all anyway.
 MAX_AUTH_FAILURES_PER_CONNECTION = 3
+#: Unknown or misplaced commands a session may send before it is closed (Dovecot closes
+#: after 10 invalid commands; Postfix's hard error limit is 20).
+MAX_BAD_COMMANDS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,17 @@ class SessionConfig:
     allow_plaintext_auth: bool
     idle_timeout_seconds: float
     implementation: str = "mailplane"
+    #: Seconds from connecting to a successful login (SPEC §8a greeting deadline).
+    login_deadline_seconds: float = 60.0
+    #: Per-command timeout before login while the listener is under pressure.
+    pressure_timeout_seconds: float = 10.0
+    under_pressure: Callable[[], bool] = lambda: False
+
+
+def _ascii_number(text: str) -> int | None:
+    """A non-negative decimal number in ASCII digits, or None (``"²".isdigit()`` is True,
+    but ``int("²")`` raises)."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 class _Closed(Exception):
@@ -73,6 +95,8 @@ class Pop3Session:
         self._mailbox: Mailbox | None = None
         self._deleted: set[int] = set()
         self._done = False
+        self._bad_commands = 0
+        self._login_by = time.monotonic() + config.login_deadline_seconds
 
     # -- connection loop -------------------------------------------------------------
 
@@ -89,8 +113,9 @@ class Pop3Session:
             pass
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
-        except Exception:
-            log.exception("pop3 session failed: peer %s", self._peer_ip)
+        except Exception as exc:
+            _throttled.error(("session", type(exc).__name__), "pop3 session failed: peer %s:"
+                             " %s", self._peer_ip, type(exc).__name__, exc_info=exc)
             with contextlib.suppress(Exception):
                 await self._send("-ERR [SYS/TEMP] internal server error")
         finally:
@@ -99,15 +124,26 @@ class Pop3Session:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer.wait_closed(), 5)
 
+    def _read_timeout(self) -> float:
+        """Autologout after login; before it, what is left of the login deadline (and
+        the pressure timeout while the listener is full)."""
+        config = self._config
+        if self._mailbox is not None:
+            return config.idle_timeout_seconds
+        timeout = min(config.idle_timeout_seconds, self._login_by - time.monotonic())
+        if config.under_pressure():
+            timeout = min(timeout, config.pressure_timeout_seconds)
+        return max(timeout, 0.0)
+
     async def _read_line(self, max_octets: int) -> str | None:
         """One CRLF (or LF) terminated line; None when it is longer than ``max_octets``."""
         try:
-            raw = await asyncio.wait_for(
-                self._reader.readuntil(b"\n"), self._config.idle_timeout_seconds
-            )
+            raw = await asyncio.wait_for(self._reader.readuntil(b"\n"), self._read_timeout())
         except TimeoutError:
+            past_deadline = self._mailbox is None and time.monotonic() >= self._login_by
             with contextlib.suppress(Exception):
-                await self._send("-ERR autologout; idle for too long")
+                await self._send("-ERR [SYS/TEMP] no login in time; closing connection"
+                                 if past_deadline else "-ERR autologout; idle for too long")
             raise _Closed from None
         except asyncio.LimitOverrunError:
             with contextlib.suppress(Exception):
@@ -134,6 +170,10 @@ class Pop3Session:
         handlers = self._transaction_handlers() if self._mailbox else self._auth_handlers()
         handler = handlers.get(keyword)
         if handler is None:
+            self._bad_commands += 1
+            if self._bad_commands >= MAX_BAD_COMMANDS:
+                await self._send("-ERR too many invalid commands; closing connection")
+                raise _Closed
             if keyword in self._transaction_handlers() or keyword in self._auth_handlers():
                 await self._send(f"-ERR {keyword} is not valid in this state")
             else:
@@ -291,8 +331,7 @@ class Pop3Session:
         return self._mailbox.messages if self._mailbox else []
 
     async def _message_number(self, argument: str) -> int | None:
-        text = argument.strip()
-        number = int(text) if text.isdigit() else 0
+        number = _ascii_number(argument.strip()) or 0
         if not 1 <= number <= len(self._messages()):
             await self._send("-ERR no such message")
             return None
@@ -334,12 +373,13 @@ class Pop3Session:
 
     async def _top(self, argument: str) -> None:
         number_text, _, lines_text = argument.strip().partition(" ")
-        if not lines_text.strip().isdigit():
+        body_lines = _ascii_number(lines_text.strip())
+        if body_lines is None:
             await self._send("-ERR usage: TOP message lines")
             return
         number = await self._message_number(number_text)
         if number is not None:
-            encoder = WireEncoder(body_lines=int(lines_text))
+            encoder = WireEncoder(body_lines=body_lines)
             await self._stream(self._messages()[number - 1], encoder, "+OK top of message")
 
     async def _stream(self, message: StoredMessage, encoder: WireEncoder, first: str) -> None:

@@ -5,7 +5,11 @@ with any message's bytes, how failures become replies, and a graceful stop.
   from :mod:`~mailplane.smtp.replies` (aiosmtpd's own size refusals re-worded), and DATA
   marked in flight so a stopping listener lets it finish (SPEC §8).
 - :func:`content_refusal` — bare CR/LF (SMTP smuggling, RFC 5321 §2.3.8) and the size
-  limit, checked before any other work.
+  limit, checked before any other work; :func:`mime_refusal` — the MIME bounds
+  (``554 5.6.0``, once: a message too deep to walk is never retried into a 451 loop).
+- :func:`listener_gate` — the accept gate of a listener (:mod:`mailplane.net.gate`):
+  connection limits per listener and per client IP, shedding idle sessions under
+  pressure.
 - :func:`answer_data` — the DATA work of a handler with every failure turned into its
   4xx (never a traceback to the client), counted per listener.
 """
@@ -15,18 +19,24 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import ssl
 import time
 import weakref
-from collections.abc import Awaitable
-from typing import Any, AnyStr
+from collections.abc import Awaitable, Sequence
+from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP
 
 from mailplane import metrics
+from mailplane.config.limits import ListenerLimits
+from mailplane.config.settings import Settings
 from mailplane.delivery.local import DeliveryDeferred
 from mailplane.mail.message import has_bare_line_ending
+from mailplane.mail.mime import MimeLimits, MimeTooComplex, check_structure, within_cheap_bound
+from mailplane.net.gate import Gate
+from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
 from mailplane.smtp import replies
-from mailplane.smtp.protocol import FastSMTP
+from mailplane.smtp.guarded import GuardedSMTP, SessionLimits, pressure_shedder
 from mailplane.smtp.replies import SmtpReply
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,37 @@ def content_refusal(raw: bytes, max_size: int) -> SmtpReply | None:
     if len(raw) > max_size:
         return replies.MESSAGE_TOO_BIG
     return None
+
+
+async def mime_refusal(raw: bytes, settings: Settings, listener: str) -> SmtpReply | None:
+    """``554 5.6.0`` for a message beyond ``mx.max_mime_depth`` / ``mx.max_mime_parts``;
+    the full check (a bounded parse) runs in a thread, and only for the rare message a
+    cheap count cannot clear."""
+    limits = MimeLimits(settings.mx.max_mime_depth, settings.mx.max_mime_parts)
+    if within_cheap_bound(raw, limits):
+        return None
+    try:
+        await asyncio.to_thread(check_structure, raw, limits)
+    except MimeTooComplex as exc:
+        metrics.LIMIT_REFUSALS.labels(listener, "mime_structure").inc()
+        log.info("%s refused a message: %s", listener, exc)
+        return replies.MIME_TOO_COMPLEX
+    return None
+
+
+def listener_gate(listener: str, section: ListenerLimits, settings: Settings,
+                  sessions: weakref.WeakSet[SMTP], *,
+                  tls: ssl.SSLContext | None = None) -> tuple[Gate, SessionLimits]:
+    """The accept gate of an SMTP listener and the limits of its sessions: refused
+    connections get ``421 4.7.0`` at once; when the listener fills up, sessions idle
+    longer than the pressure timeout are shed."""
+    session_limits = SessionLimits.from_settings(listener, section)
+    limiter = ConnectionLimiter(ConnectionLimits.from_settings(
+        listener, section, settings.security.limit_exempt_networks))
+    limiter.on_pressure = pressure_shedder(sessions, session_limits)
+    refusal = (replies.TOO_MANY_CONNECTIONS.line + "\r\n").encode("ascii")
+    gate = Gate(limiter, refusal, tls=tls, handshake_timeout=section.greeting_deadline_seconds)
+    return gate, session_limits
 
 
 async def answer_data(listener: str, work: Awaitable[SmtpReply]) -> str:
@@ -88,8 +129,9 @@ def declared_size(mail_options: list[str]) -> int:
     return 0
 
 
-class MailplaneSMTP(FastSMTP):
-    """aiosmtpd's SMTP with its built-in size refusals spoken as our named reply.
+class MailplaneSMTP(GuardedSMTP):
+    """aiosmtpd's SMTP with the session defences of :class:`~mailplane.smtp.guarded.
+    GuardedSMTP` and its built-in size refusals spoken as our named reply.
 
     aiosmtpd itself answers an oversize MAIL FROM SIZE= or DATA with its own 552 texts;
     every reply mailplane sends comes from :mod:`mailplane.smtp.replies`.
@@ -127,10 +169,7 @@ class MailplaneSMTP(FastSMTP):
 
     def say_shutting_down(self) -> None:
         """``421 4.3.2`` and close (RFC 5321 §3.8); ``close()`` flushes the write first."""
-        transport: Any = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(replies.SHUTTING_DOWN.line.encode() + b"\r\n")
-            transport.close()
+        self.close_with(replies.SHUTTING_DOWN.line)
 
 
 #: How long a stopping listener waits for transactions in DATA (SPEC §8: a message being
@@ -138,8 +177,16 @@ class MailplaneSMTP(FastSMTP):
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 
+class Listening(Protocol):
+    """A listening server (``asyncio.Server`` or :class:`~mailplane.net.gate.GatedServer`)."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
 async def close_gracefully(
-    servers: list[asyncio.Server], protocols: weakref.WeakSet[SMTP],
+    servers: Sequence[Listening], protocols: weakref.WeakSet[SMTP],
     *, grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
 ) -> None:
     """Stop listening; idle sessions get 421 now; sessions in DATA finish (bounded by

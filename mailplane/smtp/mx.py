@@ -4,10 +4,15 @@
   (never an open relay); an unknown address → ``550 5.1.1``; a mailbox already full, or
   that the declared ``SIZE=`` would overflow → ``452 4.2.2``.  Suspended addresses still
   receive (003 Art.20(3)).  A valid SRS address (a bounce to a forward) is accepted for
-  return to the original sender; a forged or expired one gets ``550 5.1.1``.
+  return to the original sender, from the null sender only (SPEC §5: anything else would
+  make a forwarding address an open relay to whoever it forwarded for,
+  ``550 5.7.1``); a forged or expired one gets ``550 5.1.1``.
+- **Connections** — behind the listener's gate (SPEC §8a, :func:`~mailplane.smtp.base.
+  listener_gate`), with the session defences of :mod:`mailplane.smtp.guarded`.
 - **DATA** — a bare LF normalised to CRLF (``mx.bare_newline``, Postfix 3.9's default;
   the DATA reader ends a message only at ``<CRLF>.<CRLF>``), the bytes checked
-  (:func:`~mailplane.smtp.base.content_refusal`: a bare CR is refused), then the
+  (:func:`~mailplane.smtp.base.content_refusal`: a bare CR is refused; the MIME bounds of
+  :func:`~mailplane.smtp.base.mime_refusal`), then the
   node's :class:`~mailplane.delivery.local.LocalDelivery` scans, plans and persists; the
   ``250`` goes out only once everything is durable.
 """
@@ -30,6 +35,7 @@ from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
 from mailplane.mail.message import MessageContext, normalise_bare_lf
 from mailplane.mail.srs import Srs, SrsError, srs_from_settings
+from mailplane.net.gate import GatedServer, start_gated_server
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
@@ -39,6 +45,8 @@ from mailplane.smtp.base import (
     close_gracefully,
     content_refusal,
     declared_size,
+    listener_gate,
+    mime_refusal,
 )
 from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
@@ -79,6 +87,9 @@ class MxHandler:
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
         if self.srs.is_srs_address(normalised):
+            if (envelope.mail_from or "").strip().strip("<>").strip():
+                log.info("refused mail from a non-null sender to SRS address %s", normalised)
+                return replies.SRS_BOUNCES_ONLY.line
             try:
                 self.srs.reverse(normalised)
             except SrsError as exc:
@@ -115,6 +126,8 @@ class MxHandler:
         if self.settings.mx.bare_newline == "normalize":
             raw = normalise_bare_lf(raw)  # done by FastSMTP already; stock aiosmtpd not
         refused = content_refusal(raw, self.settings.mx.max_message_size)
+        if refused is None:
+            refused = await mime_refusal(raw, self.settings, LISTENER)
         if refused is not None:
             return refused
         recipients = list(self._policies.get(envelope, {}).items())
@@ -140,7 +153,7 @@ class MxHandler:
 class MxServer:
     """A running MX listener on the current event loop."""
 
-    def __init__(self, server: asyncio.Server, handler: MxHandler,
+    def __init__(self, server: GatedServer, handler: MxHandler,
                  protocols: weakref.WeakSet[SMTP], *, owns_delivery: bool) -> None:
         self._server = server
         self.handler = handler
@@ -149,7 +162,7 @@ class MxServer:
 
     @property
     def port(self) -> int:
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._server.port
 
     async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Graceful stop: see :func:`~mailplane.smtp.base.close_gracefully`."""
@@ -185,10 +198,13 @@ async def start_mx(
             policy=policy_cache)
     handler = MxHandler(settings, policy_cache, delivery)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
+    gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols)
 
     def factory() -> SMTP:
         protocol = MailplaneSMTP(
             handler,
+            session_limits=session_limits,
+            limiter=gate.limiter,
             data_size_limit=settings.mx.max_message_size,
             enable_SMTPUTF8=True,
             hostname=settings.mx.hostname,
@@ -199,10 +215,11 @@ async def start_mx(
         protocols.add(protocol)
         return protocol
 
-    server = await loop.create_server(
-        factory, host=settings.mx.host, port=settings.mx.port,
-        reuse_port=settings.mx.workers > 1,
+    server = await start_gated_server(
+        factory, listener=LISTENER, host=settings.mx.host, port=settings.mx.port, gate=gate,
+        backlog=settings.mx.listen_backlog, reuse_port=settings.mx.workers > 1,
     )
-    log.info("MX listening on %s:%d; protocol: %s", settings.mx.host,
-             server.sockets[0].getsockname()[1], protocol_description())
+    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP); protocol: %s",
+             settings.mx.host, server.port, settings.mx.max_connections,
+             settings.mx.max_connections_per_ip, protocol_description())
     return MxServer(server, handler, protocols, owns_delivery=owns_delivery)

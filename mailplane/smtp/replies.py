@@ -25,6 +25,17 @@ class SmtpReply(NamedTuple):
 
 # Connection-level (RFC 5321 §3.8: 421 when the service must close the channel).
 SHUTTING_DOWN = SmtpReply(421, "4.3.2", "Service shutting down, try again later")
+# Limits under abuse (SPEC §8a, docs/security.md): temporary, the client may come back.
+TOO_MANY_CONNECTIONS = SmtpReply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_ERRORS = SmtpReply(421, "4.7.0", "Too many errors in this session, closing")
+GREETING_TIMEOUT = SmtpReply(421, "4.4.2", "No HELO/EHLO in time, closing connection")
+IDLE_TIMEOUT = SmtpReply(421, "4.4.2", "Idle for too long, closing connection")
+#: RFC 5321 §4.1.2: a bare CR, NUL or other control character is no part of any command.
+COMMAND_CONTROL_CHARACTER = SmtpReply(
+    501, "5.5.2", "Control characters and invalid UTF-8 are refused in commands"
+)
+BAD_MAIL_PARAMETERS = SmtpReply(501, "5.5.4", "Invalid MAIL FROM parameters")
+PATH_TOO_LONG = SmtpReply(501, "5.1.3", "Address too long (RFC 5321: at most 256 octets)")
 
 # Success.
 RCPT_OK = SmtpReply(250, "2.1.5", "Recipient ok")
@@ -33,6 +44,10 @@ MESSAGE_ACCEPTED = SmtpReply(250, "2.0.0", "Message accepted for delivery")
 # RCPT (SPEC §1, §8; RFC 5321 §3.6.2: never an open relay).
 UNKNOWN_RECIPIENT = SmtpReply(550, "5.1.1", "No such mailbox here")
 RELAY_DENIED = SmtpReply(554, "5.7.1", "Relay access denied: this domain is not hosted here")
+#: SPEC §5: an SRS address only takes bounces back to the original sender (null sender).
+SRS_BOUNCES_ONLY = SmtpReply(
+    550, "5.7.1", "This address accepts only delivery status notifications"
+)
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients in one transaction")
 MAILBOX_FULL = SmtpReply(452, "4.2.2", "Mailbox full, try again later")
 
@@ -41,6 +56,11 @@ BARE_LINE_ENDING = SmtpReply(
     550, "5.6.0", "Bare CR or LF in message data is refused (RFC 5321 §2.3.8)"
 )
 MESSAGE_TOO_BIG = SmtpReply(552, "5.3.4", "Message exceeds the size limit")
+#: Beyond ``mx.max_mime_depth`` / ``mx.max_mime_parts`` (mail/mime.py): refused once, for
+#: good (RFC 3463 5.6.0 "other or undefined media error"), never a 451 retried forever.
+MIME_TOO_COMPLEX = SmtpReply(
+    554, "5.6.0", "Message refused: MIME structure nested too deeply or too many parts"
+)
 NO_VALID_RECIPIENTS = SmtpReply(554, "5.5.1", "No valid recipients")
 TEMPORARY_FAILURE = SmtpReply(451, "4.3.0", "Temporary local problem, try again later")
 #: ENOSPC/EDQUOT while persisting (RFC 3463 4.3.1 "mail system full"): nothing was stored.
@@ -67,6 +87,13 @@ SENDER_NOT_OWNED = SmtpReply(
 )
 HEADER_FROM_NOT_OWNED = SmtpReply(
     553, "5.7.1", "The From header must be the address you logged in as"
+)
+HEADER_SENDER_NOT_OWNED = SmtpReply(
+    553, "5.7.1", "Sender, Resent-From and Resent-Sender must be the address you logged in as"
+)
+#: SPEC §8a sending quotas (per account and per IP per hour); the client retries later.
+SENDING_RATE_LIMITED = SmtpReply(
+    451, "4.7.1", "Sending limit reached for now; try again later"
 )
 SENDER_SUSPENDED = SmtpReply(550, "5.7.1", "This address is suspended and cannot send mail")
 OVERSEAS_SEND_REFUSED = SmtpReply(

@@ -9,12 +9,20 @@ only (development).
   :class:`~mailplane.auth.credentials.Authenticator` verifies argon2 in a thread under the
   brute-force guard.  aiosmtpd 1.4.6 calls its authenticator synchronously, so
   :class:`SubmissionSMTP` lets aiosmtpd parse the exchange and then *awaits* the check.
+- **Connections**: both listeners share one gate (SPEC §8a): connection limits per
+  listener and per client IP, the implicit-TLS handshake only after admission, and the
+  session defences of :mod:`mailplane.smtp.guarded`.
 - **MAIL FROM**: the sender must be the authenticated address (553 5.7.1), the address must
-  not be suspended, and the overseas-send window (SPEC §7) is decided from the peer's country.
-- **DATA**: bare CR/LF refused as on the MX; header From must be the authenticated address;
+  not be suspended, and the overseas-send window (SPEC §7) is decided from the peer's country;
+  an account or IP already over its hourly quota gets ``451 4.7.1`` (SPEC §8a).
+- **RCPT**: at most ``submission.max_recipients_per_message`` (``452 4.5.3``).
+- **DATA**: bare CR/LF and the MIME bounds refused as on the MX; header From, Sender,
+  Resent-From and Resent-Sender must be the authenticated address;
   the *sender's* virus-check setting decides the scan (infected → 554 5.7.1, scanner down →
-  451 unless ``virus.on_error = accept``); a ``Received … with ESMTPSA`` line (RFC 3848) and a
-  missing Message-ID/Date are added (RFC 6409 §8.2, §8.3).
+  451 unless ``virus.on_error = accept``); the message is charged against the sending
+  quotas (:mod:`mailplane.auth.send_quota`: ``451 4.7.1`` over them, refunded if delivery
+  fails); a ``Received … with ESMTPSA`` line (RFC 3848) and a missing Message-ID/Date are
+  added (RFC 6409 §8.2, §8.3).
 - **Routing**: hosted recipients are delivered by the node's
   :class:`~mailplane.delivery.local.LocalDelivery` with their own settings; every other
   recipient goes into one outbound job, committed in the same transaction as the local
@@ -41,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane import metrics
 from mailplane.auth.credentials import Authenticator, AuthOutcome
+from mailplane.auth.send_quota import QuotaExceeded, SendQuota
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.delivery.jobs import PendingJob
@@ -49,10 +58,16 @@ from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.geo import CountryLookup, build_country_lookup
 from mailplane.filters.overseas_window import OverseasRule
 from mailplane.filters.scan import ScanDeferred, Scanner
-from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
+from mailplane.filters.sender_ownership import (
+    SENDER_HEADERS,
+    envelope_sender_owned,
+    foreign_sender_header,
+    header_from_owned,
+)
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import srs_from_settings
 from mailplane.mail.trace import printable, received
+from mailplane.net.gate import Gate, GatedServer, start_gated_server
 from mailplane.net.tls import server_ssl_context
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
@@ -62,6 +77,8 @@ from mailplane.smtp.base import (
     answer_data,
     close_gracefully,
     content_refusal,
+    listener_gate,
+    mime_refusal,
 )
 from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
@@ -210,12 +227,14 @@ class SubmissionHandler:
         *,
         country_lookup: CountryLookup,
         delivery: LocalDelivery,
+        quota: SendQuota,
     ) -> None:
         self.settings = settings
         self.policy_cache = policy_cache
         self.clock = clock
         self.country_lookup = country_lookup
         self.delivery = delivery
+        self.quota = quota
         self.overseas = OverseasRule.from_settings(settings.overseas)
         self._recipients: weakref.WeakKeyDictionary[Envelope, _Recipients] = (
             weakref.WeakKeyDictionary()
@@ -243,6 +262,8 @@ class SubmissionHandler:
         refusal = self._overseas_refusal(user, policy, _peer_ip(session))
         if refusal is not None:
             return refusal.line
+        if await self.quota.exhausted(account=user.pop_account, peer_ip=_peer_ip(session)):
+            return replies.SENDING_RATE_LIMITED.line
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK.line
@@ -278,7 +299,7 @@ class SubmissionHandler:
         rcpt_options: list[str],
     ) -> str:
         recipients = self._recipients.setdefault(envelope, _Recipients())
-        if len(recipients) >= self.settings.mx.max_recipients:
+        if len(recipients) >= self.settings.submission.max_recipients_per_message:
             return replies.TOO_MANY_RECIPIENTS.line
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
@@ -311,6 +332,8 @@ class SubmissionHandler:
             return replies.AUTH_REQUIRED
         raw = envelope.original_content or b""
         refused = content_refusal(raw, self.settings.mx.max_message_size)
+        if refused is None:
+            refused = await mime_refusal(raw, self.settings, LISTENER)
         if refused is not None:
             return refused
         recipients = self._recipients.get(envelope)
@@ -326,9 +349,21 @@ class SubmissionHandler:
         if not header_from_owned(authenticated=user.address,
                                  header_from=original.header_from_addresses):
             return replies.HEADER_FROM_NOT_OWNED
+        foreign = foreign_sender_header(authenticated=user.address, present={
+            name: original.header_addresses(name) for name in SENDER_HEADERS
+            if original.raw_header(name)})
+        if foreign is not None:
+            log.info("submission: %s tried to send with a foreign %s", user.pop_account,
+                     foreign)
+            return replies.HEADER_SENDER_NOT_OWNED
         refusal = await self._virus_refusal(raw, sender_policy)
         if refusal is not None:
             return refusal
+        try:
+            charge = await self.quota.charge(account=user.pop_account, peer_ip=peer_ip,
+                                             recipients=len(recipients))
+        except QuotaExceeded:
+            return replies.SENDING_RATE_LIMITED
         queue_id = secrets.token_hex(8)
         helo = printable(session.host_name or "unknown")
         message = self._submitted_copy(original, user, helo=helo, peer_ip=peer_ip,
@@ -339,8 +374,15 @@ class SubmissionHandler:
         ctx = MessageContext(mail_from=envelope.mail_from or "", rcpt_tos=tuple(recipients.local),
                              raw=message, received_at=now, peer_ip=peer_ip, helo=helo,
                              queue_id=queue_id)
-        await self.delivery.deliver(ctx, list(recipients.local.items()), protocol="ESMTP",
-                                    listener=LISTENER, extra_jobs=remote)
+        try:
+            await self.delivery.deliver(ctx, list(recipients.local.items()),
+                                        protocol="ESMTP", listener=LISTENER, extra_jobs=remote)
+        except Exception:
+            # Deferred or failed: nothing was stored.  (A client that hangs up cancels us
+            # while the writer may still store the message: no refund then, or hanging up
+            # after each DATA would send without limit.)
+            await self.quota.refund(charge)
+            raise
         log.info("submission %s accepted from %s: %d local, %d remote recipients",
                  queue_id, user.pop_account, len(recipients.local), len(recipients.remote))
         return replies.MESSAGE_ACCEPTED
@@ -398,8 +440,8 @@ class SubmissionServer:
 
     def __init__(
         self,
-        starttls: asyncio.Server,
-        implicit_tls: asyncio.Server,
+        starttls: GatedServer,
+        implicit_tls: GatedServer,
         handler: SubmissionHandler,
         protocols: weakref.WeakSet[SMTP],
         *,
@@ -413,11 +455,11 @@ class SubmissionServer:
 
     @property
     def starttls_port(self) -> int:
-        return int(self._starttls.sockets[0].getsockname()[1])
+        return self._starttls.port
 
     @property
     def tls_port(self) -> int:
-        return int(self._implicit_tls.sockets[0].getsockname()[1])
+        return self._implicit_tls.port
 
     async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Graceful stop, like the MX: in-flight DATA finishes, idle sessions get 421."""
@@ -462,14 +504,23 @@ async def start_submission(
                             spam=settings.spam),
             srs=srs_from_settings(settings, clock),
             policy=policy_cache)
+    quota = SendQuota(session_factory, clock, settings.submission,
+                      exempt_networks=settings.security.limit_exempt_networks)
     handler = SubmissionHandler(settings, policy_cache, clock, country_lookup=country_lookup,
-                                delivery=delivery)
+                                delivery=delivery, quota=quota)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
     context = ssl_context
+    # One listener, two sockets: one limiter; the TLS port handshakes after admission.
+    plain_gate, session_limits = listener_gate(LISTENER, settings.submission, settings,
+                                               protocols)
+    tls_gate = Gate(plain_gate.limiter, plain_gate.refusal_line, tls=context,
+                    handshake_timeout=plain_gate.handshake_timeout)
 
     def factory(*, implicit_tls: bool) -> SMTP:
         protocol = SubmissionSMTP(
             handler,
+            session_limits=session_limits,
+            limiter=plain_gate.limiter,
             credentials=authenticator,
             implicit_tls=implicit_tls,
             allow_plain_auth_on_loopback=settings.submission.allow_plain_auth_on_loopback,
@@ -487,14 +538,14 @@ async def start_submission(
         return protocol
 
     host = settings.submission.host
-    starttls = await loop.create_server(
-        lambda: factory(implicit_tls=False), host=host, port=settings.submission.starttls_port
-    )
+    backlog = settings.submission.listen_backlog
+    starttls = await start_gated_server(
+        lambda: factory(implicit_tls=False), listener=LISTENER, host=host,
+        port=settings.submission.starttls_port, gate=plain_gate, backlog=backlog)
     try:
-        implicit = await loop.create_server(
-            lambda: factory(implicit_tls=True), host=host, port=settings.submission.tls_port,
-            ssl=context,
-        )
+        implicit = await start_gated_server(
+            lambda: factory(implicit_tls=True), listener=LISTENER, host=host,
+            port=settings.submission.tls_port, gate=tls_gate, backlog=backlog)
     except BaseException:
         starttls.close()
         raise

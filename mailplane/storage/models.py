@@ -306,9 +306,28 @@ class LoginFailure(Base):
     __tablename__ = "login_failures"
 
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    #: Failures in the window.
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    #: Attempts from this IP whose password is being checked right now: counted before
+    #: the check, atomically, so parallel attempts cannot all be checked (issue 15).
+    in_flight: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     first_failure_at: Mapped[datetime] = mapped_column(UtcDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: How many times this key was locked: each IP lock lasts twice the one before.
+    lock_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class RateCounter(Base):
+    """Hourly counters of the submission quotas (SPEC §8a), shared by every process and
+    node: ``key`` names the quota and the account or IP, ``window_start`` is the start of
+    the hour (epoch seconds) the count belongs to."""
+
+    __tablename__ = "rate_counters"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class WebSession(Base):

@@ -22,7 +22,8 @@ ADDRESS = "taro@e06.example.net"
 @pytest.fixture
 def box(api_factory: ApiFactory) -> tuple[ApiHarness, str, str]:
     """Contract C0001 with one address; returns (api, contract password, POP password)."""
-    api = api_factory(security={"login_max_failures": 3})
+    # Three failures from one browser lock it (issue 15: the per-IP limit is its own key).
+    api = api_factory(security={"login_max_failures": 3, "login_ip_max_failures": 3})
     api.create_contract("C0001")
     created = api.create_address("C0001")
     response = api.operator.post("/v1/contracts/C0001/password")

@@ -1,6 +1,7 @@
 """Brute-force lockout works across listeners (issue 7; SPEC §1): failures counted on
-POP3 lock submission AUTH and the other way round.  Each test speaks from its own loopback
-address so the per-IP counter of one test does not lock the other."""
+POP3 lock submission AUTH and the other way round — for the IP that failed; the owner's
+clean IP still logs in (issue 15, SPEC §8a).  Each test speaks from its own loopback
+addresses so the per-IP counter of one test does not lock the other."""
 
 from __future__ import annotations
 
@@ -59,8 +60,10 @@ def test_pop3_failures_lock_submission_auth(secure_node: SecureNode) -> None:
     for _ in range(3):
         reply = _pop_login(secure_node, tenant.pop_account, "wrong-password", "127.0.0.2")
         assert b"[AUTH]" in reply
-    # The right password now fails on the OTHER listener: the account is locked.
-    assert _smtp_login(secure_node, tenant.pop_account, tenant.password, "127.0.0.3") == 454
+    # The right password now fails on the OTHER listener from the failing IP: the account
+    # is locked for it; from an IP with no failures the owner still logs in.
+    assert _smtp_login(secure_node, tenant.pop_account, tenant.password, "127.0.0.2") == 454
+    assert _smtp_login(secure_node, tenant.pop_account, tenant.password, "127.0.0.3") == 235
 
 
 def test_submission_failures_lock_pop3(secure_node: SecureNode) -> None:
@@ -68,6 +71,8 @@ def test_submission_failures_lock_pop3(secure_node: SecureNode) -> None:
     for _ in range(3):
         code = _smtp_login(secure_node, tenant.pop_account, "wrong-password", "127.0.0.4")
         assert code in (535, 454)
-    reply = _pop_login(secure_node, tenant.pop_account, tenant.password, "127.0.0.5")
+    reply = _pop_login(secure_node, tenant.pop_account, tenant.password, "127.0.0.4")
     assert b"[AUTH]" in reply or b"[SYS/TEMP]" in reply or b"lock" in reply.lower(), reply
     assert reply.startswith(b"-ERR"), reply
+    assert _pop_login(secure_node, tenant.pop_account, tenant.password,
+                      "127.0.0.5").startswith(b"+OK")

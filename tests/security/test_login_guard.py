@@ -45,13 +45,15 @@ async def test_account_locks_after_max_failures_and_unlocks_after_lock_time(
     for attempt in range(3):
         assert await guard.locked_until(peer_ip=f"198.51.100.{attempt}", account="m1") is None
         await guard.record_failure(peer_ip=f"198.51.100.{attempt}", account="m1")
-    # Three different IPs, one account: the account is locked for everyone.
-    locked = await guard.locked_until(peer_ip="203.0.113.9", account="M1")
+    # Three different IPs, one account: the account is locked for every IP that failed
+    # (issue 15: an IP with no failures of its own is not locked out by the others).
+    locked = await guard.locked_until(peer_ip="198.51.100.0", account="M1")
     assert locked == clock.now() + timedelta(seconds=60)
+    assert await guard.locked_until(peer_ip="203.0.113.9", account="M1") is None
     clock.advance(timedelta(seconds=59))
-    assert await guard.locked_until(peer_ip="203.0.113.9", account="m1") is not None
+    assert await guard.locked_until(peer_ip="198.51.100.1", account="m1") is not None
     clock.advance(timedelta(seconds=1))
-    assert await guard.locked_until(peer_ip="203.0.113.9", account="m1") is None
+    assert await guard.locked_until(peer_ip="198.51.100.1", account="m1") is None
     # After the lock the count starts again instead of locking at the next mistake.
     await guard.record_failure(peer_ip="203.0.113.9", account="m1")
     assert await guard.failures(key=account_key("m1")) == 1
@@ -165,9 +167,13 @@ async def test_authenticate_refuses_unknown_and_wrong_password_alike_and_locks(
                                       listener="test")
     assert wrong == unknown
     assert wrong.outcome is AuthOutcome.BAD_CREDENTIALS
-    # Failures under the address and the POP account count for the same account.
+    # Failures under the address and the POP account count for the same account: locked
+    # for the IPs that failed, while the owner's clean IP still gets in (issue 15).
     await auth.authenticate(ADDRESS, "nope!", peer_ip="192.0.2.50", listener="test")
     await auth.authenticate(pop_account, "nope!", peer_ip="192.0.2.51", listener="test")
-    locked = await auth.authenticate(pop_account, PASSWORD, peer_ip="192.0.2.52",
+    locked = await auth.authenticate(pop_account, PASSWORD, peer_ip="192.0.2.50",
                                      listener="test")
     assert locked.outcome is AuthOutcome.LOCKED
+    clean = await auth.authenticate(pop_account, PASSWORD, peer_ip="192.0.2.52",
+                                    listener="test")
+    assert clean.ok

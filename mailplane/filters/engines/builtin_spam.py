@@ -10,7 +10,6 @@ message: a DNSBL that does not answer within ``spam.dns_timeout_seconds`` is ski
 from __future__ import annotations
 
 import asyncio
-import email
 import ipaddress
 import logging
 import re
@@ -27,6 +26,7 @@ import dns.resolver
 from mailplane.config.settings import SpamConfig
 from mailplane.filters.engines.base import SpamScanResult
 from mailplane.mail.message import decode_header_text, parse_headers
+from mailplane.mail.mime import MimeTooComplex, leaf_parts, parse
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _subject_exclamations(message: Message) -> bool:
 
 
 def _html_only(message: Message) -> bool:
-    types = {part.get_content_type() for part in message.walk() if not part.is_multipart()}
+    types = {part.get_content_type() for part in leaf_parts(message)}
     return "text/html" in types and "text/plain" not in types
 
 
@@ -203,7 +203,10 @@ def parse_for_rules(data: bytes, headers: Message | None = None) -> Message:
     head = headers if headers is not None else parse_headers(data)
     if not needs_full_parse(head):
         return head
-    return email.message_from_bytes(data, policy=compat32)
+    try:
+        return parse(data, policy=compat32)
+    except MimeTooComplex:
+        return head  # beyond the MIME bounds: the header rules and the raw GTUBE test
 
 
 def needs_full_parse(head: Message) -> bool:
@@ -223,8 +226,8 @@ def _content_hits(data: bytes, headers: Message | None = None) -> list[tuple[str
 
 
 def _gtube_in_decoded_text(message: Message) -> bool:
-    for part in message.walk():
-        if part.is_multipart() or part.get_content_maintype() != "text":
+    for part in leaf_parts(message):
+        if part.get_content_maintype() != "text":
             continue
         payload = part.get_payload(decode=True)
         if isinstance(payload, bytes) and GTUBE in payload:

@@ -1,0 +1,166 @@
+"""Submission sending quotas (SPEC §8a, issue 15): messages and recipients per account and
+per client IP per hour, shared by every process and every node through ``rate_counters``.
+
+An authenticated customer (or a stolen password) may not turn submission into a spam
+cannon: one account queued 2,000 remote deliveries in 1.5 s before this.  Each message is
+*charged* when its DATA is complete and before anything is stored: one transaction adds
+its recipients to the four counters of the current hour and reads the previous hour's; the
+count that matters is the sliding-window estimate ``current + previous × (1 − elapsed
+share of this hour)``.  If any quota would be exceeded the transaction is rolled back
+(nothing charged) and the message is answered ``451 4.7.1`` (nothing stored, the client retries
+later).  A charged message whose delivery then fails is refunded.
+
+Limits of 0 are off; per-IP quotas skip ``security.limit_exempt_networks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane import metrics
+from mailplane.clock import Clock
+from mailplane.config.settings import SubmissionConfig
+from mailplane.net.limits import client_key, in_networks, parse_networks
+from mailplane.net.throttled_log import ThrottledLog
+from mailplane.storage import rate_counter_repo
+
+log = logging.getLogger(__name__)
+_throttled = ThrottledLog(log)
+
+WINDOW_SECONDS = 3600
+LISTENER = "submission"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One hourly quota as it applies to one message."""
+
+    name: str
+    key: str
+    limit: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one message was charged (to refund it if its delivery fails)."""
+
+    window_start: int
+    quotas: tuple[Quota, ...]
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, quota: Quota, estimate: int) -> None:
+        super().__init__(f"{quota.name} ({estimate}/{quota.limit})")
+        self.quota = quota
+        self.estimate = estimate
+
+
+class SendQuota:
+    def __init__(self, session_factory: sessionmaker[Session], clock: Clock,
+                 config: SubmissionConfig, *, exempt_networks: Iterable[str] = ()) -> None:
+        self._session_factory = session_factory
+        self._clock = clock
+        self._config = config
+        self._exempt = parse_networks(exempt_networks)
+
+    def quotas(self, *, account: str, peer_ip: str, recipients: int) -> tuple[Quota, ...]:
+        """The quotas one message with ``recipients`` recipients counts against."""
+        config = self._config
+        who = account.lower()
+        found = [
+            Quota("account_messages_per_hour", f"acct-msg:{who}",
+                  config.account_messages_per_hour, 1),
+            Quota("account_recipients_per_hour", f"acct-rcpt:{who}",
+                  config.account_recipients_per_hour, recipients),
+        ]
+        if not in_networks(peer_ip, self._exempt):
+            client = client_key(peer_ip)
+            found += [
+                Quota("ip_messages_per_hour", f"ip-msg:{client}", config.ip_messages_per_hour, 1),
+                Quota("ip_recipients_per_hour", f"ip-rcpt:{client}",
+                      config.ip_recipients_per_hour, recipients),
+            ]
+        return tuple(q for q in found if q.limit > 0)
+
+    def _window(self) -> tuple[int, float]:
+        """The current hour's start (epoch seconds) and the weight of the previous hour."""
+        now = self._clock.now().timestamp()
+        start = int(now // WINDOW_SECONDS) * WINDOW_SECONDS
+        return start, 1.0 - (now - start) / WINDOW_SECONDS
+
+    async def charge(self, *, account: str, peer_ip: str, recipients: int) -> Charge:
+        """Charge one message; :class:`QuotaExceeded` (and nothing charged) if it would
+        pass a quota."""
+        quotas = self.quotas(account=account, peer_ip=peer_ip, recipients=recipients)
+        start, weight = self._window()
+
+        def write() -> Charge:
+            with self._session_factory() as session, session.begin():
+                current = {q.key: rate_counter_repo.add(session, key=q.key,
+                                                        window_start=start, amount=q.amount)
+                           for q in quotas}
+                previous = rate_counter_repo.counts(session, keys=[q.key for q in quotas],
+                                                    window_start=start - WINDOW_SECONDS)
+                for quota in quotas:
+                    estimate = current[quota.key] + int(previous.get(quota.key, 0) * weight)
+                    if estimate > quota.limit:
+                        raise QuotaExceeded(quota, estimate)  # rolls the charge back
+            return Charge(start, quotas)
+
+        try:
+            return await asyncio.to_thread(write)
+        except QuotaExceeded as exc:
+            metrics.LIMIT_REFUSALS.labels(LISTENER, exc.quota.name).inc()
+            _throttled.warning((exc.quota.name, account), "submission: %s from %s over %s; "
+                               "answering 451", account, peer_ip, exc)
+            raise
+
+    async def refund(self, charge: Charge) -> None:
+        """Give back a charge whose message was not stored after all."""
+
+        def write() -> None:
+            with self._session_factory() as session, session.begin():
+                for quota in charge.quotas:
+                    rate_counter_repo.subtract(session, key=quota.key,
+                                               window_start=charge.window_start,
+                                               amount=quota.amount)
+
+        await asyncio.to_thread(write)
+
+    async def exhausted(self, *, account: str, peer_ip: str) -> Quota | None:
+        """A quota that one more one-recipient message would pass (read only: asked at
+        MAIL FROM, so a client over its quota does not upload the message first)."""
+        quotas = self.quotas(account=account, peer_ip=peer_ip, recipients=1)
+        start, weight = self._window()
+
+        def read() -> Quota | None:
+            with self._session_factory() as session:
+                keys = [q.key for q in quotas]
+                current = rate_counter_repo.counts(session, keys=keys, window_start=start)
+                previous = rate_counter_repo.counts(session, keys=keys,
+                                                    window_start=start - WINDOW_SECONDS)
+            for quota in quotas:
+                estimate = current.get(quota.key, 0) + int(previous.get(quota.key, 0) * weight)
+                if estimate + quota.amount > quota.limit:
+                    return quota
+            return None
+
+        found = await asyncio.to_thread(read)
+        if found is not None:
+            metrics.LIMIT_REFUSALS.labels(LISTENER, found.name).inc()
+            _throttled.warning((found.name, account), "submission: %s from %s over %s at "
+                               "MAIL FROM; answering 451", account, peer_ip, found.name)
+        return found
+
+
+def purge_counters(session_factory: sessionmaker[Session], clock: Clock) -> int:
+    """Delete hours older than the previous one (blocking; the housekeeping job)."""
+    start = int(clock.now().timestamp() // WINDOW_SECONDS) * WINDOW_SECONDS
+    with session_factory() as session, session.begin():
+        return rate_counter_repo.purge_before(session, window_start=start - WINDOW_SECONDS)

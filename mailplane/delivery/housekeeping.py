@@ -1,0 +1,49 @@
+"""Housekeeping of the node's first process (issue 15): what a crash or an attack leaves
+behind, removed at start and then every ``retention.purge_interval_seconds``.
+
+- Maildir ``tmp/`` files older than 36 hours (maildir(5)): a delivery killed between its
+  write and its rename (kill -9) leaves one; nothing else ever removes it.
+- Login failure counters that no longer matter (``login_failures`` grew by one row per
+  guessed user name, for ever).
+- Hourly submission quota counters older than the previous hour.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailplane import metrics
+from mailplane.auth.login_guard import purge_login_counters
+from mailplane.auth.send_quota import purge_counters
+from mailplane.clock import Clock
+from mailplane.config.settings import Settings
+from mailplane.mailstore.maildir import remove_tmp_orphans
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HousekeepingResult:
+    tmp_orphans: int
+    login_counters: int
+    quota_counters: int
+
+
+def housekeeping(settings: Settings, session_factory: sessionmaker[Session],
+                 clock: Clock) -> HousekeepingResult:
+    """One round (blocking: the periodic job runs it in a thread)."""
+    orphans = remove_tmp_orphans(settings.maildir_root, now=time.time())
+    if orphans:
+        metrics.MAILDIR_ORPHANS_REMOVED.inc(orphans)
+        log.warning("removed %d orphan file(s) older than 36 h from Maildir tmp/", orphans)
+    result = HousekeepingResult(
+        tmp_orphans=orphans,
+        login_counters=purge_login_counters(settings, session_factory, clock),
+        quota_counters=purge_counters(session_factory, clock),
+    )
+    log.info("housekeeping: %s", result)
+    return result

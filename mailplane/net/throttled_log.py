@@ -1,0 +1,96 @@
+"""Log lines that cannot flood the log (SPEC §8a: "rate-limited logging of repeated errors").
+
+Under attack the same error repeats per connection or per command: a client over its
+limit, ``accept()`` failing with EMFILE, a hostile command.  :class:`ThrottledLog` writes
+the first occurrence of a *key* at once, then at most one line per interval saying how
+many were folded into it (and counts them in ``mailplane_log_lines_suppressed_total``).
+The asyncio exception handler installed by :func:`install_loop_exception_handler` routes
+the event loop's own reports (``socket.accept() out of system resource``) through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from mailplane import metrics
+
+#: One line per key per minute at most (a flood of 20,000 refusals is one line a minute).
+DEFAULT_INTERVAL_SECONDS = 60.0
+#: Distinct keys remembered; beyond it the oldest are forgotten (bounded memory).
+MAX_KEYS = 4096
+
+
+class ThrottledLog:
+    """A logger wrapper that folds repeats of the same key into one line per interval."""
+
+    def __init__(self, logger: logging.Logger, *,
+                 interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._interval = interval_seconds
+        self._clock = clock
+        # key -> (time of the last line written, repeats folded since)
+        self._seen: dict[Hashable, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, key: Hashable, message: str, *args: object,
+            exc_info: BaseException | None = None) -> bool:
+        """Write ``message`` unless ``key`` was written less than an interval ago;
+        return whether a line was written."""
+        now = self._clock()
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last[0] < self._interval:
+                self._seen[key] = (last[0], last[1] + 1)
+                folded = True
+            else:
+                folded = False
+                repeats = last[1] if last is not None else 0
+                if len(self._seen) >= MAX_KEYS and key not in self._seen:
+                    self._forget_oldest()
+                self._seen[key] = (now, 0)
+        if folded:
+            metrics.SUPPRESSED_LOG_LINES.labels(self._logger.name).inc()
+            return False
+        if repeats:
+            message += " (and %d more like it in the last %.0f s)"
+            args = (*args, repeats, self._interval)
+        self._logger.log(level, message, *args, exc_info=exc_info)
+        return True
+
+    def warning(self, key: Hashable, message: str, *args: object) -> bool:
+        return self.log(logging.WARNING, key, message, *args)
+
+    def info(self, key: Hashable, message: str, *args: object) -> bool:
+        return self.log(logging.INFO, key, message, *args)
+
+    def error(self, key: Hashable, message: str, *args: object,
+              exc_info: BaseException | None = None) -> bool:
+        return self.log(logging.ERROR, key, message, *args, exc_info=exc_info)
+
+    def _forget_oldest(self) -> None:
+        for old in sorted(self._seen, key=lambda k: self._seen[k][0])[: MAX_KEYS // 4]:
+            del self._seen[old]
+
+
+def install_loop_exception_handler(loop: asyncio.AbstractEventLoop,
+                                   throttle: ThrottledLog) -> None:
+    """Route the loop's error reports through ``throttle``: the first of a kind with its
+    traceback, then one line per interval (asyncio reports EMFILE on ``accept()`` once a
+    second per listener for as long as it lasts)."""
+
+    def handle(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exception = context.get("exception")
+        message = str(context.get("message") or "unhandled error in the event loop")
+        key = ("asyncio", message, type(exception).__name__,
+               getattr(exception, "errno", None))
+        detail = f": {exception}" if exception is not None else ""
+        throttle.error(key, "%s%s", message, detail,
+                       exc_info=exception if isinstance(exception, BaseException) else None)
+
+    loop.set_exception_handler(handle)

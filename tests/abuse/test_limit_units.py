@@ -1,0 +1,157 @@
+"""The pieces of the limits under abuse on their own (issue 15): settings validation that
+names the key, the throttled log, the connection limiter's per-IP arithmetic, the
+descriptor budget, and the MIME walker's order and bounds."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from mailplane.config.settings import ConfigError, load_settings
+from mailplane.mail.mime import MimeLimits, MimeTooComplex, check_structure, leaf_parts, parse
+from mailplane.net.limits import ConnectionLimiter, ConnectionLimits, Refusal, client_key
+from mailplane.net.throttled_log import ThrottledLog
+from mailplane.node.listeners import FD_RESERVE, fit_connection_limits
+
+
+@pytest.mark.parametrize(("env", "value", "key"), [
+    ("MAILPLANE_MX__HARD_ERROR_LIMIT", "5", "mx"),  # not above soft_error_limit (10)
+    ("MAILPLANE_MX__MAX_MIME_DEPTH", "1000", "mx.max_mime_depth"),
+    ("MAILPLANE_SUBMISSION__ACCOUNT_RECIPIENTS_PER_HOUR", "50", "submission"),
+    ("MAILPLANE_SECURITY__LIMIT_EXEMPT_NETWORKS", '["not-a-net"]',
+     "security.limit_exempt_networks"),
+    ("MAILPLANE_POP3__MAX_CONNECTIONS_PER_IP", "0", "pop3.max_connections_per_ip"),
+    ("MAILPLANE_API__PRESSURE_THRESHOLD", "1.5", "api.pressure_threshold"),
+])
+def test_a_bad_limit_stops_start_up_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, key: str,
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        load_settings()
+
+
+def test_repeats_are_folded_into_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    throttle = ThrottledLog(logging.getLogger("test.throttle"), interval_seconds=60,
+                            clock=lambda: now[0])
+    caplog.set_level(logging.INFO)
+    written = [throttle.warning("key", "refused %s", n) for n in range(1000)]
+    assert written.count(True) == 1
+    now[0] = 61.0
+    assert throttle.warning("key", "refused %s", "again")
+    assert throttle.warning("other", "another kind")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["refused 0", "refused again (and 999 more like it in the last 60 s)",
+                     "another kind"]
+
+
+def test_per_ip_places_are_counted_and_given_back() -> None:
+    limiter = ConnectionLimiter(ConnectionLimits("t", max_connections=4, max_per_ip=2))
+    first, second = limiter.admit("192.0.2.1"), limiter.admit("::ffff:192.0.2.1")
+    assert limiter.admit("192.0.2.1") is Refusal.IP_CONNECTIONS
+    other = [limiter.admit("2001:db8::1"), limiter.admit("2001:db8::2")]  # one /64
+    assert limiter.admit("192.0.2.9") is Refusal.LISTENER_FULL
+    assert limiter.admit("2001:db8::3") is Refusal.LISTENER_FULL
+    for ticket in (first, second, *other):
+        assert not isinstance(ticket, Refusal)
+        ticket.release()
+        ticket.release()  # idempotent
+    assert limiter.active == 0 and limiter.per_ip("192.0.2.1") == 0
+    assert client_key("2001:db8::5") == "2001:db8::/64"
+
+
+def test_exempt_networks_skip_the_per_ip_limits_but_not_the_listener_limit() -> None:
+    from mailplane.net.limits import parse_networks
+
+    limiter = ConnectionLimiter(ConnectionLimits(
+        "t", max_connections=3, max_per_ip=1, rate_per_ip_per_minute=1,
+        exempt=parse_networks(["10.0.0.0/8"])))
+    assert [isinstance(limiter.admit("10.1.2.3"), Refusal) for _ in range(3)] == [False] * 3
+    assert limiter.admit("10.1.2.3") is Refusal.LISTENER_FULL
+
+
+def test_the_connection_rate_per_ip_is_a_sliding_minute() -> None:
+    now = [0.0]
+    limiter = ConnectionLimiter(ConnectionLimits("t", 100, 100, rate_per_ip_per_minute=3),
+                                clock=lambda: now[0])
+    for _ in range(3):
+        ticket = limiter.admit("192.0.2.1")
+        assert not isinstance(ticket, Refusal)
+        ticket.release()
+    assert limiter.admit("192.0.2.1") is Refusal.IP_RATE
+    now[0] = 60.0
+    assert not isinstance(limiter.admit("192.0.2.1"), Refusal)
+
+
+def test_connection_limits_are_fitted_into_the_descriptor_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = load_settings()
+    roles = ("mx", "submission", "pop3", "api")
+    assert fit_connection_limits(settings, roles, 100_000) is settings
+    fitted = fit_connection_limits(settings, roles, 1024 + FD_RESERVE)
+    total = sum(getattr(fitted, name).max_connections for name in roles)
+    assert total <= 1024 and fitted.mx.max_connections == 256
+    assert "mx.max_connections lowered from 1000 to 256" in caplog.text
+
+
+def _nested(levels: int) -> bytes:
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n'
+                       % (i, i) for i in range(levels))
+    return b"Subject: x\r\n" + opening + b"Content-Type: text/plain\r\n\r\nleaf\r\n"
+
+
+def test_the_bounded_parse_stops_at_the_limits_and_never_recurses_out() -> None:
+    check_structure(_nested(9), MimeLimits(max_depth=10, max_parts=100))
+    with pytest.raises(MimeTooComplex):
+        check_structure(_nested(10), MimeLimits(max_depth=10, max_parts=100))
+    with pytest.raises(MimeTooComplex):
+        parse(_nested(100_000))  # the stdlib alone raises RecursionError long before
+
+
+def test_leaves_come_in_walk_order() -> None:
+    raw = (b'Content-Type: multipart/mixed; boundary="o"\r\n\r\n--o\r\nContent-Type: text/plain'
+           b'\r\n\r\none\r\n--o\r\nContent-Type: multipart/alternative; boundary="i"\r\n\r\n'
+           b"--i\r\nContent-Type: text/plain\r\n\r\ntwo\r\n--i\r\nContent-Type: text/html\r\n"
+           b"\r\nthree\r\n--i--\r\n--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\n"
+           b"\r\nfour\r\n--o--\r\n")
+    message = parse(raw)
+    walked = [p for p in message.walk() if not p.is_multipart()]
+    assert leaf_parts(message) == walked
+    assert [p.get_payload().strip() for p in leaf_parts(message)] == [
+        "one", "two", "three", "four"]
+
+
+async def test_a_user_name_with_a_nul_is_a_counted_failure_on_both_databases(
+    db_settings: Any,
+) -> None:
+    """PostgreSQL refuses a NUL in text: such a name (POP3 ``USER a\\0b``) once made the
+    login answer "temporarily unavailable" and went uncounted."""
+    from mailplane.auth.credentials import Authenticator, AuthOutcome
+    from mailplane.auth.login_guard import LoginGuard, ip_key
+    from mailplane.auth.passwords import PasswordHashing
+    from mailplane.clock import FrozenClock
+    from mailplane.storage.db import make_engine, make_session_factory
+
+    engine = make_engine(db_settings.database_url)
+    try:
+        factory = make_session_factory(engine)
+        guard = LoginGuard(factory, FrozenClock(), max_failures=3, lock_seconds=60,
+                           base_delay_seconds=0)
+        auth = Authenticator(factory, PasswordHashing(db_settings.security), guard)
+        result = await auth.authenticate("m1\x00' OR 1=1", "x", peer_ip="192.0.2.3",
+                                         listener="test")
+        assert result.outcome is AuthOutcome.BAD_CREDENTIALS
+        assert await guard.failures(key=ip_key("192.0.2.3")) == 1
+    finally:
+        engine.dispose()
+
+
+def test_an_ipv6_client_is_counted_by_its_64_block() -> None:
+    from mailplane.auth.login_guard import ip_key
+
+    assert ip_key("2001:db8:1:2::1") == ip_key("2001:db8:1:2:ffff::9") == "ip:2001:db8:1:2::/64"
+    assert ip_key("::ffff:192.0.2.1") == ip_key("192.0.2.1") == "ip:192.0.2.1"
