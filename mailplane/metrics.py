@@ -49,7 +49,7 @@ OVERSEAS_REFUSALS = Counter(
     registry=REGISTRY,
 )
 
-# --- management API under abuse (SPEC §8a; docs/security-api.md) ---------------------------
+# --- management API under abuse (SPEC §8a; docs/security.md) ---------------------------
 
 API_REFUSALS = Counter(
     "mailplane_api_refusals",

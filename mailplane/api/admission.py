@@ -2,7 +2,7 @@
 (SPEC §8a "API request body size; concurrent API requests per key and unauthenticated
 requests per IP"; issue 15).  Every limit is a setting under ``[api]``, every refusal a
 clear temporary answer with ``Retry-After`` and a count in
-``mailplane_api_refusals{reason}`` (docs/security-api.md).
+``mailplane_api_refusals{reason}`` (docs/security.md).
 
 - **Body size** (:class:`AdmissionMiddleware`, ``api.max_body_bytes``): a ``Content-Length``
   over the limit is refused with 413 before a byte of the body is read; a chunked body is
