@@ -60,7 +60,7 @@ class _Section(BaseModel):
 
 
 class ApiConfig(ListenerLimits, _Section):
-    """The management API's limits under abuse (SPEC §8a; docs/security-api.md; the
+    """The management API's limits under abuse (SPEC §8a; docs/security.md; the
     connection keys of :class:`ListenerLimits` in docs/security.md)."""
 
     host: str = "127.0.0.1"
@@ -309,6 +309,9 @@ class OutboundConfig(_Section):
     #: node's MX or API, or by another process of this node, are only seen by polling).
     #: A poll is one indexed read; it claims only when a job is due.
     poll_seconds: float = Field(default=1.0, gt=0)
+    #: When the node serves other roles too, send from a process of its own (Postfix's
+    #: qmgr/smtp split): outbound bursts never take CPU from SMTP sessions' event loop.
+    own_process: bool = True
 
     @field_validator("dns_nameserver")
     @classmethod

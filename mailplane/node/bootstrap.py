@@ -58,8 +58,9 @@ def run_loop(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
 
 async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Event, *,
                    extra_worker: bool = False) -> None:
-    """Serve ``roles`` until ``stop`` is set.  ``extra_worker``: an additional MX process
-    sharing the port (``mx.workers``), which leaves periodic jobs to the node's first."""
+    """Serve ``roles`` until ``stop`` is set.  ``extra_worker``: an extra process of the
+    node (another MX sharing the port, the outbound worker's own process —
+    :mod:`mailplane.node.processes`), which leaves the periodic jobs to the node's own."""
     from mailplane.net.throttled_log import ThrottledLog, install_loop_exception_handler
     from mailplane.node.listeners import fit_connection_limits, raise_fd_limit
 

@@ -1,16 +1,22 @@
-"""Extra MX worker processes sharing the listening socket (DESIGN "Keeping the SMTP path
-fast": several worker processes share the listener with SO_REUSEPORT to use every core).
+"""The processes of one node: its own, plus extra ones that use another core.
 
-The node's own process runs the MX as usual; with ``mx.workers = N`` it also starts N-1
-worker processes.  Each binds the same ``mx.host:port`` with ``SO_REUSEPORT`` (the kernel
-spreads new connections over them) and starts through the same
-:func:`~mailplane.node.bootstrap.run_node` with the ``mx`` role only: its own event loop,
-database engine, policy cache (polling the revision like any node, so a settings change
-reaches every worker within ``policy_refresh_seconds``) and scanner clients.  The
-periodic jobs, POP3, submission and the API stay in the node's process.
+- **Extra MX processes** (DESIGN "Keeping the SMTP path fast"): with ``mx.workers = N``
+  the node starts N-1 processes that bind the same ``mx.host:port`` with
+  ``SO_REUSEPORT`` (the kernel spreads new connections over them).
+- **The outbound worker's own process** (``outbound.own_process``, on by default): when
+  the node serves other roles too, forwards, replies and DSNs are sent from a process of
+  their own, as Postfix's qmgr and smtp(8) are, so a burst of outbound work never takes
+  the event loop or the GIL from SMTP sessions.  It finds new jobs by polling the queue
+  (one read a second, ``outbound.poll_seconds``).
 
-Workers are started with the ``spawn`` method (no event loop or thread state inherited),
-stopped with SIGTERM by the node on shutdown, and exit on their own if the node dies.
+Each extra process starts through the same :func:`~mailplane.node.bootstrap.run_node`
+with its roles only — its own event loop, database engine, policy cache (polling the
+revision like any node) and scanner clients — while the periodic jobs, POP3, submission
+and the API stay in the node's own process.  They are started with the ``spawn`` method
+(no event loop or thread state inherited), stopped with SIGTERM by the node on shutdown
+(each finishes what it is doing: an MX session in DATA gets its reply, the worker records
+its delivery in flight and hands the rest of its claims back), and stop on their own if
+the node dies.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import signal
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from mailplane.config.settings import Settings
@@ -31,16 +38,36 @@ log = logging.getLogger(__name__)
 _PARENT_POLL_SECONDS = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessPlan:
+    name: str
+    roles: tuple[str, ...]
+
+
+def plan_processes(settings: Settings,
+                   roles: tuple[str, ...]) -> tuple[tuple[str, ...], list[ProcessPlan]]:
+    """The roles of the node's own process and the extra processes to start."""
+    main = roles
+    extra: list[ProcessPlan] = []
+    if "mx" in roles and settings.mx.enabled:
+        extra += [ProcessPlan(f"mailplane-mx-{index}", ("mx",))
+                  for index in range(1, settings.mx.workers)]
+    if "worker" in roles and len(roles) > 1 and settings.outbound.own_process:
+        main = tuple(role for role in roles if role != "worker")
+        extra.append(ProcessPlan("mailplane-outbound", ("worker",)))
+    return main, extra
+
+
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
     while not stop.is_set():
         if os.getppid() != parent:
-            log.warning("MX worker %d: node process gone, stopping", os.getpid())
+            log.warning("process %d: node process gone, stopping", os.getpid())
             stop.set()
             return
         await asyncio.sleep(_PARENT_POLL_SECONDS)
 
 
-def _worker_main(settings: Settings, parent: int) -> None:
+def _process_main(settings: Settings, parent: int, roles: tuple[str, ...]) -> None:
     configure_logging(os.environ.get("MAILPLANE_LOG_LEVEL", settings.log_level), with_pid=True)
 
     async def main() -> None:
@@ -50,7 +77,7 @@ def _worker_main(settings: Settings, parent: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(_watch_parent(parent, stop))
         try:
-            await run_node(settings, ("mx",), stop, extra_worker=True)
+            await run_node(settings, roles, stop, extra_worker=True)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -58,39 +85,37 @@ def _worker_main(settings: Settings, parent: int) -> None:
     run_loop(settings, main())
 
 
-class MxWorkers:
-    """The extra MX worker processes of one node."""
+class NodeProcesses:
+    """The extra processes of one node."""
 
     def __init__(self, processes: list[BaseProcess]) -> None:
         self.processes = processes
 
     @classmethod
-    def start(cls, settings: Settings) -> MxWorkers:
-        """Start ``settings.mx.workers - 1`` processes (the node's process is the first)."""
+    def start(cls, settings: Settings, plans: list[ProcessPlan]) -> NodeProcesses:
         context = multiprocessing.get_context("spawn")
         processes: list[BaseProcess] = []
-        for index in range(1, settings.mx.workers):
-            process = context.Process(target=_worker_main, args=(settings, os.getpid()),
-                                      name=f"mailplane-mx-{index}", daemon=True)
+        for plan in plans:
+            process = context.Process(target=_process_main,
+                                      args=(settings, os.getpid(), plan.roles),
+                                      name=plan.name, daemon=True)
             process.start()
             processes.append(process)
-        log.info("started %d extra MX worker process(es)", len(processes))
+        if plans:
+            log.info("started %d extra process(es): %s", len(plans),
+                     ", ".join(f"{p.name} ({','.join(p.roles)})" for p in plans))
         return cls(processes)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM every worker and wait: each stops listening and closes its sessions; a
-        message not yet answered 250 is the client's to retry, never lost (SPEC §8)."""
+        """SIGTERM every process and wait: each finishes what it is doing (a message not
+        yet answered 250 is the client's to retry, never lost, SPEC §8)."""
         for process in self.processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
         for process in self.processes:
             process.join(timeout)
             if process.is_alive():
-                log.warning("MX worker %s did not stop in %.0fs; killing it",
+                log.warning("process %s did not stop in %.0fs; killing it",
                             process.name, timeout)
                 process.kill()
                 process.join()
-
-
-def wants_workers(settings: Settings, roles: tuple[str, ...]) -> bool:
-    return "mx" in roles and settings.mx.enabled and settings.mx.workers > 1

@@ -1,9 +1,10 @@
 """``mailplane serve``: every service of one node (or the roles asked for) until SIGTERM.
 
 Roles (``--role mx,submission,pop3,api,worker``) let an operator split services across
-machines; all of them share the database, so any subset works.  With ``mx.workers > 1``
-extra MX processes share the port (:mod:`mailplane.node.workers`); every process starts
-through the same :func:`~mailplane.node.bootstrap.run_node`.
+machines; all of them share the database, so any subset works.  Extra processes of the
+node — MX processes sharing the port, the outbound worker's own process — are planned in
+:mod:`mailplane.node.processes`; every process starts through the same
+:func:`~mailplane.node.bootstrap.run_node`.
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ async def run_until_signalled(settings: Settings, roles: tuple[str, ...], *,
 
 
 def serve_forever(settings: Settings, *, roles: tuple[str, ...]) -> int:
-    from mailplane.node.workers import MxWorkers, wants_workers
+    from mailplane.node.processes import NodeProcesses, plan_processes
 
-    workers = MxWorkers.start(settings) if wants_workers(settings, roles) else None
+    main_roles, extra = plan_processes(settings, roles)
+    processes = NodeProcesses.start(settings, extra)
     try:
-        run_loop(settings, run_until_signalled(settings, roles))
+        run_loop(settings, run_until_signalled(settings, main_roles))
     finally:
-        if workers is not None:
-            workers.stop()
+        processes.stop()
     return 0
 
 

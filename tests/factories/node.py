@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import smtplib
@@ -39,9 +40,11 @@ class Node:
     def start(self) -> None:
         assert self.log_path is not None
         log = self.log_path.open("ab")
+        # Its own process group: kill -9 takes the node's extra processes (the outbound
+        # worker's, extra MX ones) with it, as a crash or power loss would.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mailplane.cli", "serve"], env=self.env, cwd=REPO,
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -60,11 +63,16 @@ class Node:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
-        self.process.send_signal(sig)
+        if sig == signal.SIGKILL:  # the whole node at once, like a crash
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait(timeout=10)
 
     def api(self, key: str | None = None) -> httpx.Client:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import smtplib
 import threading
 import time
@@ -68,3 +69,35 @@ def test_the_node_runs_on_the_configured_event_loop_and_says_which(
     assert expected in node.log_text()
     with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=10) as smtp:
         assert smtp.noop()[0] == 250
+
+
+def test_a_node_sends_from_a_process_of_its_own_and_its_crash_takes_it_along(
+    node_factory: NodeFactory,
+) -> None:
+    """``outbound.own_process``: the outbound worker runs beside the node's own process
+    (Postfix's qmgr/smtp split); ``kill -9`` of the node (its process group) ends both."""
+    node = node_factory()
+    node.start()
+    assert "started 1 extra process(es): mailplane-outbound (worker)" in node.log_text()
+    assert node.process is not None
+    group = node.process.pid
+    assert len(_processes_in_group(group)) >= 2  # the node, its sender (and spawn's tracker)
+    node.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10  # SIGKILL is delivered at once; reaping takes a moment
+    while _processes_in_group(group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_in_group(group) == []
+
+
+def _processes_in_group(group: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":  # pgrp; zombies are gone
+            found.append(int(entry.name))
+    return found
