@@ -20,7 +20,6 @@ a 3,000-deep ``multipart`` raises ``RecursionError`` in whatever touches it.  He
 from __future__ import annotations
 
 import email.policy
-import re
 from dataclasses import dataclass
 from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
@@ -45,7 +44,8 @@ DEFAULT_LIMITS = MimeLimits()
 #: A line that may open a nested entity: a boundary line, or a message/*, digest or
 #: delivery-status type (their bodies hold further entities).
 _BOUNDARY_LINE = (b"\n--", b"\r--")
-_NESTING_TYPES = re.compile(rb"message/|digest|delivery-status", re.IGNORECASE)
+#: Content types whose body holds a further message (counted like boundary lines).
+_NESTING_MARKERS = (b"message/", b"digest", b"delivery-status")
 
 
 class _BoundedFeedParser(BytesFeedParser):
@@ -98,11 +98,11 @@ def within_cheap_bound(raw: bytes, limits: MimeLimits) -> bool:
     count = sum(raw.count(marker) for marker in _BOUNDARY_LINE)
     if count > budget:
         return False
-    for _match in _NESTING_TYPES.finditer(raw):
-        count += 1
-        if count > budget:
-            return False
-    return True
+    # Counted in the lower-cased bytes, one literal at a time: the three cannot overlap,
+    # so the sum is what one case-insensitive search would find, at a tenth of its cost
+    # (that search was a fifth of the MX's CPU at 10 KB, docs/performance.md).
+    lowered = raw.lower()
+    return count + sum(lowered.count(marker) for marker in _NESTING_MARKERS) <= budget
 
 
 def check_structure(raw: bytes, limits: MimeLimits) -> None:

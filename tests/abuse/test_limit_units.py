@@ -5,12 +5,23 @@ descriptor budget, and the MIME walker's order and bounds."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from mailplane.config.settings import ConfigError, load_settings
-from mailplane.mail.mime import MimeLimits, MimeTooComplex, check_structure, leaf_parts, parse
+from mailplane.mail.mime import (
+    MimeLimits,
+    MimeTooComplex,
+    check_structure,
+    leaf_parts,
+    parse,
+    within_cheap_bound,
+)
 from mailplane.net.limits import ConnectionLimiter, ConnectionLimits, Refusal, client_key
 from mailplane.net.throttled_log import ThrottledLog
 from mailplane.node.listeners import FD_RESERVE, fit_connection_limits
@@ -155,3 +166,20 @@ def test_an_ipv6_client_is_counted_by_its_64_block() -> None:
 
     assert ip_key("2001:db8:1:2::1") == ip_key("2001:db8:1:2:ffff::9") == "ip:2001:db8:1:2::/64"
     assert ip_key("::ffff:192.0.2.1") == ip_key("192.0.2.1") == "ip:192.0.2.1"
+
+
+@hyp_settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"x", b"\r\n", b"\n--b", b"\r--", b"Message/rfc822",
+                                 b"DIGEST", b"delivery-STATUS", b"messag", b"e/"]),
+                max_size=60))
+def test_the_cheap_bound_counts_nesting_types_as_one_case_blind_search_would(
+    pieces: list[bytes],
+) -> None:
+    """The lower-cased literal counts equal a case-insensitive regex's matches."""
+    raw = b"".join(pieces)
+    pattern = re.compile(rb"message/|digest|delivery-status", re.IGNORECASE)
+    lines = raw.count(b"\n--") + raw.count(b"\r--")
+    for budget in range(0, 12):
+        limits = MimeLimits(max_depth=budget + 1, max_parts=budget + 1)
+        expected = lines + sum(1 for _ in pattern.finditer(raw)) <= budget
+        assert within_cheap_bound(raw, limits) is expected
