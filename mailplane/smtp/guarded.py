@@ -110,8 +110,11 @@ class GuardedSMTP(FastSMTP, Admission):
         if session_limits is not None:
             kwargs.setdefault("timeout", session_limits.idle_timeout)
         super().__init__(handler, **kwargs)
-        self._smtp_methods = {command: self._checked(command, method)
-                              for command, method in self._smtp_methods.items()}
+
+    def command_method(self, command: str, method: Any) -> Any:
+        """Every command through :meth:`_checked` (bound when dispatched, not per
+        connection: wrapping all twenty at each connection was 4 % of the MX's CPU)."""
+        return self._checked(command, method)
 
     # --- idle timer ---------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ import asyncio
 import inspect
 import logging
 import re
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import aiosmtpd
@@ -77,7 +78,30 @@ class _Tables(NamedTuple):
     auth: tuple[tuple[str, str, bool], ...]  # (mechanism, attribute, on the protocol)
     hooks: tuple[tuple[str, str], ...]  # (command, handler attribute)
     ehlo_hook_ver: str | None
-    smtp: tuple[tuple[str, str], ...]  # (command, protocol attribute)
+    smtp: dict[str, str]  # command -> protocol attribute
+
+
+class _CommandTable(Mapping[str, Any]):
+    """``_smtp_methods`` (command → the coroutine method aiosmtpd awaits), bound when a
+    command is dispatched, not for every command at every connection: a client speaks
+    five or six of the twenty commands.  :meth:`FastSMTP.command_method` is the hook a
+    subclass wraps commands with."""
+
+    __slots__ = ("_names", "_session")
+
+    def __init__(self, session: FastSMTP, names: dict[str, str]) -> None:
+        self._session = session
+        self._names = names
+
+    def __getitem__(self, command: str) -> Any:
+        return self._session.command_method(command, getattr(self._session,
+                                                             self._names[command]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 _TABLES: dict[tuple[type[Any], type[Any]], _Tables] = {}
@@ -108,8 +132,8 @@ def _tables(protocol: type[Any], handler: Any) -> _Tables:
         if params not in (4, 5):
             raise RuntimeError("Unsupported EHLO Hook")
         ehlo_hook_ver = "old" if params == 4 else "new"
-    smtp = tuple((name.replace("smtp_", ""), name) for name in dir(protocol)
-                 if name.startswith("smtp_"))
+    smtp = {name.replace("smtp_", ""): name for name in dir(protocol)
+            if name.startswith("smtp_")}
     tables = _Tables(auth, hooks, ehlo_hook_ver, smtp)
     if not per_instance:
         _TABLES[key] = tables
@@ -263,8 +287,13 @@ class FastSMTP(SMTP):
             self._auth_methods.pop(mechanism, None)
         self._handle_hooks = {command: getattr(handler, name) for command, name in tables.hooks}
         self._ehlo_hook_ver = tables.ehlo_hook_ver
-        self._smtp_methods = {command: getattr(self, name) for command, name in tables.smtp}
+        # aiosmtpd declares a dict; it only ever calls .get(), .items() and [] on it.
+        self._smtp_methods = _CommandTable(self, tables.smtp)  # type: ignore[assignment]
         self._enforce_call_limit = False
+
+    def command_method(self, command: str, method: Any) -> Any:
+        """The method aiosmtpd awaits for ``command`` (a subclass may wrap it)."""
+        return method
 
     # --- DATA ----------------------------------------------------------------------------
 
