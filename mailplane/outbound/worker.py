@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,6 +55,8 @@ from mailplane.storage.outbound_repo import ClaimedJob
 log = logging.getLogger(__name__)
 
 BASE_BACKOFF_SECONDS = 60
+#: Outcomes recorded per transaction (see :meth:`OutboundWorker.run_once`).
+RECORD_GROUP = 8
 DEFAULT_LEASE = timedelta(minutes=15)
 SWEEP_INTERVAL_SECONDS = 600.0
 
@@ -65,14 +68,25 @@ def backoff(
     return timedelta(seconds=min(max_seconds, base_seconds * 2 ** min(attempts, 30)))
 
 
+#: How often a worker looks for claims of workers of this host that died (their jobs
+#: would otherwise wait out the lease).
+DEAD_CLAIMS_INTERVAL_SECONDS = 30.0
+
+
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs.  A zombie does not: a worker process orphaned by a crashed
+    node stays one until init reaps it, and signal 0 still reaches it meanwhile."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 class OutboundWorker:
@@ -130,14 +144,19 @@ class OutboundWorker:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        last_sweep = 0.0
-        try:
-            await asyncio.to_thread(self._release_dead_local_claims)
-        except Exception:
-            log.exception("outbound worker: could not release claims of dead workers")
+        last_sweep = last_dead_check = 0.0
         woken = True  # the first pass looks at the queue at once
         try:
             while not self._stopping:
+                if time.monotonic() - last_dead_check > DEAD_CLAIMS_INTERVAL_SECONDS:
+                    # At start and then now and again: a worker that died after this one
+                    # started (a crashed node's orphaned process) leaves claims too.
+                    last_dead_check = time.monotonic()
+                    try:
+                        await asyncio.to_thread(self._release_dead_local_claims)
+                    except Exception:
+                        log.exception("outbound worker: could not release claims of dead "
+                                      "workers")
                 try:
                     # A poll that nothing woke reads first (no write lock, no fsync) and
                     # claims only when a job is due: a short poll costs next to nothing.
@@ -180,13 +199,28 @@ class OutboundWorker:
     # --- one pass -----------------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """Claim and process one batch of due jobs; return how many were claimed."""
+        """Claim and process one batch of due jobs; return how many were claimed.
+
+        Outcomes are recorded :data:`RECORD_GROUP` jobs at a time in one transaction (and
+        the rest when the batch ends): a commit per job was a write lock and an fsync per
+        forward, taken from the MX's own commits.  A crash before a group is recorded
+        sends its jobs again — SMTP is at-least-once anyway (RFC 5321 §6.1)."""
         jobs = await asyncio.to_thread(self._claim)
-        for index, job in enumerate(jobs):
-            if self._stopping:
-                await asyncio.to_thread(self._release, jobs[index:])
-                break
-            await self._process(job)
+        done: list[_Outcome] = []
+        try:
+            for index, job in enumerate(jobs):
+                if self._stopping:
+                    await asyncio.to_thread(self._release, jobs[index:])
+                    break
+                outcome = await self._process(job)
+                if outcome is not None:
+                    done.append(outcome)
+                if len(done) >= RECORD_GROUP:
+                    await asyncio.to_thread(self._record, done)
+                    done = []
+        finally:
+            if done:
+                await asyncio.to_thread(self._record, done)
         return len(jobs)
 
     def _any_due(self) -> bool:
@@ -231,21 +265,22 @@ class OutboundWorker:
         with self.session_factory() as session:
             sweep_orphan_spool_files(session, spool_dir=self.settings.spool_dir)
 
-    async def _process(self, job: ClaimedJob) -> None:
+    async def _process(self, job: ClaimedJob) -> _Outcome | None:
+        """Deliver one job; its outcome is recorded by the caller (None: nothing to)."""
         try:
             message = (job.message if job.message is not None
                        else await asyncio.to_thread(Path(job.spool_path).read_bytes))
         except FileNotFoundError:
             log.error("outbound job %s: spool file %s is missing", job.id, job.spool_path)
             await asyncio.to_thread(self._fail_missing, job)
-            return
+            return None
         try:
             results = await self._deliver(job, message)
         except Exception as exc:  # never let one job stop the queue
             log.exception("outbound job %s: delivery crashed", job.id)
             results = [RecipientResult(r, "retry", "4.3.0", f"internal error: {type(exc).__name__}")
                        for r in job.recipients]
-        await asyncio.to_thread(self._record, job, message, results)
+        return _Outcome(job, message, results)
 
     def _fail_missing(self, job: ClaimedJob) -> None:
         with self.session_factory() as session:
@@ -319,49 +354,80 @@ class OutboundWorker:
 
     # --- bookkeeping --------------------------------------------------------------------
 
-    def _record(self, job: ClaimedJob, message: bytes, results: list[RecipientResult]) -> None:
+    def _record(self, outcomes: list[_Outcome]) -> None:
+        """Record the outcomes of delivered jobs in one transaction, with their DSNs."""
         now = self.clock.now()
         out = self.settings.outbound
-        expired = now >= job.created_at + timedelta(hours=out.lifetime_hours)
-        sent = [r for r in results if r.outcome == "sent"]
-        retry = [r for r in results if r.outcome == "retry"]
-        failed = [r for r in results if r.outcome == "failed"]
-        if retry and expired:
-            failed += [
-                RecipientResult(r.recipient, "failed", "5.4.7",
-                                f"delivery time expired; last error: {r.diagnostic}", r.remote_mta)
-                for r in retry
-            ]
-            retry = []
+        recorded: list[tuple[ClaimedJob, _Split]] = []
+        dsn_staged = False
         with self.session_factory() as session:
-            if retry:
-                owned = outbound_repo.mark_retry(
-                    session, job_id=job.id, worker_id=self.worker_id,
-                    recipients=[r.recipient for r in retry],
-                    next_attempt_at=now
-                    + backoff(job.attempts, max_seconds=out.max_backoff_seconds),
-                    error="; ".join(r.diagnostic for r in retry),
-                )
-            elif failed and not sent:
-                owned = outbound_repo.mark_failed(
-                    session, job_id=job.id, worker_id=self.worker_id,
-                    error="; ".join(r.diagnostic for r in failed),
-                )
-            else:
-                owned = outbound_repo.mark_sent(session, job_id=job.id, worker_id=self.worker_id)
-            if not owned:
-                log.warning("outbound job %s: lease lost before the outcome was recorded", job.id)
-                session.rollback()
-                return
-            dsn_staged = bool(failed) and self.bounces.stage(session, job, message, failed, now)
+            for outcome in outcomes:
+                job = outcome.job
+                split = _split(outcome.results,
+                               expired=now >= job.created_at + timedelta(hours=out.lifetime_hours))
+                if split.retry:
+                    owned = outbound_repo.mark_retry(
+                        session, job_id=job.id, worker_id=self.worker_id,
+                        recipients=[r.recipient for r in split.retry],
+                        next_attempt_at=now
+                        + backoff(job.attempts, max_seconds=out.max_backoff_seconds),
+                        error="; ".join(r.diagnostic for r in split.retry),
+                    )
+                elif split.failed and not split.sent:
+                    owned = outbound_repo.mark_failed(
+                        session, job_id=job.id, worker_id=self.worker_id,
+                        error="; ".join(r.diagnostic for r in split.failed),
+                    )
+                else:
+                    owned = outbound_repo.mark_sent(session, job_id=job.id,
+                                                    worker_id=self.worker_id)
+                if not owned:  # nothing was written for it: another worker holds it now
+                    log.warning("outbound job %s: lease lost before the outcome was recorded",
+                                job.id)
+                    continue
+                if split.failed and self.bounces.stage(session, job, outcome.message,
+                                                       split.failed, now):
+                    dsn_staged = True
+                recorded.append((job, split))
             session.commit()
         if dsn_staged:
             self.wake()  # the DSN is due now (a hosted sender gets it at once)
-        for result in sent:
-            log.info("outbound job %s: sent to <%s> via %s",
-                     job.id, result.recipient, result.remote_mta)
-        for result in failed:
-            log.info("outbound job %s: <%s> failed: %s",
-                     job.id, result.recipient, result.diagnostic)
-        if not retry:
-            remove_spool_file(job.spool_path)
+        for job, split in recorded:
+            for result in split.sent:
+                log.info("outbound job %s: sent to <%s> via %s",
+                         job.id, result.recipient, result.remote_mta)
+            for result in split.failed:
+                log.info("outbound job %s: <%s> failed: %s",
+                         job.id, result.recipient, result.diagnostic)
+            if not split.retry:
+                remove_spool_file(job.spool_path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A delivered job and what each recipient's attempt gave."""
+
+    job: ClaimedJob
+    message: bytes
+    results: list[RecipientResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    sent: list[RecipientResult]
+    retry: list[RecipientResult]
+    failed: list[RecipientResult]
+
+
+def _split(results: list[RecipientResult], *, expired: bool) -> _Split:
+    """The results by outcome; past the job's lifetime a retry is a failure (5.4.7)."""
+    sent = [r for r in results if r.outcome == "sent"]
+    retry = [r for r in results if r.outcome == "retry"]
+    failed = [r for r in results if r.outcome == "failed"]
+    if retry and expired:
+        failed += [RecipientResult(r.recipient, "failed", "5.4.7",
+                                   f"delivery time expired; last error: {r.diagnostic}",
+                                   r.remote_mta)
+                   for r in retry]
+        retry = []
+    return _Split(sent, retry, failed)
