@@ -404,7 +404,7 @@ def _stop_all(running: list[Server]) -> None:
 
 def default_workers() -> int:
     """``mx.workers`` when the configuration does not set it (what ``make run`` uses)."""
-    from mailplane.config.settings import MxConfig
+    from mailplane.config.sections import MxConfig
 
     return MxConfig().workers
 

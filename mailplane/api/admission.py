@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailplane.api.errors import ApiError, error_body
 from mailplane.api.language import request_language
-from mailplane.config.settings import ApiConfig
+from mailplane.config.sections import ApiConfig
 from mailplane.i18n import Text, translate
 from mailplane.metrics import API_REFUSALS, API_REQUESTS_ACTIVE, API_REQUESTS_WAITING
 

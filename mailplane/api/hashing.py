@@ -18,7 +18,7 @@ from typing import TypeVar
 from mailplane.api.admission import RETRY_AFTER
 from mailplane.api.errors import ApiError
 from mailplane.auth.passwords import PasswordHashing
-from mailplane.config.settings import SecurityConfig
+from mailplane.config.sections import SecurityConfig
 from mailplane.metrics import API_REFUSALS
 
 _T = TypeVar("_T")

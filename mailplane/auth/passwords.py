@@ -12,7 +12,7 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from mailplane.config.settings import SecurityConfig
+from mailplane.config.sections import SecurityConfig
 from mailplane.i18n import Text
 
 #: SPEC §1 (L3939-3958): 5-32 characters of A-Z a-z 0-9 % + . / : = ^ _ -  (no @).

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane import metrics
 from mailplane.clock import Clock
-from mailplane.config.settings import SubmissionConfig
+from mailplane.config.sections import SubmissionConfig
 from mailplane.net.limits import client_key, in_networks, parse_networks
 from mailplane.net.throttled_log import ThrottledLog
 from mailplane.storage import rate_counter_repo

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import iptocc
 
-from mailplane.config.settings import OverseasConfig
+from mailplane.config.sections import OverseasConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from mailplane.clock import as_utc
-from mailplane.config.settings import OverseasConfig
+from mailplane.config.sections import OverseasConfig
 from mailplane.filters.geo import Network, in_networks, parse_networks
 from mailplane.policy.model import AddressPolicy
 

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
-from mailplane.config.settings import SpamConfig, VirusConfig
+from mailplane.config.sections import SpamConfig, VirusConfig
 from mailplane.filters.base import ScanResults
 from mailplane.filters.engines.base import (
     ScannerUnavailable,

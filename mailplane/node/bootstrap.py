@@ -154,7 +154,7 @@ async def _start_services(
     authenticator = (_authenticator(settings, session_factory, clock)
                      if submission_on or pop3_on else None)
     if submission_on and authenticator is not None:
-        from mailplane.smtp.submission import start_submission
+        from mailplane.smtp.submission_server import start_submission
 
         submission = await start_submission(settings, session_factory, policy, clock,
                                             authenticator=authenticator, delivery=delivery)

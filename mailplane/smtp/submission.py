@@ -1,9 +1,7 @@
-"""SMTP submission for customers' mail clients (SPEC §1, §3, §7; RFC 6409; issue 5).
-
-Two listeners share one handler: STARTTLS (``submission.starttls_port``, RFC 3207 — nothing
-but EHLO/STARTTLS/NOOP/QUIT before TLS) and implicit TLS (``submission.tls_port``, RFC 8314).
-``submission.allow_plain_auth_on_loopback`` lifts the TLS requirement for loopback peers
-only (development).
+"""SMTP submission for customers' mail clients (SPEC §1, §3, §7; RFC 6409; issue 5): the
+handler both listeners share.  The protocol (AUTH, TLS rules) is
+:mod:`mailplane.smtp.submission_protocol`, the two listeners (STARTTLS and implicit TLS)
+:mod:`mailplane.smtp.submission_server`.
 
 - **AUTH** PLAIN/LOGIN (RFC 4954) with the POP account or the full address; the shared
   :class:`~mailplane.auth.credentials.Authenticator` verifies argon2 in a thread under the
@@ -32,32 +30,25 @@ only (development).
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import logging
 import secrets
-import ssl
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
-from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
-from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane import metrics
-from mailplane.auth.credentials import Authenticator, AuthOutcome
 from mailplane.auth.send_quota import QuotaExceeded, SendQuota
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.delivery.jobs import PendingJob
 from mailplane.delivery.local import LocalDelivery
-from mailplane.filters.engines.base import SpamEngine, VirusEngine
-from mailplane.filters.geo import CountryLookup, build_country_lookup
+from mailplane.filters.geo import CountryLookup
 from mailplane.filters.overseas_window import OverseasRule
-from mailplane.filters.scan import ScanDeferred, Scanner
+from mailplane.filters.scan import ScanDeferred
 from mailplane.filters.sender_ownership import (
     SENDER_HEADERS,
     envelope_sender_owned,
@@ -65,140 +56,21 @@ from mailplane.filters.sender_ownership import (
     header_from_owned,
 )
 from mailplane.mail.message import MessageContext
-from mailplane.mail.srs import srs_from_settings
 from mailplane.mail.trace import printable, received
-from mailplane.net.gate import Gate, GatedServer, start_gated_server
-from mailplane.net.tls import server_ssl_context
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
-    SHUTDOWN_GRACE_SECONDS,
-    MailplaneSMTP,
     answer_data,
-    close_gracefully,
     content_refusal,
-    listener_gate,
     mime_refusal,
 )
-from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
+from mailplane.smtp.submission_protocol import AuthenticatedUser, peer_ip_of
 
 log = logging.getLogger(__name__)
 
 LISTENER = "submission"
 OUTBOUND_KIND = "submission"
-#: Marks an aiosmtpd-parsed credential that still has to be verified (see SubmissionSMTP).
-_PARSED = "mailplane:parsed-credentials"
-
-_AUTH_REFUSALS: dict[AuthOutcome, SmtpReply] = {
-    AuthOutcome.BAD_CREDENTIALS: replies.AUTH_BAD_CREDENTIALS,
-    AuthOutcome.SUSPENDED: replies.AUTH_SUSPENDED,
-    AuthOutcome.LOCKED: replies.AUTH_LOCKED,
-    AuthOutcome.UNAVAILABLE: replies.AUTH_UNAVAILABLE,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class AuthenticatedUser:
-    """What a successful AUTH leaves on the session (never the password)."""
-
-    address: str
-    pop_account: str
-
-
-def _peer_ip(session: SmtpSession | None) -> str:
-    peer = session.peer if session is not None else None
-    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-
-
-def _is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
-# --- the protocol ---------------------------------------------------------------------
-
-
-class SubmissionSMTP(MailplaneSMTP):
-    """aiosmtpd's SMTP with an *awaited* credential check and per-peer TLS requirements.
-
-    aiosmtpd reads ``_auth_require_tls`` and ``require_starttls`` as plain attributes set
-    in ``__init__``, before the peer is known; here they are properties evaluated per
-    connection: implicit TLS already satisfies "TLS before AUTH", and the development
-    loopback exception applies only to loopback peers.
-    """
-
-    def __init__(
-        self,
-        handler: SubmissionHandler,
-        *,
-        credentials: Authenticator,
-        implicit_tls: bool,
-        allow_plain_auth_on_loopback: bool,
-        **kwargs: Any,
-    ) -> None:
-        # Set before super().__init__, which introspects (and so reads) the properties.
-        self._credentials = credentials
-        self._implicit_tls = implicit_tls
-        self._loopback_exception_allowed = allow_plain_auth_on_loopback
-        self._tls_wanted_for_auth = True
-        self._starttls_wanted = False
-        super().__init__(handler, **kwargs)
-
-    def _loopback_exception(self) -> bool:
-        session = getattr(self, "session", None)
-        return self._loopback_exception_allowed and _is_loopback(_peer_ip(session))
-
-    @property
-    def _auth_require_tls(self) -> bool:
-        if self._implicit_tls or self._loopback_exception():
-            return False
-        return self._tls_wanted_for_auth
-
-    @_auth_require_tls.setter
-    def _auth_require_tls(self, value: bool) -> None:
-        self._tls_wanted_for_auth = bool(value)
-
-    @property
-    def require_starttls(self) -> bool:
-        return self._starttls_wanted and not self._loopback_exception()
-
-    @require_starttls.setter
-    def require_starttls(self, value: object) -> None:
-        self._starttls_wanted = bool(value)
-
-    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
-        # Called synchronously by aiosmtpd's auth_PLAIN/auth_LOGIN once the exchange is
-        # parsed: hand the credentials back so our async overrides can await the check.
-        return AuthResult(success=False, handled=False, message=_PARSED, auth_data=auth_data)
-
-    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
-        return await self._verify(await super().auth_PLAIN(server, args))
-
-    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
-        return await self._verify(await super().auth_LOGIN(server, args))
-
-    async def _verify(self, parsed: AuthResult) -> AuthResult:
-        if parsed.message != _PARSED or not isinstance(parsed.auth_data, LoginPassword):
-            return parsed  # aiosmtpd already answered (bad base64, '*' abort, …)
-        try:
-            username = parsed.auth_data.login.decode("utf-8")
-            password = parsed.auth_data.password.decode("utf-8")
-        except UnicodeDecodeError:
-            return AuthResult(success=False, handled=False,
-                              message=replies.AUTH_BAD_CREDENTIALS.line)
-        result = await self._credentials.authenticate(
-            username, password, peer_ip=_peer_ip(self.session), listener=LISTENER
-        )
-        if result.ok and result.address and result.pop_account:
-            user = AuthenticatedUser(result.address, result.pop_account)
-            return AuthResult(success=True, auth_data=user)
-        refusal = _AUTH_REFUSALS.get(result.outcome, replies.AUTH_BAD_CREDENTIALS)
-        return AuthResult(success=False, handled=False, message=refusal.line)
-
-
 # --- the handler ----------------------------------------------------------------------
 
 
@@ -259,10 +131,10 @@ class SubmissionHandler:
         policy = self.policy_cache.snapshot.lookup(user.address)
         if policy is None or not policy.accepts_logins:
             return replies.SENDER_SUSPENDED.line
-        refusal = self._overseas_refusal(user, policy, _peer_ip(session))
+        refusal = self._overseas_refusal(user, policy, peer_ip_of(session))
         if refusal is not None:
             return refusal.line
-        if await self.quota.exhausted(account=user.pop_account, peer_ip=_peer_ip(session)):
+        if await self.quota.exhausted(account=user.pop_account, peer_ip=peer_ip_of(session)):
             return replies.SENDING_RATE_LIMITED.line
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -343,7 +215,7 @@ class SubmissionHandler:
         if sender_policy is None or not sender_policy.accepts_logins:
             return replies.SENDER_SUSPENDED
         now = self.clock.now()
-        peer_ip = _peer_ip(session)
+        peer_ip = peer_ip_of(session)
         original = MessageContext(mail_from=envelope.mail_from or "", rcpt_tos=(), raw=raw,
                                   received_at=now, peer_ip=peer_ip)
         if not header_from_owned(authenticated=user.address,
@@ -430,128 +302,3 @@ class SubmissionHandler:
         if not original.raw_header("Message-ID"):
             lines.append(f"Message-ID: {make_msgid(idstring=queue_id, domain=hostname)}")
         return ("\r\n".join(lines) + "\r\n").encode("ascii") + original.raw
-
-
-# --- server ---------------------------------------------------------------------------
-
-
-class SubmissionServer:
-    """The two running submission listeners on the current event loop."""
-
-    def __init__(
-        self,
-        starttls: GatedServer,
-        implicit_tls: GatedServer,
-        handler: SubmissionHandler,
-        protocols: weakref.WeakSet[SMTP],
-        *,
-        owns_delivery: bool,
-    ) -> None:
-        self._owns_delivery = owns_delivery
-        self._starttls = starttls
-        self._implicit_tls = implicit_tls
-        self.handler = handler
-        self._protocols = protocols
-
-    @property
-    def starttls_port(self) -> int:
-        return self._starttls.port
-
-    @property
-    def tls_port(self) -> int:
-        return self._implicit_tls.port
-
-    async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Graceful stop, like the MX: in-flight DATA finishes, idle sessions get 421."""
-        await close_gracefully([self._starttls, self._implicit_tls], self._protocols,
-                               grace_seconds=grace_seconds)
-        if self._owns_delivery:
-            await self.handler.delivery.aclose()
-
-
-async def start_submission(
-    settings: Settings,
-    session_factory: sessionmaker[Session],
-    policy_cache: PolicySource,
-    clock: Clock,
-    *,
-    authenticator: Authenticator,
-    delivery: LocalDelivery | None = None,
-    virus_engine: VirusEngine | None = None,
-    spam_engine: SpamEngine | None = None,
-    country_lookup: CountryLookup | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-) -> SubmissionServer:
-    """Listen on ``submission.starttls_port`` and ``submission.tls_port`` (0 = any free port)
-    inside the running loop.
-
-    ``delivery`` is the node's :class:`LocalDelivery` (shared with the MX and the queue);
-    without one a private one is built from the given engines and closed with the
-    listeners.
-    ``country_lookup`` defaults to :func:`mailplane.filters.geo.build_country_lookup`, and
-    ``ssl_context`` to :func:`mailplane.net.tls.server_ssl_context` (self-signed if none set).
-    """
-    loop = asyncio.get_running_loop()
-    if ssl_context is None:
-        ssl_context = await asyncio.to_thread(server_ssl_context, settings)
-    if country_lookup is None:
-        country_lookup = await asyncio.to_thread(build_country_lookup, settings.overseas)
-    owns_delivery = delivery is None
-    if delivery is None:
-        delivery = LocalDelivery(
-            settings, session_factory, clock,
-            scanner=Scanner(virus_engine, spam_engine, virus=settings.virus,
-                            spam=settings.spam),
-            srs=srs_from_settings(settings, clock),
-            policy=policy_cache)
-    quota = SendQuota(session_factory, clock, settings.submission,
-                      exempt_networks=settings.security.limit_exempt_networks)
-    handler = SubmissionHandler(settings, policy_cache, clock, country_lookup=country_lookup,
-                                delivery=delivery, quota=quota)
-    protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
-    context = ssl_context
-    # One listener, two sockets: one limiter; the TLS port handshakes after admission.
-    plain_gate, session_limits = listener_gate(LISTENER, settings.submission, settings,
-                                               protocols)
-    tls_gate = Gate(plain_gate.limiter, plain_gate.refusal_line, tls=context,
-                    handshake_timeout=plain_gate.handshake_timeout)
-
-    def factory(*, implicit_tls: bool) -> SMTP:
-        protocol = SubmissionSMTP(
-            handler,
-            session_limits=session_limits,
-            limiter=plain_gate.limiter,
-            credentials=authenticator,
-            implicit_tls=implicit_tls,
-            allow_plain_auth_on_loopback=settings.submission.allow_plain_auth_on_loopback,
-            data_size_limit=settings.mx.max_message_size,
-            enable_SMTPUTF8=True,
-            hostname=settings.mx.hostname,
-            ident="mailplane",
-            tls_context=None if implicit_tls else context,
-            require_starttls=not implicit_tls,
-            auth_required=True,
-            auth_require_tls=True,
-            loop=loop,
-        )
-        protocols.add(protocol)
-        return protocol
-
-    host = settings.submission.host
-    backlog = settings.submission.listen_backlog
-    starttls = await start_gated_server(
-        lambda: factory(implicit_tls=False), listener=LISTENER, host=host,
-        port=settings.submission.starttls_port, gate=plain_gate, backlog=backlog)
-    try:
-        implicit = await start_gated_server(
-            lambda: factory(implicit_tls=True), listener=LISTENER, host=host,
-            port=settings.submission.tls_port, gate=tls_gate, backlog=backlog)
-    except BaseException:
-        starttls.close()
-        raise
-    server = SubmissionServer(starttls, implicit, handler, protocols,
-                              owns_delivery=owns_delivery)
-    log.info("submission listening on %s:%d (STARTTLS) and %s:%d (TLS); country lookup %s;"
-             " protocol: %s", host, server.starttls_port, host, server.tls_port,
-             country_lookup.name, protocol_description())
-    return server

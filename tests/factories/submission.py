@@ -21,14 +21,15 @@ from mailplane.auth.credentials import Authenticator
 from mailplane.auth.login_guard import LoginGuard
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
-from mailplane.config.settings import OverseasConfig, Settings
+from mailplane.config.sections import OverseasConfig
+from mailplane.config.settings import Settings
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
 from mailplane.filters.geo import BundledCountryLookup, OverrideCountryLookup
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.net.tls import server_ssl_context
 from mailplane.node.policy_cache import PolicyCache
-from mailplane.smtp.submission import SubmissionServer, start_submission
+from mailplane.smtp.submission_server import SubmissionServer, start_submission
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.migrate import upgrade
 from mailplane.storage.models import Address, Contract, PolicyRevision

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from mailplane.api.hashing import BoundedHashing, HashingBusy
-from mailplane.config.settings import SecurityConfig
+from mailplane.config.sections import SecurityConfig
 
 CHEAP = SecurityConfig(argon2_time_cost=1, argon2_memory_kib=64)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.config.settings import OverseasConfig
+from mailplane.config.sections import OverseasConfig
 from mailplane.filters.geo import (
     BundledCountryLookup,
     MmdbCountryLookup,

@@ -8,7 +8,7 @@ import asyncio
 from datetime import timedelta
 
 from mailplane import metrics
-from mailplane.smtp.submission import SubmissionServer
+from mailplane.smtp.submission_server import SubmissionServer
 from tests.factories.submission import (
     SENDER,
     SubmissionEnv,

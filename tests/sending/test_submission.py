@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mailplane.config.settings import SubmissionConfig, VirusConfig
+from mailplane.config.sections import SubmissionConfig, VirusConfig
 from mailplane.filters.engines.factory import build_virus_engine
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage.models import OutboundJob

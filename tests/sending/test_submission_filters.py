@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mailplane.config.settings import OverseasConfig
+from mailplane.config.sections import OverseasConfig
 from mailplane.filters.overseas_window import OverseasRule
 from mailplane.filters.sender_ownership import envelope_sender_owned, header_from_owned
 from mailplane.policy.model import AddressPolicy

@@ -23,7 +23,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from mailplane.config.settings import SpamConfig
+from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines.base import SpamScanResult
 from mailplane.mail.message import decode_header_text, parse_headers
 from mailplane.mail.mime import MimeTooComplex, leaf_parts, parse

@@ -14,7 +14,7 @@ import asyncio
 import socket
 import struct
 
-from mailplane.config.settings import VirusConfig
+from mailplane.config.sections import VirusConfig
 from mailplane.filters.engines.base import ScannerUnavailable, VirusScanResult
 
 CHUNK_SIZE = 64 * 1024

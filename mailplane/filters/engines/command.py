@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from mailplane.config.settings import ConfigError, VirusConfig
+from mailplane.config.sections import VirusConfig
+from mailplane.config.settings import ConfigError
 from mailplane.filters.engines.base import ScannerUnavailable, VirusScanResult
 
 EXIT_CLEAN = 0

@@ -5,7 +5,7 @@ Services call these once at start-up and ``aclose()`` the engines on shutdown.
 
 from __future__ import annotations
 
-from mailplane.config.settings import SpamConfig, VirusConfig
+from mailplane.config.sections import SpamConfig, VirusConfig
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine
 from mailplane.filters.engines.builtin_virus import BuiltinVirusEngine

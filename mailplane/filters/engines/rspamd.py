@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from mailplane.config.settings import SpamConfig
+from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable, SpamScanResult
 
 

@@ -14,7 +14,7 @@ from email.message import Message
 
 import aiospamc
 
-from mailplane.config.settings import SpamConfig
+from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable, SpamScanResult
 
 DEFAULT_MAX_SIZE = 500 * 1024

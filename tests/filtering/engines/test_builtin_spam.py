@@ -10,7 +10,7 @@ from email.policy import compat32
 
 import pytest
 
-from mailplane.config.settings import SpamConfig
+from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines import builtin_spam
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine, make_resolver
 from mailplane.mail.message import MessageContext

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.config.settings import VirusConfig
+from mailplane.config.sections import VirusConfig
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.clamd import ClamdEngine, parse_instream_reply
 from tests.factories.daemons import CLAMD_EICAR_SIGNATURE, EICAR, ClamdDaemon, start_clamd

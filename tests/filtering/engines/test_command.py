@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.config.settings import ConfigError, VirusConfig
+from mailplane.config.sections import VirusConfig
+from mailplane.config.settings import ConfigError
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.command import CommandEngine
 from tests.factories.daemons import EICAR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mailplane.config.settings import SpamConfig, VirusConfig
+from mailplane.config.sections import SpamConfig, VirusConfig
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine
 from mailplane.filters.engines.builtin_virus import BuiltinVirusEngine
 from mailplane.filters.engines.clamd import ClamdEngine

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mailplane.config.settings import SpamConfig
+from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.rspamd import RspamdEngine
 from tests.conftest import free_port

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailplane.config.settings import SpamConfig
+from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable
 from mailplane.filters.engines.spamd import SpamdEngine
 from tests.conftest import free_port

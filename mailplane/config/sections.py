@@ -1,0 +1,336 @@
+"""The sections of the configuration (``[api]``, ``[mx]``, …): each key's type, default,
+bounds and why, next to it.  :mod:`mailplane.config.settings` assembles them into the one
+:class:`~mailplane.config.settings.Settings` object and loads it.  (Longer than ~300 lines
+because it is a table of declarations: one class per section, nothing to follow.)"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from mailplane.config.limits import (
+    MIME_DEPTH_CEILING,
+    MIME_PARTS_CEILING,
+    LimitExemptions,
+    ListenerLimits,
+    SmtpErrorLimits,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiConfig(ListenerLimits, _Section):
+    """The management API's limits under abuse (SPEC §8a; docs/security.md; the
+    connection keys of :class:`ListenerLimits` in docs/security.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: The portal calls from few addresses with pooled connections (SPEC §8a).
+    max_connections_per_ip: int = Field(default=256, ge=1)
+    #: Seconds an idle keep-alive connection stays open after a response.
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    #: Language of API messages when a request has no usable ``Accept-Language`` and no
+    #: portal session (operators' scripts, integrations); see mailplane/api/language.py.
+    default_language: Literal["ja", "en"] = "en"
+    #: Request bodies larger than this are refused with 413 before they are read (the
+    #: largest legitimate body, a full deny list, is about 60 KB).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Requests of one API process that hold a database session at once; the API has its
+    #: own connection pool of twice this size, so a request never waits for a connection.
+    max_concurrent_requests: int = Field(default=8, ge=1, le=32)
+    #: How long a request waits for one of those turns before it gets 503 + Retry-After.
+    queue_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: Requests of one customer key at once (operator and portal keys are bounded only by
+    #: ``max_concurrent_requests``); more get 429 + Retry-After.
+    max_concurrent_per_key: int = Field(default=4, ge=1)
+    #: Requests from one client IP in flight before their key is verified; more get 429.
+    #: Generous: many customers may share one address (CGNAT), and a legitimate client's
+    #: parallel requests count here until each has taken its turn and been verified.
+    max_unauthenticated_per_ip: int = Field(default=64, ge=1)
+    #: argon2 hashes and checks the API runs at once (new and changed POP passwords, keys
+    #: issued before schema 0005); more wait up to ``queue_timeout_seconds``, then 503.
+    max_concurrent_hashing: int = Field(default=2, ge=1, le=32)
+    #: How long an ``Idempotency-Key`` replays its first response (SPEC §1, issue 14).
+    idempotency_hours: int = Field(default=24, ge=1, le=24 * 30)
+    #: Seals stored replays (AES-GCM): they hold the initial password.  Every node must
+    #: use the same value; empty = generated once into ``<state_dir>/api-replay.secret``
+    #: (shared by the nodes when ``state_dir`` is the cluster's shared volume).
+    replay_secret: SecretStr = SecretStr("")
+
+
+class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, le=65535)
+    hostname: str = "mx.mailplane.test"
+    #: RFC 5321 §4.5.3.1.7: the server states its limit; larger mail gets 552.
+    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(default=100, ge=1)
+    #: RFC 5321 §4.5.3.2.7: at least 5 minutes between commands (shorter under pressure).
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    #: A message nested deeper, or with more MIME parts, is refused at DATA with
+    #: ``554 5.6.0`` (mail/mime.py); applies to submission too.
+    max_mime_depth: int = Field(default=128, ge=1, le=MIME_DEPTH_CEILING)
+    max_mime_parts: int = Field(default=2000, ge=1, le=MIME_PARTS_CEILING)
+    #: Seconds between polls of the policy revision (DESIGN "Keeping the SMTP path fast").
+    policy_refresh_seconds: float = Field(default=2.0, gt=0)
+    workers: int = Field(default=1, ge=1, le=64)
+    #: How accepted mail is made durable before the 250 (SPEC §8): "fsync" every file and
+    #: directory, "syncfs" once per filesystem per batch (Linux >= 5.8), or "auto" (syncfs
+    #: where supported).  See mailplane/mailstore/durability.py and docs/operations.md.
+    durability: Literal["auto", "syncfs", "fsync"] = "auto"
+    #: A bare LF in DATA (old senders, scripts): "normalize" accepts it as a line end and
+    #: stores CRLF, like Postfix 3.9's default ``smtpd_forbid_bare_newline = normalize``
+    #: (DATA still ends only at <CRLF>.<CRLF>); "reject" refuses the message with 550.
+    #: A bare CR is always refused.  Submission is always strict.
+    bare_newline: Literal["normalize", "reject"] = "normalize"
+
+
+class SubmissionConfig(ListenerLimits, SmtpErrorLimits, _Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    starttls_port: int = Field(default=2587, ge=0, le=65535)
+    tls_port: int = Field(default=2465, ge=0, le=65535)
+    #: Development only: allow AUTH without TLS from loopback peers.
+    allow_plain_auth_on_loopback: bool = False
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    #: More RCPTs in one transaction get ``452 4.5.3`` (the client sends them next).
+    max_recipients_per_message: int = Field(default=100, ge=1)
+    #: Sending quotas per hour (sliding), shared by every process and node through the
+    #: database; over them DATA is answered ``451 4.7.1``.  0 = no limit (SPEC §8a).
+    account_messages_per_hour: int = Field(default=100, ge=0)
+    account_recipients_per_hour: int = Field(default=300, ge=0)
+    ip_messages_per_hour: int = Field(default=300, ge=0)
+    ip_recipients_per_hour: int = Field(default=1000, ge=0)
+
+    @model_validator(mode="after")
+    def _a_full_message_fits(self) -> SubmissionConfig:
+        """A message with the most recipients allowed must fit an hour's quota, or it
+        would be deferred for ever."""
+        for name in ("account_recipients_per_hour", "ip_recipients_per_hour"):
+            limit = getattr(self, name)
+            if 0 < limit < self.max_recipients_per_message:
+                raise ValueError(f"{name} must be 0 or at least max_recipients_per_message")
+        return self
+
+
+class Pop3Config(ListenerLimits, _Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=2110, ge=0, le=65535)
+    tls_port: int = Field(default=2995, ge=0, le=65535)
+    #: Development only: allow USER/PASS without TLS from loopback peers.
+    allow_plain_auth_on_loopback: bool = False
+    #: RFC 1939 §3: an autologout timer of at least 10 minutes.
+    idle_timeout_seconds: float = Field(default=600.0, ge=600)
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    #: Seconds a client has to log in (Dovecot closes idle logins after 3 minutes).
+    greeting_deadline_seconds: float = Field(default=60.0, gt=0)
+
+
+class PortalConfig(_Section):
+    """The customer portal's sign-in (SPEC §10: My Page sessions)."""
+
+    #: Language of API messages for portal (session) requests without ``Accept-Language``.
+    language: Literal["ja", "en"] = "ja"
+    #: A session ends after this long without a request ...
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    #: ... and at the latest this long after sign-in, however active.
+    session_absolute_hours: int = Field(default=8, ge=1, le=24 * 7)
+    #: The ``Secure`` cookie flag: "auto" sets it when the request came over https.
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    #: Where the terms of use are published (a link on the registration screen); "" = none.
+    terms_url: str = ""
+
+
+class PublicConfig(_Section):
+    """Host names and ports customers put into their mail clients (setup screen,
+    autoconfig, Autodiscover, .mobileconfig) — the names the world reaches, distinct from
+    the bind addresses of the listeners (a load balancer or NAT may sit between)."""
+
+    #: Shown to customers and in the profiles; "" = the first base domain.
+    provider_name: str = ""
+    pop3_host: str = "localhost"
+    #: POP3 with STARTTLS (STLS, RFC 2595) and POP3 over TLS (RFC 8314).
+    pop3_port: int = Field(default=2110, ge=1, le=65535)
+    pop3_tls_port: int = Field(default=2995, ge=1, le=65535)
+    smtp_host: str = "localhost"
+    #: Submission with STARTTLS (RFC 6409) and submission over TLS (RFC 8314).
+    submission_port: int = Field(default=2587, ge=1, le=65535)
+    submission_tls_port: int = Field(default=2465, ge=1, le=65535)
+
+    @field_validator("pop3_host", "smtp_host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value):
+            raise ValueError(f"{value!r} is not a host name")
+        return value.lower()
+
+
+class TlsConfig(_Section):
+    cert_file: str = ""
+    key_file: str = ""
+
+
+class AddressConfig(_Section):
+    """SPEC §1 rules that an ISP may tune."""
+
+    subdomain_pattern: str = "[a-z]0[0-9]"
+    included_per_contract: int = Field(default=5, ge=0)
+    extra_monthly_charge_yen: int = Field(default=330, ge=0)
+    deleted_cooloff_days: int = Field(default=180, ge=0)
+    default_quota_bytes: int = Field(default=1024**3, ge=1024)
+    max_quota_bytes: int = Field(default=10 * 1024**3, ge=1024)
+    max_list_entries: int = Field(default=200, ge=1)
+    max_entry_length: int = Field(default=255, ge=1)
+    reissue_password_length: int = Field(default=10, ge=10, le=32)
+
+    @field_validator("subdomain_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+
+class VirusConfig(_Section):
+    """SPEC §3: the scanner is a hook; a scanner that is down never silently passes mail."""
+
+    engine: Literal["builtin", "clamd", "command"] = "builtin"
+    clamd_socket: str = ""
+    clamd_host: str = "127.0.0.1"
+    clamd_port: int = Field(default=3310, ge=0, le=65535)
+    command: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    on_error: Literal["tempfail", "accept"] = "tempfail"
+
+
+class SpamConfig(_Section):
+    """SPEC §4: the verdict is a hook with a per-engine threshold."""
+
+    engine: Literal["builtin", "spamd", "rspamd"] = "builtin"
+    threshold: float = 5.0
+    spamd_host: str = "127.0.0.1"
+    spamd_port: int = Field(default=783, ge=0, le=65535)
+    rspamd_url: str = "http://127.0.0.1:11333"
+    dnsbl_zones: list[str] = Field(default_factory=list)
+    dns_timeout_seconds: float = Field(default=2.0, gt=0)
+    timeout_seconds: float = Field(default=15.0, gt=0)
+    on_error: Literal["tempfail", "accept"] = "accept"
+
+
+class RetentionConfig(_Section):
+    quarantine_days: int = Field(default=7, ge=1)
+    inbox_days: int = Field(default=28, ge=1)
+    #: Rows of sent or failed outbound jobs (no message bytes) kept for support questions.
+    outbound_history_days: int = Field(default=30, ge=1)
+    purge_interval_seconds: int = Field(default=3600, ge=1)
+    notify_interval_seconds: int = Field(default=3600, ge=1)
+
+
+class OverseasConfig(_Section):
+    """SPEC §7: submission from outside the home countries needs the window ON."""
+
+    home_countries: list[str] = Field(default_factory=lambda: ["JP"])
+    trusted_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"]
+    )
+    window_days: int = Field(default=7, ge=1)
+    mmdb_path: str = ""
+    unknown_country: Literal["allow", "deny"] = "allow"
+    #: CIDR → ISO country code, checked before the database: VPN/CGNAT ranges the data
+    #: places abroad, or a lab network made to look foreign in tests.
+    country_overrides: dict[str, str] = Field(default_factory=dict)
+
+
+class OutboundConfig(_Section):
+    smarthost: str = ""
+    smarthost_port: int = Field(default=25, ge=0, le=65535)
+    smarthost_username: str = ""
+    smarthost_password: SecretStr = SecretStr("")
+    lifetime_hours: float = Field(default=120.0, gt=0)
+    max_backoff_seconds: int = Field(default=3600, ge=1)
+    connect_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_hops: int = Field(default=25, ge=1)
+    #: SPEC §6 "mail not addressed to the address in To/Cc (optional)": no reply to Bcc.
+    auto_reply_require_recipient_header: bool = True
+    #: RFC 3834 §3.3: the null reverse-path by default; "address" sends from the address.
+    auto_reply_envelope_sender: Literal["null", "address"] = "null"
+    #: Where the worker resolves MX/A/AAAA: "" = the system resolver, else "host" or
+    #: "host:port" of one nameserver (a split-horizon resolver, or a test's DNS stub).
+    dns_nameserver: str = ""
+    #: The port remote MX hosts are contacted on: 25 in production (RFC 5321 §4.5.4.2);
+    #: another value only to point a node's worker at a capture server in tests.
+    mx_port: int = Field(default=25, ge=1, le=65535)
+    #: Seconds between queue polls when nothing woke the worker (jobs staged by another
+    #: node's MX or API, or by another process of this node, are only seen by polling).
+    #: A poll is one indexed read; it claims only when a job is due.
+    poll_seconds: float = Field(default=1.0, gt=0)
+    #: When the node serves other roles too, send from a process of its own (Postfix's
+    #: qmgr/smtp split): outbound bursts never take CPU from SMTP sessions' event loop.
+    own_process: bool = True
+
+    @field_validator("dns_nameserver")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_host_port(value, default_port=53)
+        return value
+
+    def nameserver(self) -> tuple[str, int] | None:
+        """``dns_nameserver`` as ``(host, port)``, or None for the system resolver."""
+        if not self.dns_nameserver:
+            return None
+        return parse_host_port(self.dns_nameserver, default_port=53)
+
+
+def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
+    """``"127.0.0.1"``, ``"127.0.0.1:5353"`` or ``"[::1]:5353"`` → ``(host, port)``."""
+    host, port_text = value, ""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    if not host:
+        raise ValueError(f"{value!r} is not host or host:port")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return host, int(port_text)
+
+
+class SrsConfig(_Section):
+    secret: SecretStr = SecretStr("")
+    domain: str = ""
+    max_age_days: int = Field(default=21, ge=1)
+
+
+class SecurityConfig(LimitExemptions, _Section):
+    """argon2id parameters (non-negotiable 6; tests may lower the cost) and the login
+    guard (auth/login_guard.py): failures per account and per IP."""
+
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    #: Failures on one account (from any IP) that lock it against IPs with failures of
+    #: their own; a clean IP with the right password still logs in (SPEC §8a).
+    login_max_failures: int = Field(default=5, ge=1)
+    #: Failed attempts from one client IP (any account) before that IP is locked out;
+    #: attempts are counted before the password is checked.
+    login_ip_max_failures: int = Field(default=10, ge=1)
+    #: The window failures are counted in, the account lock, and the first IP lock;
+    #: each further IP lock doubles, up to ``login_max_lock_seconds``.
+    login_lock_seconds: int = Field(default=900, ge=1)
+    login_max_lock_seconds: int = Field(default=86400, ge=1)
+    #: Growing delay after each failed login (doubles per failure, capped).
+    login_base_delay_seconds: float = Field(default=0.5, ge=0)
+    login_max_delay_seconds: float = Field(default=5.0, ge=0)
