@@ -1,9 +1,9 @@
 """One POP3 conversation: RFC 1939 states and commands, CAPA (RFC 2449), STLS (RFC 2595),
 AUTH PLAIN (RFC 5034), response codes (RFC 2449 §8, RFC 3206).
 
-AUTHORIZATION → (USER/PASS or AUTH succeeds, mailbox locked) → TRANSACTION → QUIT → UPDATE:
-deletions marked with DELE are applied only in UPDATE, so a dropped connection deletes
-nothing (RFC 1939 §6).  All file and database work runs in threads.
+AUTHORIZATION → (USER/PASS or AUTH succeeds, mailbox locked) → TRANSACTION → QUIT → UPDATE.
+This module is the conversation and the AUTHORIZATION state; the TRANSACTION and UPDATE
+commands are :mod:`mailplane.pop3.maildrop`.  All file and database work runs in threads.
 
 Before login a client has ``login_deadline_seconds`` in all (and, while the listener is
 under pressure, ``pressure_timeout_seconds`` per command); after login the RFC 1939 §3
@@ -28,8 +28,8 @@ from pathlib import Path
 from mailplane.auth.credentials import Authenticator, AuthOutcome, AuthResult
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.net.throttled_log import ThrottledLog
-from mailplane.pop3.encoding import CHUNK_SIZE, WireEncoder
-from mailplane.pop3.mailbox import Mailbox, MailboxInUse, StoredMessage
+from mailplane.pop3.mailbox import Mailbox, MailboxInUse
+from mailplane.pop3.maildrop import MaildropCommands
 
 log = logging.getLogger(__name__)
 _throttled = ThrottledLog(log)
@@ -60,12 +60,6 @@ class SessionConfig:
     under_pressure: Callable[[], bool] = lambda: False
 
 
-def _ascii_number(text: str) -> int | None:
-    """A non-negative decimal number in ASCII digits, or None (``"²".isdigit()`` is True,
-    but ``int("²")`` raises)."""
-    return int(text) if text.isascii() and text.isdigit() else None
-
-
 class _Closed(Exception):
     """The client went away, idled out, or must be disconnected."""
 
@@ -73,7 +67,7 @@ class _Closed(Exception):
 Handler = Callable[[str], Awaitable[None]]
 
 
-class Pop3Session:
+class Pop3Session(MaildropCommands):
     def __init__(
         self,
         reader: asyncio.StreamReader,
@@ -320,126 +314,6 @@ class Pop3Session:
         await self._writer.start_tls(context)
         self._secure = True
         self._user = None
-
-    # -- TRANSACTION state -----------------------------------------------------------
-
-    def _totals(self) -> tuple[int, int]:
-        live = [m for i, m in enumerate(self._messages(), 1) if i not in self._deleted]
-        return len(live), sum(m.size for m in live)
-
-    def _messages(self) -> list[StoredMessage]:
-        return self._mailbox.messages if self._mailbox else []
-
-    async def _message_number(self, argument: str) -> int | None:
-        number = _ascii_number(argument.strip()) or 0
-        if not 1 <= number <= len(self._messages()):
-            await self._send("-ERR no such message")
-            return None
-        if number in self._deleted:
-            await self._send(f"-ERR message {number} already deleted")
-            return None
-        return number
-
-    async def _stat(self, _argument: str) -> None:
-        count, octets = self._totals()
-        await self._send(f"+OK {count} {octets}")
-
-    async def _list(self, argument: str) -> None:
-        await self._listing(argument, lambda m: str(m.size), "scan listing")
-
-    async def _uidl(self, argument: str) -> None:
-        await self._listing(argument, lambda m: m.uid, "unique-id listing")
-
-    async def _listing(
-        self, argument: str, column: Callable[[StoredMessage], str], title: str
-    ) -> None:
-        if argument.strip():
-            number = await self._message_number(argument)
-            if number is not None:
-                await self._send(f"+OK {number} {column(self._messages()[number - 1])}")
-            return
-        lines = [
-            f"{i} {column(m)}"
-            for i, m in enumerate(self._messages(), 1)
-            if i not in self._deleted
-        ]
-        await self._send_multiline(f"+OK {title} follows", lines)
-
-    async def _retr(self, argument: str) -> None:
-        number = await self._message_number(argument)
-        if number is not None:
-            message = self._messages()[number - 1]
-            await self._stream(message, WireEncoder(), f"+OK {message.size} octets")
-
-    async def _top(self, argument: str) -> None:
-        number_text, _, lines_text = argument.strip().partition(" ")
-        body_lines = _ascii_number(lines_text.strip())
-        if body_lines is None:
-            await self._send("-ERR usage: TOP message lines")
-            return
-        number = await self._message_number(number_text)
-        if number is not None:
-            encoder = WireEncoder(body_lines=body_lines)
-            await self._stream(self._messages()[number - 1], encoder, "+OK top of message")
-
-    async def _stream(self, message: StoredMessage, encoder: WireEncoder, first: str) -> None:
-        """Send the message chunk by chunk; memory stays at one chunk whatever its size."""
-        try:
-            handle = await asyncio.to_thread(open, message.path, "rb")
-        except FileNotFoundError:
-            await self._send("-ERR message is no longer available")
-            return
-        except OSError:
-            await self._send("-ERR [SYS/TEMP] cannot read message")
-            return
-        try:
-            await self._send(first)
-            while not encoder.done:
-                chunk = await asyncio.to_thread(handle.read, CHUNK_SIZE)
-                if not chunk:
-                    break
-                self._writer.write(encoder.feed(chunk))
-                await self._writer.drain()
-            self._writer.write(encoder.finish() + b".\r\n")
-            await self._writer.drain()
-        finally:
-            await asyncio.to_thread(handle.close)
-
-    async def _dele(self, argument: str) -> None:
-        number = await self._message_number(argument)
-        if number is not None:
-            self._deleted.add(number)
-            await self._send(f"+OK message {number} deleted")
-
-    async def _rset(self, _argument: str) -> None:
-        self._deleted.clear()
-        count, octets = self._totals()
-        await self._send(f"+OK maildrop has {count} messages ({octets} octets)")
-
-    async def _noop(self, _argument: str) -> None:
-        await self._send("+OK")
-
-    async def _quit(self, _argument: str) -> None:
-        self._done = True
-        mailbox = self._mailbox
-        if mailbox is None or not self._deleted:
-            await self._send("+OK bye")
-            return
-        # UPDATE state (RFC 1939 §6): only now are the marked messages removed.
-        doomed = [m for i, m in enumerate(mailbox.messages, 1) if i in self._deleted]
-        try:
-            failed = await asyncio.to_thread(mailbox.delete, doomed)
-        except OSError:
-            failed = len(doomed)
-        if failed:
-            await self._send("-ERR [SYS/TEMP] some deleted messages not removed")
-        else:
-            await self._send("+OK bye")
-
-    async def _release_mailbox(self) -> None:
-        mailbox, self._mailbox = self._mailbox, None
-        if mailbox is not None:
-            await asyncio.to_thread(mailbox.close)
 
 
 _LOGIN_REFUSALS: dict[AuthOutcome, str] = {
