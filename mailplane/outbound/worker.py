@@ -4,14 +4,9 @@ Each pass claims due jobs (a lease, so a crashed worker's jobs come back), reads
 file, delivers — recipients in a hosted domain through the local transport
 (:mod:`~mailplane.outbound.local_transport`, never by DNS), the others to the smarthost if
 one is configured, else to each recipient domain's MX hosts — and records the outcome per
-recipient in one transaction:
-
-- 2xx → sent; 4xx or no connection → retry with exponential backoff (60 s doubling, capped
-  at ``outbound.max_backoff_seconds``); 5xx → failed;
-- a recipient still failing temporarily after ``outbound.lifetime_hours`` → failed (5.4.7);
-- failed recipients → one DSN (RFC 3464) to the envelope sender — for a forward, the
-  original sender its SRS address stands for — staged in the same transaction
-  (:mod:`~mailplane.outbound.bounces`).
+recipient (:mod:`~mailplane.outbound.outcomes`: sent, retried with backoff, or failed
+with one DSN to the envelope sender — for a forward, the original sender its SRS address
+stands for — staged in the same transaction).
 
 All blocking work (DB, spool files) runs in threads.  :meth:`OutboundWorker.stop` lets the
 delivery in flight finish and hands the rest of the claimed batch back.
@@ -24,7 +19,6 @@ import logging
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,12 +30,12 @@ from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mail.srs import Srs, srs_from_settings
 from mailplane.mailstore.spool import (
-    remove_spool_file,
     sweep_orphan_spool_files,
 )
 from mailplane.outbound.bounces import Bounces
 from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.mx_route import RouteError, host_addresses, make_resolver, mx_hosts
+from mailplane.outbound.outcomes import Delivered, record
 from mailplane.outbound.smtp_transport import (
     Candidate,
     Outcome,
@@ -54,18 +48,10 @@ from mailplane.storage.outbound_repo import ClaimedJob
 
 log = logging.getLogger(__name__)
 
-BASE_BACKOFF_SECONDS = 60
 #: Outcomes recorded per transaction (see :meth:`OutboundWorker.run_once`).
 RECORD_GROUP = 8
 DEFAULT_LEASE = timedelta(minutes=15)
 SWEEP_INTERVAL_SECONDS = 600.0
-
-
-def backoff(
-    attempts: int, *, max_seconds: int, base_seconds: int = BASE_BACKOFF_SECONDS
-) -> timedelta:
-    """Delay before the next try after ``attempts`` earlier tries (60 s, 120 s, 240 s, …)."""
-    return timedelta(seconds=min(max_seconds, base_seconds * 2 ** min(attempts, 30)))
 
 
 #: How often a worker looks for claims of workers of this host that died (their jobs
@@ -206,7 +192,7 @@ class OutboundWorker:
         forward, taken from the MX's own commits.  A crash before a group is recorded
         sends its jobs again — SMTP is at-least-once anyway (RFC 5321 §6.1)."""
         jobs = await asyncio.to_thread(self._claim)
-        done: list[_Outcome] = []
+        done: list[Delivered] = []
         try:
             for index, job in enumerate(jobs):
                 if self._stopping:
@@ -265,7 +251,7 @@ class OutboundWorker:
         with self.session_factory() as session:
             sweep_orphan_spool_files(session, spool_dir=self.settings.spool_dir)
 
-    async def _process(self, job: ClaimedJob) -> _Outcome | None:
+    async def _process(self, job: ClaimedJob) -> Delivered | None:
         """Deliver one job; its outcome is recorded by the caller (None: nothing to)."""
         try:
             message = (job.message if job.message is not None
@@ -280,7 +266,7 @@ class OutboundWorker:
             log.exception("outbound job %s: delivery crashed", job.id)
             results = [RecipientResult(r, "retry", "4.3.0", f"internal error: {type(exc).__name__}")
                        for r in job.recipients]
-        return _Outcome(job, message, results)
+        return Delivered(job, message, results)
 
     def _fail_missing(self, job: ClaimedJob) -> None:
         with self.session_factory() as session:
@@ -352,82 +338,7 @@ class OutboundWorker:
             message=message, options=self._options(smarthost=False),
         )
 
-    # --- bookkeeping --------------------------------------------------------------------
-
-    def _record(self, outcomes: list[_Outcome]) -> None:
-        """Record the outcomes of delivered jobs in one transaction, with their DSNs."""
-        now = self.clock.now()
-        out = self.settings.outbound
-        recorded: list[tuple[ClaimedJob, _Split]] = []
-        dsn_staged = False
-        with self.session_factory() as session:
-            for outcome in outcomes:
-                job = outcome.job
-                split = _split(outcome.results,
-                               expired=now >= job.created_at + timedelta(hours=out.lifetime_hours))
-                if split.retry:
-                    owned = outbound_repo.mark_retry(
-                        session, job_id=job.id, worker_id=self.worker_id,
-                        recipients=[r.recipient for r in split.retry],
-                        next_attempt_at=now
-                        + backoff(job.attempts, max_seconds=out.max_backoff_seconds),
-                        error="; ".join(r.diagnostic for r in split.retry),
-                    )
-                elif split.failed and not split.sent:
-                    owned = outbound_repo.mark_failed(
-                        session, job_id=job.id, worker_id=self.worker_id,
-                        error="; ".join(r.diagnostic for r in split.failed),
-                    )
-                else:
-                    owned = outbound_repo.mark_sent(session, job_id=job.id,
-                                                    worker_id=self.worker_id)
-                if not owned:  # nothing was written for it: another worker holds it now
-                    log.warning("outbound job %s: lease lost before the outcome was recorded",
-                                job.id)
-                    continue
-                if split.failed and self.bounces.stage(session, job, outcome.message,
-                                                       split.failed, now):
-                    dsn_staged = True
-                recorded.append((job, split))
-            session.commit()
-        if dsn_staged:
-            self.wake()  # the DSN is due now (a hosted sender gets it at once)
-        for job, split in recorded:
-            for result in split.sent:
-                log.info("outbound job %s: sent to <%s> via %s",
-                         job.id, result.recipient, result.remote_mta)
-            for result in split.failed:
-                log.info("outbound job %s: <%s> failed: %s",
-                         job.id, result.recipient, result.diagnostic)
-            if not split.retry:
-                remove_spool_file(job.spool_path)
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """A delivered job and what each recipient's attempt gave."""
-
-    job: ClaimedJob
-    message: bytes
-    results: list[RecipientResult]
-
-
-@dataclass(frozen=True, slots=True)
-class _Split:
-    sent: list[RecipientResult]
-    retry: list[RecipientResult]
-    failed: list[RecipientResult]
-
-
-def _split(results: list[RecipientResult], *, expired: bool) -> _Split:
-    """The results by outcome; past the job's lifetime a retry is a failure (5.4.7)."""
-    sent = [r for r in results if r.outcome == "sent"]
-    retry = [r for r in results if r.outcome == "retry"]
-    failed = [r for r in results if r.outcome == "failed"]
-    if retry and expired:
-        failed += [RecipientResult(r.recipient, "failed", "5.4.7",
-                                   f"delivery time expired; last error: {r.diagnostic}",
-                                   r.remote_mta)
-                   for r in retry]
-        retry = []
-    return _Split(sent, retry, failed)
+    def _record(self, delivered: list[Delivered]) -> None:
+        if record(delivered, session_factory=self.session_factory, bounces=self.bounces,
+                  worker_id=self.worker_id, now=self.clock.now(), out=self.settings.outbound):
+            self.wake()  # a DSN is due now (a hosted sender gets it at once)
