@@ -19,6 +19,7 @@ from mailplane.api.errors import (
 from mailplane.api.hashing import BoundedHashing
 from mailplane.api.idempotency import ReplayStore, replay_secret
 from mailplane.api.routes import (
+    address_filters,
     address_settings,
     address_status,
     addresses,
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(addresses.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(passwords.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(address_status.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(address_filters.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(address_settings.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(quarantine.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(audit.router, responses=COMMON_ERROR_RESPONSES)
