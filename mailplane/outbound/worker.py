@@ -1,4 +1,5 @@
-"""The outbound queue worker (issue 4; DESIGN step 4).
+"""The outbound queue worker (issue 4; DESIGN step 4).  (Over 300 lines: the loop, claims,
+the three routes — local, smarthost, MX — and crash recovery of claims read as one.)
 
 Each pass claims due jobs (a lease, so a crashed worker's jobs come back), reads the spool
 file, delivers — recipients in a hosted domain through the local transport

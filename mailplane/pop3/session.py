@@ -1,5 +1,6 @@
 """One POP3 conversation: RFC 1939 states and commands, CAPA (RFC 2449), STLS (RFC 2595),
-AUTH PLAIN (RFC 5034), response codes (RFC 2449 §8, RFC 3206).
+AUTH PLAIN (RFC 5034), response codes (RFC 2449 §8, RFC 3206).  (Over 300 lines: the
+read loop, its deadlines and the four ways to log in are one state machine.)
 
 AUTHORIZATION → (USER/PASS or AUTH succeeds, mailbox locked) → TRANSACTION → QUIT → UPDATE.
 This module is the conversation and the AUTHORIZATION state; the TRANSACTION and UPDATE

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 models.
+"""SQLAlchemy 2 models: every table in one module, so the schema reads in one place (hence
+over 300 lines).
 
 Model defaults are constants, never read from app config (Mailu's models.py shows the cost
 of that coupling): repositories pass configured values such as the included-address count
