@@ -155,7 +155,10 @@ class LoginGuard:
                     reserved.locked_until is not None and reserved.locked_until > now) else None
                 busy = locked is None and (
                     reserved.failures + reserved.in_flight > self.ip_max_failures)
-                if locked is None and not busy and ip_failures > 0:
+                # Only failures the IP has really had count here, never its attempts in
+                # flight: a household's mail clients logging in together from a clean
+                # IP are not refused because someone elsewhere locked the account.
+                if locked is None and not busy and reserved.failures > 0:
                     locked = login_failure_repo.latest_lock(
                         session, keys=(account_key(account),), now=now)
                 if locked is None and not busy:

@@ -84,9 +84,11 @@ async def test_forty_parallel_attempts_from_one_ip_get_at_most_the_ip_limit_chec
 ) -> None:
     """Counted before the password is checked, atomically: of 40 simultaneous wrong
     attempts from one IP exactly 5 (``login_ip_max_failures``) are checked (535), the
-    rest are refused unchecked (454), and the IP is then locked."""
+    rest are refused unchecked (454), and the IP is then locked.  Each guesses another
+    account, so no account lock (3 failures here) can cut the count short."""
     codes = await in_parallel([
-        partial(login_code, sub, SENDER, "wrong-password", "127.0.0.2") for _ in range(40)])
+        partial(login_code, sub, f"guess{n}@example.net", "wrong-password", "127.0.0.2")
+        for n in range(40)])
     assert sorted(set(codes)) == [454, 535]
     assert codes.count(535) == 5
     guard = LoginGuard.from_settings(sub.settings, sub.session_factory, sub.clock)
@@ -94,6 +96,31 @@ async def test_forty_parallel_attempts_from_one_ip_get_at_most_the_ip_limit_chec
     # Even the right password is refused from that IP now; another IP logs in.
     assert await asyncio.to_thread(login_code, sub, SENDER, PASSWORD, "127.0.0.2") == 454
     assert await asyncio.to_thread(login_code, sub, SENDER, PASSWORD, "127.0.0.3") == 235
+
+
+async def test_forty_parallel_attempts_on_one_account_get_at_most_the_ip_limit_checked(
+    sub: SubmissionEnv,
+) -> None:
+    """The same flood on one account: the account's lock (3) may stop it sooner, never
+    later than the IP's limit."""
+    codes = await in_parallel([
+        partial(login_code, sub, SENDER, "wrong-password", "127.0.0.2") for _ in range(40)])
+    assert set(codes) == {454, 535}
+    assert 3 <= codes.count(535) <= 5
+
+
+async def test_a_clean_ip_logs_in_in_parallel_while_the_account_is_locked_elsewhere(
+    sub: SubmissionEnv,
+) -> None:
+    """Several mail clients of one household start together from a clean IP while an
+    attacker has locked the account from another: attempts in flight are not failures,
+    so every one of them logs in (the waits for the IP's budget included)."""
+    for _ in range(3):
+        assert await asyncio.to_thread(login_code, sub, SENDER, "guess", "127.0.0.6") == 535
+    assert await asyncio.to_thread(login_code, sub, SENDER, PASSWORD, "127.0.0.6") == 454
+    codes = await in_parallel([
+        partial(login_code, sub, SENDER, PASSWORD, "127.0.0.7") for _ in range(8)])
+    assert codes == [235] * 8
 
 
 async def test_someone_who_knows_only_the_address_cannot_lock_its_owner_out(
