@@ -37,6 +37,7 @@ from mailplane.net.gate import Gate
 from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
 from mailplane.smtp import replies
 from mailplane.smtp.guarded import GuardedSMTP, SessionLimits, pressure_shedder
+from mailplane.smtp.protocol import FastSMTP
 from mailplane.smtp.replies import SmtpReply
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,18 @@ DEFERRED_REPLIES: dict[str, SmtpReply] = {
 }
 
 
-def content_refusal(raw: bytes, max_size: int) -> SmtpReply | None:
+def crlf_checked(server: SMTP) -> bool:
+    """True if the protocol already found the content of the DATA being handled free of
+    bare CR and LF (:attr:`FastSMTP.content_crlf_only`; never for stock aiosmtpd)."""
+    return isinstance(server, FastSMTP) and server.content_crlf_only
+
+
+def content_refusal(raw: bytes, max_size: int, *,
+                    crlf_checked: bool = False) -> SmtpReply | None:
     """The refusal every listener gives a message's bytes before any other work: bare CR
-    or LF (SMTP smuggling, RFC 5321 §2.3.8) or over the size limit; None if acceptable."""
-    if has_bare_line_ending(raw):
+    or LF (SMTP smuggling, RFC 5321 §2.3.8) or over the size limit; None if acceptable.
+    ``crlf_checked``: the protocol has counted the line endings already (:func:`crlf_checked`)."""
+    if not crlf_checked and has_bare_line_ending(raw):
         return replies.BARE_LINE_ENDING
     if len(raw) > max_size:
         return replies.MESSAGE_TOO_BIG

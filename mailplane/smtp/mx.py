@@ -44,6 +44,7 @@ from mailplane.smtp.base import (
     answer_data,
     close_gracefully,
     content_refusal,
+    crlf_checked,
     declared_size,
     listener_gate,
     mime_refusal,
@@ -119,13 +120,15 @@ class MxHandler:
     async def handle_DATA(
         self, server: SMTP, session: SmtpSession, envelope: Envelope
     ) -> str:
-        return await answer_data(LISTENER, self._data(session, envelope))
+        return await answer_data(LISTENER, self._data(session, envelope, crlf_checked(server)))
 
-    async def _data(self, session: SmtpSession, envelope: Envelope) -> SmtpReply:
+    async def _data(self, session: SmtpSession, envelope: Envelope,
+                    checked: bool) -> SmtpReply:
         raw = envelope.original_content or b""
-        if self.settings.mx.bare_newline == "normalize":
+        if not checked and self.settings.mx.bare_newline == "normalize":
             raw = normalise_bare_lf(raw)  # done by FastSMTP already; stock aiosmtpd not
-        refused = content_refusal(raw, self.settings.mx.max_message_size)
+        refused = content_refusal(raw, self.settings.mx.max_message_size,
+                                  crlf_checked=checked)
         if refused is None:
             refused = await mime_refusal(raw, self.settings, LISTENER)
         if refused is not None:

@@ -66,6 +66,7 @@ def protocol_description() -> str:
     return f"stock aiosmtpd {aiosmtpd.__version__} SMTP (FastSMTP needs 1.4.6)"
 _CRLF = b"\r\n"
 _LF = b"\n"
+_CR = b"\r"
 _TERMINATOR = b"\r\n.\r\n"
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 #: ``<local@domain>`` then the parameters: RFC 5322 dot-atom local part, LDH domain labels
@@ -206,6 +207,10 @@ class FastSMTP(SMTP):
 
     #: Set per connection by a listener that accepts bare LF (the MX), see above.
     normalise_bare_lf = False
+    #: True while the DATA hook runs if the content it gets has CRLF line endings only
+    #: (no bare CR or LF): counted here once, so the handler need not count again — three
+    #: passes over the message that were a tenth of the MX's CPU at 100 KB.
+    content_crlf_only = False
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         if not _COMPATIBLE:
@@ -443,10 +448,15 @@ class FastSMTP(SMTP):
             return
         body = b"".join(acc.pieces)
         acc.pieces = []
-        # Two counts find a bare LF ten times faster than the substitution passes a clean
-        # message (12 vs 100 µs at 10 KB), and nearly all mail is clean.
-        if self.normalise_bare_lf and body.count(_LF) != body.count(_CRLF):
+        # Counts find a bare LF ten times faster than the substitution passes a clean
+        # message (12 vs 100 µs at 10 KB), and nearly all mail is clean.  Each CRLF holds
+        # one CR and one LF, so the rest of each count are the bare ones; a substitution
+        # only puts a CR before each bare LF, leaving the bare CRs as they were.
+        lf, crlf, cr = body.count(_LF), body.count(_CRLF), body.count(_CR)
+        if self.normalise_bare_lf and lf != crlf:
             body = _BARE_LF.sub(_CRLF, body)
+            lf = crlf
+        crlf_only = lf == crlf == cr
         # RFC 5321 §4.5.2: drop the first character of every line that starts with ".".
         if body.startswith(b"."):
             body = body[1:]
@@ -467,6 +477,10 @@ class FastSMTP(SMTP):
         self.envelope.original_content = original_content
         status: Any = MISSING  # (the deprecated ``process_message`` API is not offered)
         if "DATA" in self._handle_hooks:
-            status = await self._call_handler_hook("DATA")
+            self.content_crlf_only = crlf_only
+            try:
+                status = await self._call_handler_hook("DATA")
+            finally:
+                self.content_crlf_only = False
         self._post_data()
         await self.push("250 OK" if status is MISSING else status)

@@ -62,6 +62,7 @@ from mailplane.smtp import replies
 from mailplane.smtp.base import (
     answer_data,
     content_refusal,
+    crlf_checked,
     mime_refusal,
 )
 from mailplane.smtp.replies import SmtpReply
@@ -196,14 +197,16 @@ class SubmissionHandler:
     async def handle_DATA(
         self, server: SMTP, session: SmtpSession, envelope: Envelope
     ) -> str:
-        return await answer_data(LISTENER, self._data(session, envelope))
+        return await answer_data(LISTENER, self._data(session, envelope, crlf_checked(server)))
 
-    async def _data(self, session: SmtpSession, envelope: Envelope) -> SmtpReply:
+    async def _data(self, session: SmtpSession, envelope: Envelope,
+                    checked: bool) -> SmtpReply:
         user = _user(session)
         if user is None:
             return replies.AUTH_REQUIRED
         raw = envelope.original_content or b""
-        refused = content_refusal(raw, self.settings.mx.max_message_size)
+        refused = content_refusal(raw, self.settings.mx.max_message_size,
+                                  crlf_checked=checked)
         if refused is None:
             refused = await mime_refusal(raw, self.settings, LISTENER)
         if refused is not None:

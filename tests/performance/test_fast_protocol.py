@@ -16,6 +16,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailplane.mail.message import has_bare_line_ending
+from mailplane.smtp.base import crlf_checked
 from mailplane.smtp.protocol import FastSMTP
 from tests.factories.mx import MxEnv
 
@@ -25,6 +27,8 @@ LIMIT = 4000
 class Recorder:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
+        #: What the protocol said of each message's line endings (``crlf_checked``).
+        self.crlf_checked: list[bool] = []
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -33,15 +37,23 @@ class Recorder:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.messages.append(envelope.original_content or b"")
+        self.crlf_checked.append(crlf_checked(server))
         return f"250 OK {len(self.messages)}"
 
 
-async def _exchange(cls: type[SMTP], chunks: list[bytes]) -> tuple[list[str], list[bytes]]:
+async def _exchange(cls: type[SMTP], chunks: list[bytes], *,
+                    handler: Recorder | None = None,
+                    normalise_bare_lf: bool = False) -> tuple[list[str], list[bytes]]:
     loop = asyncio.get_running_loop()
-    handler = Recorder()
-    server = await loop.create_server(
-        lambda: cls(handler, data_size_limit=LIMIT, hostname="mx.test", loop=loop),
-        host="127.0.0.1", port=0)
+    recorder = handler or Recorder()
+
+    def protocol() -> SMTP:
+        instance = cls(recorder, data_size_limit=LIMIT, hostname="mx.test", loop=loop)
+        if isinstance(instance, FastSMTP):
+            instance.normalise_bare_lf = normalise_bare_lf
+        return instance
+
+    server = await loop.create_server(protocol, host="127.0.0.1", port=0)
     port = server.sockets[0].getsockname()[1]
 
     def talk() -> bytes:
@@ -62,7 +74,7 @@ async def _exchange(cls: type[SMTP], chunks: list[bytes]) -> tuple[list[str], li
     finally:
         server.close()
         await server.wait_closed()
-    return received.decode("latin-1").splitlines(), handler.messages
+    return received.decode("latin-1").splitlines(), recorder.messages
 
 
 HEAD = (b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
@@ -88,6 +100,22 @@ async def test_fast_data_matches_stock_aiosmtpd(body: list[bytes], cuts: list[in
     stock = await _exchange(SMTP, chunks)
     fast = await _exchange(FastSMTP, chunks)
     assert fast == stock
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.lists(token, max_size=12), cuts=st.lists(st.integers(0, 10_000), max_size=4),
+       normalise=st.booleans())
+async def test_the_protocol_says_truly_when_a_message_has_only_crlf_line_endings(
+    body: list[bytes], cuts: list[int], normalise: bool,
+) -> None:
+    """The handlers skip their own bare CR/LF count when the protocol says it counted:
+    what it says must be what the count would find, with bare LF normalised or not."""
+    payload = HEAD + b"".join(body) + b"\r\n.\r\n" + TAIL
+    fast, stock = Recorder(), Recorder()
+    await _exchange(FastSMTP, _split(payload, cuts), handler=fast, normalise_bare_lf=normalise)
+    await _exchange(SMTP, _split(payload, cuts), handler=stock)
+    assert fast.crlf_checked == [not has_bare_line_ending(m) for m in fast.messages]
+    assert not any(stock.crlf_checked)  # stock aiosmtpd never vouches: the handler counts
 
 
 async def test_dot_stuffed_lines_and_pipelined_commands_after_the_end() -> None:
