@@ -9,7 +9,8 @@ a 3,000-deep ``multipart`` raises ``RecursionError`` in whatever touches it.  He
   :data:`DEFAULT_LIMITS` is the ceiling every walker in the code base uses; a listener
   may refuse earlier (``mx.max_mime_depth``, ``mx.max_mime_parts``).
 - :func:`check_structure` — what DATA asks: raises :class:`MimeTooComplex` (answered
-  ``554 5.6.0``, once).  A cheap count proves most messages small enough without parsing.
+  ``554 5.6.0``, once).  A look at the top-level Content-Type, or else a cheap count,
+  proves most messages small enough without parsing.
 - :func:`parse` — the stdlib parser with the bounds enforced *while* it builds the tree
   (:class:`_BoundedFeedParser` counts the entities it opens, the very ones it recurses
   into), so it stops long before the recursion limit; ``RecursionError`` is still
@@ -20,12 +21,14 @@ a 3,000-deep ``multipart`` raises ``RecursionError`` in whatever touches it.  He
 from __future__ import annotations
 
 import email.policy
+import re
 from dataclasses import dataclass
 from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
 from email.policy import Policy
 
 from mailplane.config.limits import MIME_DEPTH_CEILING, MIME_PARTS_CEILING
+from mailplane.mail.message import header_block
 
 
 class MimeTooComplex(ValueError):
@@ -92,8 +95,39 @@ def parse_email(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> EmailMessage
 
 
 def within_cheap_bound(raw: bytes, limits: MimeLimits) -> bool:
-    """True when a count of the lines that could open an entity proves the message within
-    ``limits`` without parsing it (nearly all mail: a handful of parts)."""
+    """True when the message is proved within ``limits`` without parsing it: its top
+    level cannot hold entities (:func:`top_level_cannot_nest`), or a count of the lines
+    that could open one is small enough (nearly all mail: a handful of parts)."""
+    return top_level_cannot_nest(raw) or within_counted_bound(raw, limits)
+
+
+#: A Content-Type field with its folded continuation lines, in lower-cased headers.
+_CONTENT_TYPE_FIELD = re.compile(rb"content-type[^\n]*(?:\n[ \t][^\n]*)*")
+
+
+def top_level_cannot_nest(raw: bytes) -> bool:
+    """True when no Content-Type field in the header section names ``multipart`` or
+    ``message`` anywhere in its value: the parsers (compat32 and ``policy.default``) then
+    read the body as one leaf and open no entity at all, whatever it holds.
+
+    Only the header block is read — a few hundred bytes instead of every byte of a
+    100 KB message twice (docs/performance.md).  It is conservative: the block may run
+    past the parser's header section (never stop short of it, see
+    :func:`~mailplane.mail.message.header_block`), every field whose name merely ends in
+    ``content-type`` counts, and a mention of either word in a parameter sends the
+    message to the full count — which is always right, only slower.
+    """
+    headers = header_block(raw).lower()
+    for field in _CONTENT_TYPE_FIELD.finditer(headers):
+        value = field[0]
+        if b"multipart" in value or b"message" in value:
+            return False
+    return True
+
+
+def within_counted_bound(raw: bytes, limits: MimeLimits) -> bool:
+    """True when a count of the lines that could open an entity, anywhere in ``raw``,
+    proves the message within ``limits``."""
     budget = min(limits.max_depth, limits.max_parts) - 1
     count = sum(raw.count(marker) for marker in _BOUNDARY_LINE)
     if count > budget:

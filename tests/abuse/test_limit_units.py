@@ -4,8 +4,10 @@ descriptor budget, and the MIME walker's order and bounds."""
 
 from __future__ import annotations
 
+import email.policy
 import logging
 import re
+from email.parser import BytesParser
 from typing import Any
 
 import pytest
@@ -20,7 +22,9 @@ from mailplane.mail.mime import (
     check_structure,
     leaf_parts,
     parse,
+    top_level_cannot_nest,
     within_cheap_bound,
+    within_counted_bound,
 )
 from mailplane.net.limits import ConnectionLimiter, ConnectionLimits, Refusal, client_key
 from mailplane.net.throttled_log import ThrottledLog
@@ -182,4 +186,45 @@ def test_the_cheap_bound_counts_nesting_types_as_one_case_blind_search_would(
     for budget in range(0, 12):
         limits = MimeLimits(max_depth=budget + 1, max_parts=budget + 1)
         expected = lines + sum(1 for _ in pattern.finditer(raw)) <= budget
-        assert within_cheap_bound(raw, limits) is expected
+        assert within_counted_bound(raw, limits) is expected
+
+
+_HEADER_LINES = [
+    b"Subject: x", b"Message-ID: <message@example>", b"MIME-Version: 1.0",
+    b"Content-Type: text/plain", b"Content-Type: text/plain; name=message.txt",
+    b"Content-Type: multipart/mixed; boundary=b", b"content-TYPE: Multipart/Mixed; boundary=b",
+    b"Content-Type: message/rfc822", b"Content-Type: message\r\n /rfc822",
+    b"Content-Type:\r\n\tmultipart/mixed; boundary=b", b"Content-Type: (c) multipart/digest",
+    b"Content-Type: multipart(c)/mixed; boundary=b", b"Content-Type : multipart/mixed",
+    b"X-Content-Type: multipart/mixed", b"no colon here", b" a folded continuation",
+    b"Content-Type: text/plain\rContent-Type: multipart/mixed; boundary=b",
+]
+#: Five levels of both kinds of nesting: whatever the top level says, this body opens
+#: entities if the parser treats the top level as multipart or message/*.
+_NESTED_BODY = (b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+                b"Content-Type: multipart/mixed; boundary=b\r\n\r\n") * 5 + b"--b--\r\n"
+
+
+@hyp_settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_HEADER_LINES), max_size=6),
+       st.sampled_from([b"\r\n", b"\n"]))
+def test_a_top_level_that_cannot_nest_is_one_leaf_to_every_parser(
+    headers: list[bytes], newline: bytes,
+) -> None:
+    """The shortcut of the cheap bound (no parse, the header block only) holds for the
+    compat32 parser and for policy.default's, whose Content-Type reading differs
+    (comments, folding before the slash)."""
+    raw = newline.join([*headers, b"", _NESTED_BODY.replace(b"\r\n", newline)])
+    if not top_level_cannot_nest(raw):
+        return
+    for policy in (email.policy.compat32, email.policy.default):
+        message = BytesParser(policy=policy).parsebytes(raw)
+        assert not message.is_multipart(), (policy, raw[:200])
+    assert within_cheap_bound(raw, MimeLimits(max_depth=2, max_parts=2))
+
+
+def test_the_shortcut_is_taken_for_plain_mail_and_not_for_multipart() -> None:
+    plain = b"Subject: hi\r\nMessage-ID: <message@x>\r\n\r\n" + _NESTED_BODY
+    assert top_level_cannot_nest(plain)
+    assert not top_level_cannot_nest(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n")
+    assert not top_level_cannot_nest(b"Content-Type: Message\r\n /rfc822\r\n\r\n")
