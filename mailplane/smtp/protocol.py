@@ -389,7 +389,14 @@ class FastSMTP(SMTP):
         if limit and acc.num_bytes > limit:
             acc.fail(_DataState.TOO_MUCH)
             return
-        longest = max(len(line.removesuffix(b"\r")) for line in lines.split(_LF)[:-1])
+        split = lines.split(_LF)
+        # ``map(len)`` runs in C; it counts a CRLF line's CR as content, so it can only
+        # overstate: the exact per-line measure (a Python loop, an eighth of the MX's CPU
+        # at 100 KB) runs only when the cheap one is over the limit.
+        if max(map(len, split)) + 2 <= self.line_length_limit:
+            acc.pieces.append(lines)
+            return
+        longest = max(len(line.removesuffix(b"\r")) for line in split[:-1])
         if longest + 2 > self.line_length_limit:
             acc.fail(_DataState.TOO_LONG)
             return
