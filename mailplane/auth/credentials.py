@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -79,8 +77,6 @@ class Authenticator:
         self._session_factory = session_factory
         self._hashing = hashing
         self._guard = guard
-        self._dummy_hash: str | None = None
-        self._dummy_lock = threading.Lock()
 
     async def authenticate(
         self, username: str, password: str, *, peer_ip: str, listener: str
@@ -109,7 +105,7 @@ class Authenticator:
         hashed = credential.password_hash if credential else None
         try:
             try:
-                matches = await asyncio.to_thread(self._verify, hashed, password)
+                matches = await asyncio.to_thread(self._hashing.verify_or_spend, hashed, password)
             except asyncio.CancelledError:
                 # The client left before the answer: the attempt still counts as a failure
                 # (leaving early must not be a way to guess without being counted).
@@ -139,16 +135,3 @@ class Authenticator:
             return None
         with self._session_factory() as session:
             return credentials_repo.find(session, username=username)
-
-    def _verify(self, hashed: str | None, password: str) -> bool:
-        if hashed is None:
-            # Same work as a real check so the timing does not reveal unknown users.
-            self._hashing.verify(self._dummy(), password)
-            return False
-        return self._hashing.verify(hashed, password)
-
-    def _dummy(self) -> str:
-        with self._dummy_lock:
-            if self._dummy_hash is None:
-                self._dummy_hash = self._hashing.hash(secrets.token_urlsafe(16))
-            return self._dummy_hash

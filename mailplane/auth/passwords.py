@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -105,6 +106,8 @@ class PasswordHashing:
             memory_cost=security.argon2_memory_kib,
             parallelism=security.argon2_parallelism,
         )
+        self._dummy_hash: str | None = None
+        self._dummy_lock = threading.Lock()
 
     def hash(self, secret: str) -> str:
         return self._hasher.hash(secret)
@@ -114,6 +117,20 @@ class PasswordHashing:
             return self._hasher.verify(hashed, secret)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+    def verify_or_spend(self, hashed: str | None, secret: str) -> bool:
+        """:meth:`verify`; with no hash (an unknown user, no password set yet) the same work
+        against a throwaway hash, and False: the timing does not tell who exists."""
+        if hashed is None:
+            self.verify(self._dummy(), secret)
+            return False
+        return self.verify(hashed, secret)
+
+    def _dummy(self) -> str:
+        with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = self.hash(secrets.token_urlsafe(16))
+            return self._dummy_hash
 
     def needs_rehash(self, hashed: str) -> bool:
         return self._hasher.check_needs_rehash(hashed)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -61,8 +59,6 @@ class PortalLogin:
         self._hashing = hashing
         self._guard = guard
         self._mailboxes = Authenticator(session_factory, hashing, guard)
-        self._dummy_hash: str | None = None
-        self._dummy_lock = threading.Lock()
 
     async def contract(self, customer_number: str, password: str, *,
                        peer_ip: str) -> LoginResult:
@@ -81,7 +77,7 @@ class PortalLogin:
             return LoginResult(LoginOutcome.LOCKED, locked_until=attempt.locked_until)
         hashed = found.password_hash if found else None
         try:
-            matches = await asyncio.to_thread(self._verify, hashed, password)
+            matches = await asyncio.to_thread(self._hashing.verify_or_spend, hashed, password)
             if not matches or found is None:
                 log.info("portal contract sign-in failed: peer %s", peer_ip)
                 await self._guard.failed(attempt)
@@ -124,18 +120,6 @@ class PortalLogin:
         with self._session_factory() as session:
             return web_sessions_repo.contract_of_address(session, address_id=address_id)
 
-    def _verify(self, hashed: str | None, password: str) -> bool:
-        if hashed is None:
-            # No contract, or no password set yet: the same work, the same failure.
-            self._hashing.verify(self._dummy(), password)
-            return False
-        return self._hashing.verify(hashed, password)
-
-    def _dummy(self) -> str:
-        with self._dummy_lock:
-            if self._dummy_hash is None:
-                self._dummy_hash = self._hashing.hash(secrets.token_urlsafe(16))
-            return self._dummy_hash
 
 
 def issue_contract_password(session: Session, hashing: PasswordHashing, *, contract_id: int,
