@@ -121,7 +121,6 @@ class PortalLogin:
             return web_sessions_repo.contract_of_address(session, address_id=address_id)
 
 
-
 def issue_contract_password(session: Session, hashing: PasswordHashing, *, contract_id: int,
                             now: datetime, length: int) -> str:
     """Set a new random contract password and sign every contract-level portal session
