@@ -15,7 +15,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,12 +30,8 @@ log = logging.getLogger(__name__)
 MAX_CUSTOMER_NUMBER = 32
 
 
-class LoginOutcome(Enum):
-    OK = "ok"
-    BAD_CREDENTIALS = "bad_credentials"
-    LOCKED = "locked"
-    SUSPENDED = "suspended"
-    UNAVAILABLE = "unavailable"
+#: A portal sign-in ends the way a mailbox login does (the same five outcomes).
+LoginOutcome = AuthOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +87,7 @@ class PortalLogin:
     async def mailbox(self, username: str, password: str, *, peer_ip: str) -> LoginResult:
         result = await self._mailboxes.authenticate(username, password, peer_ip=peer_ip,
                                                     listener="portal")
-        outcome = {
-            AuthOutcome.OK: LoginOutcome.OK,
-            AuthOutcome.BAD_CREDENTIALS: LoginOutcome.BAD_CREDENTIALS,
-            AuthOutcome.LOCKED: LoginOutcome.LOCKED,
-            AuthOutcome.SUSPENDED: LoginOutcome.SUSPENDED,
-            AuthOutcome.UNAVAILABLE: LoginOutcome.UNAVAILABLE,
-        }[result.outcome]
+        outcome = result.outcome
         if outcome is not LoginOutcome.OK or result.address_id is None:
             return LoginResult(outcome, locked_until=result.locked_until)
         try:
