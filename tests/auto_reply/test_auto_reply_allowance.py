@@ -21,9 +21,8 @@ from mailplane.delivery import store
 from mailplane.mailstore.maildir import PendingFile
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage.models import AutoReplyLedger, OutboundJob
-from tests.factories.flow import Flow
+from tests.factories.flow import FLOW_MX_SETTINGS, Flow
 from tests.factories.mx import make_message
-from tests.factories.outbound import SRS_DOMAIN, SRS_SECRET
 
 TARO = "taro_1@e06.example.net"
 ALICE = "alice@sender.example"
@@ -31,8 +30,7 @@ ALICE = "alice@sender.example"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def mx_settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"srs": {"secret": SRS_SECRET, "domain": SRS_DOMAIN},
-                                 "outbound": {"connect_timeout_seconds": 5.0}}
+    overrides: dict[str, Any] = dict(FLOW_MX_SETTINGS)
     if request.param == "postgresql":
         overrides["database_url"] = request.getfixturevalue("pg_url")
     return overrides

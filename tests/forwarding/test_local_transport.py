@@ -20,7 +20,7 @@ from mailplane.mailstore.spool import stage_job
 from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.worker import OutboundWorker
 from mailplane.storage.models import OutboundJob
-from tests.factories.flow import Flow
+from tests.factories.flow import FLOW_MX_SETTINGS, Flow
 from tests.factories.mx import GTUBE, make_message
 from tests.factories.outbound import SRS_DOMAIN, SRS_SECRET
 
@@ -31,8 +31,7 @@ ALICE = "alice@sender.example"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def mx_settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"srs": {"secret": SRS_SECRET, "domain": SRS_DOMAIN},
-                                 "outbound": {"connect_timeout_seconds": 5.0}}
+    overrides: dict[str, Any] = dict(FLOW_MX_SETTINGS)
     if request.param == "postgresql":
         overrides["database_url"] = request.getfixturevalue("pg_url")
     return overrides
