@@ -20,6 +20,8 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from functools import cached_property
 
+from mailplane.mail.auth_results import AuthResults
+
 #: compat32 for the header view: values come back as the raw strings, which is all the
 #: filters need (they decode themselves), at a fifth of the cost of policy.default's header
 #: objects — a measurable share of MX CPU (docs/performance.md).
@@ -114,6 +116,9 @@ class MessageContext:
     helo: str | None = None
     queue_id: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    #: SPF/DKIM/DMARC/ARC as the MX evaluated them; None when the mail did not come from
+    #: the Internet (submission, the queue's local transport): see ``auth_results``.
+    auth: AuthResults | None = None
 
     @cached_property
     def headers(self) -> Message:

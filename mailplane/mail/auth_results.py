@@ -1,0 +1,77 @@
+"""What the MX learned about who sent a message: SPF, DKIM, DMARC, ARC (SPEC §8b).
+
+A pure value, filled by the inbound verification on the MX and read by every rule that
+must not act for a forged sender: the auto-reply (SPEC §6: no reply to a sender that
+fails SPF/DMARC), the DSN for a failed forward (SPEC §5: only to a sender that
+authenticated), the spam verdict and the なりすまし quarantine.
+
+``MessageContext.auth`` is ``None`` where nothing was evaluated: mail that did not come
+from the Internet (submission after AUTH, the queue's local transport).  Rules treat
+``None`` by where the mail came from, never as a pass of the checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+#: RFC 7208 §2.6 results (lower case, as in ``Authentication-Results``).
+SpfResult = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"]
+#: RFC 6376 / RFC 8601 §2.7.1 results.
+DkimResult = Literal["pass", "fail", "neutral", "none", "temperror", "permerror", "policy"]
+#: DMARC (RFC 9989) results.
+DmarcResult = Literal["pass", "fail", "none", "temperror", "permerror"]
+DmarcPolicy = Literal["none", "quarantine", "reject"]
+ArcResult = Literal["pass", "fail", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSignatureResult:
+    """One ``DKIM-Signature`` of the message and what its check gave."""
+
+    domain: str  # d=
+    selector: str  # s=
+    result: DkimResult
+    algorithm: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResults:
+    """Every check's outcome for one message, as received at our MX."""
+
+    spf: SpfResult = "none"
+    #: The domain SPF checked: the MAIL FROM domain, or the HELO name for the null sender.
+    spf_domain: str = ""
+    dkim: tuple[DkimSignatureResult, ...] = field(default_factory=tuple)
+    dmarc: DmarcResult = "none"
+    #: The policy DMARC found for the From domain (``p=`` or ``sp=``), applied or not.
+    dmarc_policy: DmarcPolicy = "none"
+    #: The RFC 5322 From domain DMARC evaluated.
+    from_domain: str = ""
+    arc: ArcResult = "none"
+
+    def dkim_pass_aligned(self, domain: str) -> bool:
+        """A passing signature whose ``d=`` is ``domain`` or shares its organisational
+        suffix in relaxed alignment (the simple test: one is a subdomain of the other)."""
+        wanted = domain.lower().rstrip(".")
+        for sig in self.dkim:
+            if sig.result != "pass":
+                continue
+            d = sig.domain.lower().rstrip(".")
+            if d == wanted or wanted.endswith("." + d) or d.endswith("." + wanted):
+                return True
+        return False
+
+    @property
+    def sender_authenticated(self) -> bool:
+        """SPEC §5: the envelope sender may be answered (DSN for a failed forward): SPF
+        passed for it, or a DKIM signature aligned with its domain passed."""
+        if self.spf == "pass":
+            return True
+        return bool(self.spf_domain) and self.dkim_pass_aligned(self.spf_domain)
+
+    @property
+    def sender_fails(self) -> bool:
+        """SPEC §6: the sender's domain says the mail is not theirs (SPF ``fail`` or DMARC
+        ``fail``): never auto-reply or bounce to it."""
+        return self.spf == "fail" or self.dmarc == "fail"
