@@ -11,7 +11,8 @@ addresses), ``mailplane-<N>w`` (the same with another ``mx.workers``) and, when 
 postfix is installed and the bench is root, ``postfix`` (a private Postfix instance with no
 filters delivering into Maildirs, bench/postfix.py; measured to the last 250 and, as
 ``postfix-maildir``, to the last file in the Maildirs) and ``smtp-sink`` as the ceiling.
-Then the targets of issue 13 (mailplane ÷ Postfix), the control-plane and API benchmarks.
+Then the targets of issue 13 (mailplane ÷ Postfix), the control-plane and API benchmarks
+and DKIM signing's cost (bench/signing.py).
 
 Usage: ``python -m bench.run [--quick] [--reps 3] [--client asyncio|smtp-source]``.
 """
@@ -533,6 +534,8 @@ def main() -> None:
                         help="also measure the baseline handler on mailplane's FastSMTP")
     parser.add_argument("--skip-smtp", action="store_true")
     parser.add_argument("--skip-control-plane", action="store_true")
+    parser.add_argument("--skip-signing", action="store_true",
+                        help="skip the DKIM signing figures (bench/signing.py)")
     parser.add_argument("--control-plane-addresses", type=int, default=None)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--only", default="", help="e.g. 10x20 = only 10 KB, 20 sessions")
@@ -567,6 +570,13 @@ def main() -> None:
             print(control_plane.format_result(report["control_plane"]))
             report["api"] = api_bench.run(plan.api_requests, workdir / "api")
             print(api_bench.format_result(report["api"]))
+        if not args.skip_signing:
+            from bench import signing
+
+            report["signing"] = signing.run(workdir / "signing",
+                                            messages=20 if args.quick else 200,
+                                            jobs=30 if args.quick else 300)
+            print(signing.format_result(report["signing"]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report["seconds"] = time.perf_counter() - started

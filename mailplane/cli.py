@@ -1,5 +1,6 @@
 """``mailplane`` command: serve, migrate, seed-demo, create-api-key, suspend-address,
-resume-address, set-contract-password, check-config, purge."""
+resume-address, set-contract-password, check-config, purge, export-dovecot, dkim,
+dns-records."""
 
 from __future__ import annotations
 
@@ -90,6 +91,58 @@ def _cmd_export_dovecot(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dkim(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.node import dkim_admin
+
+    if args.dkim_command == "generate":
+        text = dkim_admin.generate_cli(settings, algorithm=args.algorithm,
+                                       selector=args.selector)
+    elif args.dkim_command == "publish":
+        text = dkim_admin.publish_cli(settings, names=args.selectors)
+    elif args.dkim_command == "activate":
+        text = dkim_admin.activate_cli(settings, names=args.selectors,
+                                       check_dns=not args.skip_dns_check)
+    elif args.dkim_command == "retire":
+        text = dkim_admin.retire_cli(settings, names=args.selectors, force=args.force)
+    else:
+        text = dkim_admin.list_cli(settings)
+    print(text)
+    return 0
+
+
+def _cmd_dns_records(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.node.dkim_admin import dns_records_cli
+
+    print(dns_records_cli(settings, domains=args.domain or None), end="")
+    return 0
+
+
+def _add_dkim_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dkim = sub.add_parser(
+        "dkim", help="DKIM selectors: generate, publish, activate, retire, list",
+        description="Rotate the keys that sign mail leaving the platform: generate a "
+        "selector, publish its DNS record, activate it once DNS serves it, retire the "
+        "old one days later (docs/operations.md §4.2).")
+    dkim.set_defaults(func=_cmd_dkim)
+    commands = dkim.add_subparsers(dest="dkim_command", required=True)
+    generate = commands.add_parser("generate", help="new key pair(s), private key mode 600")
+    generate.add_argument("--algorithm", choices=["both", "ed25519", "rsa"], default="both")
+    generate.add_argument("--selector", default=None,
+                          help="its name (default: <algorithm>-<yyyymmdd>)")
+    publish = commands.add_parser("publish", help="print the DNS records to add")
+    publish.add_argument("selectors", nargs="+")
+    activate = commands.add_parser("activate", help="sign with it (its record must be in "
+                                                    "DNS)")
+    activate.add_argument("selectors", nargs="+")
+    activate.add_argument("--skip-dns-check", action="store_true",
+                          help="do not look the record up first")
+    retire = commands.add_parser("retire", help="stop publishing it; deletes the private key")
+    retire.add_argument("selectors", nargs="+")
+    retire.add_argument("--force", action="store_true",
+                        help="even the active one (its algorithm stops signing)")
+    commands.add_parser("list", help="every selector and its state")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailplane", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--gid", type=int, default=None)
     export.add_argument("--names", choices=["both", "pop_account", "address"], default="both")
     export.set_defaults(func=_cmd_export_dovecot)
+    _add_dkim_parser(sub)
+    records = sub.add_parser(
+        "dns-records", help="print the DNS records to publish (zone-file syntax)")
+    records.add_argument("--domain", action="append", default=[],
+                         help="only this base domain (repeatable)")
+    records.set_defaults(func=_cmd_dns_records)
     return parser
 
 

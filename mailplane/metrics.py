@@ -115,3 +115,11 @@ MAILDIR_ORPHANS_REMOVED = Counter(
     "Files older than 36 h removed from Maildir tmp/ (left by a crash; maildir(5)).",
     registry=REGISTRY,
 )
+OUTBOUND_SIGNING = Counter(
+    "mailplane_outbound_signing",
+    "Messages about to leave the platform by outcome of DKIM signing: signed, unsigned"
+    " (no active selector, or a message dkimpy cannot parse), deferred (an active key"
+    " unusable on this node, [dkim] on_error = tempfail).",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -35,6 +35,7 @@ pytest_plugins = [
     "tests.factories.outbound",
     "tests.factories.pop3",
     "tests.factories.security",
+    "tests.factories.signing",
     "tests.factories.submission",
 ]
 

@@ -27,6 +27,7 @@ from mailplane.api.routes import (
     client_setup,
     contracts,
     keys,
+    mta_sts,
     passwords,
     quarantine,
     rules,
@@ -110,6 +111,7 @@ def create_app(
     app.include_router(client_setup.discovery,
                        responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})
     app.include_router(rules.router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(mta_sts.router, responses=COMMON_ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str | int]:

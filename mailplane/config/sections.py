@@ -5,6 +5,7 @@ because it is a table of declarations: one class per section, nothing to follow.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
@@ -164,12 +165,113 @@ class PublicConfig(_Section):
     submission_port: int = Field(default=2587, ge=1, le=65535)
     submission_tls_port: int = Field(default=2465, ge=1, le=65535)
 
-    @field_validator("pop3_host", "smtp_host")
+    #: IMAP for customers is Dovecot's (docs/operations.md), if a deployment runs it:
+    #: "" = none, and ``mailplane dns-records`` publishes the RFC 6186 "not offered" SRV.
+    imap_host: str = ""
+    imap_port: int = Field(default=143, ge=1, le=65535)
+    imap_tls_port: int = Field(default=993, ge=1, le=65535)
+    #: The public name of the API (portal, autoconfig, Autodiscover, the MTA-STS policy):
+    #: the target of the ``autoconfig``/``autodiscover``/``mta-sts`` CNAMEs.
+    web_host: str = "localhost"
+    #: The MX host names of every base domain (``mailplane dns-records``, the MTA-STS
+    #: policy); empty = ``[mx] hostname`` alone.
+    mx_hosts: list[str] = Field(default_factory=list)
+    #: Addresses (or CIDRs) mail leaves the platform from — the worker nodes, or the
+    #: smarthost — for the SPF record; empty = ``mx`` (the workers are the MX nodes).
+    sending_addresses: list[str] = Field(default_factory=list)
+    #: The DMARC policy ``dns-records`` prints (RFC 9989): start with "none", read the
+    #: aggregate reports, then "quarantine" and "reject".
+    dmarc_policy: Literal["none", "quarantine", "reject"] = "none"
+    #: Where DMARC aggregate reports go (a mailbox that exists); "" =
+    #: ``mailto:dmarc-reports@<base domain>``.
+    dmarc_rua: str = ""
+    #: Where TLS reports go (RFC 8460: ``mailto:`` or ``https:``); "" =
+    #: ``mailto:tls-reports@<base domain>``.
+    tlsrpt_rua: str = ""
+
+    @field_validator("pop3_host", "smtp_host", "web_host")
     @classmethod
     def _host_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value):
-            raise ValueError(f"{value!r} is not a host name")
-        return value.lower()
+        return _host_name(value)
+
+    @field_validator("imap_host")
+    @classmethod
+    def _optional_host_name(cls, value: str) -> str:
+        return _host_name(value) if value else value
+
+    @field_validator("mx_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        return [_host_name(host) for host in value]
+
+    @field_validator("sending_addresses")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not an IP address or CIDR") from exc
+        return value
+
+    @field_validator("dmarc_rua")
+    @classmethod
+    def _dmarc_uri(cls, value: str) -> str:
+        if value and not _MAILTO.fullmatch(value):
+            raise ValueError(f"{value!r} is not mailto:<address> (RFC 9989)")
+        return value
+
+    @field_validator("tlsrpt_rua")
+    @classmethod
+    def _tlsrpt_uri(cls, value: str) -> str:
+        if value and not (_MAILTO.fullmatch(value) or _HTTPS.fullmatch(value)):
+            raise ValueError(f"{value!r} is not mailto:<address> or https://<url> (RFC 8460)")
+        return value
+
+
+_MAILTO = re.compile(r"mailto:[^\s;,!@]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
+_HTTPS = re.compile(r"https://[^\s;,!]+")
+
+
+def _host_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value):
+        raise ValueError(f"{value!r} is not a host name")
+    return value.lower()
+
+
+class DkimConfig(_Section):
+    """DKIM signing of mail leaving the platform (SPEC §8b; docs/operations.md §4.2).
+
+    Which selectors sign is in the database (``mailplane dkim …``), so every node agrees;
+    the private keys are files, the same on every node."""
+
+    #: Sign with the active selectors (none active: mail leaves unsigned, with a warning).
+    enabled: bool = True
+    #: Where private keys are (``<selector>.pem``, mode 600): "" = ``<state_dir>/dkim``,
+    #: the shared volume; or a directory of its own on every node (a secrets mount).
+    keys_dir: str = ""
+    #: How soon a node sees a selector activated on another one.
+    refresh_seconds: float = Field(default=60.0, gt=0, le=3600)
+    #: An active selector whose key this node cannot use: "tempfail" keeps the mail
+    #: queued (4.7.0, retried) until the key is there, as Postfix does when its signing
+    #: milter fails; "unsigned" sends without that signature.
+    on_error: Literal["tempfail", "unsigned"] = "tempfail"
+    #: RSA key size of ``mailplane dkim generate`` (RFC 8301: at least 1024, 2048 usual).
+    rsa_bits: int = Field(default=2048, ge=2048, le=4096)
+    #: ARC-seal remote forwards (RFC 8617) with the active RSA selector; off by default:
+    #: ARC is experimental and headed to Historic, receivers weigh it little.
+    arc_seal_forwards: bool = False
+
+
+class MtaStsConfig(_Section):
+    """The MTA-STS policy the API serves at ``/.well-known/mta-sts.txt`` (RFC 8461)."""
+
+    #: "testing": senders report (TLS-RPT) but deliver anyway; "enforce": senders that
+    #: support MTA-STS refuse to deliver without valid TLS to a listed MX; "none": the
+    #: policy is being withdrawn (RFC 8461 §8.3).
+    mode: Literal["testing", "enforce", "none"] = "testing"
+    #: How long senders cache the policy: RFC 8461 recommends weeks (at most a year).
+    max_age_seconds: int = Field(default=604800, ge=86400, le=31557600)
 
 
 class TlsConfig(_Section):

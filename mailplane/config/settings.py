@@ -37,6 +37,8 @@ from pydantic_settings import (
 from mailplane.config.sections import (
     AddressConfig,
     ApiConfig,
+    DkimConfig,
+    MtaStsConfig,
     MxConfig,
     OutboundConfig,
     OverseasConfig,
@@ -99,6 +101,8 @@ class Settings(BaseSettings):
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     srs: SrsConfig = Field(default_factory=SrsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    dkim: DkimConfig = Field(default_factory=DkimConfig)
+    mta_sts: MtaStsConfig = Field(default_factory=MtaStsConfig)
 
     @field_validator("base_domains")
     @classmethod
@@ -148,6 +152,10 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.state_dir / "spool"
+
+    @property
+    def dkim_keys_dir(self) -> Path:
+        return Path(self.dkim.keys_dir) if self.dkim.keys_dir else self.state_dir / "dkim"
 
     @classmethod
     def settings_customise_sources(

@@ -2,10 +2,12 @@
 
 The demo contract has two addresses, and its contact address is the first of them: every
 notice the platform sends (changes, quarantine digests) is delivered on the platform and
-readable over POP3 on a machine without DNS (issue 14).  The POP passwords and the
-operator key are printed once; the key is written to ``<state_dir>/operator.key`` with
-mode 600 (SPEC §12).  Running seed-demo again changes nothing and prints no secret; a demo
-contract seeded by an older version gets its second address and hosted contact.
+readable over POP3 on a machine without DNS (issue 14).  It also makes and activates one
+Ed25519 and one RSA DKIM selector when none is active, so the demo signs what it sends.
+The POP passwords and the operator key are printed once; the key is written to
+``<state_dir>/operator.key`` with mode 600 (SPEC §12).  Running seed-demo again changes
+nothing and prints no secret; a demo contract seeded by an older version gets its second
+address and hosted contact.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mailplane.auth.passwords import PasswordHashing, generate_password, reading
 from mailplane.auth.portal_login import issue_contract_password
 from mailplane.clock import SystemClock
 from mailplane.config.settings import Settings
+from mailplane.node.dkim_admin import ensure_demo_selectors
 from mailplane.storage import addresses_repo, audit_repo, contracts_repo, policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.state_dir import private_dir
@@ -83,6 +86,7 @@ def seed_demo(settings: Settings, *, key_file: Path | None = None) -> None:
             )
         session.commit()
         contact = contract.contact_email
+    demo_selectors = ensure_demo_selectors(settings, factory, clock)
     engine.dispose()
     print(f"demo contract {DEMO_CUSTOMER_NUMBER}: contact (notices) {contact}")
     for address, pop_account, password in passwords:
@@ -97,6 +101,9 @@ def seed_demo(settings: Settings, *, key_file: Path | None = None) -> None:
         print(f"  {operator_key}")
     else:
         print(f"operator API key already issued: see {key_file}")
+    if demo_selectors:
+        print(f"DKIM: signing with {', '.join(demo_selectors)} (keys in "
+              f"{settings.dkim_keys_dir}; mailplane dns-records prints their records)")
 
 
 def create_api_key_cli(

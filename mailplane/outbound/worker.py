@@ -44,6 +44,7 @@ from mailplane.outbound.smtp_transport import (
     TransportOptions,
     send_message,
 )
+from mailplane.signing.outbound import OutboundSigner, SigningUnavailable
 from mailplane.storage import outbound_repo
 from mailplane.storage.outbound_repo import ClaimedJob
 
@@ -92,6 +93,7 @@ class OutboundWorker:
         poll_seconds: float | None = None,
         local: LocalTransport | None = None,
         srs: Srs | None = None,
+        signer: OutboundSigner | None = None,
     ) -> None:
         """``dns_nameserver``, ``smtp_port_override`` and ``poll_seconds`` default to
         ``[outbound] dns_nameserver``, ``mx_port`` and ``poll_seconds``: a node started as a
@@ -99,8 +101,10 @@ class OutboundWorker:
         way; in-process tests pass them directly.  ``local`` delivers hosted recipients
         (the node always gives it; without it every recipient takes the MX/smarthost
         path); ``srs`` reverses an SRS sender for its DSN (default: the local transport's,
-        else the node's from the settings)."""
+        else the node's from the settings); ``signer`` DKIM-signs what leaves the
+        platform (default: from ``[dkim]`` and the selectors in the database)."""
         self.settings = settings
+        self.signer = signer or OutboundSigner(settings, session_factory)
         self.local = local
         self.bounces = Bounces(settings, srs or (
             local.delivery.srs if local is not None else srs_from_settings(settings, clock)))
@@ -303,6 +307,13 @@ class OutboundWorker:
 
     async def _deliver_remote(self, job: ClaimedJob, message: bytes,
                               recipients: list[str]) -> list[RecipientResult]:
+        # The one place mail leaves the platform: our DKIM (and optional ARC) stamps go
+        # on here, in a thread (SPEC §8b, mailplane/signing/outbound.py).
+        try:
+            message = await self.signer.sign(message, mail_from=job.mail_from, kind=job.kind)
+        except SigningUnavailable as exc:  # this node's key is unusable: retry later
+            return [RecipientResult(r, "retry", "4.3.5", f"DKIM signing unavailable: {exc}")
+                    for r in recipients]
         out = self.settings.outbound
         if out.smarthost:
             return await send_message(

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -348,3 +349,32 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_web_sessions_expires", "expires_at"),)
+
+
+class DkimSelector(Base):
+    """A DKIM key of the platform (SPEC §8b): its selector, algorithm and public key, and
+    where it is in its life — ``generated`` (key made, not in DNS yet), ``published``
+    (in DNS, not signing), ``active`` (signing; one per algorithm), ``retired`` (gone
+    from DNS, never used again).  The private key is a file (``[dkim] keys_dir``): the
+    database says which selectors sign, so every node agrees."""
+
+    __tablename__ = "dkim_selectors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: A DNS label (RFC 6376 §3.1), the name of ``<selector>._domainkey.<domain>``.
+    selector: Mapped[str] = mapped_column(String(63), unique=True)
+    algorithm: Mapped[str] = mapped_column(String(16))  # ed25519|rsa
+    #: The ``p=`` value of the DNS record (base64).
+    public_key: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    __table_args__ = (
+        # One active selector per algorithm, whatever two operators do at once.
+        Index("uq_dkim_selectors_one_active", "algorithm", unique=True,
+              sqlite_where=text("state = 'active'"),
+              postgresql_where=text("state = 'active'")),
+    )

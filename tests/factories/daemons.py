@@ -10,7 +10,14 @@ of the EICAR string, which clamd also finds inside base64/quoted-printable MIME 
 after its own mail decoding.  spamd runs with ``-L`` (local tests only, no network) on the
 rules Debian ships in /usr/share/spamassassin, which include GTUBE.
 
-Session-scoped fixtures ``clamd_daemon`` and ``spamd_daemon`` share one daemon per session;
+``start_rspamd(dir)`` starts a private rspamd (Debian: ``rspamd``) whose only filter is its
+DKIM check, resolving through its own DNS stub (:class:`~tests.factories.dns.DnsStub`,
+``daemon.dns``) — the independent verifier of what mailplane signs (SPEC §8b).  Its
+public-suffix list is a short file of our test TLDs: compiling Debian's full list took
+rspamd over a minute at every start.
+
+Session-scoped fixtures ``clamd_daemon``, ``spamd_daemon`` and ``rspamd_daemon`` share one
+daemon per session;
 register them once with ``pytest_plugins = ["tests.factories.daemons"]`` in the root conftest (or
 import them into a folder's conftest).  A test that stops or kills a daemon must start its
 own with ``start_clamd``/``start_spamd``.
@@ -32,7 +39,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import httpx
 import pytest
+
+from tests.factories.dns import DnsStub
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -40,6 +50,7 @@ GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 CLAMD_EICAR_SIGNATURE = "Eicar-Test-Signature.UNOFFICIAL"
 
 CLAMD_BINARIES = ("/usr/sbin/clamd", "clamd")
+RSPAMD_BINARIES = ("/usr/bin/rspamd", "rspamd")
 SPAMD_BINARIES = ("/usr/sbin/spamd", "spamd")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -191,6 +202,105 @@ class SpamdDaemon(_Daemon):
         }
 
 
+@dataclass
+class RspamdDaemon(_Daemon):
+    port: int = 0
+    host: str = "127.0.0.1"
+    #: The DNS server rspamd asks (always given by :func:`start_rspamd`).
+    dns: DnsStub | None = None
+
+    def stop(self) -> None:
+        super().stop()
+        if self.dns is not None:
+            self.dns.close()
+
+    def publish(self, records: dict[str, list[str]]) -> None:
+        """TXT records (``{name: [text, ...]}``) in rspamd's DNS."""
+        assert self.dns is not None
+        for name, texts in records.items():
+            self.dns.zone.setdefault(name.lower().rstrip("."), {})["TXT"] = list(texts)
+
+    def ping(self) -> bool:
+        try:
+            return httpx.get(f"http://{self.host}:{self.port}/ping", timeout=2.0).text \
+                .strip() == "pong"
+        except httpx.HTTPError:
+            return False
+
+    def check(self, message: bytes, *, ip: str = "203.0.113.25", helo: str = "mx.example.net",
+              mail_from: str = "", rcpt: str = "someone@dest.test") -> dict[str, list[str]]:
+        """rspamd's symbols for ``message`` (``{symbol: options}``), as an MX would ask
+        (/checkv2 with the client IP, HELO and envelope; RFC-style headers)."""
+        headers = {"IP": ip, "Helo": helo, "From": mail_from or "<>", "Rcpt": rcpt}
+        answer = httpx.post(f"http://{self.host}:{self.port}/checkv2", content=message,
+                            headers=headers, timeout=30.0)
+        answer.raise_for_status()
+        symbols = answer.json()["symbols"]
+        return {name: list(value.get("options") or []) for name, value in symbols.items()}
+
+
+RSPAMD_CONFIG = """\
+.include "$CONFDIR/common.conf"
+options {{
+    pidfile = "$RUNDIR/rspamd.pid";
+    filters = "dkim";
+    cache_file = "$DBDIR/symbols.cache";
+    url_tld = "{tld_file}";
+    local_addrs = [];
+    allow_raw_input = true;
+    control_socket = "$DBDIR/rspamd.sock mode=0600";
+    dns {{
+        nameserver = ["{dns_host}:{dns_port}"];
+        timeout = 1s;
+        retransmits = 2;
+    }}
+}}
+logging {{
+    type = "file";
+    filename = "$LOGDIR/rspamd.log";
+    level = "info";
+}}
+worker "normal" {{
+    bind_socket = "127.0.0.1:{port}";
+    .include "$CONFDIR/worker-normal.inc"
+    count = 1;
+}}
+"""
+#: Keys are looked up afresh for every message: tests reuse selector names with new keys.
+RSPAMD_DKIM_CONFIG = "dkim_cache_expire = 1s;\ncheck_local = true;\ncheck_authed = true;\n"
+
+
+def start_rspamd(directory: Path) -> RspamdDaemon:
+    """Start rspamd (DKIM checks only, DNS from its own stub) on a free loopback port."""
+    binary = _find_binary(RSPAMD_BINARIES, "rspamd")
+    directory.mkdir(parents=True, exist_ok=True)
+    for sub in ("local.d", "db", "run"):
+        (directory / sub).mkdir(exist_ok=True)
+    (directory / "tld.dat").write_text("com\nnet\norg\njp\ntest\nexample\n")
+    (directory / "local.d" / "dkim.conf").write_text(RSPAMD_DKIM_CONFIG)
+    dns = DnsStub().start()
+    port = _free_port()
+    config = directory / "rspamd.conf"
+    config.write_text(RSPAMD_CONFIG.format(tld_file=directory / "tld.dat", dns_host=dns.host,
+                                           dns_port=dns.port, port=port))
+    argv = [binary, "-f", "-c", str(config), "--var", "CONFDIR=/etc/rspamd",
+            "--var", f"LOCAL_CONFDIR={directory}", "--var", f"DBDIR={directory / 'db'}",
+            "--var", f"RUNDIR={directory / 'run'}", "--var", f"LOGDIR={directory}"]
+    if os.geteuid() == 0:
+        argv.append("-i")  # a private loopback instance: let its workers run as root
+    with open(directory / "rspamd.stderr", "wb") as stderr:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr,
+                                   stderr=stderr, start_new_session=True, cwd=directory)
+    daemon = RspamdDaemon(name="rspamd", process=process, log_path=directory / "rspamd.log",
+                          port=port, dns=dns)
+    try:
+        daemon._wait_until(daemon.ping, "/ping")
+    except RuntimeError:
+        dns.close()
+        raise
+    return daemon
+
+
 def _short_dir(directory: Path, prefix: str) -> tuple[Path, list[Path]]:
     """A directory whose socket path fits in sun_path (pytest's tmp paths can be long)."""
     if len(str(directory / "clamd.sock")) <= _UNIX_PATH_MAX:
@@ -327,6 +437,15 @@ def clamd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamdDaem
     """One clamd for the session; do not stop or pause it (use ``start_clamd`` for that)."""
     with _SHARED.use("clamd", lambda: start_clamd(tmp_path_factory.mktemp("clamd"))) as daemon:
         assert isinstance(daemon, ClamdDaemon)
+        yield daemon
+
+
+@pytest.fixture(scope="session")
+def rspamd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RspamdDaemon]:
+    """One rspamd for the session; tests add the records they need to its ``dns.zone``."""
+    with _SHARED.use("rspamd", lambda: start_rspamd(tmp_path_factory.mktemp("rspamd"))
+                     ) as daemon:
+        assert isinstance(daemon, RspamdDaemon)
         yield daemon
 
 

@@ -1,11 +1,13 @@
 """The one DNS stub of the tests: an authoritative server on a loopback UDP port, in its
 own thread (so synchronous and asyncio tests, and node subprocesses, can all use it).
 
-Answers come from ``zone`` (``{name: {"MX": [(pref, host)], "A": [...], "AAAA": [...]}}``),
-built with dnspython's message classes: an unknown name → NXDOMAIN, a known name without
-the asked type → NOERROR with an empty answer (what makes a mailer fall back from MX to
-A).  ``silent=True`` reads queries and never answers (a resolver that times out).
-``queries`` records ``(name, type)`` of every question, names without the final dot.
+Answers come from ``zone`` (``{name: {"MX": [(pref, host)], "A": [...], "AAAA": [...],
+"TXT": ["v=spf1 -all", ...]}}``; a TXT entry is the record's whole text, split into
+255-octet strings here), built with dnspython's message classes: an unknown name →
+NXDOMAIN, a known name without the asked type → NOERROR with an empty answer (what makes
+a mailer fall back from MX to A).  ``silent=True`` reads queries and never answers (a
+resolver that times out).  ``queries`` records ``(name, type)`` of every question, names
+without the final dot.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ Zone = dict[str, dict[str, list[Any]]]
 def a_records(records: dict[str, str]) -> Zone:
     """``{name: address}`` (DNSBL entries) as a zone of A records."""
     return {name: {"A": [address]} for name, address in records.items()}
+
+
+def txt_rdata(text: str) -> str:
+    """``text`` as TXT rdata in zone syntax: quoted strings of at most 255 octets."""
+    raw = text.encode()
+    chunks = [raw[i:i + 255] for i in range(0, len(raw), 255)] or [b""]
+    return " ".join('"' + c.decode().replace("\\", "\\\\").replace('"', '\\"') + '"'
+                    for c in chunks)
 
 
 class DnsStub:
@@ -61,10 +71,13 @@ class DnsStub:
         if records is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
             return response
-        texts = [
-            f"{pref} {host.rstrip('.')}." if host != "." else f"{pref} ."
-            for pref, host in records.get("MX", [])
-        ] if rdtype == "MX" else list(records.get(rdtype, []))
+        if rdtype == "MX":
+            texts = [f"{pref} {host.rstrip('.')}." if host != "." else f"{pref} ."
+                     for pref, host in records.get("MX", [])]
+        elif rdtype == "TXT":
+            texts = [txt_rdata(text) for text in records.get("TXT", [])]
+        else:
+            texts = list(records.get(rdtype, []))
         if texts:
             response.answer.append(
                 dns.rrset.from_text_list(name + ".", 60, dns.rdataclass.IN, rdtype, texts))

@@ -40,6 +40,8 @@ def test_quick_bench_delivers_through_every_server_and_writes_json(tmp_path: Pat
     assert report["smtp"]["targets"]
     assert report["control_plane"]["addresses"] > 0
     assert report["api"]["get_addresses"]["rps"] > 0
+    assert report["signing"]["queue"]["sent"] > 0  # DKIM signing's figures (issue 21)
+    assert "DKIM signing" in proc.stdout
     assert "mailplane" in proc.stdout
 
 
