@@ -123,3 +123,25 @@ OUTBOUND_SIGNING = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+AUTO_REPLIES = Counter(
+    "mailplane_auto_replies",
+    "Auto-replies due after the verdict, by outcome: queued; replied_recently (one per"
+    " sender per 24 h); capped_minute, capped_day (the per-address caps of RFC 3834 §2 —"
+    " the mail was delivered without a reply).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+QUOTA_OVERFLOWS = Counter(
+    "mailplane_quota_overflows",
+    "Recipients whose mailbox (inbox + quarantine) could not take a message at DATA while"
+    " other recipients did, by what the sender got: dsn, or none (a sender we must not"
+    " answer); the message was not stored for that recipient.",
+    ["listener", "notice"],
+    registry=REGISTRY,
+)
+DELETED_RECIPIENTS = Counter(
+    "mailplane_deleted_recipients",
+    "Copies not stored because their address was deleted after the node's last policy"
+    " refresh (found inside the delivery transaction).",
+    registry=REGISTRY,
+)

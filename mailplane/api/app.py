@@ -82,8 +82,9 @@ def create_app(
     app.state.key_verifier = KeyVerifier(hashing)
     app.state.replays = ReplayStore(replay_secret(settings),
                                     timedelta(hours=settings.api.idempotency_hours))
-    # Mailbox usage for the address table (SPEC §8), cached briefly per address.
-    app.state.maildir_usage = MaildirUsage(settings.maildir_root, ttl_seconds=30.0)
+    # Mailbox usage (inbox + quarantine) for the address table (SPEC §8), cached briefly.
+    app.state.maildir_usage = MaildirUsage(settings.maildir_root, settings.quarantine_root,
+                                           ttl_seconds=30.0)
     app.state.portal_login = PortalLogin(
         session_factory, hashing, LoginGuard.from_settings(settings, session_factory,
                                                            app.state.clock))

@@ -90,9 +90,7 @@ class SendQuota:
 
     def _window(self) -> tuple[int, float]:
         """The current hour's start (epoch seconds) and the weight of the previous hour."""
-        now = self._clock.now().timestamp()
-        start = int(now // WINDOW_SECONDS) * WINDOW_SECONDS
-        return start, 1.0 - (now - start) / WINDOW_SECONDS
+        return rate_counter_repo.window_of(self._clock.now().timestamp(), WINDOW_SECONDS)
 
     async def charge(self, *, account: str, peer_ip: str, recipients: int) -> Charge:
         """Charge one message; :class:`QuotaExceeded` (and nothing charged) if it would
@@ -160,7 +158,8 @@ class SendQuota:
 
 
 def purge_counters(session_factory: sessionmaker[Session], clock: Clock) -> int:
-    """Delete hours older than the previous one (blocking; the housekeeping job)."""
-    start = int(clock.now().timestamp() // WINDOW_SECONDS) * WINDOW_SECONDS
+    """Delete every rate counter window older than the previous one of its length — the
+    hours of these quotas and the minutes and days of the auto-reply caps (blocking; the
+    housekeeping job)."""
     with session_factory() as session, session.begin():
-        return rate_counter_repo.purge_before(session, window_start=start - WINDOW_SECONDS)
+        return rate_counter_repo.purge_expired(session, now=clock.now().timestamp())

@@ -288,6 +288,10 @@ class AddressConfig(_Section):
     deleted_cooloff_days: int = Field(default=180, ge=0)
     default_quota_bytes: int = Field(default=1024**3, ge=1024)
     max_quota_bytes: int = Field(default=10 * 1024**3, ge=1024)
+    #: Dovecot's ``quota_grace``: a mailbox (inbox + quarantine) still under its quota
+    #: takes a message that ends at most this share of the quota over it; anything
+    #: larger gets ``452 4.2.2`` (SPEC §8; rules/quota.py, docs/security.md).
+    quota_grace_percent: int = Field(default=10, ge=0, le=100)
     max_list_entries: int = Field(default=200, ge=1)
     max_entry_length: int = Field(default=255, ge=1)
     reissue_password_length: int = Field(default=10, ge=10, le=32)
@@ -365,6 +369,12 @@ class OutboundConfig(_Section):
     auto_reply_require_recipient_header: bool = True
     #: RFC 3834 §3.3: the null reverse-path by default; "address" sends from the address.
     auto_reply_envelope_sender: Literal["null", "address"] = "null"
+    #: RFC 3834 §2 (a responder must not be a tool for abuse; SPEC §6): replies one
+    #: address sends, whoever the senders, per minute (sliding) and per day, counted for
+    #: every node in ``rate_counters``.  Over a cap the mail is delivered without a reply
+    #: (``mailplane_auto_replies_total{outcome="capped_*"}``).  0 = no cap.
+    auto_reply_max_per_minute: int = Field(default=10, ge=0)
+    auto_reply_max_per_day: int = Field(default=200, ge=0)
     #: Where the worker resolves MX/A/AAAA: "" = the system resolver, else "host" or
     #: "host:port" of one nameserver (a split-horizon resolver, or a test's DNS stub).
     dns_nameserver: str = ""

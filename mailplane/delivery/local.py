@@ -6,11 +6,15 @@ MX, submission and the outbound queue's local transport all call :meth:`deliver`
    cannot answer under ``on_error = tempfail`` defers the message;
 2. **plan** — each recipient's pipeline turned into writes and jobs
    (:mod:`mailplane.delivery.planner`);
-3. **quota** — a copy that would overflow its mailbox defers the message (``4.2.2``);
+3. **quota** — per recipient (:mod:`mailplane.delivery.mailbox_quota`): a copy that
+   would overflow its mailbox (inbox + quarantine) is left out, the others go on; when
+   every recipient is full the message is deferred (``4.2.2``);
 4. **persist** — the plan handed to the process's one writer thread, which makes it
-   durable in a batch with others (:mod:`mailplane.delivery.writer`, ``store``);
-5. **after** — quota figures and the auto-reply memory updated from what was really
-   stored, the outbound worker woken, the 90 % quota notice sent.
+   durable in a batch with others (:mod:`mailplane.delivery.writer`, ``store``) after
+   re-checking, in its transaction, that each recipient still exists;
+5. **after** — each job's condition settled (the auto-reply's memory:
+   :mod:`mailplane.filters.auto_reply_gate`), the outbound worker woken, the 90 %
+   quota notice sent.
 
 Nothing is stored unless everything is: a deferral or any failure leaves no trace, and the
 caller answers 4xx (SMTP) or retries (queue).  Only when :meth:`deliver` returns is the
@@ -19,10 +23,8 @@ message durable (SPEC §8: the 250 comes after).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Literal
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,16 +32,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.delivery.jobs import PendingJob
+from mailplane.delivery.mailbox_quota import MailboxQuota
 from mailplane.delivery.plan import DeliveryPlan
 from mailplane.delivery.planner import DeliveryPlanner, Recipients
 from mailplane.delivery.writer import DeliveryWriter
-from mailplane.filters.auto_reply import RecentReplies
+from mailplane.filters.auto_reply_gate import AutoReplyGate
 from mailplane.filters.base import ScanResults
 from mailplane.filters.scan import ScanDeferred, Scanner
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs
-from mailplane.mailstore.maildir import MaildirUsage
-from mailplane.notices.quota import over_threshold, update_quota_notice
 from mailplane.policy.model import AddressPolicy, PolicySnapshot, PolicySource
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,12 @@ class LocalDelivery:
         self.scanner = scanner
         self.srs = srs
         self.on_outbound = on_outbound
-        self.usage = MaildirUsage(settings.maildir_root)
-        # Senders this process knows were answered within 24 h skip building a reply.
-        self.recent_replies = RecentReplies()
-        self.planner = DeliveryPlanner(settings, srs, self.recent_replies, self.is_hosted)
+        self.quota = MailboxQuota(settings)
+        # The auto-reply's effects: 24 h gate, caps, claim, release, remember.
+        self.auto_replies = AutoReplyGate.from_settings(settings)
+        self.planner = DeliveryPlanner(settings, srs, self.auto_replies, self.is_hosted)
         # One thread persists every delivery of this process, in batches (group commit).
         self.writer = DeliveryWriter(settings, session_factory)
-        # Addresses known to be over the quota-notice threshold (to re-arm below it).
-        self._notice_armed: dict[str, bool] = {}
 
     def is_hosted(self, address: str) -> bool:
         """Whether ``address`` is in a domain this platform hosts (delivered locally by the
@@ -91,18 +90,9 @@ class LocalDelivery:
 
     # --- quota ----------------------------------------------------------------------------
 
-    async def mailbox_usage(self, address: str) -> int:
-        """Bytes in the mailbox: the cached figure on the loop, a directory scan in a
-        thread only when that figure is stale."""
-        used = self.usage.cached(address)
-        if used is None:
-            used = await asyncio.to_thread(self.usage.used, address)
-        return used
-
     async def has_room(self, policy: AddressPolicy, size: int = 0) -> bool:
-        """SPEC §8: a full mailbox (or one this message would overflow) defers mail."""
-        used = await self.mailbox_usage(policy.address)
-        return used < policy.quota_bytes and used + size <= policy.quota_bytes
+        """SPEC §8 at RCPT: a full mailbox (or one the declared size would overflow)."""
+        return await self.quota.has_room(policy, size)
 
     # --- delivery -------------------------------------------------------------------------
 
@@ -117,8 +107,9 @@ class LocalDelivery:
         srs_returns: Sequence[str] = (),
     ) -> int:
         """Deliver ``ctx`` to ``recipients`` (and queue ``extra_jobs`` with it); return the
-        number of outbound jobs queued.  Raises :class:`DeliveryDeferred`, or the error
-        that stopped the writer — in both cases with nothing stored."""
+        number of outbound jobs queued.  Raises :class:`DeliveryDeferred`,
+        :class:`~mailplane.delivery.plan.RecipientsGone`, or the error that stopped the
+        writer — in every case with nothing stored."""
         policies = [policy for _, policy in recipients]
         try:
             scan = await self.scanner.scan(ctx, policies) if policies else ScanResults()
@@ -127,52 +118,38 @@ class LocalDelivery:
         plan = self.planner.plan(ctx, recipients, scan, protocol=protocol, listener=listener,
                                  srs_returns=srs_returns)
         plan.outbound.extend(extra_jobs)
-        quotas = dict(recipients)
-        for write in plan.inbox:
-            if not await self.has_room(quotas[write.address], len(write.data)):
+        quotas = {address: policy.quota_bytes for address, policy in recipients}
+        admission = await self.quota.admit(plan, lambda address: quotas.get(
+            address, self._quota_of(address)))
+        if admission.full:
+            if plan.empty:  # every recipient is full: the sender retries (SPEC §8)
                 raise DeliveryDeferred("mailbox_full")
-        staged = await self.writer.persist(plan, now=ctx.received_at)
+            dsn = self.quota.overflow_dsn(ctx, admission.full, listener=listener)
+            if dsn is not None:
+                plan.outbound.append(dsn)
+        try:
+            staged = await self.writer.persist(plan, now=ctx.received_at)
+        except BaseException:
+            self.quota.give_back(admission, set(admission.reserved))
+            raise
+        self.quota.give_back(admission, plan.gone)
         self._after_persist(plan, staged)
-        await self._quota_notices(plan, policies, now=ctx.received_at)
+        await self.quota.notify(plan, quotas, now=ctx.received_at)
         return staged
 
+    def _quota_of(self, address: str) -> int:
+        policy = self.policy.snapshot.lookup(address)
+        return policy.quota_bytes if policy is not None else \
+            self.settings.addresses.default_quota_bytes
+
     def _after_persist(self, plan: DeliveryPlan, staged_jobs: int) -> None:
-        """The plan is durable: count its inbox bytes, remember the ledger's answer to
-        each reply claim, and nudge the outbound worker."""
-        for write in plan.inbox:
-            self.usage.add(write.address, len(write.data))
+        """The plan is durable: settle each job's condition (the auto-reply gate counts
+        and remembers what the transaction decided) and nudge the outbound worker."""
         for job in plan.outbound:
-            claim = job.reply_claim
-            if claim is None:
-                continue
-            at = claim.at if job.staged else job.ledger_reply_at
-            if at is not None:
-                self.recent_replies.remember(claim.address, claim.sender, at)
+            if job.condition is not None:
+                job.condition.settle()
         if staged_jobs and self.on_outbound is not None:
             self.on_outbound()
-
-    async def _quota_notices(self, plan: DeliveryPlan, policies: list[AddressPolicy], *,
-                             now: datetime) -> None:
-        """SPEC §8: one notice when an inbox passes 90 % of its quota.  Only addresses at
-        or over the threshold cost a thread hop; a failed notice never fails the mail."""
-        quotas = {p.address: p.quota_bytes for p in policies}
-        for address in {write.address for write in plan.inbox}:
-            quota = quotas.get(address, 0)
-            used = self.usage.cached(address)  # filled before delivery; no I/O on the loop
-            if used is None or (
-                not over_threshold(used, quota) and not self._notice_armed.get(address)
-            ):
-                continue
-            try:
-                sent = await asyncio.to_thread(update_quota_notice, self.settings,
-                                               address=address, used=used, quota=quota,
-                                               now=now)
-            except OSError as exc:
-                log.warning("quota notice for %s not sent: %s", address, exc)
-                continue
-            self._notice_armed[address] = over_threshold(used, quota)
-            if sent:
-                self.usage.forget(address)
 
     async def aclose(self) -> None:
         """Persist what is queued, then stop the writer thread."""

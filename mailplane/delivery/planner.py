@@ -5,7 +5,8 @@ Pure apart from CPU: for each recipient it runs the pipeline
 copy with its trace headers and ``[spam]`` tag, or the quarantine copy, or the virus
 report in place of the message — plus the jobs that go with it: forwards (keep-copy OFF
 drops the inbox copy only when a forward is really queued; SRS only for destinations off
-the platform) and the auto-reply with its 24 h ledger claim.
+the platform) and the auto-reply from :mod:`~mailplane.filters.auto_reply_gate` with its
+claim.  Each job names the recipient whose rule queued it (``origin``).
 :class:`~mailplane.delivery.local.LocalDelivery` persists the plan.
 
 One recipient's *optional* step — its auto-reply or its forward — that cannot be built
@@ -24,7 +25,7 @@ from mailplane import metrics
 from mailplane.config.settings import Settings
 from mailplane.delivery.jobs import PendingJob
 from mailplane.delivery.plan import DeliveryPlan, InboxWrite, QuarantineWrite
-from mailplane.filters.auto_reply import RecentReplies, ReplyClaim, build_reply, reply_subject
+from mailplane.filters.auto_reply_gate import AutoReplyGate
 from mailplane.filters.base import RecipientDecision, ScanResults
 from mailplane.filters.forwarding import (
     ForwardPlan,
@@ -49,19 +50,19 @@ Recipients = Sequence[tuple[str, AddressPolicy]]
 INDEX_TEXT_CHARS = 500
 
 
-def _job(kind: str, forward: ForwardPlan) -> PendingJob:
+def _job(kind: str, forward: ForwardPlan, origin: str) -> PendingJob:
     return PendingJob(kind=kind, mail_from=forward.mail_from, recipients=forward.recipients,
-                      message=forward.message)
+                      message=forward.message, origin=origin)
 
 
 class DeliveryPlanner:
-    def __init__(self, settings: Settings, srs: Srs, recent_replies: RecentReplies,
+    def __init__(self, settings: Settings, srs: Srs, auto_replies: AutoReplyGate,
                  hosted: Callable[[str], bool]) -> None:
         """``hosted(address)``: whether an address is in a hosted domain, i.e. delivered by
         the queue's local transport (no SRS for it)."""
         self.settings = settings
         self.srs = srs
-        self.recent_replies = recent_replies
+        self.auto_replies = auto_replies
         self.hosted = hosted
         self.options = PipelineOptions(
             auto_reply_require_recipient_header=(
@@ -81,10 +82,10 @@ class DeliveryPlanner:
         return plan
 
     def _queue(self, kind: str, forward: ForwardPlan, ctx: MessageContext,
-               plan: DeliveryPlan) -> None:
+               plan: DeliveryPlan, origin: str = "") -> None:
         for part in split_hosted(forward, envelope_sender=ctx.envelope_sender,
                                  hosted=self.hosted):
-            plan.outbound.append(_job(kind, part))
+            plan.outbound.append(_job(kind, part, origin))
 
     def received(self, ctx: MessageContext, recipient: str, protocol: str) -> str:
         """This hop's ``Received`` value for ``recipient`` (RFC 5321 §4.4)."""
@@ -149,31 +150,20 @@ class DeliveryPlanner:
             except Exception as exc:
                 _step_failed(listener, "forward", address, exc)  # the inbox keeps it
         if forward is not None:
-            self._queue("forward", forward, ctx, plan)
+            self._queue("forward", forward, ctx, plan, origin=address)
         if forward is None or decision.keep_copy:
             plan.inbox.append(InboxWrite(address, inbox_copy))
         if decision.auto_reply_body is not None:
             try:
-                self._auto_reply(ctx, address, decision.auto_reply_body, plan)
+                reply = self.auto_replies.reply(ctx, address, decision.auto_reply_body)
             except Exception as exc:
                 _step_failed(listener, "auto_reply", address, exc)
-
-    def _auto_reply(self, ctx: MessageContext, address: str, body: str,
-                    plan: DeliveryPlan) -> None:
-        """The reply, queued only if its ledger claim wins in the delivery transaction;
-        a sender this process knows was answered within 24 h is skipped here."""
-        sender = ctx.envelope_sender
-        if self.recent_replies.replied_recently(address, sender, ctx.received_at):
-            return
-        reply = build_reply(
-            address=address, sender=sender, original_headers=ctx.headers, body=body,
-            hostname=self.settings.mx.hostname, now=ctx.received_at, tz=self.settings.tz,
-            subject=reply_subject(ctx.subject))  # decoded from the raw line: 8-bit survives
-        from_address = self.settings.outbound.auto_reply_envelope_sender == "address"
-        plan.outbound.append(PendingJob(
-            kind="auto_reply", mail_from=address if from_address else "",
-            recipients=[sender], message=reply,
-            reply_claim=ReplyClaim(address, sender, ctx.received_at)))
+            else:
+                if reply is not None:  # queued only if its claim wins in the transaction
+                    plan.outbound.append(PendingJob(
+                        kind="auto_reply", mail_from=reply.mail_from,
+                        recipients=[reply.recipient], message=reply.message,
+                        condition=reply.claim, origin=address))
 
 
 def _step_failed(listener: str, step: str, address: str, exc: Exception) -> None:

@@ -205,16 +205,37 @@ def mailbox_size(maildir: Path) -> int:
     return total
 
 
-class MaildirUsage:
-    """Cheap per-address usage for the quota check (SPEC §8, ``452 4.2.2``).
+def directory_size(directory: Path) -> int:
+    """Bytes in the files of one flat directory (a quarantine: a few files of 7 days)."""
+    total = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:
+            continue
+    return total
 
-    Sizes are summed from file names and cached for ``ttl_seconds``; our own deliveries
-    add to the cached figure, so only deletions by readers (POP3, purge) are seen late —
+
+class MaildirUsage:
+    """Cheap per-address usage for the quota check (SPEC §8, ``452 4.2.2``): the inbox
+    and, given ``quarantine_root``, the address's quarantine — both count against the
+    quota (as Dovecot counts a Junk folder; issue 20).
+
+    Inbox sizes are summed from file names, quarantine sizes from the files; the figure is
+    cached for ``ttl_seconds``.  Our own deliveries add to the cached figure, so only
+    deletions by readers (POP3, purge, quarantine release or delete) are seen late —
     which errs on the side of a retried 452, never a lost message.
     """
 
-    def __init__(self, root: Path, *, ttl_seconds: float = 30.0) -> None:
+    def __init__(self, root: Path, quarantine_root: Path | None = None, *,
+                 ttl_seconds: float = 30.0) -> None:
         self._root = root
+        self._quarantine_root = quarantine_root
         self._ttl = ttl_seconds
         self._cache: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
@@ -225,6 +246,8 @@ class MaildirUsage:
         if cached is not None:
             return cached
         size = mailbox_size(mailbox_dir(self._root, address))
+        if self._quarantine_root is not None:
+            size += directory_size(mailbox_dir(self._quarantine_root, address))
         with self._lock:
             self._cache[address] = (size, time.monotonic())
         return size
@@ -238,6 +261,7 @@ class MaildirUsage:
         return None
 
     def add(self, address: str, size: int) -> None:
+        """Count ``size`` more bytes (negative: fewer) in a cached figure."""
         with self._lock:
             cached = self._cache.get(address)
             if cached is not None:

@@ -10,7 +10,8 @@ no DNS lookup, no SRS.  The others keep the MX/smarthost path of the worker.
 
 Outcomes, per recipient, as for a remote MX: delivered → sent; a deferral (mailbox full,
 scanner down) or a failure of the store → retry later; no such hosted address (never
-existed, or deleted since the job was queued) → failed ``5.1.1``, so the sender gets a DSN.
+existed, or deleted since the job was queued — found in the snapshot, or by the
+delivery's own re-check in its transaction) → failed ``5.1.1``, so the sender gets a DSN.
 An address the node's policy snapshot does not know yet is looked up in the database
 before it is declared unknown: one created a moment ago (the snapshot refreshes every
 ``mx.policy_refresh_seconds``) is retried, never bounced.
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.delivery.local import DeliveryDeferred, LocalDelivery
+from mailplane.delivery.plan import RecipientsGone
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import SrsError
 from mailplane.outbound.smtp_transport import RecipientResult
@@ -90,6 +92,9 @@ class LocalTransport:
         except DeliveryDeferred as exc:
             status, text = _DEFERRED[exc.reason]
             return RecipientResult(recipient, "retry", status, f"452 {status} {text}")
+        except RecipientsGone:  # deleted since the snapshot was loaded
+            return RecipientResult(recipient, "failed", "5.1.1",
+                                   f"550 5.1.1 <{recipient}>: no such mailbox here")
         except OSError as exc:
             status = "4.3.1" if exc.errno in _STORAGE_FULL else "4.3.0"
             log.error("outbound job %s: local delivery to <%s> failed: %s", job.id,

@@ -31,6 +31,7 @@ from mailplane import metrics
 from mailplane.config.limits import ListenerLimits
 from mailplane.config.settings import Settings
 from mailplane.delivery.local import DeliveryDeferred
+from mailplane.delivery.plan import RecipientsGone
 from mailplane.mail.message import has_bare_line_ending
 from mailplane.mail.mime import MimeLimits, MimeTooComplex, check_structure, within_cheap_bound
 from mailplane.net.gate import Gate
@@ -106,6 +107,8 @@ async def answer_data(listener: str, work: Awaitable[SmtpReply]) -> str:
         reply = await work
     except DeliveryDeferred as exc:
         reply = DEFERRED_REPLIES[exc.reason]
+    except RecipientsGone:  # deleted since this node's last policy refresh (issue 20)
+        reply = replies.UNKNOWN_RECIPIENT
     except Exception as exc:
         reply = failure_reply(exc, listener)
     metrics.MESSAGES.labels(listener, metrics.outcome_of(reply.code)).inc()

@@ -321,15 +321,17 @@ class LoginFailure(Base):
 
 
 class RateCounter(Base):
-    """Hourly counters of the submission quotas (SPEC §8a), shared by every process and
-    node: ``key`` names the quota and the account or IP, ``window_start`` is the start of
-    the hour (epoch seconds) the count belongs to."""
+    """Counters of the limits shared by every process and node — the submission quotas
+    (SPEC §8a, hourly) and the auto-reply caps (SPEC §6, per minute and per day): ``key``
+    names the limit and who it counts, ``window_start`` is the start (epoch seconds) of
+    the window of ``window_seconds`` the count belongs to."""
 
     __tablename__ = "rate_counters"
 
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+    window_seconds: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
 
 
 class WebSession(Base):

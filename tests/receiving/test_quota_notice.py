@@ -45,7 +45,7 @@ async def test_the_notice_is_sent_again_after_usage_dropped_below(mx: MxEnv) -> 
     for sub in ("new", "cur"):
         shutil.rmtree(maildir / sub, ignore_errors=True)
     assert mx.server is not None
-    mx.server.handler.delivery.usage.forget(SMALL)
+    mx.server.handler.delivery.quota.usage.forget(SMALL)
     await mx.send(make_message(to=SMALL, body=body), rcpt_tos=[SMALL])
     assert _notices(mx) == []
     for _ in range(3):
