@@ -37,6 +37,7 @@ from pydantic_settings import (
 from mailplane.config.sections import (
     AddressConfig,
     ApiConfig,
+    ForwardingConfig,
     MxConfig,
     OutboundConfig,
     OverseasConfig,
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     overseas: OverseasConfig = Field(default_factory=OverseasConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     srs: SrsConfig = Field(default_factory=SrsConfig)
+    forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @field_validator("base_domains")

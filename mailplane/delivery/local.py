@@ -29,12 +29,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
+from mailplane.delivery.forward_gate import ForwardGate
 from mailplane.delivery.jobs import PendingJob
-from mailplane.delivery.plan import DeliveryPlan
+from mailplane.delivery.plan import DeliveryPlan, InboxWrite
 from mailplane.delivery.planner import DeliveryPlanner, Recipients
 from mailplane.delivery.writer import DeliveryWriter
 from mailplane.filters.auto_reply import RecentReplies
 from mailplane.filters.base import ScanResults
+from mailplane.filters.forwarding import reachable
 from mailplane.filters.scan import ScanDeferred, Scanner
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs
@@ -78,7 +80,10 @@ class LocalDelivery:
         self.usage = MaildirUsage(settings.maildir_root)
         # Senders this process knows were answered within 24 h skip building a reply.
         self.recent_replies = RecentReplies()
-        self.planner = DeliveryPlanner(settings, srs, self.recent_replies, self.is_hosted)
+        self.planner = DeliveryPlanner(settings, srs, self.recent_replies, self.is_hosted,
+                                       lookup=self.lookup)
+        # Forwards leaving the platform: the hourly limit and the SRS record (issue 20).
+        self.forward_gate = ForwardGate(settings, session_factory, clock)
         # One thread persists every delivery of this process, in batches (group commit).
         self.writer = DeliveryWriter(settings, session_factory)
         # Addresses known to be over the quota-notice threshold (to re-arm below it).
@@ -88,6 +93,9 @@ class LocalDelivery:
         """Whether ``address`` is in a domain this platform hosts (delivered locally by the
         queue, whatever public DNS says)."""
         return self.policy.snapshot.is_hosted_domain(address.rpartition("@")[2])
+
+    def lookup(self, address: str) -> AddressPolicy | None:
+        return self.policy.snapshot.lookup(address)
 
     # --- quota ----------------------------------------------------------------------------
 
@@ -120,18 +128,31 @@ class LocalDelivery:
         number of outbound jobs queued.  Raises :class:`DeliveryDeferred`, or the error
         that stopped the writer — in both cases with nothing stored."""
         policies = [policy for _, policy in recipients]
+        # The hosted addresses forwarding may reach: scanned for, and their room known.
+        reach = reachable(policies, lookup=self.lookup, hosted=self.is_hosted,
+                          limit=self.settings.forwarding.max_expansion)
         try:
-            scan = await self.scanner.scan(ctx, policies) if policies else ScanResults()
+            scan = (await self.scanner.scan(ctx, policies + reach) if policies
+                    else ScanResults())
         except ScanDeferred:
             raise DeliveryDeferred("scanner_unavailable") from None
-        plan = self.planner.plan(ctx, recipients, scan, protocol=protocol, listener=listener,
-                                 srs_returns=srs_returns)
+        used = {p.address: await self.mailbox_usage(p.address) for p in reach}
+        plan = self.planner.plan(
+            ctx, recipients, scan, protocol=protocol, listener=listener,
+            srs_returns=srs_returns,
+            room=lambda p, size: _fits(used.get(p.address), p.quota_bytes, size))
         plan.outbound.extend(extra_jobs)
-        quotas = dict(recipients)
-        for write in plan.inbox:
-            if not await self.has_room(quotas[write.address], len(write.data)):
-                raise DeliveryDeferred("mailbox_full")
-        staged = await self.writer.persist(plan, now=ctx.received_at)
+        charges = await self.forward_gate.admit(plan, now=ctx.received_at)
+        try:
+            quotas = dict(recipients)
+            for write in plan.inbox:
+                policy = quotas.get(write.address)  # reached addresses: checked when planned
+                if policy is not None and not await self.has_room(policy, len(write.data)):
+                    raise DeliveryDeferred("mailbox_full")
+            staged = await self.writer.persist(plan, now=ctx.received_at)
+        except BaseException:
+            await self.forward_gate.refund(charges)
+            raise
         self._after_persist(plan, staged)
         await self._quota_notices(plan, policies, now=ctx.received_at)
         return staged
@@ -174,9 +195,26 @@ class LocalDelivery:
             if sent:
                 self.usage.forget(address)
 
+    async def store_as_is(self, address: str, messages: Sequence[bytes], *,
+                          now: datetime) -> None:
+        """Store ``messages`` in ``address``'s inbox as they are — a copy that already went
+        through its pipeline (held for room, or a forward that came back): no filters, no
+        forwarding again.  :class:`DeliveryDeferred` when the mailbox has no room."""
+        policy = self.lookup(address)
+        size = sum(len(m) for m in messages)
+        if policy is not None and not await self.has_room(policy, size):
+            raise DeliveryDeferred("mailbox_full")
+        plan = DeliveryPlan(inbox=[InboxWrite(address, m) for m in messages])
+        await self.writer.persist(plan, now=now)
+        self._after_persist(plan, 0)
+
     async def aclose(self) -> None:
         """Persist what is queued, then stop the writer thread."""
         await self.writer.aclose()
+
+
+def _fits(used: int | None, quota: int, size: int) -> bool:
+    return used is not None and used < quota and used + size <= quota
 
 
 class _BaseDomains:
