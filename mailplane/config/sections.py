@@ -328,11 +328,9 @@ class ForwardingConfig(_Section):
     #: no further.
     max_expansion: int = Field(default=100, ge=1, le=10_000)
     #: Refuse a remote destination whose domain does not exist (NXDOMAIN, or a null MX,
-    #: RFC 7505) when it is saved.  When DNS cannot answer, the destination is accepted.
+    #: RFC 7505) when it is saved, asking ``outbound.dns_nameserver`` (the resolver mail
+    #: is routed with).  When DNS cannot answer, the destination is accepted.
     check_destination_domains: bool = True
-    #: "host" or "host:port" of the nameserver asked; "" = ``outbound.dns_nameserver``
-    #: (and if that is empty too, the system resolver).
-    dns_nameserver: str = ""
     #: Total time one check may take (all destinations at once); then it is accepted.
     dns_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
 
@@ -344,19 +342,6 @@ class ForwardingConfig(_Section):
             raise ValueError("remote_recipients_per_hour must be 0 or at least 3 "
                              "(the destinations of one address)")
         return self
-
-    @field_validator("dns_nameserver")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        if value:
-            parse_host_port(value, default_port=53)
-        return value
-
-    def nameserver(self) -> tuple[str, int] | None:
-        """``dns_nameserver`` as ``(host, port)``, or None (not set)."""
-        if not self.dns_nameserver:
-            return None
-        return parse_host_port(self.dns_nameserver, default_port=53)
 
 
 class SrsConfig(_Section):

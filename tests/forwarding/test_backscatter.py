@@ -21,6 +21,7 @@ from mailplane.mail.auth_results import AuthResults
 from mailplane.mail.message import MessageContext
 from tests.factories.flow import FLOW_MX_SETTINGS, Flow
 from tests.factories.mx import make_message
+from tests.factories.outbound import CaptureMx
 
 TARO = "taro_1@e06.example.net"
 ALICE = "alice@sender.example"
@@ -54,6 +55,14 @@ async def receive(flow: Flow, auth: AuthResults, subject: str) -> None:
                                                   listener="mx")
 
 
+def failing_forward(flow: Flow) -> CaptureMx:
+    """Taro forwards to a destination that refuses it for good; the sender's MX."""
+    destination = flow.remote("dest-one.example", "127.0.0.2")
+    destination.handler.rcpt_replies[DESTINATION] = "550 5.1.1 no such user"
+    flow.set_forwarding(TARO, [DESTINATION], keep_copy=True)
+    return flow.remote("sender.example", "127.0.0.3")
+
+
 def withheld(reason: str) -> float:
     value = metrics.REGISTRY.get_sample_value("mailplane_dsns_withheld_total",
                                               {"reason": reason})
@@ -61,10 +70,7 @@ def withheld(reason: str) -> float:
 
 
 async def test_a_failed_forward_of_a_forged_sender_draws_no_dsn(flow: Flow) -> None:
-    destination = flow.remote("dest-one.example", "127.0.0.2")
-    destination.handler.rcpt_replies[DESTINATION] = "550 5.1.1 no such user"
-    sender_mx = flow.remote("sender.example", "127.0.0.3")
-    flow.set_forwarding(TARO, [DESTINATION], keep_copy=True)
+    sender_mx = failing_forward(flow)
     before = withheld("unauthenticated")
 
     await receive(flow, FORGED, "forged")
@@ -86,10 +92,7 @@ async def test_a_failed_forward_of_a_forged_sender_draws_no_dsn(flow: Flow) -> N
 
 
 async def test_dsns_to_one_sender_are_rate_limited(flow: Flow) -> None:
-    destination = flow.remote("dest-one.example", "127.0.0.2")
-    destination.handler.rcpt_replies[DESTINATION] = "550 5.1.1 no such user"
-    sender_mx = flow.remote("sender.example", "127.0.0.3")
-    flow.set_forwarding(TARO, [DESTINATION], keep_copy=True)
+    sender_mx = failing_forward(flow)
     before = withheld("rate_limit")
     for n in range(4):
         await receive(flow, AUTHENTICATED, f"n{n}")

@@ -28,9 +28,9 @@ def database(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 def _api(api_factory: ApiFactory, database: dict[str, Any], dns: tuple[str, int],
          timeout: float = 2.0) -> ApiHarness:
-    api = api_factory(**database, forwarding={
-        "check_destination_domains": True, "dns_nameserver": f"{dns[0]}:{dns[1]}",
-        "dns_timeout_seconds": timeout})
+    api = api_factory(**database, outbound={"dns_nameserver": f"{dns[0]}:{dns[1]}"},
+                      forwarding={"check_destination_domains": True,
+                                  "dns_timeout_seconds": timeout})
     api.create_contract("C0001")
     api.create_address("C0001", "taro", "e06")
     api.create_address("C0001", "hanako", "e06")

@@ -89,10 +89,8 @@ def _domain_lookup(request: Request) -> DomainLookup:
     lookup: DomainLookup | None = getattr(request.app.state, "domain_lookup", None)
     if lookup is None:
         settings = request.app.state.settings
-        forwarding, outbound = settings.forwarding, settings.outbound
-        nameserver = (forwarding.nameserver() if forwarding.dns_nameserver
-                      else outbound.nameserver())
-        lookup = DomainLookup(nameserver, timeout=forwarding.dns_timeout_seconds)
+        lookup = DomainLookup(settings.outbound.nameserver(),
+                              timeout=settings.forwarding.dns_timeout_seconds)
         request.app.state.domain_lookup = lookup
     return lookup
 
