@@ -145,3 +145,28 @@ DELETED_RECIPIENTS = Counter(
     " refresh (found inside the delivery transaction).",
     registry=REGISTRY,
 )
+
+# --- relay, amplification and backscatter (issue 20; docs/security.md) ---------------
+
+FORWARDS_WITHHELD = Counter(
+    "mailplane_forwards_withheld",
+    "Forwards not sent, the message kept in the inbox instead: spam (judged spam, never"
+    " forwarded outside the platform), rate_limit (the address's hourly remote-forward"
+    " limit), loop (Delivered-To or hop count), expansion_limit (forwarding.max_expansion).",
+    ["reason"],
+    registry=REGISTRY,
+)
+SRS_RETURNS = Counter(
+    "mailplane_srs_returns",
+    "Mail to SRS addresses: relayed, or refused by reason (invalid, not_emitted, not_null,"
+    " not_a_bounce, rate_address, rate_ip, virus, spam).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DSNS_WITHHELD = Counter(
+    "mailplane_dsns_withheld",
+    "DSNs not sent: unauthenticated (the sender of a forward did not authenticate at our"
+    " MX), rate_limit (outbound.dsn_per_recipient_per_hour).",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -375,6 +375,9 @@ class OutboundConfig(_Section):
     #: (``mailplane_auto_replies_total{outcome="capped_*"}``).  0 = no cap.
     auto_reply_max_per_minute: int = Field(default=10, ge=0)
     auto_reply_max_per_day: int = Field(default=200, ge=0)
+    #: DSNs one recipient (the sender of the failed mail) gets per hour, every node
+    #: together; more failures are recorded but not reported (RFC 3464 backscatter).
+    dsn_per_recipient_per_hour: int = Field(default=30, ge=0)
     #: Where the worker resolves MX/A/AAAA: "" = the system resolver, else "host" or
     #: "host:port" of one nameserver (a split-horizon resolver, or a test's DNS stub).
     dns_nameserver: str = ""
@@ -420,10 +423,52 @@ def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
+class ForwardingConfig(_Section):
+    """Forwarding at the border (SPEC §5, §8a; issue 20; docs/security.md "Relay,
+    amplification and backscatter")."""
+
+    #: Forwards to remote destinations per forwarding address per hour (sliding), shared
+    #: by every node: what submission allows one account (``submission.
+    #: account_messages_per_hour``).  Over it the forward is not queued and the message
+    #: stays in the inbox, whatever keep-copy says.  0 = no limit.
+    remote_messages_per_hour: int = Field(default=100, ge=0)
+    #: Remote recipients of those forwards per address per hour (a forward to 3 remote
+    #: destinations counts 3), like ``submission.account_recipients_per_hour``.
+    remote_recipients_per_hour: int = Field(default=300, ge=0)
+    #: Hosted addresses one message reaches through forwarding at most (Postfix
+    #: ``virtual_alias_expansion_limit``); past it, addresses keep their copy and forward
+    #: no further.
+    max_expansion: int = Field(default=100, ge=1, le=10_000)
+    #: Refuse a remote destination whose domain does not exist (NXDOMAIN, or a null MX,
+    #: RFC 7505) when it is saved, asking ``outbound.dns_nameserver`` (the resolver mail
+    #: is routed with).  When DNS cannot answer, the destination is accepted.
+    check_destination_domains: bool = True
+    #: Total time one check may take (all destinations at once); then it is accepted.
+    dns_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _a_full_forward_fits(self) -> ForwardingConfig:
+        """A message forwarded to every destination must fit an hour's quota."""
+        limit = self.remote_recipients_per_hour
+        if 0 < limit < 3:
+            raise ValueError("remote_recipients_per_hour must be 0 or at least 3 "
+                             "(the destinations of one address)")
+        return self
+
+
 class SrsConfig(_Section):
     secret: SecretStr = SecretStr("")
     domain: str = ""
     max_age_days: int = Field(default=21, ge=1)
+    #: Bounces relayed through one SRS address per hour (sliding, every node); more get
+    #: ``450 4.7.1`` at RCPT (issue 20: an SRS address is no relay).  0 = no limit.
+    returns_per_address_per_hour: int = Field(default=20, ge=0)
+    #: Bounces to SRS addresses accepted from one client IP per hour (IPv6: per /64).
+    returns_per_ip_per_hour: int = Field(default=100, ge=0)
+    #: Invalid SRS recipients (forged, expired, never emitted) one client IP may try per
+    #: hour in one MX process; past it each further one closes the session
+    #: (``421 4.7.0`` after the error tarpit's delay).
+    invalid_per_ip_per_hour: int = Field(default=20, ge=1)
 
 
 class SecurityConfig(LimitExemptions, _Section):

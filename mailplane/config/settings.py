@@ -38,6 +38,7 @@ from mailplane.config.sections import (
     AddressConfig,
     ApiConfig,
     DkimConfig,
+    ForwardingConfig,
     MtaStsConfig,
     MxConfig,
     OutboundConfig,
@@ -100,6 +101,7 @@ class Settings(BaseSettings):
     overseas: OverseasConfig = Field(default_factory=OverseasConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     srs: SrsConfig = Field(default_factory=SrsConfig)
+    forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     dkim: DkimConfig = Field(default_factory=DkimConfig)
     mta_sts: MtaStsConfig = Field(default_factory=MtaStsConfig)

@@ -36,6 +36,16 @@ class JobCondition(Protocol):
         ...
 
 
+#: A hosted address's own copy of a message, already through its pipeline, waiting for
+#: room in its mailbox: the queue's local transport stores it as it is.
+HELD_COPY = "held_copy"
+#: A forward that failed for good, back to the inbox of the address that kept no copy
+#: (keep-copy OFF), stored as it is with a notice (SPEC §5: nothing is lost).
+FORWARD_RETURN = "forward_return"
+#: Kinds the local transport stores as they are, without the recipient's pipeline.
+STORED_AS_IS = frozenset({HELD_COPY, FORWARD_RETURN})
+
+
 @dataclass
 class PendingJob:
     """An outbound message on its way into the queue, in two steps.
@@ -55,7 +65,12 @@ class PendingJob:
     recipients: list[str]
     message: bytes
     condition: JobCondition | None = None
+    #: The hosted recipient whose rules queued this job: left out with it (deleted or full).
     origin: str = ""
+    #: Whether a failure may be reported to ``mail_from`` (SPEC §5; the job column).
+    bounce_to_sender: bool = True
+    #: The mailbox that keeps the message if this forward fails for good ("" = none).
+    return_to: str = ""
     job_id: str = field(default_factory=lambda: new_job_id())
     path: Path | None = None
     staged: bool = False
@@ -83,6 +98,7 @@ class PendingJob:
         return outbound_repo.job_row(
             job_id=self.job_id, kind=self.kind, mail_from=self.mail_from,
             recipients=self.recipients, spool_path=str(self.path), now=as_utc(now),
+            bounce_to_sender=self.bounce_to_sender, return_to=self.return_to,
         )
 
     def release_claim(self, session: Session) -> None:

@@ -25,23 +25,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
+from mailplane.delivery.forward_gate import ForwardGate
 from mailplane.delivery.jobs import PendingJob
 from mailplane.delivery.mailbox_quota import MailboxQuota
-from mailplane.delivery.plan import DeliveryPlan
+from mailplane.delivery.plan import DeliveryPlan, InboxWrite
 from mailplane.delivery.planner import DeliveryPlanner, Recipients
 from mailplane.delivery.writer import DeliveryWriter
 from mailplane.filters.auto_reply_gate import AutoReplyGate
 from mailplane.filters.base import ScanResults
+from mailplane.filters.forwarding import reachable
 from mailplane.filters.scan import ScanDeferred, Scanner
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs
 from mailplane.policy.model import AddressPolicy, PolicySnapshot, PolicySource
+from mailplane.rules.quota import fits
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,10 @@ class LocalDelivery:
         self.quota = MailboxQuota(settings)
         # The auto-reply's effects: 24 h gate, caps, claim, release, remember.
         self.auto_replies = AutoReplyGate.from_settings(settings)
-        self.planner = DeliveryPlanner(settings, srs, self.auto_replies, self.is_hosted)
+        self.planner = DeliveryPlanner(settings, srs, self.auto_replies, self.is_hosted,
+                                       lookup=self.lookup)
+        # Forwards leaving the platform: the hourly limit and the SRS record (issue 20).
+        self.forward_gate = ForwardGate(settings, session_factory, clock)
         # One thread persists every delivery of this process, in batches (group commit).
         self.writer = DeliveryWriter(settings, session_factory)
 
@@ -87,6 +94,9 @@ class LocalDelivery:
         """Whether ``address`` is in a domain this platform hosts (delivered locally by the
         queue, whatever public DNS says)."""
         return self.policy.snapshot.is_hosted_domain(address.rpartition("@")[2])
+
+    def lookup(self, address: str) -> AddressPolicy | None:
+        return self.policy.snapshot.lookup(address)
 
     # --- quota ----------------------------------------------------------------------------
 
@@ -111,36 +121,56 @@ class LocalDelivery:
         :class:`~mailplane.delivery.plan.RecipientsGone`, or the error that stopped the
         writer — in every case with nothing stored."""
         policies = [policy for _, policy in recipients]
+        # The hosted addresses forwarding may reach: scanned for, and their room known.
+        reach = reachable(policies, lookup=self.lookup, hosted=self.is_hosted,
+                          limit=self.settings.forwarding.max_expansion)
         try:
-            scan = await self.scanner.scan(ctx, policies) if policies else ScanResults()
+            scan = (await self.scanner.scan(ctx, policies + reach) if policies
+                    else ScanResults())
         except ScanDeferred:
             raise DeliveryDeferred("scanner_unavailable") from None
-        plan = self.planner.plan(ctx, recipients, scan, protocol=protocol, listener=listener,
-                                 srs_returns=srs_returns)
+        used = {p.address: await self.quota.used(p.address) for p in reach}
+        grace = self.quota.grace_percent
+        plan = self.planner.plan(
+            ctx, recipients, scan, protocol=protocol, listener=listener,
+            srs_returns=srs_returns,
+            room=lambda p, size: fits(used.get(p.address, 0), size, quota=p.quota_bytes,
+                                      grace_percent=grace))
         plan.outbound.extend(extra_jobs)
-        quotas = {address: policy.quota_bytes for address, policy in recipients}
-        admission = await self.quota.admit(plan, lambda address: quotas.get(
-            address, self._quota_of(address)))
+        quota_of = self._quota_of({address: p.quota_bytes for address, p in recipients})
+        # Only the transaction's own recipients can be left out (their sender is told);
+        # an address reached by forwarding that had no room is already a held copy.
+        admission = await self.quota.admit(plan, quota_of,
+                                           only={address for address, _ in recipients})
         if admission.full:
             if plan.empty:  # every recipient is full: the sender retries (SPEC §8)
                 raise DeliveryDeferred("mailbox_full")
             dsn = self.quota.overflow_dsn(ctx, admission.full, listener=listener)
             if dsn is not None:
                 plan.outbound.append(dsn)
+        charges = await self.forward_gate.admit(plan, now=ctx.received_at)
         try:
             staged = await self.writer.persist(plan, now=ctx.received_at)
         except BaseException:
             self.quota.give_back(admission, set(admission.reserved))
+            await self.forward_gate.refund(charges)
             raise
         self.quota.give_back(admission, plan.gone)
         self._after_persist(plan, staged)
-        await self.quota.notify(plan, quotas, now=ctx.received_at)
+        await self.quota.notify(plan, {a: quota_of(a) for a in plan.copy_sizes()},
+                                now=ctx.received_at)
         return staged
 
-    def _quota_of(self, address: str) -> int:
-        policy = self.policy.snapshot.lookup(address)
-        return policy.quota_bytes if policy is not None else \
-            self.settings.addresses.default_quota_bytes
+    def _quota_of(self, known: dict[str, int]) -> Callable[[str], int]:
+        """The quota of an address: from ``known`` (the transaction's policies), else the
+        node's snapshot, else the configured default."""
+        def quota_of(address: str) -> int:
+            if address in known:
+                return known[address]
+            policy = self.lookup(address)
+            return (policy.quota_bytes if policy is not None
+                    else self.settings.addresses.default_quota_bytes)
+        return quota_of
 
     def _after_persist(self, plan: DeliveryPlan, staged_jobs: int) -> None:
         """The plan is durable: settle each job's condition (the auto-reply gate counts
@@ -150,6 +180,24 @@ class LocalDelivery:
                 job.condition.settle()
         if staged_jobs and self.on_outbound is not None:
             self.on_outbound()
+
+    async def store_as_is(self, address: str, messages: Sequence[bytes], *,
+                          now: datetime) -> None:
+        """Store ``messages`` in ``address``'s inbox as they are — a copy that already went
+        through its pipeline (held for room, or a forward that came back): no filters, no
+        forwarding again.  :class:`DeliveryDeferred` when the mailbox has no room."""
+        plan = DeliveryPlan(inbox=[InboxWrite(address, m) for m in messages])
+        quota_of = self._quota_of({})
+        admission = await self.quota.admit(plan, quota_of)
+        if admission.full:
+            raise DeliveryDeferred("mailbox_full")
+        try:
+            await self.writer.persist(plan, now=now)
+        except BaseException:
+            self.quota.give_back(admission, set(admission.reserved))
+            raise
+        self.quota.give_back(admission, plan.gone)
+        self._after_persist(plan, 0)
 
     async def aclose(self) -> None:
         """Persist what is queued, then stop the writer thread."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -86,9 +86,12 @@ class MailboxQuota:
         used = await self.used(policy.address)
         return fits(used, size, quota=policy.quota_bytes, grace_percent=self.grace_percent)
 
-    async def admit(self, plan: DeliveryPlan, quota_of: Callable[[str], int]) -> Admission:
+    async def admit(self, plan: DeliveryPlan, quota_of: Callable[[str], int], *,
+                    only: Collection[str] | None = None) -> Admission:
         """DATA: reserve every address's copies that fit; the others are left out of
-        ``plan`` (the caller decides between 452 and going on)."""
+        ``plan`` (the caller decides between 452 and going on).  With ``only``, just those
+        addresses may be left out; the others' copies (addresses reached by forwarding,
+        whose room the planner already checked) are reserved as they are."""
         sizes = plan.copy_sizes()
         known = {address: await self.used(address) for address in sizes}
         admission = Admission()
@@ -96,7 +99,9 @@ class MailboxQuota:
         for address, size in sizes.items():
             used = self.usage.cached(address)
             used = known[address] if used is None else used
-            if fits(used, size, quota=quota_of(address), grace_percent=self.grace_percent):
+            checked = only is None or address in only
+            if not checked or fits(used, size, quota=quota_of(address),
+                                   grace_percent=self.grace_percent):
                 self.usage.add(address, size)
                 admission.reserved[address] = size
             else:

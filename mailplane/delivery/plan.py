@@ -38,6 +38,21 @@ class RecipientsGone(Exception):
         self.addresses = addresses
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteForward:
+    """A forward leaving the platform (one of ``DeliveryPlan.outbound``), counted against
+    its owner's hourly limit before the plan is stored
+    (:mod:`~mailplane.delivery.forward_gate`).  If the limit refuses it, the job is taken
+    out and ``fallback`` — the owner's inbox copy that keep-copy OFF had dropped — goes in
+    instead: nothing is lost.  ``record_srs``: remember the SRS sender, so a bounce to it
+    is relayed (only for a sender that may get bounces)."""
+
+    owner: str
+    job: PendingJob
+    fallback: InboxWrite | PendingJob | None
+    record_srs: bool
+
+
 @dataclass(slots=True)
 class DeliveryPlan:
     inbox: list[InboxWrite] = field(default_factory=list)
@@ -45,6 +60,8 @@ class DeliveryPlan:
     #: Jobs to queue with the delivery (forwards, auto-replies with their claim, SRS
     #: returns, DSNs, a submission's remote recipients).
     outbound: list[PendingJob] = field(default_factory=list)
+    #: The forwards of ``outbound`` that leave the platform.
+    remote_forwards: list[RemoteForward] = field(default_factory=list)
     #: Hosted recipients left out because their address no longer exists (set by the
     #: store, inside the delivery transaction).
     gone: frozenset[str] = frozenset()
@@ -70,6 +87,7 @@ class DeliveryPlan:
         self.inbox = [w for w in self.inbox if w.address not in addresses]
         self.quarantine = [w for w in self.quarantine if w.address not in addresses]
         self.outbound = [j for j in self.outbound if j.origin not in addresses]
+        self.remote_forwards = [f for f in self.remote_forwards if f.owner not in addresses]
 
     @property
     def empty(self) -> bool:

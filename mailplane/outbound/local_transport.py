@@ -16,6 +16,13 @@ An address the node's policy snapshot does not know yet is looked up in the data
 before it is declared unknown: one created a moment ago (the snapshot refreshes every
 ``mx.policy_refresh_seconds``) is retried, never bounced.
 Each recipient is delivered on its own, so one full mailbox never holds back the others.
+
+Forwards between hosted addresses are no longer queued (the delivery that received the
+message expands them at once, issue 20).  What still comes here for a hosted address: a
+forward to one the node did not know yet, and two kinds stored *as they are*, without
+the recipient's pipeline (:data:`~mailplane.delivery.jobs.STORED_AS_IS`): a copy held
+until its full mailbox has room, and a forward that failed for good coming back to the
+inbox of an address whose keep-copy was OFF, with the notice that says so (SPEC §5).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
+from mailplane.delivery.jobs import STORED_AS_IS
 from mailplane.delivery.local import DeliveryDeferred, LocalDelivery
 from mailplane.delivery.plan import RecipientsGone
 from mailplane.mail.message import MessageContext
@@ -87,8 +95,12 @@ class LocalTransport:
             queue_id=job.id[:16],
         )
         try:
-            await self.delivery.deliver(ctx, [(policy.address, policy)], protocol=PROTOCOL,
-                                        listener=LISTENER)
+            if job.kind in STORED_AS_IS:
+                await self.delivery.store_as_is(policy.address, [message],
+                                                now=ctx.received_at)
+            else:
+                await self.delivery.deliver(ctx, [(policy.address, policy)],
+                                            protocol=PROTOCOL, listener=LISTENER)
         except DeliveryDeferred as exc:
             status, text = _DEFERRED[exc.reason]
             return RecipientResult(recipient, "retry", status, f"452 {status} {text}")

@@ -2,7 +2,8 @@
 connection → retry with exponential backoff (60 s doubling, capped at
 ``outbound.max_backoff_seconds``); 5xx → failed; a recipient still failing temporarily
 after ``outbound.lifetime_hours`` → failed (5.4.7); failed recipients → one DSN
-(RFC 3464, :mod:`mailplane.outbound.bounces`) queued in the same transaction.
+(RFC 3464, :mod:`mailplane.outbound.bounces`) queued in the same transaction, and for a
+forward whose address kept no copy, the message back in that inbox with a notice.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def record(delivered: list[Delivered], *, session_factory: sessionmaker[Session]
                 continue
             if split.failed and bounces.stage(session, job, outcome.message, split.failed,
                                               now):
+                dsn_staged = True
+            if split.failed and bounces.stage_return(session, job, outcome.message,
+                                                     split.failed, now):
                 dsn_staged = True
             recorded.append((job, split))
         session.commit()

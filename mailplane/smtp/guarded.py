@@ -221,6 +221,14 @@ class GuardedSMTP(FastSMTP, Admission):
         address, _params = self._getaddr(rest.lstrip())
         return bool(address) and len(str(address).encode("utf-8", "surrogateescape")) > 254
 
+    def exhaust_error_budget(self) -> None:
+        """A hook for handlers that know the client is abusing — an IP that keeps
+        guessing SRS addresses (issue 20), whatever session it opens: the next error
+        reply comes after the tarpit's longest delay and closes the session."""
+        limits = self._session_limits
+        if limits is not None:
+            self._errors = max(self._errors, limits.hard_errors - 1)
+
     async def push(self, status: AnyStr) -> None:
         if self._closing:
             return

@@ -3,10 +3,8 @@
 - **RCPT** — a dict hit on the policy snapshot: a domain not hosted here → ``554 5.7.1``
   (never an open relay); an unknown address → ``550 5.1.1``; a mailbox already full, or
   that the declared ``SIZE=`` would overflow → ``452 4.2.2``.  Suspended addresses still
-  receive (003 Art.20(3)).  A valid SRS address (a bounce to a forward) is accepted for
-  return to the original sender, from the null sender only (SPEC §5: anything else would
-  make a forwarding address an open relay to whoever it forwarded for,
-  ``550 5.7.1``); a forged or expired one gets ``550 5.1.1``.
+  receive (003 Art.20(3)).  An SRS address takes only real bounces of real forwards,
+  scanned and rate limited (:mod:`mailplane.smtp.srs_returns`, SPEC §5, issue 20).
 - **Connections** — behind the listener's gate (SPEC §8a, :func:`~mailplane.smtp.base.
   listener_gate`), with the session defences of :mod:`mailplane.smtp.guarded`.
 - **DATA** — a bare LF normalised to CRLF (``mx.bare_newline``, Postfix 3.9's default;
@@ -34,7 +32,7 @@ from mailplane.delivery.local import LocalDelivery
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
 from mailplane.mail.message import MessageContext, normalise_bare_lf
-from mailplane.mail.srs import Srs, SrsError, srs_from_settings
+from mailplane.mail.srs import Srs, srs_from_settings
 from mailplane.net.gate import GatedServer, start_gated_server
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
@@ -51,6 +49,7 @@ from mailplane.smtp.base import (
 )
 from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
+from mailplane.smtp.srs_returns import Accepted, SrsReturns
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +60,21 @@ class MxHandler:
     """aiosmtpd handler: ``handle_RCPT`` and ``handle_DATA``."""
 
     def __init__(self, settings: Settings, policy_cache: PolicySource,
-                 delivery: LocalDelivery) -> None:
+                 delivery: LocalDelivery, session_factory: sessionmaker[Session]) -> None:
         self.settings = settings
         self.policy_cache = policy_cache
         self.delivery = delivery
         self.srs: Srs = delivery.srs
+        self.srs_returns = SrsReturns(settings, session_factory, delivery.clock,
+                                      srs=delivery.srs, scanner=delivery.scanner)
         # Policies remembered at RCPT time (DESIGN step 1), per envelope.
         self._policies: weakref.WeakKeyDictionary[Envelope, dict[str, AddressPolicy]] = (
             weakref.WeakKeyDictionary()
         )
-        # Bounces to our SRS addresses (SPEC §5): sent on to the original sender.
-        self._srs_returns: weakref.WeakKeyDictionary[Envelope, list[str]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Bounces to our SRS addresses (SPEC §5): sent on to the original sender; each
+        # with the destinations it forwarded to.
+        self._srs_returns: weakref.WeakKeyDictionary[
+            Envelope, dict[str, frozenset[str]]] = weakref.WeakKeyDictionary()
 
     async def handle_RCPT(
         self,
@@ -87,20 +88,19 @@ class MxHandler:
             return replies.TOO_MANY_RECIPIENTS.line
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
-        if self.srs.is_srs_address(normalised):
-            if (envelope.mail_from or "").strip().strip("<>").strip():
-                log.info("refused mail from a non-null sender to SRS address %s", normalised)
-                return replies.SRS_BOUNCES_ONLY.line
-            try:
-                self.srs.reverse(normalised)
-            except SrsError as exc:
-                log.info("refused SRS address %s: %s", normalised, exc)
-                return replies.UNKNOWN_RECIPIENT.line
-            returns = self._srs_returns.setdefault(envelope, [])
+        if self.srs_returns.is_srs_address(normalised):
+            peer = session.peer
+            verdict = await self.srs_returns.rcpt(
+                server, address=normalised,
+                mail_from=(envelope.mail_from or "").strip().strip("<>").strip(),
+                peer_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None)
+            if not isinstance(verdict, Accepted):
+                return verdict.line
+            returns = self._srs_returns.setdefault(envelope, {})
             if normalised not in returns:
-                returns.append(normalised)
                 envelope.rcpt_tos.append(address)
                 envelope.rcpt_options.extend(rcpt_options)
+            returns[normalised] = verdict.destinations
             return replies.RCPT_OK.line
         snapshot = self.policy_cache.snapshot
         if not local_part or not domain or not snapshot.is_hosted_domain(domain):
@@ -134,7 +134,7 @@ class MxHandler:
         if refused is not None:
             return refused
         recipients = list(self._policies.get(envelope, {}).items())
-        srs_returns = self._srs_returns.get(envelope, [])
+        srs_returns = self._srs_returns.get(envelope, {})
         if not recipients and not srs_returns:
             return replies.NO_VALID_RECIPIENTS
         peer = session.peer
@@ -147,9 +147,12 @@ class MxHandler:
             helo=session.host_name or None,
             queue_id=secrets.token_hex(8),
         )
+        refused = await self.srs_returns.data(ctx, srs_returns)
+        if refused is not None:
+            return refused
         await self.delivery.deliver(
             ctx, recipients, protocol="ESMTP" if session.extended_smtp else "SMTP",
-            listener=LISTENER, srs_returns=srs_returns)
+            listener=LISTENER, srs_returns=list(srs_returns))
         return replies.MESSAGE_ACCEPTED
 
 
@@ -199,7 +202,7 @@ async def start_mx(
                             spam=settings.spam),
             srs=srs if srs is not None else srs_from_settings(settings, clock),
             policy=policy_cache)
-    handler = MxHandler(settings, policy_cache, delivery)
+    handler = MxHandler(settings, policy_cache, delivery, session_factory)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
     gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols)
 

@@ -48,6 +48,14 @@ RELAY_DENIED = SmtpReply(554, "5.7.1", "Relay access denied: this domain is not 
 SRS_BOUNCES_ONLY = SmtpReply(
     550, "5.7.1", "This address accepts only delivery status notifications"
 )
+#: Issue 20: a bounce (DSN) to an SRS address must report a recipient we forwarded to.
+SRS_NOT_A_BOUNCE = SmtpReply(
+    550, "5.7.1", "Only delivery reports for mail forwarded from here are accepted here"
+)
+#: ``srs.returns_per_address_per_hour`` / ``returns_per_ip_per_hour``: the sender retries.
+SRS_RATE_LIMITED = SmtpReply(450, "4.7.1", "Too many reports to this address, try again later")
+INBOUND_VIRUS_REFUSED = SmtpReply(554, "5.7.1", "Message refused: a virus was found in it")
+SPAM_REFUSED = SmtpReply(550, "5.7.1", "Message refused as spam")
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients in one transaction")
 MAILBOX_FULL = SmtpReply(452, "4.2.2", "Mailbox full, try again later")
 

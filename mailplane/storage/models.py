@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -298,6 +299,13 @@ class OutboundJob(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+    #: Whether a failure may be reported to ``mail_from`` (SPEC §5: a forward's DSN goes
+    #: only to a sender that authenticated at our MX; a forged sender gets nothing).
+    bounce_to_sender: Mapped[bool] = mapped_column(Boolean, default=True,
+                                                   server_default=true())
+    #: The hosted mailbox that keeps the message if this forward fails for good (its
+    #: keep-copy was OFF, so it stored nothing): "" when the message is stored already.
+    return_to: Mapped[str] = mapped_column(String(320), default="", server_default="")
 
     __table_args__ = (Index("ix_outbound_due", "status", "next_attempt_at"),)
 
@@ -332,6 +340,21 @@ class RateCounter(Base):
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
     window_seconds: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
+
+
+class SrsForward(Base):
+    """An SRS address mailplane emitted for a forward, and one destination it went to
+    (SPEC §5): a bounce to an SRS address is relayed only if this row says we really
+    forwarded to the recipient it reports, until ``expires_at`` (``srs.max_age_days``).
+    Shared by every node, so a bounce may arrive at any of them."""
+
+    __tablename__ = "srs_forwards"
+
+    srs_address: Mapped[str] = mapped_column(String(400), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(320), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_srs_forwards_expires", "expires_at"),)
 
 
 class WebSession(Base):

@@ -39,6 +39,10 @@ class ClaimedJob:
     attempts: int
     created_at: datetime
     message: bytes | None = None  # kept in the row instead of a spool file
+    #: SPEC §5: whether a failure may be reported to ``mail_from`` (see the model).
+    bounce_to_sender: bool = True
+    #: The mailbox that keeps a forward that failed for good ("" = none).
+    return_to: str = ""
 
 
 #: Compiled once: the ORM-enabled ``insert(OutboundJob).values(...)`` rebuilt its cache key
@@ -55,6 +59,8 @@ def job_row(
     spool_path: str,
     now: datetime,
     message: bytes | None = None,
+    bounce_to_sender: bool = True,
+    return_to: str = "",
 ) -> dict[str, object]:
     """A new queued job, as :func:`add_jobs` inserts it: its message in ``spool_path``,
     or (``spool_path=""``) in ``message``."""
@@ -72,6 +78,8 @@ def job_row(
         "claimed_by": None,
         "claimed_until": None,
         "last_error": "",
+        "bounce_to_sender": bounce_to_sender,
+        "return_to": return_to,
     }
 
 
@@ -128,6 +136,8 @@ def claim_due_jobs(
             OutboundJob.attempts,
             OutboundJob.created_at,
             OutboundJob.message,
+            OutboundJob.bounce_to_sender,
+            OutboundJob.return_to,
         )
         .execution_options(synchronize_session=False)
     )
@@ -142,6 +152,8 @@ def claim_due_jobs(
             attempts=row.attempts,
             created_at=as_utc(row.created_at),
             message=row.message,
+            bounce_to_sender=bool(row.bounce_to_sender),
+            return_to=row.return_to or "",
         )
         for row in rows
     ]

@@ -105,6 +105,10 @@ def crash_node(base: Path, capture_port: int, name: str = "node", **env: Any) ->
         MAILPLANE_OUTBOUND__CONNECT_TIMEOUT_SECONDS="5",
         MAILPLANE_SRS__SECRET="soak-srs-secret",
         MAILPLANE_SRS__DOMAIN="srs.mailplane.test",
+        # Durability, not limits: every forward of a long soak must reach the capture MX
+        # (the hourly remote-forward limit has tests of its own).
+        MAILPLANE_FORWARDING__REMOTE_MESSAGES_PER_HOUR="0",
+        MAILPLANE_FORWARDING__REMOTE_RECIPIENTS_PER_HOUR="0",
         **env,
     )
     return crash_node_on(node)

@@ -1,7 +1,7 @@
 """Rate counters of any window length: per-minute and per-day auto-reply caps
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-06 10:00:00
 
 ``rate_counters`` gains ``window_seconds`` (3600 for the submission quotas' existing
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
