@@ -86,7 +86,8 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     #: A bare LF in DATA (old senders, scripts): "normalize" accepts it as a line end and
     #: stores CRLF, like Postfix 3.9's default ``smtpd_forbid_bare_newline = normalize``
     #: (DATA still ends only at <CRLF>.<CRLF>); "reject" refuses the message with 550.
-    #: A bare CR is always refused.  Submission is always strict.
+    #: A bare CR is always refused.  Applies to submission too (SPEC §8a: scanners, NAS
+    #: boxes and cron send bare LF through submission as much as to the MX).
     bare_newline: Literal["normalize", "reject"] = "normalize"
 
 

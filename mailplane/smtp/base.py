@@ -4,9 +4,13 @@ with any message's bytes, how failures become replies, and a graceful stop.
 - :class:`MailplaneSMTP` — :class:`~mailplane.smtp.protocol.FastSMTP` with every reply
   from :mod:`~mailplane.smtp.replies` (aiosmtpd's own size refusals re-worded), and DATA
   marked in flight so a stopping listener lets it finish (SPEC §8).
-- :func:`content_refusal` — bare CR/LF (SMTP smuggling, RFC 5321 §2.3.8) and the size
-  limit, checked before any other work; :func:`mime_refusal` — the MIME bounds
-  (``554 5.6.0``, once: a message too deep to walk is never retried into a 451 loop).
+- :func:`checked_content` — the one content check of both listeners, before any other
+  work: a bare LF normalised to CRLF (``mx.bare_newline``, SPEC §8a), then
+  :func:`content_refusal` — a bare CR or LF left (SMTP smuggling, RFC 5321 §2.3.8) and the
+  size limit — and :func:`mime_refusal` — the MIME bounds (``554 5.6.0``, once: a message
+  too deep to walk is never retried into a 451 loop).
+- :class:`~mailplane.smtp.transaction.Transaction` — the envelope aiosmtpd creates for each
+  transaction (``_create_envelope``), carrying the handlers' per-transaction state.
 - :func:`listener_gate` — the accept gate of a listener (:mod:`mailplane.net.gate`):
   connection limits per listener and per client IP, shedding idle sessions under
   pressure.
@@ -25,13 +29,13 @@ import weakref
 from collections.abc import Awaitable, Sequence
 from typing import Any, AnyStr, Protocol
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope
 
 from mailplane import metrics
 from mailplane.config.limits import ListenerLimits
 from mailplane.config.settings import Settings
 from mailplane.delivery.local import DeliveryDeferred
-from mailplane.mail.message import has_bare_line_ending
+from mailplane.mail.message import has_bare_line_ending, normalise_bare_lf
 from mailplane.mail.mime import MimeLimits, MimeTooComplex, check_structure, within_cheap_bound
 from mailplane.net.gate import Gate
 from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
@@ -39,6 +43,7 @@ from mailplane.smtp import replies
 from mailplane.smtp.guarded import GuardedSMTP, SessionLimits, pressure_shedder
 from mailplane.smtp.protocol import FastSMTP
 from mailplane.smtp.replies import SmtpReply
+from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,22 @@ async def mime_refusal(raw: bytes, settings: Settings, listener: str) -> SmtpRep
         log.info("%s refused a message: %s", listener, exc)
         return replies.MIME_TOO_COMPLEX
     return None
+
+
+async def checked_content(server: SMTP, envelope: Envelope, settings: Settings,
+                          listener: str) -> tuple[bytes, SmtpReply | None]:
+    """The message's bytes as every listener stores them, and the refusal they get, if any
+    (SPEC §8a; MX and submission alike): a bare LF becomes CRLF when ``mx.bare_newline``
+    is "normalize" (FastSMTP did it while reading; stock aiosmtpd's content is normalised
+    here), then :func:`content_refusal` and :func:`mime_refusal`."""
+    raw = envelope.original_content or b""
+    checked = crlf_checked(server)
+    if not checked and settings.mx.bare_newline == "normalize":
+        raw = normalise_bare_lf(raw)
+    refused = content_refusal(raw, settings.mx.max_message_size, crlf_checked=checked)
+    if refused is None:
+        refused = await mime_refusal(raw, settings, listener)
+    return raw, refused
 
 
 def listener_gate(listener: str, section: ListenerLimits, settings: Settings,
@@ -152,6 +173,11 @@ class MailplaneSMTP(GuardedSMTP):
     in_data = False
     shutting_down = False
     _data_done: asyncio.Event | None = None
+
+    def _create_envelope(self) -> Transaction:
+        """aiosmtpd's hook for a new transaction's envelope: ours carries the handlers'
+        per-transaction state (:mod:`mailplane.smtp.transaction`)."""
+        return Transaction()
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and status.startswith(self._OWN_SIZE_REPLIES):

@@ -24,7 +24,7 @@ import logging
 import secrets
 import weakref
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,24 +33,23 @@ from mailplane.config.settings import Settings
 from mailplane.delivery.local import LocalDelivery
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
-from mailplane.mail.message import MessageContext, normalise_bare_lf
+from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs, SrsError, srs_from_settings
 from mailplane.net.gate import GatedServer, start_gated_server
-from mailplane.policy.model import AddressPolicy, PolicySource
+from mailplane.policy.model import PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
     SHUTDOWN_GRACE_SECONDS,
     MailplaneSMTP,
     answer_data,
+    checked_content,
     close_gracefully,
-    content_refusal,
-    crlf_checked,
     declared_size,
     listener_gate,
-    mime_refusal,
 )
 from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
+from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +65,16 @@ class MxHandler:
         self.policy_cache = policy_cache
         self.delivery = delivery
         self.srs: Srs = delivery.srs
-        # Policies remembered at RCPT time (DESIGN step 1), per envelope.
-        self._policies: weakref.WeakKeyDictionary[Envelope, dict[str, AddressPolicy]] = (
-            weakref.WeakKeyDictionary()
-        )
-        # Bounces to our SRS addresses (SPEC §5): sent on to the original sender.
-        self._srs_returns: weakref.WeakKeyDictionary[Envelope, list[str]] = (
-            weakref.WeakKeyDictionary()
-        )
 
     async def handle_RCPT(
         self,
         server: SMTP,
         session: SmtpSession,
-        envelope: Envelope,
+        envelope: Transaction,
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.settings.mx.max_recipients:
+        if envelope.recipient_count >= self.settings.mx.max_recipients:
             return replies.TOO_MANY_RECIPIENTS.line
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
@@ -96,11 +87,7 @@ class MxHandler:
             except SrsError as exc:
                 log.info("refused SRS address %s: %s", normalised, exc)
                 return replies.UNKNOWN_RECIPIENT.line
-            returns = self._srs_returns.setdefault(envelope, [])
-            if normalised not in returns:
-                returns.append(normalised)
-                envelope.rcpt_tos.append(address)
-                envelope.rcpt_options.extend(rcpt_options)
+            envelope.accept_srs_return(address, normalised, rcpt_options)
             return replies.RCPT_OK.line
         snapshot = self.policy_cache.snapshot
         if not local_part or not domain or not snapshot.is_hosted_domain(domain):
@@ -110,31 +97,21 @@ class MxHandler:
             return replies.UNKNOWN_RECIPIENT.line
         if not await self.delivery.has_room(policy, declared_size(envelope.mail_options)):
             return replies.MAILBOX_FULL.line
-        remembered = self._policies.setdefault(envelope, {})
-        if normalised not in remembered:
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(rcpt_options)
-        remembered[normalised] = policy
+        envelope.accept_hosted(address, normalised, policy, rcpt_options)
         return replies.RCPT_OK.line
 
     async def handle_DATA(
-        self, server: SMTP, session: SmtpSession, envelope: Envelope
+        self, server: SMTP, session: SmtpSession, envelope: Transaction
     ) -> str:
-        return await answer_data(LISTENER, self._data(session, envelope, crlf_checked(server)))
+        return await answer_data(LISTENER, self._data(server, session, envelope))
 
-    async def _data(self, session: SmtpSession, envelope: Envelope,
-                    checked: bool) -> SmtpReply:
-        raw = envelope.original_content or b""
-        if not checked and self.settings.mx.bare_newline == "normalize":
-            raw = normalise_bare_lf(raw)  # done by FastSMTP already; stock aiosmtpd not
-        refused = content_refusal(raw, self.settings.mx.max_message_size,
-                                  crlf_checked=checked)
-        if refused is None:
-            refused = await mime_refusal(raw, self.settings, LISTENER)
+    async def _data(self, server: SMTP, session: SmtpSession,
+                    envelope: Transaction) -> SmtpReply:
+        raw, refused = await checked_content(server, envelope, self.settings, LISTENER)
         if refused is not None:
             return refused
-        recipients = list(self._policies.get(envelope, {}).items())
-        srs_returns = self._srs_returns.get(envelope, [])
+        recipients = list(envelope.hosted_recipients.items())
+        srs_returns = envelope.srs_returns
         if not recipients and not srs_returns:
             return replies.NO_VALID_RECIPIENTS
         peer = session.peer

@@ -14,7 +14,8 @@ handler both listeners share.  The protocol (AUTH, TLS rules) is
   not be suspended, and the overseas-send window (SPEC §7) is decided from the peer's country;
   an account or IP already over its hourly quota gets ``451 4.7.1`` (SPEC §8a).
 - **RCPT**: at most ``submission.max_recipients_per_message`` (``452 4.5.3``).
-- **DATA**: bare CR/LF and the MIME bounds refused as on the MX; header From, Sender,
+- **DATA**: the content check of the MX (:func:`~mailplane.smtp.base.checked_content`: a
+  bare LF normalised to CRLF, a bare CR and the MIME bounds refused); header From, Sender,
   Resent-From and Resent-Sender must be the authenticated address;
   the *sender's* virus-check setting decides the scan (infected → 554 5.7.1, scanner down →
   451 unless ``virus.on_error = accept``); the message is charged against the sending
@@ -32,12 +33,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-import weakref
-from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailplane import metrics
@@ -59,29 +58,16 @@ from mailplane.mail.message import MessageContext
 from mailplane.mail.trace import printable, received
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
-from mailplane.smtp.base import (
-    answer_data,
-    content_refusal,
-    crlf_checked,
-    mime_refusal,
-)
+from mailplane.smtp.base import answer_data, checked_content
 from mailplane.smtp.replies import SmtpReply
 from mailplane.smtp.submission_protocol import AuthenticatedUser, peer_ip_of
+from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
 LISTENER = "submission"
 OUTBOUND_KIND = "submission"
 # --- the handler ----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Recipients:
-    local: dict[str, AddressPolicy] = field(default_factory=dict)
-    remote: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.local) + len(self.remote)
 
 
 def _user(session: SmtpSession) -> AuthenticatedUser | None:
@@ -109,9 +95,6 @@ class SubmissionHandler:
         self.delivery = delivery
         self.quota = quota
         self.overseas = OverseasRule.from_settings(settings.overseas)
-        self._recipients: weakref.WeakKeyDictionary[Envelope, _Recipients] = (
-            weakref.WeakKeyDictionary()
-        )
 
     # --- MAIL ---------------------------------------------------------------------------
 
@@ -119,7 +102,7 @@ class SubmissionHandler:
         self,
         server: SMTP,
         session: SmtpSession,
-        envelope: Envelope,
+        envelope: Transaction,
         address: str,
         mail_options: list[str],
     ) -> str:
@@ -167,12 +150,11 @@ class SubmissionHandler:
         self,
         server: SMTP,
         session: SmtpSession,
-        envelope: Envelope,
+        envelope: Transaction,
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        recipients = self._recipients.setdefault(envelope, _Recipients())
-        if len(recipients) >= self.settings.submission.max_recipients_per_message:
+        if envelope.recipient_count >= self.settings.submission.max_recipients_per_message:
             return replies.TOO_MANY_RECIPIENTS.line
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
@@ -183,36 +165,29 @@ class SubmissionHandler:
             policy = snapshot.lookup(normalised)
             if policy is None or policy.status == "deleted":
                 return replies.UNKNOWN_RECIPIENT.line
-            if normalised not in recipients.local:
-                envelope.rcpt_tos.append(address)
-            recipients.local[normalised] = policy
-        elif normalised not in recipients.remote:
-            recipients.remote.append(normalised)
-            envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
+            envelope.accept_hosted(address, normalised, policy, rcpt_options)
+        else:
+            envelope.accept_remote(address, normalised, rcpt_options)
         return replies.RCPT_OK.line
 
     # --- DATA ---------------------------------------------------------------------------
 
     async def handle_DATA(
-        self, server: SMTP, session: SmtpSession, envelope: Envelope
+        self, server: SMTP, session: SmtpSession, envelope: Transaction
     ) -> str:
-        return await answer_data(LISTENER, self._data(session, envelope, crlf_checked(server)))
+        return await answer_data(LISTENER, self._data(server, session, envelope))
 
-    async def _data(self, session: SmtpSession, envelope: Envelope,
-                    checked: bool) -> SmtpReply:
+    async def _data(self, server: SMTP, session: SmtpSession,
+                    envelope: Transaction) -> SmtpReply:
         user = _user(session)
         if user is None:
             return replies.AUTH_REQUIRED
-        raw = envelope.original_content or b""
-        refused = content_refusal(raw, self.settings.mx.max_message_size,
-                                  crlf_checked=checked)
-        if refused is None:
-            refused = await mime_refusal(raw, self.settings, LISTENER)
+        raw, refused = await checked_content(server, envelope, self.settings, LISTENER)
         if refused is not None:
             return refused
-        recipients = self._recipients.get(envelope)
-        if not recipients:
+        local = envelope.hosted_recipients
+        remote = envelope.remote_recipients
+        if not local and not remote:
             return replies.NO_VALID_RECIPIENTS
         sender_policy = self.policy_cache.snapshot.lookup(user.address)
         if sender_policy is None or not sender_policy.accepts_logins:
@@ -236,22 +211,22 @@ class SubmissionHandler:
             return refusal
         try:
             charge = await self.quota.charge(account=user.pop_account, peer_ip=peer_ip,
-                                             recipients=len(recipients))
+                                             recipients=envelope.recipient_count)
         except QuotaExceeded:
             return replies.SENDING_RATE_LIMITED
         queue_id = secrets.token_hex(8)
         helo = printable(session.host_name or "unknown")
         message = self._submitted_copy(original, user, helo=helo, peer_ip=peer_ip,
                                        queue_id=queue_id, now=now)
-        remote = [] if not recipients.remote else [PendingJob(
+        jobs = [] if not remote else [PendingJob(
             kind=OUTBOUND_KIND, mail_from=envelope.mail_from or user.address,
-            recipients=list(recipients.remote), message=message)]
-        ctx = MessageContext(mail_from=envelope.mail_from or "", rcpt_tos=tuple(recipients.local),
+            recipients=list(remote), message=message)]
+        ctx = MessageContext(mail_from=envelope.mail_from or "", rcpt_tos=tuple(local),
                              raw=message, received_at=now, peer_ip=peer_ip, helo=helo,
                              queue_id=queue_id)
         try:
-            await self.delivery.deliver(ctx, list(recipients.local.items()),
-                                        protocol="ESMTP", listener=LISTENER, extra_jobs=remote)
+            await self.delivery.deliver(ctx, list(local.items()),
+                                        protocol="ESMTP", listener=LISTENER, extra_jobs=jobs)
         except Exception:
             # Deferred or failed: nothing was stored.  (A client that hangs up cancels us
             # while the writer may still store the message: no refund then, or hanging up
@@ -259,7 +234,7 @@ class SubmissionHandler:
             await self.quota.refund(charge)
             raise
         log.info("submission %s accepted from %s: %d local, %d remote recipients",
-                 queue_id, user.pop_account, len(recipients.local), len(recipients.remote))
+                 queue_id, user.pop_account, len(local), len(remote))
         return replies.MESSAGE_ACCEPTED
 
     async def _virus_refusal(self, raw: bytes, sender: AddressPolicy) -> SmtpReply | None:
