@@ -67,6 +67,9 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     host: str = "127.0.0.1"
     port: int = Field(default=2525, ge=0, le=65535)
     hostname: str = "mx.mailplane.test"
+    #: Offer STARTTLS (RFC 3207) with the ``[tls]`` certificate, TLS 1.2 or newer (SPEC
+    #: §8b: the big receivers and senders expect it; mail in clear is readable on the way).
+    starttls: bool = True
     #: RFC 5321 §4.5.3.1.7: the server states its limit; larger mail gets 552.
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
@@ -174,8 +177,17 @@ class PublicConfig(_Section):
 
 
 class TlsConfig(_Section):
+    """The node's certificate for the MX (STARTTLS), submission and POP3: PEM chain and
+    key; both empty = a self-signed pair generated once into ``{state_dir}/tls/``."""
+
     cert_file: str = ""
     key_file: str = ""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("set both cert_file and key_file, or neither (self-signed)")
+        return self
 
 
 class AddressConfig(_Section):

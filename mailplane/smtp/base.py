@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 
 from mailplane import metrics
 from mailplane.config.limits import ListenerLimits
@@ -37,15 +38,18 @@ from mailplane.config.settings import Settings
 from mailplane.delivery.local import DeliveryDeferred
 from mailplane.mail.message import has_bare_line_ending, normalise_bare_lf
 from mailplane.mail.mime import MimeLimits, MimeTooComplex, check_structure, within_cheap_bound
+from mailplane.mail.trace import transmission_type
 from mailplane.net.gate import Gate
 from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
+from mailplane.net.throttled_log import ThrottledLog
 from mailplane.smtp import replies
 from mailplane.smtp.guarded import GuardedSMTP, SessionLimits, pressure_shedder
 from mailplane.smtp.protocol import FastSMTP
-from mailplane.smtp.replies import SmtpReply
+from mailplane.smtp.replies import SmtpReply, with_enhanced_code
 from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
+_throttled = ThrottledLog(log)
 
 #: Why a delivery was deferred → what the sending side is told.
 DEFERRED_REPLIES: dict[str, SmtpReply] = {
@@ -83,7 +87,8 @@ async def mime_refusal(raw: bytes, settings: Settings, listener: str) -> SmtpRep
         await asyncio.to_thread(check_structure, raw, limits)
     except MimeTooComplex as exc:
         metrics.LIMIT_REFUSALS.labels(listener, "mime_structure").inc()
-        log.info("%s refused a message: %s", listener, exc)
+        _throttled.info((listener, "mime_structure"), "%s refused a message: %s", listener,
+                        exc)
         return replies.MIME_TOO_COMPLEX
     return None
 
@@ -102,6 +107,43 @@ async def checked_content(server: SMTP, envelope: Envelope, settings: Settings,
     if refused is None:
         refused = await mime_refusal(raw, settings, listener)
     return raw, refused
+
+
+def received_with(server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+    """The ``with`` keyword of this hop's ``Received`` (RFC 3848, RFC 6531): ESMTP,
+    ESMTPS, ESMTPSA, UTF8SMTPS, … from what the session really negotiated."""
+    tls = isinstance(server, MailplaneSMTP) and server.tls_in_use
+    return transmission_type(extended=session.extended_smtp, tls=tls,
+                             authenticated=bool(session.authenticated),
+                             smtputf8=envelope.smtp_utf8)
+
+
+#: Extensions both listeners add to aiosmtpd's (SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH):
+#: RFC 2920 — aiosmtpd reads commands from a stream, so a pipelined batch is answered in
+#: order — and RFC 2034 (see :func:`~mailplane.smtp.replies.with_enhanced_code`).
+EXTRA_EHLO_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+
+
+class EsmtpHandler:
+    """What an SMTP handler of ours says to EHLO (aiosmtpd's five-argument
+    ``handle_EHLO`` hook): aiosmtpd's keywords plus :data:`EXTRA_EHLO_KEYWORDS`."""
+
+    async def handle_EHLO(self, server: SMTP, session: SmtpSession, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname  # the hook's job when it is present
+        return [responses[0], *(f"250-{keyword}" for keyword in EXTRA_EHLO_KEYWORDS),
+                *responses[1:]]
+
+
+def too_many_recipients(server: SMTP, listener: str) -> str:
+    """``452 4.5.3`` for a RCPT past the per-message recipient limit (RFC 5321 §4.5.3.1.8:
+    the client sends the rest in another transaction), excused from the error tarpit up
+    to the overshoot limit (:meth:`~mailplane.smtp.guarded.GuardedSMTP.
+    recipient_over_limit`)."""
+    if isinstance(server, GuardedSMTP):
+        server.recipient_over_limit()
+    metrics.LIMIT_REFUSALS.labels(listener, "recipients_per_message").inc()
+    return replies.TOO_MANY_RECIPIENTS.line
 
 
 def listener_gate(listener: str, section: ListenerLimits, settings: Settings,
@@ -143,10 +185,13 @@ def failure_reply(exc: BaseException, listener: str) -> SmtpReply:
     ``452 4.3.1`` (RFC 3463 "mail system full"; the sender retries later), anything else
     ``451 4.3.0``.  The delivery writer removed every partial write before this runs."""
     if isinstance(exc, OSError) and exc.errno in _STORAGE_FULL_ERRNOS:
-        log.error("%s delivery failed: storage full (%s); answering 452", listener,
-                  exc.strerror)
+        _throttled.error((listener, "storage_full"), "%s delivery failed: storage full (%s);"
+                         " answering 452", listener, exc.strerror)
         return replies.STORAGE_FULL
-    log.error("%s delivery failed; answering 451", listener, exc_info=exc)
+    # The first of a kind with its traceback, then one line a minute: a message that
+    # trips a bug can be sent again and again.
+    _throttled.error((listener, "delivery_failed", type(exc).__name__),
+                     "%s delivery failed; answering 451", listener, exc_info=exc)
     return replies.TEMPORARY_FAILURE
 
 
@@ -180,10 +225,19 @@ class MailplaneSMTP(GuardedSMTP):
         return Transaction()
 
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str) and status.startswith(self._OWN_SIZE_REPLIES):
-            await super().push(replies.MESSAGE_TOO_BIG.line)
+        if isinstance(status, str):
+            if status.startswith(self._OWN_SIZE_REPLIES):
+                await super().push(replies.MESSAGE_TOO_BIG.line)
+                return
+            await super().push(with_enhanced_code(status, self.command_in_progress))
             return
         await super().push(status)
+
+    @property
+    def tls_in_use(self) -> bool:
+        """The session runs over TLS (after STARTTLS, or on an implicit-TLS port)."""
+        transport: Any = self.transport
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
 
     async def smtp_DATA(self, arg: str) -> None:
         """DATA, marked in flight from the command until its reply was written, so a

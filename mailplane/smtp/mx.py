@@ -7,6 +7,10 @@
   return to the original sender, from the null sender only (SPEC §5: anything else would
   make a forwarding address an open relay to whoever it forwarded for,
   ``550 5.7.1``); a forged or expired one gets ``550 5.1.1``.
+- **TLS** — STARTTLS (RFC 3207) with the node's certificate, TLS 1.2 or newer
+  (``mx.starttls``, ``[tls]``; SPEC §8b); a failed handshake is one throttled log line.
+  EHLO also offers PIPELINING and ENHANCEDSTATUSCODES; ``Received`` says ESMTP, ESMTPS,
+  UTF8SMTPS, … as negotiated (RFC 3848, RFC 6531).
 - **Connections** — behind the listener's gate (SPEC §8a, :func:`~mailplane.smtp.base.
   listener_gate`), with the session defences of :mod:`mailplane.smtp.guarded`.
 - **DATA** — a bare LF normalised to CRLF (``mx.bare_newline``, Postfix 3.9's default;
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 import weakref
 
 from aiosmtpd.smtp import SMTP
@@ -36,28 +41,36 @@ from mailplane.filters.scan import Scanner
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs, SrsError, srs_from_settings
 from mailplane.net.gate import GatedServer, start_gated_server
+from mailplane.net.throttled_log import ThrottledLog
+from mailplane.net.tls import server_ssl_context
 from mailplane.policy.model import PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
     SHUTDOWN_GRACE_SECONDS,
+    EsmtpHandler,
     MailplaneSMTP,
     answer_data,
     checked_content,
     close_gracefully,
     declared_size,
     listener_gate,
+    received_with,
+    too_many_recipients,
 )
 from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
 from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
+#: Refusals any client can repeat at will are logged once a minute per kind (SPEC §8a).
+_throttled = ThrottledLog(log)
 
 LISTENER = "mx"
 
 
-class MxHandler:
-    """aiosmtpd handler: ``handle_RCPT`` and ``handle_DATA``."""
+class MxHandler(EsmtpHandler):
+    """aiosmtpd handler: ``handle_EHLO`` (:class:`~mailplane.smtp.base.EsmtpHandler`),
+    ``handle_RCPT`` and ``handle_DATA``."""
 
     def __init__(self, settings: Settings, policy_cache: PolicySource,
                  delivery: LocalDelivery) -> None:
@@ -75,17 +88,19 @@ class MxHandler:
         rcpt_options: list[str],
     ) -> str:
         if envelope.recipient_count >= self.settings.mx.max_recipients:
-            return replies.TOO_MANY_RECIPIENTS.line
+            return too_many_recipients(server, LISTENER)
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
         if self.srs.is_srs_address(normalised):
             if (envelope.mail_from or "").strip().strip("<>").strip():
-                log.info("refused mail from a non-null sender to SRS address %s", normalised)
+                _throttled.info((LISTENER, "srs_bounces_only"), "refused mail from a "
+                                "non-null sender to SRS address %s", normalised)
                 return replies.SRS_BOUNCES_ONLY.line
             try:
                 self.srs.reverse(normalised)
             except SrsError as exc:
-                log.info("refused SRS address %s: %s", normalised, exc)
+                _throttled.info((LISTENER, "srs_invalid"), "refused SRS address %s: %s",
+                                normalised, exc)
                 return replies.UNKNOWN_RECIPIENT.line
             envelope.accept_srs_return(address, normalised, rcpt_options)
             return replies.RCPT_OK.line
@@ -125,7 +140,7 @@ class MxHandler:
             queue_id=secrets.token_hex(8),
         )
         await self.delivery.deliver(
-            ctx, recipients, protocol="ESMTP" if session.extended_smtp else "SMTP",
+            ctx, recipients, protocol=received_with(server, session, envelope),
             listener=LISTENER, srs_returns=srs_returns)
         return replies.MESSAGE_ACCEPTED
 
@@ -161,13 +176,19 @@ async def start_mx(
     virus_engine: VirusEngine | None = None,
     spam_engine: SpamEngine | None = None,
     srs: Srs | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> MxServer:
     """Listen on ``settings.mx.host:port`` (port 0 = any free port) inside the running loop.
 
     ``delivery`` is the node's :class:`LocalDelivery` (shared with submission and the
     queue); without one, a private one is built from the given engines and closed with
-    the listener (tests that start a lone MX)."""
+    the listener (tests that start a lone MX).  STARTTLS (``mx.starttls``) uses
+    ``ssl_context``, by default :func:`mailplane.net.tls.server_ssl_context` (the node's
+    certificate, self-signed if none is configured)."""
     loop = asyncio.get_running_loop()
+    if ssl_context is None and settings.mx.starttls:
+        ssl_context = await asyncio.to_thread(server_ssl_context, settings)
+    tls_context = ssl_context if settings.mx.starttls else None
     owns_delivery = delivery is None
     if delivery is None:
         delivery = LocalDelivery(
@@ -189,6 +210,7 @@ async def start_mx(
             enable_SMTPUTF8=True,
             hostname=settings.mx.hostname,
             ident="mailplane",
+            tls_context=tls_context,
             loop=loop,
         )
         protocol.normalise_bare_lf = settings.mx.bare_newline == "normalize"
@@ -199,7 +221,8 @@ async def start_mx(
         factory, listener=LISTENER, host=settings.mx.host, port=settings.mx.port, gate=gate,
         backlog=settings.mx.listen_backlog, reuse_port=settings.mx.workers > 1,
     )
-    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP); protocol: %s",
-             settings.mx.host, server.port, settings.mx.max_connections,
-             settings.mx.max_connections_per_ip, protocol_description())
+    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP; STARTTLS %s);"
+             " protocol: %s", settings.mx.host, server.port, settings.mx.max_connections,
+             settings.mx.max_connections_per_ip, "on" if tls_context else "off",
+             protocol_description())
     return MxServer(server, handler, protocols, owns_delivery=owns_delivery)

@@ -20,8 +20,8 @@ handler both listeners share.  The protocol (AUTH, TLS rules) is
   the *sender's* virus-check setting decides the scan (infected → 554 5.7.1, scanner down →
   451 unless ``virus.on_error = accept``); the message is charged against the sending
   quotas (:mod:`mailplane.auth.send_quota`: ``451 4.7.1`` over them, refunded if delivery
-  fails); a ``Received … with ESMTPSA`` line (RFC 3848) and a missing Message-ID/Date are
-  added (RFC 6409 §8.2, §8.3).
+  fails); a ``Received … with ESMTPSA`` line (RFC 3848; UTF8SMTPSA for SMTPUTF8, RFC 6531;
+  never the login name) and a missing Message-ID/Date are added (RFC 6409 §8.2, §8.3).
 - **Routing**: hosted recipients are delivered by the node's
   :class:`~mailplane.delivery.local.LocalDelivery` with their own settings; every other
   recipient goes into one outbound job, committed in the same transaction as the local
@@ -56,14 +56,24 @@ from mailplane.filters.sender_ownership import (
 )
 from mailplane.mail.message import MessageContext
 from mailplane.mail.trace import printable, received
+from mailplane.net.throttled_log import ThrottledLog
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
-from mailplane.smtp.base import answer_data, checked_content
+from mailplane.smtp.base import (
+    EsmtpHandler,
+    answer_data,
+    checked_content,
+    received_with,
+    too_many_recipients,
+)
 from mailplane.smtp.replies import SmtpReply
 from mailplane.smtp.submission_protocol import AuthenticatedUser, peer_ip_of
 from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
+#: Refusals an authenticated client (or a thief with its password) can repeat at will:
+#: once a minute per account and kind (SPEC §8a).
+_throttled = ThrottledLog(log)
 
 LISTENER = "submission"
 OUTBOUND_KIND = "submission"
@@ -75,8 +85,9 @@ def _user(session: SmtpSession) -> AuthenticatedUser | None:
     return data if isinstance(data, AuthenticatedUser) else None
 
 
-class SubmissionHandler:
-    """aiosmtpd handler: ``handle_MAIL``, ``handle_RCPT``, ``handle_DATA``."""
+class SubmissionHandler(EsmtpHandler):
+    """aiosmtpd handler: ``handle_EHLO`` (:class:`~mailplane.smtp.base.EsmtpHandler`),
+    ``handle_MAIL``, ``handle_RCPT``, ``handle_DATA``."""
 
     def __init__(
         self,
@@ -110,7 +121,8 @@ class SubmissionHandler:
         if user is None:
             return replies.AUTH_REQUIRED.line
         if not envelope_sender_owned(authenticated=user.address, mail_from=address):
-            log.info("submission: %s tried to send as another sender", user.pop_account)
+            _throttled.info(("sender_not_owned", user.pop_account),
+                            "submission: %s tried to send as another sender", user.pop_account)
             return replies.SENDER_NOT_OWNED.line
         policy = self.policy_cache.snapshot.lookup(user.address)
         if policy is None or not policy.accepts_logins:
@@ -135,13 +147,15 @@ class SubmissionHandler:
             peer_ip=peer_ip, country=country, policy=policy, now=self.clock.now()
         )
         if verdict.reason == "unknown_country_allowed":
-            log.info("submission: %s from %s: country unknown, allowed by configuration",
-                     user.pop_account, peer_ip)
+            _throttled.info(("unknown_country", user.pop_account), "submission: %s from %s:"
+                            " country unknown, allowed by configuration", user.pop_account,
+                            peer_ip)
         if verdict.allowed:
             return None
         metrics.OVERSEAS_REFUSALS.labels(verdict.country or "unknown").inc()
-        log.warning("submission: overseas send refused for %s from %s (country %s, %s)",
-                    user.pop_account, peer_ip, verdict.country or "unknown", verdict.reason)
+        _throttled.warning(("overseas", user.pop_account), "submission: overseas send refused"
+                           " for %s from %s (country %s, %s)", user.pop_account, peer_ip,
+                           verdict.country or "unknown", verdict.reason)
         return replies.OVERSEAS_SEND_REFUSED
 
     # --- RCPT ---------------------------------------------------------------------------
@@ -155,7 +169,7 @@ class SubmissionHandler:
         rcpt_options: list[str],
     ) -> str:
         if envelope.recipient_count >= self.settings.submission.max_recipients_per_message:
-            return replies.TOO_MANY_RECIPIENTS.line
+            return too_many_recipients(server, LISTENER)
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
         if not local_part or not domain:
@@ -203,8 +217,8 @@ class SubmissionHandler:
             name: original.header_addresses(name) for name in SENDER_HEADERS
             if original.raw_header(name)})
         if foreign is not None:
-            log.info("submission: %s tried to send with a foreign %s", user.pop_account,
-                     foreign)
+            _throttled.info(("foreign_header", user.pop_account), "submission: %s tried to "
+                            "send with a foreign %s", user.pop_account, foreign)
             return replies.HEADER_SENDER_NOT_OWNED
         refusal = await self._virus_refusal(raw, sender_policy)
         if refusal is not None:
@@ -216,8 +230,9 @@ class SubmissionHandler:
             return replies.SENDING_RATE_LIMITED
         queue_id = secrets.token_hex(8)
         helo = printable(session.host_name or "unknown")
-        message = self._submitted_copy(original, user, helo=helo, peer_ip=peer_ip,
-                                       queue_id=queue_id, now=now)
+        protocol = received_with(server, session, envelope)
+        message = self._submitted_copy(original, helo=helo, peer_ip=peer_ip,
+                                       protocol=protocol, queue_id=queue_id, now=now)
         jobs = [] if not remote else [PendingJob(
             kind=OUTBOUND_KIND, mail_from=envelope.mail_from or user.address,
             recipients=list(remote), message=message)]
@@ -226,7 +241,7 @@ class SubmissionHandler:
                              queue_id=queue_id)
         try:
             await self.delivery.deliver(ctx, list(local.items()),
-                                        protocol="ESMTP", listener=LISTENER, extra_jobs=jobs)
+                                        protocol=protocol, listener=LISTENER, extra_jobs=jobs)
         except Exception:
             # Deferred or failed: nothing was stored.  (A client that hangs up cancels us
             # while the writer may still store the message: no refund then, or hanging up
@@ -249,7 +264,8 @@ class SubmissionHandler:
             return None
         metrics.FILTER_HITS.labels(LISTENER, "virus").inc()
         signature = printable(result.signature, 100)
-        log.warning("submission refused from %s: virus %s", sender.pop_account, signature)
+        _throttled.warning(("virus", sender.pop_account), "submission refused from %s: "
+                           "virus %s", sender.pop_account, signature)
         if not signature:
             return replies.VIRUS_REFUSED
         return replies.VIRUS_REFUSED._replace(
@@ -259,22 +275,22 @@ class SubmissionHandler:
     def _submitted_copy(
         self,
         original: MessageContext,
-        user: AuthenticatedUser,
         *,
         helo: str,
         peer_ip: str,
+        protocol: str,
         queue_id: str,
         now: datetime,
     ) -> bytes:
-        """The message as it leaves the MSA: our trace line first (RFC 5321 §4.4, "ESMTPSA"
-        per RFC 3848, the login named, never the password), plus Date and Message-ID if the
-        client left them out (RFC 6409 §8.2, §8.3)."""
+        """The message as it leaves the MSA: our trace line first (RFC 5321 §4.4; "with
+        ESMTPSA" or "UTF8SMTPSA" says TLS and AUTH, RFC 3848 / RFC 6531 — never the login:
+        every recipient would learn the customer's POP account, SPEC §8b), plus Date and
+        Message-ID if the client left them out (RFC 6409 §8.2, §8.3)."""
         hostname = self.settings.mx.hostname
         local_time = format_datetime(now.astimezone(self.settings.tz))
         lines = ["Received: " + received(
-            helo=helo, peer_ip=peer_ip, hostname=hostname, protocol="ESMTPSA",
-            queue_id=queue_id, recipient=None, at=now, tz=self.settings.tz,
-            authenticated=user.pop_account)]
+            helo=helo, peer_ip=peer_ip, hostname=hostname, protocol=protocol,
+            queue_id=queue_id, recipient=None, at=now, tz=self.settings.tz)]
         if not original.raw_header("Date"):
             lines.append(f"Date: {local_time}")
         if not original.raw_header("Message-ID"):

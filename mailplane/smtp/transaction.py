@@ -4,9 +4,9 @@ aiosmtpd makes a fresh envelope for every transaction — at connect, HELO/EHLO,
 STARTTLS and after each DATA — through the protocol's ``_create_envelope`` hook;
 :class:`~mailplane.smtp.base.MailplaneSMTP` returns a :class:`Transaction` there.  What a
 handler learns during the transaction (the policy of each hosted recipient read at RCPT
-time, the remote recipients of a submission, bounces to our SRS addresses, recipients
-refused over the per-message limit) lives on it and dies with it — no side table keyed by
-envelope, nothing to clean up after RSET or a dropped connection.  Later per-transaction
+time, the remote recipients of a submission, bounces to our SRS addresses) lives on it
+and dies with it — no side table keyed by envelope, nothing to clean up after RSET or a
+dropped connection.  Later per-transaction
 state (an SPF check started at MAIL FROM, say) belongs here too.
 """
 
@@ -33,9 +33,6 @@ class Transaction(Envelope):
         self.remote_recipients: list[str] = []
         #: MX: bounces to our SRS addresses, sent on to the original sender (SPEC §5).
         self.srs_returns: list[str] = []
-        #: RCPTs answered ``452 4.5.3`` because the transaction already had the most
-        #: recipients allowed (Postfix's recipient overshoot, docs/security.md).
-        self.recipients_over_limit = 0
 
     @property
     def recipient_count(self) -> int:

@@ -50,7 +50,10 @@ async def test_starttls_auth_plain_delivers_to_neighbour_through_the_mx_pipeline
     parsed = message_from_bytes(stored)
     assert parsed["Subject"] == "[spam] Lunch"  # the neighbour's own spam judge tagged it
     received = " ".join(str(v) for v in parsed.get_all("Received", []))
-    assert "with ESMTPSA" in received and "authenticated user m" in received
+    assert "with ESMTPSA" in received  # TLS and AUTH, RFC 3848
+    pop_account = sub.cache.snapshot.lookup(SENDER).pop_account  # type: ignore[union-attr]
+    # SPEC §8b: the login is nobody's business but ours; never in a header.
+    assert pop_account not in stored.decode() and "authenticated user" not in received
     assert PASSWORD not in stored.decode()
     assert parsed["Message-ID"] and parsed["Date"]  # added: the client sent neither
 
