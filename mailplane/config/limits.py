@@ -27,9 +27,9 @@ class _Fields(BaseModel):
 
 
 class ListenerLimits(_Fields):
-    """Connections of one listener (per process: ``mx.workers`` processes each have their
-    own), like Postfix's process limit and anvil's ``smtpd_client_connection_count_limit``
-    and ``smtpd_client_connection_rate_limit``."""
+    """Connections of one listener, for the whole node (the ``mx.workers`` MX processes
+    share one count, mailplane/net/anvil.py), like Postfix's process limit and anvil's
+    ``smtpd_client_connection_count_limit`` and ``smtpd_client_connection_rate_limit``."""
 
     #: Sessions at once on this listener; one more is answered at once and closed.
     max_connections: int = Field(default=1000, ge=1)

@@ -5,6 +5,7 @@ because it is a table of declarations: one class per section, nothing to follow.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal
 
@@ -81,7 +82,9 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     max_mime_parts: int = Field(default=2000, ge=1, le=MIME_PARTS_CEILING)
     #: Seconds between polls of the policy revision (DESIGN "Keeping the SMTP path fast").
     policy_refresh_seconds: float = Field(default=2.0, gt=0)
-    workers: int = Field(default=1, ge=1, le=64)
+    #: MX processes of the node, sharing the port (``SO_REUSEPORT``) and the connection
+    #: limits (counted for the node, mailplane/net/anvil.py); default one per CPU.
+    workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 64), ge=1, le=64)
     #: How accepted mail is made durable before the 250 (SPEC §8): "fsync" every file and
     #: directory, "syncfs" once per filesystem per batch (Linux >= 5.8), or "auto" (syncfs
     #: where supported).  See mailplane/mailstore/durability.py and docs/operations.md.

@@ -40,7 +40,7 @@ from mailplane.mail.message import has_bare_line_ending, normalise_bare_lf
 from mailplane.mail.mime import MimeLimits, MimeTooComplex, check_structure, within_cheap_bound
 from mailplane.mail.trace import transmission_type
 from mailplane.net.gate import Gate
-from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
+from mailplane.net.limits import ConnectionCounts, ConnectionLimiter, ConnectionLimits
 from mailplane.net.throttled_log import ThrottledLog
 from mailplane.smtp import replies
 from mailplane.smtp.guarded import GuardedSMTP, SessionLimits, pressure_shedder
@@ -148,13 +148,15 @@ def too_many_recipients(server: SMTP, listener: str) -> str:
 
 def listener_gate(listener: str, section: ListenerLimits, settings: Settings,
                   sessions: weakref.WeakSet[SMTP], *,
-                  tls: ssl.SSLContext | None = None) -> tuple[Gate, SessionLimits]:
+                  tls: ssl.SSLContext | None = None,
+                  counts: ConnectionCounts | None = None) -> tuple[Gate, SessionLimits]:
     """The accept gate of an SMTP listener and the limits of its sessions: refused
     connections get ``421 4.7.0`` at once; when the listener fills up, sessions idle
-    longer than the pressure timeout are shed."""
+    longer than the pressure timeout are shed.  ``counts``: the node's shared counts
+    (:mod:`mailplane.net.anvil`) when several processes serve the listener."""
     session_limits = SessionLimits.from_settings(listener, section)
     limiter = ConnectionLimiter(ConnectionLimits.from_settings(
-        listener, section, settings.security.limit_exempt_networks))
+        listener, section, settings.security.limit_exempt_networks), counts=counts)
     limiter.on_pressure = pressure_shedder(sessions, session_limits)
     refusal = (replies.TOO_MANY_CONNECTIONS.line + "\r\n").encode("ascii")
     gate = Gate(limiter, refusal, tls=tls, handshake_timeout=section.greeting_deadline_seconds)

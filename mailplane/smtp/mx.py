@@ -28,6 +28,7 @@ import logging
 import secrets
 import ssl
 import weakref
+from pathlib import Path
 
 from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Session as SmtpSession
@@ -40,6 +41,7 @@ from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs, SrsError, srs_from_settings
+from mailplane.net.anvil import NodeCounts
 from mailplane.net.gate import GatedServer, start_gated_server
 from mailplane.net.throttled_log import ThrottledLog
 from mailplane.net.tls import server_ssl_context
@@ -149,11 +151,13 @@ class MxServer:
     """A running MX listener on the current event loop."""
 
     def __init__(self, server: GatedServer, handler: MxHandler,
-                 protocols: weakref.WeakSet[SMTP], *, owns_delivery: bool) -> None:
+                 protocols: weakref.WeakSet[SMTP], *, owns_delivery: bool,
+                 counts: NodeCounts | None = None) -> None:
         self._server = server
         self.handler = handler
         self._protocols = protocols
         self._owns_delivery = owns_delivery
+        self._counts = counts
 
     @property
     def port(self) -> int:
@@ -162,6 +166,8 @@ class MxServer:
     async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Graceful stop: see :func:`~mailplane.smtp.base.close_gracefully`."""
         await close_gracefully([self._server], self._protocols, grace_seconds=grace_seconds)
+        if self._counts is not None:
+            self._counts.close()
         if self._owns_delivery:
             await self.handler.delivery.aclose()
 
@@ -177,6 +183,7 @@ async def start_mx(
     spam_engine: SpamEngine | None = None,
     srs: Srs | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    node_counts: Path | None = None,
 ) -> MxServer:
     """Listen on ``settings.mx.host:port`` (port 0 = any free port) inside the running loop.
 
@@ -184,7 +191,9 @@ async def start_mx(
     queue); without one, a private one is built from the given engines and closed with
     the listener (tests that start a lone MX).  STARTTLS (``mx.starttls``) uses
     ``ssl_context``, by default :func:`mailplane.net.tls.server_ssl_context` (the node's
-    certificate, self-signed if none is configured)."""
+    certificate, self-signed if none is configured).  ``node_counts``: the node's shared
+    connection counts file (:mod:`mailplane.net.anvil`) when it runs several MX
+    processes, so the connection limits hold for the node, not for each process."""
     loop = asyncio.get_running_loop()
     if ssl_context is None and settings.mx.starttls:
         ssl_context = await asyncio.to_thread(server_ssl_context, settings)
@@ -199,7 +208,9 @@ async def start_mx(
             policy=policy_cache)
     handler = MxHandler(settings, policy_cache, delivery)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
-    gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols)
+    counts = NodeCounts(node_counts) if node_counts is not None else None
+    gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols,
+                                         counts=counts)
 
     def factory() -> SMTP:
         protocol = MailplaneSMTP(
@@ -217,12 +228,18 @@ async def start_mx(
         protocols.add(protocol)
         return protocol
 
-    server = await start_gated_server(
-        factory, listener=LISTENER, host=settings.mx.host, port=settings.mx.port, gate=gate,
-        backlog=settings.mx.listen_backlog, reuse_port=settings.mx.workers > 1,
-    )
-    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP; STARTTLS %s);"
-             " protocol: %s", settings.mx.host, server.port, settings.mx.max_connections,
-             settings.mx.max_connections_per_ip, "on" if tls_context else "off",
-             protocol_description())
-    return MxServer(server, handler, protocols, owns_delivery=owns_delivery)
+    try:
+        server = await start_gated_server(
+            factory, listener=LISTENER, host=settings.mx.host, port=settings.mx.port,
+            gate=gate, backlog=settings.mx.listen_backlog,
+            reuse_port=settings.mx.workers > 1)
+    except BaseException:
+        if counts is not None:
+            counts.close()
+        raise
+    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP, counted %s;"
+             " STARTTLS %s); protocol: %s", settings.mx.host, server.port,
+             settings.mx.max_connections, settings.mx.max_connections_per_ip,
+             "for the node" if counts is not None else "in this process",
+             "on" if tls_context else "off", protocol_description())
+    return MxServer(server, handler, protocols, owns_delivery=owns_delivery, counts=counts)
