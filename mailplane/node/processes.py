@@ -85,7 +85,14 @@ def node_counts_file(settings: Settings, main_roles: tuple[str, ...],
     from mailplane.net.anvil import create_counts_file
 
     # Spare rows: a process that dies leaves its row until its pid is seen gone.
-    path = create_counts_file(rows=mx_processes + 4)
+    try:
+        path = create_counts_file(rows=mx_processes + 4)
+    except OSError as exc:
+        # Serving with per-process limits beats not serving; say so loudly.
+        log.error("MX connection limits are counted per process (%d processes): %s",
+                  mx_processes, exc)
+        yield None
+        return
     try:
         yield path
     finally:

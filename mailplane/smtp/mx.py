@@ -208,7 +208,12 @@ async def start_mx(
             policy=policy_cache)
     handler = MxHandler(settings, policy_cache, delivery)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
-    counts = NodeCounts(node_counts) if node_counts is not None else None
+    counts = None
+    if node_counts is not None:
+        try:
+            counts = NodeCounts(node_counts)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.error("MX connection limits are counted in this process only: %s", exc)
     gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols,
                                          counts=counts)
 
