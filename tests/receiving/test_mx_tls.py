@@ -15,6 +15,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import warnings
 from email import message_from_bytes
 
 import pytest
@@ -59,8 +60,10 @@ def old_tls_client() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    context.minimum_version = ssl.TLSVersion.TLSv1
-    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():  # deprecated: that is the point of the client
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
     return context
 
 
