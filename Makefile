@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # Real daemons the test suite starts itself (clamd, spamd, Dovecot, rspamd) and the browser for the
 # portal tests.  Installed with apt when missing and we are root; tests that need a missing
 # one skip with the reason printed.
-APT_PACKAGES := clamav-daemon clamav spamassassin spamd spamc dovecot-pop3d chromium fonts-ipafont-gothic rspamd
+APT_PACKAGES := clamav-daemon clamav spamassassin spamd spamc dovecot-pop3d chromium fonts-ipafont-gothic swaks libnet-ssleay-perl rspamd
 
 .PHONY: run test lint typecheck venv apt-deps migrate seed clean bench bench-quick soak locale messages screenshots
 

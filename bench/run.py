@@ -6,8 +6,10 @@ servers interleaved (alternating repetitions) does not.
 
 Servers (each its own process, all running for the whole run, measured in turn):
 ``baseline-durable`` (bench/baseline_durable.py), ``mailplane`` (``mailplane serve --role
-mx`` with ``make run``'s default configuration and every filter on for 10,000 configured
-addresses), ``mailplane-<N>w`` (the same with another ``mx.workers``) and, when Debian's
+mx`` with ``make run``'s default configuration — ``mx.workers`` one per CPU — and every
+filter on for 10,000 configured addresses), ``mailplane-<N>w`` (the same with another
+``mx.workers``; the full run adds ``mailplane-1w``, so column ``÷1w`` shows what the
+default's extra MX processes buy) and, when Debian's
 postfix is installed and the bench is root, ``postfix`` (a private Postfix instance with no
 filters delivering into Maildirs, bench/postfix.py; measured to the last 250 and, as
 ``postfix-maildir``, to the last file in the Maildirs) and ``smtp-sink`` as the ceiling.
@@ -192,6 +194,10 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
             ref = by_key.get((row["size"], row["sessions"], other))
             if ref and ref["msgs_per_s"]:
                 row[label] = row["msgs_per_s"] / ref["msgs_per_s"]
+        one_worker = by_key.get((row["size"], row["sessions"], "mailplane-1w"))
+        if row["server"] == "mailplane" and one_worker and one_worker["msgs_per_s"]:
+            # What the default (one MX process per CPU) buys over one process.
+            row["vs_1w"] = row["msgs_per_s"] / one_worker["msgs_per_s"]
         for other, pct, label in (("baseline-durable", "p99_ms", "p99_vs_baseline"),
                                   ("postfix", "p50_ms", "p50_vs_postfix")):
             ref = by_key.get((row["size"], row["sessions"], other))
@@ -203,7 +209,7 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'size':>6} {'sess':>4} {'server':<21} {'msgs/s':>8} {'MB/s':>6} {'p50 ms':>7} "
             f"{'p99 ms':>7} {'cpu ms/msg':>10} {'fail':>4}  {'÷baseline':>9} {'÷sink':>6} "
-            f"{'÷postfix':>8} {'p99÷base':>8} {'p50÷pfx':>7} {'others':>6}")
+            f"{'÷postfix':>8} {'÷1w':>5} {'p99÷base':>8} {'p50÷pfx':>7} {'others':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         def ratio(key: str, row: dict[str, Any] = r) -> str:
@@ -216,7 +222,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['msgs_per_s']:>8.0f} {r['mb_per_s']:>6.2f} {ms('p50_ms'):>7} "
             f"{ms('p99_ms'):>7} {r['cpu_ms_per_msg']:>10.2f} {r['failed']:>4}  "
             f"{ratio('vs_baseline'):>9} {ratio('vs_sink'):>6} {ratio('vs_postfix'):>8} "
-            f"{ratio('p99_vs_baseline'):>8} {ratio('p50_vs_postfix'):>7} "
+            f"{ratio('vs_1w'):>5} {ratio('p99_vs_baseline'):>8} {ratio('p50_vs_postfix'):>7} "
             f"{r['others_cores']:>6.2f}")
     return "\n".join(lines)
 
@@ -429,8 +435,9 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
             running.append(servers.start_baseline(workdir, fast=True))
         running.append(servers.start_mailplane(
             workdir, workers=args.workers or None, database_url=url))
-        notes.append(f"mailplane: mx.workers = {workers}"
-                     f"{'' if args.workers else ' (the configuration default, as make run)'}")
+        default = "" if args.workers else " (the configuration default, one per CPU, as make run)"
+        notes.append(f"mailplane: mx.workers = {workers}{default}; connection limits "
+                     "counted for the node (net/anvil.py)")
         for n in extra_workers:
             name = f"mailplane-{n}w"
             url_n = stack.enter_context(database(args.db, workdir / name))
@@ -515,7 +522,8 @@ def main() -> None:
                         "(default: the configuration's default, as make run)")
     parser.add_argument("--workers-too", type=int, nargs="*", default=None, metavar="N",
                         help="also measure mailplane-<N>w with N workers (default without "
-                        "--quick: one per CPU, if that is not the default)")
+                        "--quick: 1 and one per CPU, whichever is not the default; the ÷1w "
+                        "column compares the default with one worker)")
     parser.add_argument("--single-worker-too", action="store_true",
                         help="also measure mailplane with one worker")
     parser.add_argument("--all-roles-too", action=argparse.BooleanOptionalAction,
@@ -542,7 +550,7 @@ def main() -> None:
     args = parser.parse_args()
     plan = make_plan(args.quick, args.reps)
     if args.workers_too is None:
-        args.workers_too = [] if args.quick else [os.cpu_count() or 1]
+        args.workers_too = [] if args.quick else [1, os.cpu_count() or 1]
     if args.all_roles_too is None:
         args.all_roles_too = not args.quick
     if args.only:

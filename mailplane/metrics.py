@@ -91,6 +91,13 @@ CONNECTIONS = Gauge(
     ["listener"],
     registry=REGISTRY,
 )
+TLS_HANDSHAKE_FAILURES = Counter(
+    "mailplane_tls_handshake_failures",
+    "TLS handshakes that failed (STARTTLS or implicit TLS): clients offering only TLS 1.0/1.1"
+    " or no common cipher, scanners, connections dropped mid-handshake.",
+    ["listener"],
+    registry=REGISTRY,
+)
 TARPIT_DELAYS = Counter(
     "mailplane_tarpit_delays",
     "SMTP error replies delayed because the session had passed the soft error limit.",

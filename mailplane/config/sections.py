@@ -6,6 +6,7 @@ because it is a table of declarations: one class per section, nothing to follow.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Literal
 
@@ -68,6 +69,9 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     host: str = "127.0.0.1"
     port: int = Field(default=2525, ge=0, le=65535)
     hostname: str = "mx.mailplane.test"
+    #: Offer STARTTLS (RFC 3207) with the ``[tls]`` certificate, TLS 1.2 or newer (SPEC
+    #: §8b: the big receivers and senders expect it; mail in clear is readable on the way).
+    starttls: bool = True
     #: RFC 5321 §4.5.3.1.7: the server states its limit; larger mail gets 552.
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
@@ -79,7 +83,9 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     max_mime_parts: int = Field(default=2000, ge=1, le=MIME_PARTS_CEILING)
     #: Seconds between polls of the policy revision (DESIGN "Keeping the SMTP path fast").
     policy_refresh_seconds: float = Field(default=2.0, gt=0)
-    workers: int = Field(default=1, ge=1, le=64)
+    #: MX processes of the node, sharing the port (``SO_REUSEPORT``) and the connection
+    #: limits (counted for the node, mailplane/net/anvil.py); default one per CPU.
+    workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 64), ge=1, le=64)
     #: How accepted mail is made durable before the 250 (SPEC §8): "fsync" every file and
     #: directory, "syncfs" once per filesystem per batch (Linux >= 5.8), or "auto" (syncfs
     #: where supported).  See mailplane/mailstore/durability.py and docs/operations.md.
@@ -87,7 +93,8 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     #: A bare LF in DATA (old senders, scripts): "normalize" accepts it as a line end and
     #: stores CRLF, like Postfix 3.9's default ``smtpd_forbid_bare_newline = normalize``
     #: (DATA still ends only at <CRLF>.<CRLF>); "reject" refuses the message with 550.
-    #: A bare CR is always refused.  Submission is always strict.
+    #: A bare CR is always refused.  Applies to submission too (SPEC §8a: scanners, NAS
+    #: boxes and cron send bare LF through submission as much as to the MX).
     bare_newline: Literal["normalize", "reject"] = "normalize"
 
 
@@ -275,8 +282,17 @@ class MtaStsConfig(_Section):
 
 
 class TlsConfig(_Section):
+    """The node's certificate for the MX (STARTTLS), submission and POP3: PEM chain and
+    key; both empty = a self-signed pair generated once into ``{state_dir}/tls/``."""
+
     cert_file: str = ""
     key_file: str = ""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("set both cert_file and key_file, or neither (self-signed)")
+        return self
 
 
 class AddressConfig(_Section):

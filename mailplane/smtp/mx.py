@@ -5,6 +5,10 @@
   that the declared ``SIZE=`` would overflow → ``452 4.2.2``.  Suspended addresses still
   receive (003 Art.20(3)).  An SRS address takes only real bounces of real forwards,
   scanned and rate limited (:mod:`mailplane.smtp.srs_returns`, SPEC §5, issue 20).
+- **TLS** — STARTTLS (RFC 3207) with the node's certificate, TLS 1.2 or newer
+  (``mx.starttls``, ``[tls]``; SPEC §8b); a failed handshake is one throttled log line.
+  EHLO also offers PIPELINING and ENHANCEDSTATUSCODES; ``Received`` says ESMTP, ESMTPS,
+  UTF8SMTPS, … as negotiated (RFC 3848, RFC 6531).
 - **Connections** — behind the listener's gate (SPEC §8a, :func:`~mailplane.smtp.base.
   listener_gate`), with the session defences of :mod:`mailplane.smtp.guarded`.
 - **DATA** — a bare LF normalised to CRLF (``mx.bare_newline``, Postfix 3.9's default;
@@ -20,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 import weakref
+from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,33 +37,41 @@ from mailplane.config.settings import Settings
 from mailplane.delivery.local import LocalDelivery
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
-from mailplane.mail.message import MessageContext, normalise_bare_lf
+from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs, srs_from_settings
+from mailplane.net.anvil import NodeCounts
 from mailplane.net.gate import GatedServer, start_gated_server
-from mailplane.policy.model import AddressPolicy, PolicySource
+from mailplane.net.throttled_log import ThrottledLog
+from mailplane.net.tls import server_ssl_context
+from mailplane.policy.model import PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
     SHUTDOWN_GRACE_SECONDS,
+    EsmtpHandler,
     MailplaneSMTP,
     answer_data,
+    checked_content,
     close_gracefully,
-    content_refusal,
-    crlf_checked,
     declared_size,
     listener_gate,
-    mime_refusal,
+    received_with,
+    too_many_recipients,
 )
 from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
 from mailplane.smtp.srs_returns import Accepted, SrsReturns
+from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
+#: Refusals any client can repeat at will are logged once a minute per kind (SPEC §8a).
+_throttled = ThrottledLog(log)
 
 LISTENER = "mx"
 
 
-class MxHandler:
-    """aiosmtpd handler: ``handle_RCPT`` and ``handle_DATA``."""
+class MxHandler(EsmtpHandler):
+    """aiosmtpd handler: ``handle_EHLO`` (:class:`~mailplane.smtp.base.EsmtpHandler`),
+    ``handle_RCPT`` and ``handle_DATA``."""
 
     def __init__(self, settings: Settings, policy_cache: PolicySource,
                  delivery: LocalDelivery, session_factory: sessionmaker[Session]) -> None:
@@ -67,25 +81,17 @@ class MxHandler:
         self.srs: Srs = delivery.srs
         self.srs_returns = SrsReturns(settings, session_factory, delivery.clock,
                                       srs=delivery.srs, scanner=delivery.scanner)
-        # Policies remembered at RCPT time (DESIGN step 1), per envelope.
-        self._policies: weakref.WeakKeyDictionary[Envelope, dict[str, AddressPolicy]] = (
-            weakref.WeakKeyDictionary()
-        )
-        # Bounces to our SRS addresses (SPEC §5): sent on to the original sender; each
-        # with the destinations it forwarded to.
-        self._srs_returns: weakref.WeakKeyDictionary[
-            Envelope, dict[str, frozenset[str]]] = weakref.WeakKeyDictionary()
 
     async def handle_RCPT(
         self,
         server: SMTP,
         session: SmtpSession,
-        envelope: Envelope,
+        envelope: Transaction,
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.settings.mx.max_recipients:
-            return replies.TOO_MANY_RECIPIENTS.line
+        if envelope.recipient_count >= self.settings.mx.max_recipients:
+            return too_many_recipients(server, LISTENER)
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
         if self.srs_returns.is_srs_address(normalised):
@@ -96,11 +102,8 @@ class MxHandler:
                 peer_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None)
             if not isinstance(verdict, Accepted):
                 return verdict.line
-            returns = self._srs_returns.setdefault(envelope, {})
-            if normalised not in returns:
-                envelope.rcpt_tos.append(address)
-                envelope.rcpt_options.extend(rcpt_options)
-            returns[normalised] = verdict.destinations
+            envelope.accept_srs_return(address, normalised, rcpt_options,
+                                       verdict.destinations)
             return replies.RCPT_OK.line
         snapshot = self.policy_cache.snapshot
         if not local_part or not domain or not snapshot.is_hosted_domain(domain):
@@ -110,31 +113,21 @@ class MxHandler:
             return replies.UNKNOWN_RECIPIENT.line
         if not await self.delivery.has_room(policy, declared_size(envelope.mail_options)):
             return replies.MAILBOX_FULL.line
-        remembered = self._policies.setdefault(envelope, {})
-        if normalised not in remembered:
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(rcpt_options)
-        remembered[normalised] = policy
+        envelope.accept_hosted(address, normalised, policy, rcpt_options)
         return replies.RCPT_OK.line
 
     async def handle_DATA(
-        self, server: SMTP, session: SmtpSession, envelope: Envelope
+        self, server: SMTP, session: SmtpSession, envelope: Transaction
     ) -> str:
-        return await answer_data(LISTENER, self._data(session, envelope, crlf_checked(server)))
+        return await answer_data(LISTENER, self._data(server, session, envelope))
 
-    async def _data(self, session: SmtpSession, envelope: Envelope,
-                    checked: bool) -> SmtpReply:
-        raw = envelope.original_content or b""
-        if not checked and self.settings.mx.bare_newline == "normalize":
-            raw = normalise_bare_lf(raw)  # done by FastSMTP already; stock aiosmtpd not
-        refused = content_refusal(raw, self.settings.mx.max_message_size,
-                                  crlf_checked=checked)
-        if refused is None:
-            refused = await mime_refusal(raw, self.settings, LISTENER)
+    async def _data(self, server: SMTP, session: SmtpSession,
+                    envelope: Transaction) -> SmtpReply:
+        raw, refused = await checked_content(server, envelope, self.settings, LISTENER)
         if refused is not None:
             return refused
-        recipients = list(self._policies.get(envelope, {}).items())
-        srs_returns = self._srs_returns.get(envelope, {})
+        recipients = list(envelope.hosted_recipients.items())
+        srs_returns = envelope.srs_returns
         if not recipients and not srs_returns:
             return replies.NO_VALID_RECIPIENTS
         peer = session.peer
@@ -151,7 +144,7 @@ class MxHandler:
         if refused is not None:
             return refused
         await self.delivery.deliver(
-            ctx, recipients, protocol="ESMTP" if session.extended_smtp else "SMTP",
+            ctx, recipients, protocol=received_with(server, session, envelope),
             listener=LISTENER, srs_returns=list(srs_returns))
         return replies.MESSAGE_ACCEPTED
 
@@ -160,11 +153,13 @@ class MxServer:
     """A running MX listener on the current event loop."""
 
     def __init__(self, server: GatedServer, handler: MxHandler,
-                 protocols: weakref.WeakSet[SMTP], *, owns_delivery: bool) -> None:
+                 protocols: weakref.WeakSet[SMTP], *, owns_delivery: bool,
+                 counts: NodeCounts | None = None) -> None:
         self._server = server
         self.handler = handler
         self._protocols = protocols
         self._owns_delivery = owns_delivery
+        self._counts = counts
 
     @property
     def port(self) -> int:
@@ -173,6 +168,8 @@ class MxServer:
     async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Graceful stop: see :func:`~mailplane.smtp.base.close_gracefully`."""
         await close_gracefully([self._server], self._protocols, grace_seconds=grace_seconds)
+        if self._counts is not None:
+            self._counts.close()
         if self._owns_delivery:
             await self.handler.delivery.aclose()
 
@@ -187,13 +184,22 @@ async def start_mx(
     virus_engine: VirusEngine | None = None,
     spam_engine: SpamEngine | None = None,
     srs: Srs | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    node_counts: Path | None = None,
 ) -> MxServer:
     """Listen on ``settings.mx.host:port`` (port 0 = any free port) inside the running loop.
 
     ``delivery`` is the node's :class:`LocalDelivery` (shared with submission and the
     queue); without one, a private one is built from the given engines and closed with
-    the listener (tests that start a lone MX)."""
+    the listener (tests that start a lone MX).  STARTTLS (``mx.starttls``) uses
+    ``ssl_context``, by default :func:`mailplane.net.tls.server_ssl_context` (the node's
+    certificate, self-signed if none is configured).  ``node_counts``: the node's shared
+    connection counts file (:mod:`mailplane.net.anvil`) when it runs several MX
+    processes, so the connection limits hold for the node, not for each process."""
     loop = asyncio.get_running_loop()
+    if ssl_context is None and settings.mx.starttls:
+        ssl_context = await asyncio.to_thread(server_ssl_context, settings)
+    tls_context = ssl_context if settings.mx.starttls else None
     owns_delivery = delivery is None
     if delivery is None:
         delivery = LocalDelivery(
@@ -204,7 +210,14 @@ async def start_mx(
             policy=policy_cache)
     handler = MxHandler(settings, policy_cache, delivery, session_factory)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
-    gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols)
+    counts = None
+    if node_counts is not None:
+        try:
+            counts = NodeCounts(node_counts)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.error("MX connection limits are counted in this process only: %s", exc)
+    gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols,
+                                         counts=counts)
 
     def factory() -> SMTP:
         protocol = MailplaneSMTP(
@@ -215,17 +228,25 @@ async def start_mx(
             enable_SMTPUTF8=True,
             hostname=settings.mx.hostname,
             ident="mailplane",
+            tls_context=tls_context,
             loop=loop,
         )
         protocol.normalise_bare_lf = settings.mx.bare_newline == "normalize"
         protocols.add(protocol)
         return protocol
 
-    server = await start_gated_server(
-        factory, listener=LISTENER, host=settings.mx.host, port=settings.mx.port, gate=gate,
-        backlog=settings.mx.listen_backlog, reuse_port=settings.mx.workers > 1,
-    )
-    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP); protocol: %s",
-             settings.mx.host, server.port, settings.mx.max_connections,
-             settings.mx.max_connections_per_ip, protocol_description())
-    return MxServer(server, handler, protocols, owns_delivery=owns_delivery)
+    try:
+        server = await start_gated_server(
+            factory, listener=LISTENER, host=settings.mx.host, port=settings.mx.port,
+            gate=gate, backlog=settings.mx.listen_backlog,
+            reuse_port=settings.mx.workers > 1)
+    except BaseException:
+        if counts is not None:
+            counts.close()
+        raise
+    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP, counted %s;"
+             " STARTTLS %s); protocol: %s", settings.mx.host, server.port,
+             settings.mx.max_connections, settings.mx.max_connections_per_ip,
+             "for the node" if counts is not None else "in this process",
+             "on" if tls_context else "off", protocol_description())
+    return MxServer(server, handler, protocols, owns_delivery=owns_delivery, counts=counts)
