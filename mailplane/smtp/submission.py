@@ -181,7 +181,7 @@ class SubmissionHandler:
         snapshot = self.policy_cache.snapshot
         if snapshot.is_hosted_domain(domain):
             policy = snapshot.lookup(normalised)
-            if policy is None or policy.status == "deleted":
+            if policy is None or not policy.accepts_mail:
                 return replies.UNKNOWN_RECIPIENT.line
             if normalised not in recipients.local:
                 envelope.rcpt_tos.append(address)

@@ -38,7 +38,6 @@ from mailplane.clock import as_utc
 from mailplane.filters.auto_reply import clean_settings
 from mailplane.filters.forwarding import clean_destinations
 from mailplane.filters.overseas_window import expiry_after, window_open
-from mailplane.notices.change import stage_change_notice
 from mailplane.rules import RuleViolation
 from mailplane.rules.quota import check_quota
 from mailplane.storage import settings_repo
@@ -55,16 +54,11 @@ def save_setting(
     action: str,
     detail: dict[str, object],
 ) -> None:
-    record_change(
-        session,
-        principal=scope.principal,
-        action=action,
-        now=clock.now(),
-        contract_id=scope.contract.id,
-        address=scope.address.address,
-        detail=detail,
-    )
-    session.commit()
+    """Record and commit a setting of ``scope``'s address (:func:`record_change`: audit,
+    policy revision, the notice where the spec asks for one)."""
+    record_change(session, principal=scope.principal, settings=scope.settings,
+                  contract=scope.contract, action=action, now=clock.now(),
+                  address=scope.address.address, detail=detail)
 
 
 # --- forwarding (SPEC §5, L4396-4523) ---------------------------------------------------
@@ -95,9 +89,6 @@ def put_forwarding(
         raise rule_error(exc, "destinations") from None
     settings_repo.replace_forwarding(session, address=scope.address,
                                      destinations=destinations, keep_copy=body.keep_copy)
-    stage_change_notice(session, settings=settings, contract=scope.contract,
-                        action="settings.forwarding", address=scope.address.address,
-                        now=clock.now())
     save_setting(session, scope, clock, "settings.forwarding",
           {"enabled": bool(destinations), "destinations": destinations,
            "keep_copy": body.keep_copy})
