@@ -95,7 +95,8 @@ def test_billing_lists_purchases_by_month(api: ApiHarness) -> None:
     data = bill.json()
     assert data["extra"] == 1 and data["monthly_total_yen"] == 330
     months = {m["month"]: m for m in data["months"]}
-    assert len(data["months"]) == 12 and data["months"][0]["month"] == "2027/02"
+    # From the month the contract began (2026/11) to this one, newest first.
+    assert [m["month"] for m in data["months"]] == ["2027/02", "2027/01", "2026/12", "2026/11"]
     assert data["months"][0]["current"]
     assert months["2026/11"]["total_yen"] == 0  # bought in November: billed from December
     assert months["2026/12"]["total_yen"] == 660  # jiro; saburo bought and given up

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -72,13 +73,26 @@ class NoticeInbox:
         assert body is not None
         return f"{message['Subject']}\n{body.get_content()}"
 
-    def code(self, address: str) -> str:
-        """The code of the newest code mail to ``address``."""
-        for message in reversed(self.to(address)):
-            match = re.search(r"認証コード: (\d+)", self.text(message))
-            if match:
-                return match.group(1)
-        raise AssertionError(f"no code mail to {address}")
+    def until(self, found: Callable[[], bool], seconds: float = 15.0) -> None:
+        """Deliver until ``found()`` (mail the API queues after its answer — a recovery
+        code — may still be on its way when the answer arrives)."""
+        deadline = time.monotonic() + seconds
+        while not found():
+            if time.monotonic() > deadline:
+                raise AssertionError("the expected notice never came")
+            time.sleep(0.1)
+            self.deliver()
+
+    def codes(self, address: str) -> list[str]:
+        """Every code mailed to ``address`` so far, oldest first."""
+        found = (re.search(r"認証コード: (\d+)", self.text(m)) for m in self.to(address))
+        return [match.group(1) for match in found if match]
+
+    def code(self, address: str, *, after: int = 0) -> str:
+        """The newest code mailed to ``address``, waiting for it to be the ``after+1``-th
+        (default: any)."""
+        self.until(lambda: len(self.codes(address)) > after)
+        return self.codes(address)[-1]
 
 
 NoticeInboxFactory = Callable[[Any], NoticeInbox]

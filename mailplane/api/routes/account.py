@@ -291,12 +291,12 @@ def withdraw_termination(contract: ContractAdminDep, principal: PrincipalDep,
 @router.get("/billing", response_model=Billing)
 def billing(contract: ContractAdminDep, session: SessionDep, settings: SettingsDep,
             clock: ClockDep) -> Billing:
-    """The last :data:`BILLING_MONTHS` months, newest first; the current one is not
-    final (a slot bought or given up this month changes it)."""
+    """The last :data:`BILLING_MONTHS` months since the contract began, newest first; the
+    current one is not final (a slot bought or given up this month changes it)."""
     tz = settings.tz
     now = clock.now()
     last = month_of(now, tz)
-    first = months_back(last, BILLING_MONTHS - 1)
+    first = max(months_back(last, BILLING_MONTHS - 1), month_of(contract.created_at, tz))
     since = datetime(first[0], first[1], 1, tzinfo=tz).astimezone(UTC)
     purchases = billing_repo.for_contract(session, contract_id=contract.id, ended_since=since)
     months = statement(purchases, first=first, last=last, tz=tz)

@@ -229,8 +229,8 @@ export const drafts = {
  */
 export function settingsFlow(view, options) {
   const { title, subtitle, help, notes, build, collect, rows, save, backHref, backLabel,
-    current, base, step, persist = true, done } = options;
-  const labels = [t("step_input"), t("step_confirm"), t("step_done")];
+    current, base, step, persist = true, done, saveLabel, confirmHelp } = options;
+  const labels = options.labels || [t("step_input"), t("step_confirm"), t("step_done")];
   const key = base;
 
   const show = (index, ...content) => {
@@ -262,7 +262,7 @@ export function settingsFlow(view, options) {
   }
 
   function showConfirm(body) {
-    const saveButton = h("button", { type: "button", class: "primary", "data-action": "save" }, t("register"));
+    const saveButton = h("button", { type: "button", class: "primary", "data-action": "save" }, saveLabel || t("register"));
     saveButton.addEventListener("click", async () => {
       saveButton.disabled = true;
       try {
@@ -278,7 +278,7 @@ export function settingsFlow(view, options) {
       }
     });
     show(1, h("div", { class: "card" },
-      h("p", {}, t("formConfirmHelp")),
+      h("p", {}, confirmHelp || t("formConfirmHelp")),
       summary(rows(body)),
       h("div", { class: "actions" }, saveButton,
         h("a", { href: base, class: "button" }, t("back")))));
