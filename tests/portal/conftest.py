@@ -108,6 +108,19 @@ class Portal:
         form.get_by_role("button", name="ログイン").click()
         self.page.get_by_role("heading", name="メールアドレスの設定").wait_for()
 
+    def wizard_to_confirm(self, local_part: str) -> None:
+        """新規登録 through the wizard's first three steps (the first subdomain candidate,
+        virus check ON, terms accepted) to the confirm step."""
+        page = self.page
+        page.get_by_role("link", name="新規登録").click()
+        page.get_by_label("メールアドレス (@ より前の部分)").fill(local_part)
+        page.get_by_role("button", name="次へ").click()
+        page.locator(".candidates input[type=radio]").first.check()
+        page.get_by_role("button", name="次へ").click()
+        page.get_by_label("契約約款を承諾する").check()
+        page.get_by_role("button", name="確認").click()
+        page.get_by_role("heading", name="登録内容の確認").wait_for()
+
     def row(self, address: str) -> Any:
         return self.page.locator(f'tr[data-address="{address}"]')
 

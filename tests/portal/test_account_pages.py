@@ -159,14 +159,7 @@ def test_the_charge_is_shown_before_registering_and_billed_by_month(
         portal.api.create_address("C0001", local_part=local, subdomain=sub)
     portal.sign_in()
     assert page.locator("#count-contracted").inner_text() == "5個"
-    page.get_by_role("link", name="新規登録").click()
-    page.get_by_label("メールアドレス (@ より前の部分)").fill("rokuro")
-    page.get_by_role("button", name="次へ").click()
-    page.locator(".candidates input").first.check()
-    page.get_by_role("button", name="次へ").click()
-    page.get_by_label("契約約款を承諾する").check()
-    page.get_by_role("button", name="確認").click()
-    page.get_by_role("heading", name="登録内容の確認").wait_for()
+    portal.wizard_to_confirm("rokuro")
     # Before anything is pressed: the price, and the button that accepts it.
     charge = page.locator(".charge")
     assert "月額 330円 (税込) の追加料金" in charge.inner_text()
@@ -207,14 +200,7 @@ def test_a_slot_taken_meanwhile_asks_for_the_charge_in_the_servers_words(
     page = portal.page
     portal.contract = "C0002"
     portal.sign_in(password=password)
-    page.get_by_role("link", name="新規登録").click()
-    page.get_by_label("メールアドレス (@ より前の部分)").fill("saburo")
-    page.get_by_role("button", name="次へ").click()
-    page.locator(".candidates input[type=radio]").first.check()
-    page.get_by_role("button", name="次へ").click()
-    page.get_by_label("契約約款を承諾する").check()
-    page.get_by_role("button", name="確認").click()
-    page.get_by_role("button", name="登録", exact=True).wait_for()
+    portal.wizard_to_confirm("saburo")
     assert not page.locator(".charge").is_visible()
     portal.api.create_address("C0002", local_part="shiro", subdomain="b03")
     page.get_by_role("button", name="登録", exact=True).click()

@@ -327,13 +327,7 @@ def test_address_beyond_the_included_ones_needs_the_charge_confirmed(portal: Por
     page = portal.page
     portal.contract = "C0002"
     portal.sign_in(password=password)
-    page.get_by_role("link", name="新規登録").click()
-    page.get_by_label("メールアドレス (@ より前の部分)").fill("saburo")
-    page.get_by_role("button", name="次へ").click()
-    page.locator(".candidates input[type=radio]").first.check()
-    page.get_by_role("button", name="次へ").click()
-    page.get_by_label("契約約款を承諾する").check()
-    page.get_by_role("button", name="確認").click()
+    portal.wizard_to_confirm("saburo")
 
     # The charge is on the confirm step before anything is pressed (issue 22 finding 5).
     charge = page.locator(".charge")

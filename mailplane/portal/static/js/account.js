@@ -8,7 +8,7 @@ import { api, ApiError, session } from "./api.js";
 import { t } from "./i18n.js";
 import { go, replaceRoute } from "./router.js";
 import { contractPasswordViolation, emailViolation, rules } from "./rules.js";
-import { addressText, caution, clearErrors, field, fill, focusFirst, formErrorBox, h, heading, nextId, settingsFlow, showApiError, showErrors, stepBar, summary } from "./ui.js";
+import { addressText, caution, field, fill, focusFirst, formErrorBox, h, heading, nextId, onSubmit, settingsFlow, showErrors, stepBar, summary } from "./ui.js";
 
 const yen = (n) => t("yen", { n: Number(n).toLocaleString("ja-JP") });
 
@@ -79,20 +79,6 @@ export async function renderContact(view, step = "") {
     fill(view, heading(t("contactTitle")), stepBar(labels, index), ...content);
     focusFirst(view);
   };
-  const submit = (form, work) => form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clearErrors(form);
-    const button = form.querySelector("button[type=submit]");
-    button.disabled = true;
-    try {
-      await work();
-    } catch (error) {
-      if (!(error instanceof ApiError)) throw error;
-      if (error.status !== 401) showApiError(form, error);
-    } finally {
-      button.disabled = false;
-    }
-  });
 
   if (step === "done") {
     show(3, h("div", { class: "card" },
@@ -135,7 +121,7 @@ export async function renderContact(view, step = "") {
         h("button", { type: "submit", class: "primary" }, t("next")),
         h("a", { href: "#/contact", class: "button" }, t("back"))),
       h("p", { class: "help" }, h("a", { href: "#/contact" }, t("resendCode"))));
-    submit(form, async () => {
+    onSubmit(form, async () => {
       if (!code.value.trim()) { showErrors(form, [{ field: "code", message: t("required") }]); return; }
       await api.checkContactCode(code.value);
       sessionStorage.setItem(CONTACT_KEY, JSON.stringify({ ...state, code: code.value }));
@@ -157,7 +143,7 @@ export async function renderContact(view, step = "") {
     h("div", { class: "actions" },
       h("button", { type: "submit", class: "primary" }, t("confirm")),
       h("a", { href: "#/account", class: "button" }, t("back"))));
-  submit(form, async () => {
+  onSubmit(form, async () => {
     const value = email.value.trim();
     const problem = value ? emailViolation(value) : t("required");
     if (problem) { showErrors(form, [{ field: "contact_email", message: problem }]); return; }

@@ -3,11 +3,11 @@
 // user is told that the contract holder reissues the mail password.  The answer to the
 // first step never says whether the customer number exists (the server's neither).
 
-import { api, ApiError } from "./api.js";
+import { api } from "./api.js";
 import { t } from "./i18n.js";
 import { go, replaceRoute } from "./router.js";
 import { contractPasswordViolation, rules } from "./rules.js";
-import { clearErrors, field, fill, focusFirst, formErrorBox, h, heading, showApiError, showErrors, stepBar } from "./ui.js";
+import { field, fill, focusFirst, formErrorBox, h, heading, onSubmit, showErrors, stepBar } from "./ui.js";
 
 const KEY = "mp.recovery";
 
@@ -22,24 +22,6 @@ export function renderForgot(view) {
       h("p", {}, t("forgotMailboxText"))),
     h("div", { class: "actions" }, h("a", { href: "#/", class: "button" }, t("toSignIn"))));
   focusFirst(view);
-}
-
-/** One submit handler for the recovery forms: the button waits, errors land on fields. */
-function onSubmit(form, work) {
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clearErrors(form);
-    const button = form.querySelector("button[type=submit]");
-    button.disabled = true;
-    try {
-      await work();
-    } catch (error) {
-      if (error instanceof ApiError) showApiError(form, error);
-      else throw error;
-    } finally {
-      button.disabled = false;
-    }
-  });
 }
 
 export function renderRecovery(view, step = "") {

@@ -2,6 +2,7 @@
 // errors next to their field (all at once), and the manual's input → confirm → done flow
 // with each step at its own URL, so Back and reload keep the screen.
 
+import { ApiError } from "./api.js";
 import { go, replaceRoute } from "./router.js";
 import { t } from "./i18n.js";
 import { text } from "./rules.js";
@@ -315,6 +316,25 @@ export function radioPair({ legend, name, yes, no, value, field: fieldName }) {
     noInput, h("label", { for: noInput.id }, no),
     h("ul", { class: "field-error", id: `${yesInput.id}-error`, hidden: true }));
   return { node, get: () => yesInput.checked, set: (v) => { (v ? yesInput : noInput).checked = true; } };
+}
+
+/** A form whose submit runs `work` once at a time (the button waits) and shows an API
+ *  refusal next to the fields it names; a 401 is left to the sign-in screen. */
+export function onSubmit(form, work) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      await work();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (error.status !== 401) showApiError(form, error);
+    } finally {
+      button.disabled = false;
+    }
+  });
 }
 
 /** Error screen for a failed load (e.g. an address that does not exist): the server's words. */
