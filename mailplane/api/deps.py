@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.admission import Admission, authenticated
+from mailplane.api.changes import check_writable
 from mailplane.api.errors import ApiError, not_found
 from mailplane.api.web_session import session_principal
 from mailplane.auth.api_keys import KeyVerifier, Principal
@@ -182,6 +183,8 @@ class AddressScope:
     contract: Contract
     address: Address
     principal: Principal
+    #: The node's config, for the change notices of a write (:func:`record_change`).
+    settings: Settings
 
 
 def get_address_scope(
@@ -196,13 +199,18 @@ def get_address_scope(
 
     A write locks the address row until it commits (PostgreSQL ``FOR UPDATE``; SQLite has
     one writer at a time anyway), so two writes of one address's settings run one after
-    the other instead of interleaving their delete-then-insert of the same lists."""
+    the other instead of interleaving their delete-then-insert of the same lists.  A
+    write on a contract that is not active is the operator's alone (:func:`check_writable`)."""
     contract = contract_in_scope(session, cn, principal)
+    write = request.method not in ("GET", "HEAD")
     row = addresses_repo.get_in_contract(session, contract_id=contract.id, address=address,
-                                         for_update=request.method not in ("GET", "HEAD"))
+                                         for_update=write)
     if row is None or (principal.address_id is not None and principal.address_id != row.id):
         raise not_found("address not found")
-    return AddressScope(contract=contract, address=row, principal=principal)
+    if write:
+        check_writable(contract, principal)
+    return AddressScope(contract=contract, address=row, principal=principal,
+                        settings=request.app.state.settings)
 
 
 AddressScopeDep = Annotated[AddressScope, Depends(get_address_scope)]

@@ -81,6 +81,11 @@ class PortalLogin:
         except SQLAlchemyError as exc:
             log.error("portal sign-in: guard unavailable: %s", type(exc).__name__)
             return LoginResult(LoginOutcome.UNAVAILABLE)
+        if found.status == "terminated":
+            # 003 Art.20(4): after 解約 the ID and password open nothing — said only to
+            # whoever knows the password, so it reveals nothing to anyone else.
+            log.info("portal sign-in of terminated contract %s refused", found.customer_number)
+            return LoginResult(LoginOutcome.SUSPENDED, contract_id=found.contract_id)
         log.info("portal contract sign-in: %s from %s", found.customer_number, peer_ip)
         return LoginResult(LoginOutcome.OK, contract_id=found.contract_id)
 

@@ -322,6 +322,34 @@ class AddressConfig(_Section):
         return value
 
 
+class AccountConfig(_Section):
+    """The customer's account around the settings (SPEC §9a; 000 L60-L200, 003 Art.16-20):
+    one-time codes for password recovery and a contact address change, their abuse limits,
+    and the end of a contract (docs/security.md "Account recovery")."""
+
+    #: A code mailed to the contact address (recovery) or to a new contact address lives
+    #: this long, and may be tried this many times before it is void.
+    code_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    code_max_attempts: int = Field(default=5, ge=1, le=20)
+    #: Recovery codes for one customer number per hour (counted for numbers that do not
+    #: exist too, so the limit reveals nothing), and contact-change codes per contract.
+    codes_per_account_per_hour: int = Field(default=3, ge=1)
+    #: Recovery requests and code checks from one client IP per hour (IPv6: its /64);
+    #: more get 429 + Retry-After.  Generous for a household or an office behind one NAT.
+    recovery_requests_per_ip_per_hour: int = Field(default=20, ge=1)
+    code_checks_per_ip_per_hour: int = Field(default=60, ge=1)
+    #: Code checks for one customer number per hour, whatever the IP (a distributed
+    #: guesser gets no more tries by changing address).
+    code_checks_per_account_per_hour: int = Field(default=10, ge=1)
+    #: 003 Art.18: a customer's 解約 takes effect at the end of a month, requested at least
+    #: this many days before.
+    termination_notice_days: int = Field(default=10, ge=0, le=60)
+    #: A terminated contract's mail, settings and addresses are kept this long (the
+    #: operator may restore it meanwhile), then purged; the addresses stay retired for
+    #: ``addresses.deleted_cooloff_days`` from the termination.
+    terminated_data_days: int = Field(default=30, ge=0, le=3650)
+
+
 class VirusConfig(_Section):
     """SPEC §3: the scanner is a hook; a scanner that is down never silently passes mail."""
 

@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from mailplane.config.sections import (
+    AccountConfig,
     AddressConfig,
     ApiConfig,
     DkimConfig,
@@ -95,6 +96,7 @@ class Settings(BaseSettings):
     portal: PortalConfig = Field(default_factory=PortalConfig)
     public: PublicConfig = Field(default_factory=PublicConfig)
     addresses: AddressConfig = Field(default_factory=AddressConfig)
+    account: AccountConfig = Field(default_factory=AccountConfig)
     virus: VirusConfig = Field(default_factory=VirusConfig)
     spam: SpamConfig = Field(default_factory=SpamConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)

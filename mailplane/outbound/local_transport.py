@@ -87,7 +87,7 @@ class LocalTransport:
                            recipient: str) -> RecipientResult:
         hostname = self.delivery.settings.mx.hostname
         policy = self.delivery.policy.snapshot.lookup(recipient)
-        if policy is None or policy.status == "deleted":
+        if policy is None or not policy.accepts_mail:
             return await self._unknown(recipient)
         ctx = MessageContext(
             mail_from=self.envelope_sender(job.mail_from), rcpt_tos=(policy.address,),

@@ -109,7 +109,7 @@ class MxHandler(EsmtpHandler):
         if not local_part or not domain or not snapshot.is_hosted_domain(domain):
             return replies.RELAY_DENIED.line
         policy = snapshot.lookup(normalised)
-        if policy is None or policy.status == "deleted":
+        if policy is None or not policy.accepts_mail:
             return replies.UNKNOWN_RECIPIENT.line
         if not await self.delivery.has_room(policy, declared_size(envelope.mail_options)):
             return replies.MAILBOX_FULL.line

@@ -177,7 +177,7 @@ class SubmissionHandler(EsmtpHandler):
         snapshot = self.policy_cache.snapshot
         if snapshot.is_hosted_domain(domain):
             policy = snapshot.lookup(normalised)
-            if policy is None or policy.status == "deleted":
+            if policy is None or not policy.accepts_mail:
                 return replies.UNKNOWN_RECIPIENT.line
             envelope.accept_hosted(address, normalised, policy, rcpt_options)
         else:

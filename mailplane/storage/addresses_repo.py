@@ -260,3 +260,19 @@ def first_of_contract(session: Session, *, contract_id: int) -> str | None:
                                        .where(Address.contract_id == contract_id)
                                        .order_by(Address.id))
     return found
+
+
+def retire_all_of_contract(session: Session, *, contract_id: int,
+                           retired_at: datetime) -> list[str]:
+    """Delete every address of a contract and its settings (a purged 解約), each kept as
+    retired from ``retired_at`` for the re-registration cool-off (SPEC §1, §9a); returns
+    the addresses, whose files the caller removes after the commit."""
+    addresses = list(session.scalars(select(_A.c.address).where(
+        _A.c.contract_id == contract_id)))
+    if not addresses:
+        return []
+    session.execute(delete(QuarantineItem).where(QuarantineItem.address.in_(addresses)))
+    session.execute(delete(_A).where(_A.c.contract_id == contract_id))
+    for address in addresses:
+        session.merge(RetiredAddress(address=address, deleted_at=retired_at))
+    return addresses

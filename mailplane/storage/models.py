@@ -44,7 +44,8 @@ class Contract(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_number: Mapped[str] = mapped_column(String(32), unique=True)
     contact_email: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active|suspended
+    #: active | suspended | terminated (SPEC §9a; 003 Art.16-20).
+    status: Mapped[str] = mapped_column(String(16), default="active")
     included_addresses: Mapped[int] = mapped_column(Integer)
     extra_slots: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -52,6 +53,15 @@ class Contract(Base):
     #: argon2id); None until an operator sets the first one.
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     password_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: A customer's 解約 request (003 Art.18): when it takes effect (the start of the day
+    #: after the chosen month end, local time) and when it was made; None when none is open.
+    termination_effective_at: Mapped[datetime | None] = mapped_column(UtcDateTime,
+                                                                      nullable=True)
+    termination_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime,
+                                                                      nullable=True)
+    #: When the contract ended (status ``terminated``), and when its data was purged.
+    terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     addresses: Mapped[list[Address]] = relationship(back_populates="contract")
 
@@ -403,3 +413,44 @@ class DkimSelector(Base):
               sqlite_where=text("state = 'active'"),
               postgresql_where=text("state = 'active'")),
     )
+
+
+class AccountCode(Base):
+    """A one-time code mailed for an account change (SPEC §9a): ``recovery`` of the
+    contract password (to the contact address) or ``contact`` change (to the new address,
+    held in ``new_value``).  Only a keyed digest of the code is stored; a code is void once
+    used, superseded, expired or tried ``account.code_max_attempts`` times."""
+
+    __tablename__ = "account_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(16))  # recovery|contact
+    code_digest: Mapped[str] = mapped_column(String(64))
+    new_value: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Set once, by the one request that used it (or by a newer code superseding it).
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_account_codes_contract", "contract_id", "purpose"),)
+
+
+class SlotPurchase(Base):
+    """One paid address slot bought (004 L474-485: each purchase is billed, no proration),
+    written in the same transaction as the address that needed it; ``ended_at`` when the
+    slot was given up (its address deleted, the operator lowered the slots, 解約).
+    Kept after a terminated contract is purged: it is the billing record."""
+
+    __tablename__ = "slot_purchases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id", ondelete="CASCADE"))
+    #: The address registered with it ("" for a slot the operator added ahead).
+    address: Mapped[str] = mapped_column(String(320), default="")
+    monthly_yen: Mapped[int] = mapped_column(Integer)
+    purchased_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_slot_purchases_contract", "contract_id", "purchased_at"),)

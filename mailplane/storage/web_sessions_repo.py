@@ -64,10 +64,17 @@ def purge_expired(session: Session, *, now: datetime, idle_before: datetime) -> 
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def end_all_for_contract(session: Session, *, contract_id: int) -> None:
-    """A new contract password signs every contract-level session out."""
-    session.execute(delete(WebSession).where(WebSession.contract_id == contract_id,
-                                             WebSession.address_id.is_(None)))
+def end_all_for_contract(session: Session, *, contract_id: int, mailbox_users: bool = False,
+                         keep: str | None = None) -> None:
+    """End the contract's portal sessions: a new or recovered contract password ends every
+    contract-level session (but ``keep``, the id hash of the session that changed it);
+    with ``mailbox_users`` the mailbox users' sessions too (解約)."""
+    statement = delete(WebSession).where(WebSession.contract_id == contract_id)
+    if not mailbox_users:
+        statement = statement.where(WebSession.address_id.is_(None))
+    if keep is not None:
+        statement = statement.where(WebSession.id_hash != keep)
+    session.execute(statement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +82,12 @@ class ContractLogin:
     contract_id: int
     customer_number: str
     password_hash: str | None
+    status: str = "active"
 
 
 def contract_login(session: Session, *, customer_number: str) -> ContractLogin | None:
-    row = session.execute(select(Contract.id, Contract.customer_number, Contract.password_hash)
+    row = session.execute(select(Contract.id, Contract.customer_number, Contract.password_hash,
+                                 Contract.status)
                           .where(Contract.customer_number == customer_number)).first()
     return None if row is None else ContractLogin(*row._tuple())
 

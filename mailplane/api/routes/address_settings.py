@@ -47,7 +47,6 @@ from mailplane.filters.forwarding import (
 from mailplane.filters.overseas_window import expiry_after, window_open
 from mailplane.mail.address import email_rule_violation
 from mailplane.net.domain_lookup import DomainLookup
-from mailplane.notices.change import stage_change_notice
 from mailplane.rules import RuleViolation
 from mailplane.rules.quota import check_quota
 from mailplane.storage import addresses_repo, settings_repo
@@ -64,16 +63,11 @@ def save_setting(
     action: str,
     detail: dict[str, object],
 ) -> None:
-    record_change(
-        session,
-        principal=scope.principal,
-        action=action,
-        now=clock.now(),
-        contract_id=scope.contract.id,
-        address=scope.address.address,
-        detail=detail,
-    )
-    session.commit()
+    """Record and commit a setting of ``scope``'s address (:func:`record_change`: audit,
+    policy revision, the notice where the spec asks for one)."""
+    record_change(session, principal=scope.principal, settings=scope.settings,
+                  contract=scope.contract, action=action, now=clock.now(),
+                  address=scope.address.address, detail=detail)
 
 
 # --- forwarding (SPEC §5, L4396-4523) ---------------------------------------------------
@@ -155,12 +149,9 @@ def put_forwarding(
         raise rule_error(exc, "destinations") from None
     settings_repo.replace_forwarding(session, address=scope.address,
                                      destinations=destinations, keep_copy=body.keep_copy)
-    stage_change_notice(session, settings=settings, contract=scope.contract,
-                        action="settings.forwarding", address=scope.address.address,
-                        now=clock.now())
     save_setting(session, scope, clock, "settings.forwarding",
-          {"enabled": bool(destinations), "destinations": destinations,
-           "keep_copy": body.keep_copy})
+                 {"enabled": bool(destinations), "destinations": destinations,
+                  "keep_copy": body.keep_copy})
     # Exactly what was just committed: no query to read it back.
     return Forwarding(enabled=bool(destinations), destinations=destinations,
                       keep_copy=body.keep_copy)
@@ -211,8 +202,8 @@ def put_auto_reply(
                                  special_senders=senders, special_message=special,
                                  default_message=default)
     save_setting(session, scope, clock, "settings.auto_reply",
-          {"enabled": body.enabled, "special_senders": len(senders),
-           "special_message": bool(special), "default_message": bool(default)})
+                 {"enabled": body.enabled, "special_senders": len(senders),
+                  "special_message": bool(special), "default_message": bool(default)})
     return _auto_reply_of(session, scope.address)
 
 
@@ -250,8 +241,8 @@ def put_overseas(
                               window_days=settings.overseas.window_days)
     settings_repo.set_overseas_expiry(session, address=row, expires_at=expires_at)
     save_setting(session, scope, clock, "settings.overseas",
-          {"enabled": body.enabled,
-           "expires_at": as_utc(expires_at).isoformat() if expires_at else None})
+                 {"enabled": body.enabled,
+                  "expires_at": as_utc(expires_at).isoformat() if expires_at else None})
     return overseas_summary(expires_at, now, settings.tz)
 
 

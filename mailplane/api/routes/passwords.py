@@ -22,7 +22,6 @@ from mailplane.api.schemas.addresses import PasswordChange, PasswordChanged, Pas
 from mailplane.api.views import issued_password, local_date
 from mailplane.auth.passwords import generate_password, same_as_local_part
 from mailplane.config.settings import Settings
-from mailplane.notices.change import stage_change_notice
 from mailplane.storage import addresses_repo
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses", tags=["addresses"])
@@ -40,12 +39,9 @@ def _store_password(session: Session, scope: AddressScope, settings: Settings,
         raise ApiError(409, "password_changed_meanwhile",
                        "the password was changed by another request at the same time;"
                        " nothing was changed by this one", "current")
-    record_change(session, principal=scope.principal, action=action, now=now,
-                  contract_id=scope.contract.id, address=scope.address.address,
-                  affects_policy=False)
-    stage_change_notice(session, settings=settings, contract=scope.contract, action=action,
-                        address=scope.address.address, now=now)
-    session.commit()
+    record_change(session, principal=scope.principal, settings=settings,
+                  contract=scope.contract, action=action, now=now,
+                  address=scope.address.address, affects_policy=False)
 
 
 @router.post("/{address}/password", response_model=PasswordChanged)

@@ -97,6 +97,10 @@ async def sign_in(body: SignIn, request: Request, response: Response, settings: 
         raise ApiError(429, "locked",
                        "too many failed sign-ins; try again in {minutes} minutes", field,
                        headers={"Retry-After": str(retry)}, minutes=max(1, (retry + 59) // 60))
+    if result.outcome is LoginOutcome.SUSPENDED and body.customer_number is not None:
+        raise ApiError(403, "contract_terminated",
+                       "this contract has been terminated; My Page can no longer be used",
+                       field)
     if result.outcome is LoginOutcome.SUSPENDED:
         raise ApiError(403, "address_suspended",
                        "this mail address is suspended; ask the contract holder", field)
@@ -169,9 +173,8 @@ def set_contract_password(
     now = clock.now()
     password = issue_contract_password(session, hashing, contract_id=contract.id, now=now,
                                        length=settings.addresses.reissue_password_length)
-    record_change(session, principal=principal, action="contract.password_set", now=now,
-                  contract_id=contract.id, affects_policy=False)
-    session.commit()
+    record_change(session, principal=principal, settings=settings, contract=contract,
+                  action="contract.password_set", now=now, affects_policy=False)
     return ContractPasswordIssued(
         customer_number=contract.customer_number, password=password,
         reading=[ReadingChar.model_validate(item) for item in reading_of(password)],
