@@ -223,7 +223,7 @@ def test_a_suspended_contract_is_changed_by_the_operator_alone(api: ApiHarness) 
     holder = api.client(api.create_key("customer", contract="T0001"))
     portal = api.client(api.create_key("portal"))
     assert api.operator.patch(BASE, json={"status": "suspended"}).status_code == 200
-    forwarding = {"destinations": ["friend@example.org"], "keep_copy": True}
+    forwarding = {"destinations": ["friend@example.jp"], "keep_copy": True}
     for client in (holder, portal):
         refused = client.put(f"{BASE}/addresses/{TARO}/forwarding", json=forwarding)
         assert refused.status_code == 409, refused.text
