@@ -10,12 +10,13 @@ know the token.  Nothing about it is stored, so it cannot leak from the database
 
 A session lives only as long as what it signed in with (issue 20): it carries a stamp of
 the password hash it signed in with — the contract's for a contract holder, the address's
-for a mailbox user (:func:`~mailplane.auth.portal_login.credential_stamp`); every request
-reads the session
-with the current hashes and status in one statement, so a password changed or reissued by
-the portal, the API or the CLI, or a suspended contract or address, ends it at its next
-request on every node — no cache anywhere.  The session that changed its own password is
-restamped (:func:`keep_own_session`).
+for a mailbox user (:func:`~mailplane.auth.portal_login.credential_stamp`).  Every request
+reads the session with the current hashes and status in one statement, so a password
+changed or reissued by the portal, the API or the CLI, or a suspended contract or address,
+ends it at its next request on every node — no cache anywhere.  The session that changed
+its own password is restamped (:func:`keep_own_session`).  The holder of a suspended
+contract may sign in again and look; every change is refused
+(:func:`mailplane.api.deps.writable_contract`).
 
 A session is a :class:`~mailplane.auth.api_keys.Principal` like a customer bearer key
 (role ``customer``, its contract, and the address for a mailbox user), so the scope rules
@@ -86,15 +87,15 @@ def idle_limit(settings: Settings) -> timedelta:
 
 
 def still_valid(row: SessionRow) -> bool:
-    """The contract and (for a mailbox user) the address are active, and the password the
-    session signed in with — the contract's for a contract holder, the address's for a
-    mailbox user — is still the stored one."""
-    if not row.contract_active:
-        return False
+    """The password the session signed in with — the contract's for a contract holder,
+    the address's for a mailbox user — is still the stored one; a contract holder's
+    contract is in the state it was in at sign-in (suspended or resumed since: ended); a
+    mailbox user's address and contract are active."""
     if row.address_id is None:
-        return row.contract_stamp == credential_stamp(row.contract_password_hash)
-    return row.address_active and row.address_stamp == credential_stamp(
-        row.address_password_hash)
+        return row.contract_stamp == credential_stamp(row.contract_password_hash,
+                                                      active=row.contract_active)
+    return row.contract_active and row.address_active and row.address_stamp == \
+        credential_stamp(row.address_password_hash)
 
 
 def _load(factory: sessionmaker[Session], token: str, now: datetime,

@@ -20,9 +20,11 @@ own, so a family's phones failing over POP3 never touch the contract holder's si
   failed with (a phone with an old password, polling) is answered "wrong" without a
   check and counts nothing: it is no new guess.
 - **Per account**, all clients together: ``login_max_failures`` different wrong
-  passwords lock the account *for clients whose own pair has failed*.  A distributed
-  guesser gets about one try per fresh IP; a client that has not failed — the owner at
-  home, a family member — still signs in with the right password.
+  passwords lock the account *for clients whose own pair has failed* and that have not
+  signed in to it with the right password within ``login_max_lock_seconds`` (a familiar
+  client).  A distributed guesser gets about one try per fresh IP; a client that has not
+  failed — the owner at home, a family member — still signs in with the right password,
+  and so does the owner's PC at home while the phone there keeps failing.
 - **Per client IP**: the number of *different accounts* failing from it.  A household has
   a handful of addresses; credential stuffing tries hundreds.  At
   ``login_ip_max_accounts`` the IP is locked for every account (growing locks); its
@@ -202,6 +204,14 @@ class LoginGuard:
         return hmac.new(self._key, message.encode("utf-8", "surrogatepass"),
                         hashlib.sha256).hexdigest()[:DIGEST_HEX]
 
+    def _account_lock_applies(self, pair: login_failure_repo.Reservation,
+                              now: datetime) -> bool:
+        """Whether a locked account refuses this client: only if the client has failed
+        the account itself and has not signed in to it lately (not familiar)."""
+        familiar = pair.last_success_at is not None and (
+            now - pair.last_success_at).total_seconds() < self.max_lock_seconds
+        return pair.failures > 0 and not familiar
+
     def _exempt_ip(self, peer_ip: str) -> bool:
         return bool(self._exempt) and in_networks(peer_ip, self._exempt)
 
@@ -258,9 +268,10 @@ class LoginGuard:
                         and at_ip.failures + at_ip.in_flight > self.ip_max_accounts))
                 if busy:
                     refusal = "login_busy"
-                # The account's lock refuses only clients whose own pair has failed: a
-                # household's clean devices are not refused because of failures elsewhere.
-                if locked is None and not busy and at_pair.failures > 0:
+                # The account's lock refuses only clients whose own pair has failed and
+                # that are not familiar: a household's devices are not refused because of
+                # failures elsewhere.
+                if locked is None and not busy and self._account_lock_applies(at_pair, now):
                     locked = login_failure_repo.latest_lock(
                         session, keys=(account_key(account),), now=now)
                     refusal = "login_account" if locked is not None else None
@@ -319,15 +330,17 @@ class LoginGuard:
             await self._delay(failures)
 
     async def succeeded(self, attempt: Attempt) -> None:
-        """The password was right: the places in flight back, the account's failures
-        cleared (the pair's and the IP's stay: see the module's docstring)."""
+        """The password was right: the places in flight back, the pair remembered as
+        familiar, the account's failures cleared (the pair's and the IP's stay: see the
+        module's docstring)."""
         ip = ip_key(attempt.peer_ip, attempt.budget)
         pair = pair_key(attempt.account, attempt.peer_ip, attempt.budget)
+        now = self._clock.now()
 
         def write() -> None:
             with self._session_factory() as session, session.begin():
                 login_failure_repo.release_attempt(session, key=ip)
-                login_failure_repo.release_attempt(session, key=pair)
+                login_failure_repo.release_attempt(session, key=pair, succeeded_at=now)
                 login_failure_repo.clear(session, key=account_key(attempt.account))
 
         await asyncio.to_thread(write)
@@ -347,7 +360,7 @@ class LoginGuard:
     async def locked_until(self, *, peer_ip: str, account: str,
                            budget: Budget = MAIL) -> datetime | None:
         """When a login from ``peer_ip`` to ``account`` is allowed again: the IP's lock,
-        the pair's, or the account's if the pair has failed; None if allowed now."""
+        the pair's, or the account's if it applies to this client; None if allowed now."""
         now = self._clock.now()
         exempt = self._exempt_ip(peer_ip)
 
@@ -359,8 +372,9 @@ class LoginGuard:
                 lock = login_failure_repo.latest_lock(session, keys=keys, now=now)
                 if lock is not None:
                     return lock
-                if login_failure_repo.failure_count(
-                        session, key=pair_key(account, peer_ip, budget)) == 0:
+                pair = login_failure_repo.read_counter(
+                    session, key=pair_key(account, peer_ip, budget))
+                if pair is None or not self._account_lock_applies(pair, now):
                     return None
                 return login_failure_repo.latest_lock(
                     session, keys=(account_key(account),), now=now)

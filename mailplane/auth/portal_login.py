@@ -51,13 +51,16 @@ class LoginResult:
     address_stamp: str | None = None
 
 
-def credential_stamp(password_hash: str | None) -> str:
-    """A short digest of a stored password hash.  A portal session keeps the stamps of
-    the hashes it signed in under; when a password is changed, reissued or reset — by
-    the portal, the API or the CLI, on any node — the hash and so the stamp differ, and
-    the session ends at its next request (issue 20).  (A future rehash-on-login would
-    have to restamp the sessions of the hash it replaces.)"""
-    digest = hashlib.sha256(b"mailplane session stamp\0" + (password_hash or "").encode())
+def credential_stamp(password_hash: str | None, *, active: bool = True) -> str:
+    """A short digest of a stored password hash (and, for a contract holder, whether the
+    contract is active).  A portal session keeps the stamp of what it signed in with;
+    when the password is changed, reissued or reset — by the portal, the API or the CLI,
+    on any node — or the contract is suspended or resumed, the stamp differs and the
+    session ends at its next request (issue 20).  (A future rehash-on-login would have to
+    restamp the sessions of the hash it replaces.)"""
+    state = b"" if active else b"\0suspended"
+    digest = hashlib.sha256(b"mailplane session stamp\0" + (password_hash or "").encode()
+                            + state)
     return digest.hexdigest()[:32]
 
 
@@ -107,14 +110,11 @@ class PortalLogin:
         except SQLAlchemyError as exc:
             log.error("portal sign-in: guard unavailable: %s", type(exc).__name__)
             return LoginResult(LoginOutcome.UNAVAILABLE)
-        if not found.active:
-            # Only after the right password, which reveals nothing to a guesser (003
-            # Art.16/20: a suspended contract is changed by the operator only).
-            log.info("portal contract sign-in refused, suspended: %s", found.customer_number)
-            return LoginResult(LoginOutcome.SUSPENDED, contract_id=found.contract_id)
+        # The holder of a suspended contract may sign in and look; every change is the
+        # operator's (api/deps.py: writable_contract; 003 Art.16/20).
         log.info("portal contract sign-in: %s from %s", found.customer_number, peer_ip)
         return LoginResult(LoginOutcome.OK, contract_id=found.contract_id,
-                           contract_stamp=credential_stamp(hashed))
+                           contract_stamp=credential_stamp(hashed, active=found.active))
 
     async def mailbox(self, username: str, password: str, *, peer_ip: str) -> LoginResult:
         result = await self._mailboxes.authenticate(username, password, peer_ip=peer_ip,

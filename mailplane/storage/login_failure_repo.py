@@ -43,6 +43,7 @@ class Reservation:
     in_flight: int
     locked_until: datetime | None
     wrong_digests: tuple[str, ...] = ()
+    last_success_at: datetime | None = None
 
 
 #: How many wrong passwords a counter remembers (Azure AD smart lockout keeps the last
@@ -89,16 +90,21 @@ def reserve_attempt(session: Session, *, key: str, now: datetime,
             "locked_until": case((starts_over, None), else_=table.c.locked_until),
         },
     ).returning(table.c.failures, table.c.in_flight, table.c.locked_until,
-                table.c.wrong_digests)
-    failures, in_flight, locked_until, digests = session.execute(stmt).one()
-    return Reservation(int(failures), int(in_flight), _utc(locked_until), _digests(digests))
+                table.c.wrong_digests, table.c.last_success_at)
+    failures, in_flight, locked_until, digests, success = session.execute(stmt).one()
+    return Reservation(int(failures), int(in_flight), _utc(locked_until), _digests(digests),
+                       _utc(success))
 
 
-def release_attempt(session: Session, *, key: str) -> None:
-    """The attempt in flight ended without a failure (right password, or refused)."""
+def release_attempt(session: Session, *, key: str, succeeded_at: datetime | None = None) -> None:
+    """The attempt in flight ended without a failure (right password, or refused);
+    ``succeeded_at``: with the right password, remembered as the key's last success."""
     table = cast(Table, LoginFailure.__table__)
-    session.execute(update(table).where(table.c.key == key).values(
-        in_flight=case((table.c.in_flight > 0, table.c.in_flight - 1), else_=0)))
+    values: dict[str, Any] = {
+        "in_flight": case((table.c.in_flight > 0, table.c.in_flight - 1), else_=0)}
+    if succeeded_at is not None:
+        values["last_success_at"] = succeeded_at
+    session.execute(update(table).where(table.c.key == key).values(**values))
 
 
 def _touch(session: Session, *, key: str, now: datetime, window_seconds: int) -> None:
@@ -174,6 +180,19 @@ def latest_lock(session: Session, *, keys: Sequence[str], now: datetime) -> date
     ).all()
     locks = [as_utc(moment) for moment in found if moment is not None]
     return max(locks) if locks else None
+
+
+def read_counter(session: Session, *, key: str) -> Reservation | None:
+    """``key``'s counter as it is (no attempt added), or None when it has no row."""
+    table = cast(Table, LoginFailure.__table__)
+    row = session.execute(select(table.c.failures, table.c.in_flight, table.c.locked_until,
+                                 table.c.wrong_digests, table.c.last_success_at)
+                          .where(table.c.key == key)).first()
+    if row is None:
+        return None
+    failures, in_flight, locked_until, digests, success = row._tuple()
+    return Reservation(int(failures), int(in_flight), _utc(locked_until), _digests(digests),
+                       _utc(success))
 
 
 def failure_count(session: Session, *, key: str) -> int:

@@ -321,6 +321,9 @@ class LoginFailure(Base):
     #: Keyed digests of the last wrong passwords counted here (comma-separated): the same
     #: old password sent again by a mail program is not another failure (issue 22).
     wrong_digests: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    #: The last right password from this (account, client) pair: a familiar client is
+    #: not refused because strangers locked the account (issue 22).
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class RateCounter(Base):

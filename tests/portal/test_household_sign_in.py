@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories.api import ApiFactory, ApiHarness
+from tests.factories.api import ApiHarness
 from tests.portal.conftest import DESKTOP, EXPECTED_HTTP_ERROR
 
 CN = "C0001"
@@ -24,14 +24,11 @@ def full_width(text: str) -> str:
     return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def home(request: pytest.FixtureRequest, api_factory: ApiFactory) -> ApiHarness:
-    overrides: dict[str, Any] = {}
-    if request.param == "postgresql":
-        overrides["database_url"] = request.getfixturevalue("pg_url")
-    api = api_factory(**overrides)
-    api.create_contract(CN)
-    return api
+@pytest.fixture
+def home(any_api: ApiHarness) -> ApiHarness:
+    """The API on SQLite and on PostgreSQL, with contract C0001."""
+    any_api.create_contract(CN)
+    return any_api
 
 
 @pytest.fixture

@@ -145,6 +145,24 @@ def test_a_guesser_is_stopped_while_the_owner_is_not(household: Household) -> No
     assert household.pop_login(taro, right, HOME).startswith(b"+OK")
 
 
+def test_a_familiar_device_signs_in_while_strangers_have_locked_the_account(
+    household: Household,
+) -> None:
+    """The PC at home signs in every few minutes; the phone there still fails with the old
+    password; a botnet guesses from five addresses until the account is locked.  The
+    guessers are refused, the PC — whose address has failed, but which signed in to the
+    account lately — is not."""
+    taro, old = household.pop_accounts[TARO], household.passwords[TARO]
+    new = _reissue(household, TARO)
+    assert household.pop_login(taro, new, HOME).startswith(b"+OK")
+    assert household.pop_login(taro, old, HOME).startswith(b"-ERR [AUTH]")
+    for n in range(5):
+        bot = f"127.0.5.{n + 1}"
+        assert household.pop_login(taro, f"guess-{n}", bot).startswith(b"-ERR [AUTH]")
+    assert household.pop_login(taro, new, "127.0.5.1").startswith(b"-ERR [SYS/TEMP]")
+    assert household.pop_login(taro, new, HOME).startswith(b"+OK")
+
+
 def test_credential_stuffing_locks_the_address_it_comes_from(household: Household) -> None:
     """Ten different accounts failing from one address is no household: that address is
     locked for every account, while the family's own router is not."""

@@ -327,3 +327,25 @@ async def test_full_width_user_names_are_the_ascii_ones(
                                      listener="t")
     assert result.ok and result.pop_account == pop_account
     assert await guard.failures(key=ip_key(IP)) == 0
+
+
+async def test_a_familiar_client_is_not_refused_because_strangers_locked_the_account(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock()
+    guard = make_guard(session_factory, clock)
+    home = await guard.begin(peer_ip=IP, account="m1")
+    await guard.succeeded(home)  # the PC at home signed in
+    await guard.record_failure(peer_ip=IP, account="m1", digest="0" * 16)  # the phone
+    for n in range(3):  # strangers, one guess each
+        await guard.record_failure(peer_ip=f"198.51.100.{n}", account="m1",
+                                   digest=f"{n + 1:016x}")
+    assert await guard.locked_until(peer_ip="198.51.100.0", account="m1") is not None
+    assert await guard.locked_until(peer_ip=IP, account="m1") is None
+    assert (await guard.begin(peer_ip=IP, account="m1")).allowed
+    # Familiarity lasts login_max_lock_seconds (60 s here) after the last success.
+    clock.advance(timedelta(seconds=61))
+    for n in range(3):
+        await guard.record_failure(peer_ip=f"198.51.100.{n + 5}", account="m1",
+                                   digest=f"{n + 9:016x}")
+    assert await guard.locked_until(peer_ip=IP, account="m1") is not None

@@ -106,10 +106,6 @@ async def sign_in(body: SignIn, request: Request, response: Response, settings: 
         raise ApiError(429, "locked",
                        "too many failed sign-ins; try again in {minutes} minutes", field,
                        headers={"Retry-After": str(retry)}, minutes=max(1, (retry + 59) // 60))
-    if result.outcome is LoginOutcome.SUSPENDED and body.customer_number is not None:
-        raise ApiError(403, "contract_suspended",
-                       "this contract is suspended; please contact the support centre",
-                       field)
     if result.outcome is LoginOutcome.SUSPENDED:
         raise ApiError(403, "address_suspended",
                        "this mail address is suspended; ask the contract holder", field)
