@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +37,7 @@ from mailplane.api.routes import (
     session,
 )
 from mailplane.api.security_headers import SecurityHeadersMiddleware
+from mailplane.api.unicode_input import reject_invalid_unicode
 from mailplane.auth.account_codes import code_key
 from mailplane.auth.api_keys import KeyVerifier
 from mailplane.auth.login_guard import LoginGuard
@@ -68,6 +69,8 @@ def create_app(
         title="mailplane management API",
         version="1",
         description="Contracts, addresses and every per-address mail setting (SPEC §11).",
+        # Every JSON body's text is valid Unicode, or 422 (issue 20).
+        dependencies=[Depends(reject_invalid_unicode)],
     )
     check_catalogues()  # a missing Japanese catalogue stops start-up, not every answer
     app.state.engine = None

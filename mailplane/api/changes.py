@@ -55,11 +55,12 @@ def check_writable(contract: _Status, principal: Principal) -> None:
     """Only the operator changes a contract that is not active — not a customer key, a
     portal session, nor the portal service acting for a customer.  A suspended contract
     is the operator's until it is resumed (003 Art.16, Art.20(3)); a terminated one is
-    over (Art.20(4)).  409, naming the state."""
+    over (Art.20(4)).  403, naming the state."""
     if principal.role == "operator" or contract.status == "active":
         return
     if contract.status == "terminated":
-        raise ApiError(409, "contract_terminated",
+        raise ApiError(403, "contract_terminated",
                        "this contract has been terminated; nothing can be changed")
-    raise ApiError(409, "contract_suspended",
-                   "the contract is suspended; only the operator can change it now")
+    raise ApiError(403, "contract_suspended",
+                   "this contract is suspended, so it cannot be changed; please contact"
+                   " the support centre")

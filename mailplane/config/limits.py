@@ -83,9 +83,10 @@ def check_networks(value: list[str]) -> list[str]:
 
 
 class LimitExemptions(_Fields):
-    """Networks whose clients the per-IP connection limits and the per-IP submission
-    quotas do not apply to (the ISP's own webmail or relay hosts).  Login failure
-    counting and per-account quotas still apply."""
+    """Networks whose clients the per-IP connection limits, the per-IP submission quotas
+    and the login guard's per-IP lock do not apply to (the ISP's own webmail or relay
+    hosts, which sign every customer in from one address).  Login failures per account
+    and per (account, client), and per-account quotas, still apply."""
 
     limit_exempt_networks: list[str] = Field(default_factory=list)
 

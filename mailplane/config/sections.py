@@ -517,21 +517,41 @@ class SrsConfig(_Section):
 
 class SecurityConfig(LimitExemptions, _Section):
     """argon2id parameters (non-negotiable 6; tests may lower the cost) and the login
-    guard (auth/login_guard.py): failures per account and per IP."""
+    guard (auth/login_guard.py): failures per (account, client) pair, per account and
+    different accounts per client IP, each budget (mail protocols, portal) its own."""
 
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
-    #: Failures on one account (from any IP) that lock it against IPs with failures of
-    #: their own; a clean IP with the right password still logs in (SPEC §8a).
+    #: Different wrong passwords for one account from one client (IP, IPv6 /64) before
+    #: that client is locked out of that account; and failures on one account from all
+    #: clients together before it is locked for every client that has failed it — a
+    #: client that has not failed it still signs in (SPEC §8a).  The same old password
+    #: sent again counts once.
     login_max_failures: int = Field(default=5, ge=1)
-    #: Failed attempts from one client IP (any account) before that IP is locked out;
-    #: attempts are counted before the password is checked.
-    login_ip_max_failures: int = Field(default=10, ge=1)
-    #: The window failures are counted in, the account lock, and the first IP lock;
-    #: each further IP lock doubles, up to ``login_max_lock_seconds``.
+    #: Different accounts failing from one client IP before that IP is locked out of
+    #: every account (credential stuffing: no household fails on this many).  Attempts in
+    #: flight count until they end.  ``login_ip_max_failures`` is its name before 0014.
+    login_ip_max_accounts: int = Field(default=10, ge=1)
+    #: The window failures are counted in, the account lock, and the first lock of a
+    #: client or an IP; each further one doubles, up to ``login_max_lock_seconds``.
     login_lock_seconds: int = Field(default=900, ge=1)
     login_max_lock_seconds: int = Field(default=86400, ge=1)
     #: Growing delay after each failed login (doubles per failure, capped).
     login_base_delay_seconds: float = Field(default=0.5, ge=0)
     login_max_delay_seconds: float = Field(default=5.0, ge=0)
+    #: Keys the digests of remembered wrong passwords (HMAC-SHA256), so the database
+    #: alone never lets anyone test guesses against them.  Every node must use the same
+    #: value; empty = generated once into ``<state_dir>/login-guard.secret``.
+    login_secret: SecretStr = SecretStr("")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: object) -> object:
+        """``login_ip_max_failures`` (before 0014) still loads, as the new key, which
+        wins when both are given."""
+        if isinstance(data, dict) and "login_ip_max_failures" in data:
+            data = dict(data)
+            old = data.pop("login_ip_max_failures")
+            data.setdefault("login_ip_max_accounts", old)
+        return data

@@ -185,7 +185,7 @@ class Settings(BaseSettings):
 
 #: SecretStr settings that may instead be read from a file named by ``..._FILE``.
 SECRET_KEYS = (("srs", "secret"), ("outbound", "smarthost_password"),
-               ("api", "replay_secret"))
+               ("api", "replay_secret"), ("security", "login_secret"))
 
 
 class _EnvWithoutSecretFiles(EnvSettingsSource):

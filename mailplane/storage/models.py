@@ -321,7 +321,8 @@ class OutboundJob(Base):
 
 
 class LoginFailure(Base):
-    """Failed-login counters per IP and per account, shared by every node (issue 5)."""
+    """Failed-login counters, shared by every node (issue 5): per client IP, per account,
+    and per (account, client IP) pair, each budget's own (auth/login_guard.py)."""
 
     __tablename__ = "login_failures"
 
@@ -336,6 +337,12 @@ class LoginFailure(Base):
     #: How many times this key was locked: each IP lock lasts twice the one before.
     lock_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: Keyed digests of the last wrong passwords counted here (comma-separated): the same
+    #: old password sent again by a mail program is not another failure (issue 22).
+    wrong_digests: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    #: The last right password from this (account, client) pair: a familiar client is
+    #: not refused because strangers locked the account (issue 22).
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class RateCounter(Base):
@@ -382,6 +389,10 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     #: The absolute end (sign-in + ``portal.session_absolute_hours``).
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Digests of the contract's and (mailbox users) the address's password hash at
+    #: sign-in: a change, reissue or reset of either ends the session (issue 20).
+    contract_stamp: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    address_stamp: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (Index("ix_web_sessions_expires", "expires_at"),)
 

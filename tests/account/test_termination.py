@@ -226,9 +226,9 @@ def test_a_suspended_contract_is_changed_by_the_operator_alone(api: ApiHarness) 
     forwarding = {"destinations": ["friend@example.jp"], "keep_copy": True}
     for client in (holder, portal):
         refused = client.put(f"{BASE}/addresses/{TARO}/forwarding", json=forwarding)
-        assert refused.status_code == 409, refused.text
+        assert refused.status_code == 403, refused.text
         assert refused.json()["error"]["code"] == "contract_suspended"
-        assert client.post(f"{BASE}/addresses/{TARO}/password/reissue").status_code == 409
+        assert client.post(f"{BASE}/addresses/{TARO}/password/reissue").status_code == 403
         assert client.get(f"{BASE}/addresses/{TARO}/forwarding").status_code == 200
     assert api.operator.put(f"{BASE}/addresses/{TARO}/forwarding",
                             json=forwarding).status_code == 200

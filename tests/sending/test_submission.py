@@ -143,8 +143,8 @@ async def test_lockout_after_repeated_failures_refuses_even_the_right_password(
     def run() -> list[int]:
         codes = []
         with open_tls(sub.server.tls_port) as client:
-            for _ in range(sub.settings.security.login_max_failures):
-                codes.append(auth_plain(client, SENDER, "Wrong.pass9")[0])
+            for n in range(sub.settings.security.login_max_failures):
+                codes.append(auth_plain(client, SENDER, f"Wrong.pass{n}")[0])
         with open_tls(sub.server.tls_port) as client:
             codes.append(auth_plain(client, SENDER)[0])
         return codes

@@ -1,7 +1,7 @@
 """The account around the settings: one-time codes, 解約, paid-slot purchases
 
 Revision ID: 0015
-Revises: 0011
+Revises: 0014
 Create Date: 2026-12-06 10:00:00
 
 ``account_codes`` holds the keyed digests of the codes mailed for password recovery and a
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0011"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
