@@ -1,16 +1,32 @@
-"""The outbound queue worker (issue 4; DESIGN step 4).  (Over 300 lines: the loop, claims,
-the three routes — local, smarthost, MX — and crash recovery of claims read as one.)
+"""The outbound queue worker (issue 4; DESIGN step 4; concurrency: issue 20).  (Over 300
+lines: the loop, claims, the lanes and crash recovery of claims read as one.)
 
-Each pass claims due jobs (a lease, so a crashed worker's jobs come back), reads the spool
-file, delivers — recipients in a hosted domain through the local transport
-(:mod:`~mailplane.outbound.local_transport`, never by DNS), the others to the smarthost if
-one is configured, else to each recipient domain's MX hosts — and records the outcome per
-recipient (:mod:`~mailplane.outbound.outcomes`: sent, retried with backoff, or failed
-with one DSN to the envelope sender — for a forward, the original sender its SRS address
-stands for — staged in the same transaction).
+Claims (a lease, so a crashed worker's jobs come back) bring due jobs into this worker's
+*active* set — at most ``outbound.active_job_limit`` of them, the back-pressure that
+bounds what one worker holds.  Each job is split by recipient, and the parts run at once:
 
-All blocking work (DB, spool files) runs in threads.  :meth:`OutboundWorker.stop` lets the
-delivery in flight finish and hands the rest of the claimed batch back.
+- recipients in a hosted domain go through the **local lane**
+  (:mod:`~mailplane.outbound.local_transport`, never by DNS), ``local_concurrency_limit``
+  at a time, so hosted mail never waits behind a remote attempt;
+- the others go by **destination** — the recipient domain, or the smarthost — through
+  the **remote lane**: ``concurrency_limit`` attempts in flight, at most
+  ``destination_concurrency_limit`` to one destination (:mod:`~mailplane.outbound.slots`,
+  Postfix's qmgr), each attempt within ``attempt_budget_seconds``
+  (:mod:`~mailplane.outbound.remote`).  A destination where no host answered is dead
+  for ``dead_destination_seconds`` (:mod:`~mailplane.outbound.dead_destinations`): its
+  other jobs are deferred without an attempt, never retried in a loop.
+
+A job's outcome is recorded per recipient once all its parts are done
+(:mod:`~mailplane.outbound.outcomes`: sent, retried with backoff, or failed with one DSN),
+several jobs per transaction.  Claims stay correct across processes and nodes: the claim
+is ``FOR UPDATE SKIP LOCKED`` / SQLite's single writer, every outcome is fenced by the
+claim, and a job that waited for a slot renews its lease before it is tried (a lease lost
+meanwhile means another worker has it: this one does not send it).
+
+All blocking work (DB, spool files) runs in threads; every task is kept and awaited.
+:meth:`OutboundWorker.stop` claims nothing more, hands back jobs not started, gives
+attempts in flight ``stop_grace_seconds`` to finish, cuts the rest (due again at once)
+and records every outcome before it returns.
 """
 
 from __future__ import annotations
@@ -19,14 +35,17 @@ import asyncio
 import logging
 import os
 import time
-from collections import defaultdict
-from datetime import timedelta
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import dns.asyncresolver
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailplane import metrics
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mail.srs import Srs, srs_from_settings
@@ -34,30 +53,65 @@ from mailplane.mailstore.spool import (
     sweep_orphan_spool_files,
 )
 from mailplane.outbound.bounces import Bounces
+from mailplane.outbound.dead_destinations import Dead, DeadDestinations
 from mailplane.outbound.local_transport import LocalTransport
-from mailplane.outbound.mx_route import RouteError, host_addresses, make_resolver, mx_hosts
-from mailplane.outbound.outcomes import Delivered, record
-from mailplane.outbound.smtp_transport import (
-    Candidate,
-    Outcome,
-    RecipientResult,
-    TransportOptions,
-    send_message,
-)
+from mailplane.outbound.mx_route import make_resolver
+from mailplane.outbound.outcomes import Delivered, backoff, record
+from mailplane.outbound.remote import AttemptInterrupted, RemoteDelivery, no_host_answered
+from mailplane.outbound.scheduling import LOCAL, REMOTE, Plan, choose, hold_limit, plan_of
+from mailplane.outbound.slots import SlotPool, SlotRefused
+from mailplane.outbound.smtp_transport import RecipientResult
 from mailplane.storage import outbound_repo
 from mailplane.storage.outbound_repo import ClaimedJob
 
 log = logging.getLogger(__name__)
 
-#: Outcomes recorded per transaction (see :meth:`OutboundWorker.run_once`).
+#: Outcomes recorded per transaction (see :meth:`OutboundWorker._record_loop`).
 RECORD_GROUP = 8
 DEFAULT_LEASE = timedelta(minutes=15)
 SWEEP_INTERVAL_SECONDS = 600.0
+#: A job renews its claim before an attempt unless the lease outlasts the attempt's
+#: budget by this much.
+LEASE_MARGIN = timedelta(seconds=60)
+#: Tries (one second apart) to record a group of outcomes while the database is away.
+RECORD_TRIES = 5
+#: Due jobs read per page when choosing what to claim, and pages read at most per pass
+#: (a backlog for busy destinations is looked past, up to this far).
+PEEK_WINDOW = 100
+PEEK_PAGES = 5
 
 
 #: How often a worker looks for claims of workers of this host that died (their jobs
 #: would otherwise wait out the lease).
 DEAD_CLAIMS_INTERVAL_SECONDS = 30.0
+
+
+class _LeaseLost(Exception):
+    """Another worker holds the job now: this one must neither send nor record it."""
+
+
+#: What became of one part of a job: ``done`` (tried), ``deferred`` (its destination is
+#: dead: not tried), ``cut`` (tried, interrupted by stop), ``untouched`` (stop came first).
+PartKind = Literal["done", "deferred", "cut", "untouched"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    results: list[RecipientResult]
+    kind: PartKind = "done"
+    not_before: datetime | None = None
+
+
+@dataclass
+class _Active:
+    """This worker's claimed jobs: their lease ends, and the tasks running them."""
+
+    leases: dict[str, datetime] = field(default_factory=dict)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: Parts each lane (:data:`LOCAL`) or destination holds, running or waiting.
+    held: Counter[str] = field(default_factory=Counter)
+    #: What left a due job unclaimed at the last claim (woken when it has room again).
+    blocked: set[str] = field(default_factory=set)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -74,6 +128,7 @@ def _pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state not in ("Z", "X")
+
 
 
 class OutboundWorker:
@@ -101,21 +156,29 @@ class OutboundWorker:
         path); ``srs`` reverses an SRS sender for its DSN (default: the local transport's,
         else the node's from the settings)."""
         self.settings = settings
+        out = settings.outbound
         self.local = local
         self.bounces = Bounces(settings, srs or (
             local.delivery.srs if local is not None else srs_from_settings(settings, clock)))
         self.session_factory = session_factory
         self.clock = clock
         self.worker_id = worker_id
-        timeout = settings.outbound.connect_timeout_seconds
-        nameserver = dns_nameserver or settings.outbound.nameserver()
-        self.resolver = resolver or make_resolver(nameserver, timeout=timeout)
-        self.mx_port = smtp_port_override or settings.outbound.mx_port
+        nameserver = dns_nameserver or out.nameserver()
+        self.resolver = resolver or make_resolver(nameserver, timeout=out.dns_timeout_seconds)
+        self.mx_port = smtp_port_override or out.mx_port
+        self.remote = RemoteDelivery(out, local_hostname=settings.mx.hostname,
+                                     resolver=self.resolver, mx_port=self.mx_port)
+        self.remote_slots = SlotPool(out.concurrency_limit, out.destination_concurrency_limit)
+        self.local_slots = SlotPool(out.local_concurrency_limit, out.local_concurrency_limit)
+        self.dead = DeadDestinations(clock, seconds=out.dead_destination_seconds)
         self.lease = lease
         self.batch_size = batch_size
-        self.poll_seconds = (
-            settings.outbound.poll_seconds if poll_seconds is None else poll_seconds
-        )
+        self.poll_seconds = out.poll_seconds if poll_seconds is None else poll_seconds
+        self._active = _Active()
+        self._outcomes: list[Delivered] = []
+        self._outcome_ready = asyncio.Event()
+        self._finishing = False
+        self._full = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -129,8 +192,16 @@ class OutboundWorker:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
 
+    @property
+    def active_jobs(self) -> int:
+        """Jobs claimed by this worker and not recorded yet (running or waiting)."""
+        return len(self._active.tasks)
+
     async def run(self) -> None:
+        """Claim due jobs whenever the active set has room, start each as its own task,
+        record outcomes as they come (:meth:`_record_loop`)."""
         self._loop = asyncio.get_running_loop()
+        recorder = asyncio.create_task(self._record_loop(), name="outbound-recorder")
         last_sweep = last_dead_check = 0.0
         woken = True  # the first pass looks at the queue at once
         try:
@@ -144,28 +215,28 @@ class OutboundWorker:
                     except Exception:
                         log.exception("outbound worker: could not release claims of dead "
                                       "workers")
+                room = self.settings.outbound.active_job_limit - self.active_jobs
+                self._full = room <= 0
+                wanted = min(self.batch_size, max(room, 0))
+                handled = 0
                 try:
                     # A poll that nothing woke reads first (no write lock, no fsync) and
                     # claims only when a job is due: a short poll costs next to nothing.
-                    if woken or await asyncio.to_thread(self._any_due):
-                        handled = await self.run_once()
-                    else:
-                        handled = 0
+                    if wanted and (woken or await asyncio.to_thread(self._any_due)):
+                        handled = self._start(await self._claim_for_lanes(wanted))
                 except OperationalError as exc:
                     # The database is away: say so once per pass, without a traceback.
                     log.warning("outbound worker: database unavailable, retrying: %s",
                                 str(exc).splitlines()[0])
-                    handled = 0
                 except Exception:
                     log.exception("outbound worker pass failed")
-                    handled = 0
                 if time.monotonic() - last_sweep > SWEEP_INTERVAL_SECONDS:
                     last_sweep = time.monotonic()
                     try:
                         await asyncio.to_thread(self._sweep)
                     except Exception:
                         log.exception("outbound spool sweep failed")
-                woken = handled >= self.batch_size  # more may be due: go on at once
+                woken = bool(wanted) and handled >= wanted  # more may be due: go on at once
                 if not woken and not self._stopping:
                     try:
                         await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
@@ -174,53 +245,184 @@ class OutboundWorker:
                         pass
                     self._wake.clear()
         finally:
+            await self._finish(recorder)
             self._stopped.set()
 
     async def stop(self) -> None:
-        """Finish the delivery in flight, give back the rest, and return once ``run`` ends."""
+        """Claim nothing more, finish or hand back what is active, and return once
+        ``run`` ends (at most about ``stop_grace_seconds`` for attempts in flight)."""
         self._stopping = True
         self._wake.set()
         if self._loop is not None:
             await self._stopped.wait()
 
-    # --- one pass -----------------------------------------------------------------------
+    async def _finish(self, recorder: asyncio.Task[None]) -> None:
+        """Turn away parts waiting for a slot (their jobs are handed back), let attempts
+        in flight run for the grace period, then record every outcome."""
+        self._stopping = True
+        self.local_slots.close()
+        self.remote_slots.close()
+        self.remote.cut(self.settings.outbound.stop_grace_seconds)
+        running = list(self._active.tasks.values())
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        self._finishing = True
+        self._outcome_ready.set()
+        await recorder
+
+    # --- claims -------------------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """Claim and process one batch of due jobs; return how many were claimed.
-
-        Outcomes are recorded :data:`RECORD_GROUP` jobs at a time in one transaction (and
-        the rest when the batch ends): a commit per job was a write lock and an fsync per
-        forward, taken from the MX's own commits.  A crash before a group is recorded
-        sends its jobs again — SMTP is at-least-once anyway (RFC 5321 §6.1)."""
-        jobs = await asyncio.to_thread(self._claim)
-        done: list[Delivered] = []
+        """Claim one batch of due jobs, deliver them all (at once, within the lanes'
+        limits), record their outcomes; return how many were claimed.  Tests and
+        ``drain`` helpers use it; :meth:`run` keeps claiming while jobs are in flight."""
+        jobs = await asyncio.to_thread(self._claim, self.batch_size)
         try:
-            for index, job in enumerate(jobs):
-                if self._stopping:
-                    await asyncio.to_thread(self._release, jobs[index:])
-                    break
-                outcome = await self._process(job)
-                if outcome is not None:
-                    done.append(outcome)
-                if len(done) >= RECORD_GROUP:
-                    await asyncio.to_thread(self._record, done)
-                    done = []
+            if self._stopping:
+                await asyncio.to_thread(self._release, jobs)
+                return len(jobs)
+            delivered = await asyncio.gather(*(self._process(job, self._hold(self._plan(job)))
+                                               for job in jobs))
+            done = [outcome for outcome in delivered if outcome is not None]
+            for start in range(0, len(done), RECORD_GROUP):
+                await asyncio.to_thread(self._record, done[start:start + RECORD_GROUP])
         finally:
-            if done:
-                await asyncio.to_thread(self._record, done)
+            for job in jobs:
+                self._active.leases.pop(job.id, None)
         return len(jobs)
+
+    async def _claim_for_lanes(self, limit: int) -> list[ClaimedJob]:
+        """Claim up to ``limit`` due jobs that a lane can take now (:func:`choose`)."""
+        held, dead = Counter(self._active.held), self.dead.now_dead()
+        jobs, blocked = await asyncio.to_thread(self._peek_and_claim, limit, held, dead)
+        self._active.blocked |= blocked
+        return jobs
+
+    def _peek_and_claim(self, limit: int, held: Counter[str],
+                        dead: set[str]) -> tuple[list[ClaimedJob], set[str]]:
+        now = self.clock.now()
+        chosen: list[str] = []
+        blocked: set[str] = set()
+        with self.session_factory() as session:
+            for page in range(PEEK_PAGES):
+                peeked = outbound_repo.peek_due_jobs(session, now=now, limit=PEEK_WINDOW,
+                                                     offset=page * PEEK_WINDOW)
+                more, stuck = choose(peeked, held=held, dead=dead,
+                                     limit=limit - len(chosen), is_local=self._is_local,
+                                     out=self.settings.outbound)
+                chosen += more
+                blocked |= stuck
+                if len(peeked) < PEEK_WINDOW or len(chosen) >= limit:
+                    break
+            session.rollback()  # end the read before the claim's write transaction
+            jobs = outbound_repo.claim_jobs(session, job_ids=chosen, worker_id=self.worker_id,
+                                            now=now, lease=self.lease)
+            session.commit()
+        for job in jobs:
+            self._active.leases[job.id] = now + self.lease
+        return jobs, blocked
+
+    def _is_local(self, recipient: str) -> bool:
+        return self.local is not None and self.local.is_local(recipient)
+
+    def _plan(self, job: ClaimedJob) -> Plan:
+        return plan_of(job.recipients, is_local=self._is_local, out=self.settings.outbound)
+
+    def _hold(self, plan: Plan) -> Plan:
+        for key in plan.keys:
+            self._active.held[key] += 1
+        return plan
+
+    def _unhold(self, key: str) -> None:
+        """A part ended: its lane or destination has room again — wake the claimer if
+        that room was wanted (once half the hold is free, not for every part)."""
+        held = self._active.held
+        held[key] -= 1
+        if held[key] <= 0:
+            del held[key]
+        blocked = self._active.blocked
+        if not blocked:
+            return
+        out = self.settings.outbound
+        remote_held = sum(n for k, n in held.items() if k != LOCAL)
+        if ((key in blocked and held[key] <= hold_limit(key, out))
+                or (REMOTE in blocked and key != LOCAL
+                    and remote_held <= hold_limit(REMOTE, out))):
+            blocked.clear()
+            self._wake.set()
+
+    def _start(self, jobs: list[ClaimedJob]) -> int:
+        for job in jobs:
+            plan = self._hold(self._plan(job))
+            self._active.tasks[job.id] = asyncio.create_task(
+                self._run_job(job, plan), name=f"outbound-job-{job.id[:12]}")
+        return len(jobs)
+
+    async def _run_job(self, job: ClaimedJob, plan: Plan) -> None:
+        try:
+            outcome = await self._process(job, plan)
+        except Exception:  # _process answers for its own failures; this is a last guard
+            log.exception("outbound job %s: processing crashed", job.id)
+            outcome = None
+        if outcome is None:
+            self._forget(job.id)
+        else:
+            self._outcomes.append(outcome)
+            self._outcome_ready.set()
+
+    def _forget(self, job_id: str) -> None:
+        self._active.tasks.pop(job_id, None)
+        self._active.leases.pop(job_id, None)
+        if self._full:  # the claimer waits for room: there is some now
+            self._full = False
+            self._wake.set()
+
+    async def _record_loop(self) -> None:
+        """Record outcomes :data:`RECORD_GROUP` jobs per transaction: while one group is
+        written, the next gathers (group commit, as the delivery writer does).  A job
+        leaves the active set once its outcome is written."""
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            while self._outcomes:
+                group = self._outcomes[:RECORD_GROUP]
+                del self._outcomes[:RECORD_GROUP]
+                await self._record_with_retries(group)
+                for outcome in group:
+                    self._forget(outcome.job.id)
+            if self._finishing and not self._outcomes:
+                return
+
+    async def _record_with_retries(self, group: list[Delivered]) -> None:
+        for attempt in range(RECORD_TRIES):
+            try:
+                await asyncio.to_thread(self._record, group)
+                return
+            except OperationalError as exc:
+                log.warning("outbound worker: database unavailable, outcomes not recorded "
+                            "yet: %s", str(exc).splitlines()[0])
+            except Exception:
+                log.exception("outbound worker: recording outcomes failed")
+                break
+            if attempt + 1 < RECORD_TRIES:
+                await asyncio.sleep(1.0)
+        # Still claimed in the database: the lease runs out and the jobs are sent again
+        # (at least once, RFC 5321 §6.1); nothing is lost.
+        log.error("outbound worker: %d outcome(s) left unrecorded", len(group))
 
     def _any_due(self) -> bool:
         with self.session_factory() as session:
             return outbound_repo.due_job_exists(session, now=self.clock.now())
 
-    def _claim(self) -> list[ClaimedJob]:
+    def _claim(self, limit: int) -> list[ClaimedJob]:
+        now = self.clock.now()
         with self.session_factory() as session:
             jobs = outbound_repo.claim_due_jobs(
-                session, worker_id=self.worker_id, now=self.clock.now(),
-                lease=self.lease, limit=self.batch_size,
+                session, worker_id=self.worker_id, now=now, lease=self.lease, limit=limit,
             )
             session.commit()
+        for job in jobs:
+            self._active.leases[job.id] = now + self.lease
         return jobs
 
     def _release(self, jobs: list[ClaimedJob]) -> None:
@@ -228,6 +430,26 @@ class OutboundWorker:
             for job in jobs:
                 outbound_repo.release_claim(session, job_id=job.id, worker_id=self.worker_id)
             session.commit()
+
+    def _extend(self, job_id: str, until: datetime) -> bool:
+        with self.session_factory() as session:
+            kept = outbound_repo.extend_claim(session, job_id=job_id,
+                                              worker_id=self.worker_id, until=until)
+            session.commit()
+        return kept
+
+    async def _keep_claim(self, job: ClaimedJob) -> None:
+        """Before an attempt: the lease must outlast it, or be renewed (a job may wait
+        long for a slot); :class:`_LeaseLost` when another worker took it meanwhile."""
+        now = self.clock.now()
+        budget = timedelta(seconds=self.settings.outbound.attempt_budget_seconds)
+        until = self._active.leases.get(job.id)
+        if until is not None and until >= now + budget + LEASE_MARGIN:
+            return
+        renewed = now + max(self.lease, budget + LEASE_MARGIN)
+        if not await asyncio.to_thread(self._extend, job.id, renewed):
+            raise _LeaseLost(job.id)
+        self._active.leases[job.id] = renewed
 
     def _release_dead_local_claims(self) -> None:
         """After a crash (``kill -9``, power loss) this host's previous worker left its
@@ -252,22 +474,65 @@ class OutboundWorker:
         with self.session_factory() as session:
             sweep_orphan_spool_files(session, spool_dir=self.settings.spool_dir)
 
-    async def _process(self, job: ClaimedJob) -> Delivered | None:
-        """Deliver one job; its outcome is recorded by the caller (None: nothing to)."""
+    # --- one job ------------------------------------------------------------------------
+
+    async def _process(self, job: ClaimedJob, plan: Plan) -> Delivered | None:
+        """Deliver one job, its parts at once; its outcome is recorded by the caller
+        (None: nothing to record — handed back, failed here, or no longer ours).  Each
+        part gives back its hold on its lane or destination when it ends."""
         try:
             message = (job.message if job.message is not None
                        else await asyncio.to_thread(Path(job.spool_path).read_bytes))
-        except FileNotFoundError:
+        except BaseException as exc:
+            for key in plan.keys:
+                self._unhold(key)
+            if not isinstance(exc, FileNotFoundError):
+                raise
             log.error("outbound job %s: spool file %s is missing", job.id, job.spool_path)
             await asyncio.to_thread(self._fail_missing, job)
             return None
-        try:
-            results = await self._deliver(job, message)
-        except Exception as exc:  # never let one job stop the queue
-            log.exception("outbound job %s: delivery crashed", job.id)
-            results = [RecipientResult(r, "retry", "4.3.0", f"internal error: {type(exc).__name__}")
-                       for r in job.recipients]
-        return Delivered(job, message, results)
+        groups: list[list[str]] = []
+        parts = []
+        if plan.hosted:
+            groups.append(plan.hosted)
+            parts.append(self._local_part(job, message, plan.hosted))
+        for destination, recipients in plan.remote.items():
+            groups.append(recipients)
+            parts.append(self._remote_part(job, destination, recipients, message))
+        answers = await asyncio.gather(*parts, return_exceptions=True)
+        done: list[_Part] = []
+        for recipients, answer in zip(groups, answers, strict=True):
+            if isinstance(answer, _LeaseLost):
+                log.warning("outbound job %s: lease lost while waiting for a slot; another "
+                            "worker has it", job.id)
+                return None
+            if isinstance(answer, BaseException):  # never let one job stop the queue
+                log.error("outbound job %s: delivery crashed", job.id, exc_info=answer)
+                answer = _Part([RecipientResult(r, "retry", "4.3.0",
+                                                f"internal error: {type(answer).__name__}")
+                                for r in recipients])
+            done.append(answer)
+        if all(part.kind == "untouched" for part in done):
+            await asyncio.to_thread(self._release, [job])  # stopping: nothing was tried
+            return None
+        return Delivered(job, message, [r for part in done for r in part.results],
+                         retry_at=self._retry_at(job, done))
+
+    def _retry_at(self, job: ClaimedJob, parts: list[_Part]) -> datetime | None:
+        """Due again at once when only a stop held the job back; after the dead
+        destination's deferral when only that did; else after the usual backoff."""
+        retrying = [p for p in parts if any(r.outcome == "retry" for r in p.results)]
+        if not retrying:
+            return None
+        now = self.clock.now()
+        if all(p.kind in ("cut", "untouched") for p in retrying):
+            return now
+        not_before = [p.not_before for p in retrying if p.kind == "deferred" and p.not_before]
+        if len(not_before) == len(retrying):
+            usual = now + backoff(job.attempts,
+                                  max_seconds=self.settings.outbound.max_backoff_seconds)
+            return max(usual, *not_before)
+        return None
 
     def _fail_missing(self, job: ClaimedJob) -> None:
         with self.session_factory() as session:
@@ -276,70 +541,102 @@ class OutboundWorker:
             )
             session.commit()
 
-    # --- delivery -----------------------------------------------------------------------
+    # --- the lanes ----------------------------------------------------------------------
 
-    def _options(self, *, smarthost: bool) -> TransportOptions:
-        out = self.settings.outbound
-        return TransportOptions(
-            local_hostname=self.settings.mx.hostname,
-            timeout=out.connect_timeout_seconds,
-            verify_certs=smarthost,
-            username=out.smarthost_username if smarthost else "",
-            password=out.smarthost_password.get_secret_value() if smarthost else "",
-        )
-
-    async def _deliver(self, job: ClaimedJob, message: bytes) -> list[RecipientResult]:
-        """Hosted recipients locally, the rest by smarthost or MX (each transport answers
-        for its own recipients; the local one never raises)."""
-        local = self.local
-        hosted = [r for r in job.recipients if local is not None and local.is_local(r)]
-        remote = [r for r in job.recipients if r not in hosted]
-        results: list[RecipientResult] = []
-        if hosted and local is not None:
-            results.extend(await local.deliver(job, message, hosted))
-        if remote:
-            results.extend(await self._deliver_remote(job, message, remote))
-        return results
-
-    async def _deliver_remote(self, job: ClaimedJob, message: bytes,
-                              recipients: list[str]) -> list[RecipientResult]:
-        out = self.settings.outbound
-        if out.smarthost:
-            return await send_message(
-                [Candidate(out.smarthost, out.smarthost, out.smarthost_port)],
-                mail_from=job.mail_from, recipients=recipients,
-                message=message, options=self._options(smarthost=True),
-            )
-        by_domain: dict[str, list[str]] = defaultdict(list)
-        for recipient in recipients:
-            by_domain[recipient.rpartition("@")[2].lower()].append(recipient)
-        results: list[RecipientResult] = []
-        for domain, recipients in by_domain.items():
-            results.extend(await self._deliver_domain(domain, recipients, job, message))
-        return results
-
-    async def _deliver_domain(
-        self, domain: str, recipients: list[str], job: ClaimedJob, message: bytes
-    ) -> list[RecipientResult]:
+    async def _local_part(self, job: ClaimedJob, message: bytes,
+                          recipients: list[str]) -> _Part:
+        """Hosted recipients, in the local lane (the transport never raises)."""
         try:
-            hosts = await mx_hosts(self.resolver, domain)
-        except RouteError as exc:
-            outcome: Outcome = "failed" if exc.permanent else "retry"
-            return [RecipientResult(r, outcome, exc.status, str(exc)) for r in recipients]
-        candidates = [
-            Candidate(host.name, address, self.mx_port)
-            for host in hosts
-            for address in await host_addresses(self.resolver, host.name)
-        ]
-        if not candidates:
-            return [RecipientResult(r, "retry", "4.4.4", f"no address for the MX hosts of {domain}")
-                    for r in recipients]
-        return await send_message(
-            candidates, mail_from=job.mail_from, recipients=recipients,
-            message=message, options=self._options(smarthost=False),
-        )
+            assert self.local is not None
+            try:
+                await self.local_slots.acquire(LOCAL)
+            except SlotRefused:
+                return _untouched(recipients)
+            metrics.OUTBOUND_ACTIVE.labels("local").inc()
+            try:
+                return _Part(await self.local.deliver(job, message, recipients))
+            finally:
+                metrics.OUTBOUND_ACTIVE.labels("local").dec()
+                self.local_slots.release(LOCAL)
+        finally:
+            self._unhold(LOCAL)
+
+    async def _remote_part(self, job: ClaimedJob, destination: str, recipients: list[str],
+                           message: bytes) -> _Part:
+        """Recipients at one remote destination: wait for a slot (unless the destination
+        is dead), make one attempt, and learn from it whether the destination is dead."""
+        try:
+            return await self._remote_part_held(job, destination, recipients, message)
+        finally:
+            self._unhold(destination)
+
+    async def _remote_part_held(self, job: ClaimedJob, destination: str,
+                                recipients: list[str], message: bytes) -> _Part:
+        dead = self.dead.until(destination)
+        if dead is not None:
+            return _deferred(recipients, dead)
+        try:
+            await self.remote_slots.acquire(destination)
+        except SlotRefused:
+            dead = self.dead.until(destination)
+            return _untouched(recipients) if dead is None else _deferred(recipients, dead)
+        try:
+            dead = self.dead.until(destination)  # found dead while this part waited
+            if dead is not None:
+                return _deferred(recipients, dead)
+            if self._stopping:
+                return _untouched(recipients)
+            await self._keep_claim(job)
+            metrics.OUTBOUND_ACTIVE.labels("remote").inc()
+            try:
+                results = await self._remote_attempt(job, destination, recipients, message)
+            except AttemptInterrupted:
+                metrics.OUTBOUND_DEFERRALS.labels("shutdown").inc()
+                return _Part([RecipientResult(r, "retry", "4.4.2",
+                                              "delivery interrupted: the worker stopped")
+                              for r in recipients], "cut")
+            finally:
+                metrics.OUTBOUND_ACTIVE.labels("remote").dec()
+        finally:
+            self.remote_slots.release(destination)
+        if no_host_answered(results):
+            self._declare_dead(destination, results[0].diagnostic)
+        elif any(r.outcome == "sent" for r in results):
+            self.dead.revive(destination)
+        return _Part(results)
+
+    async def _remote_attempt(self, job: ClaimedJob, destination: str,
+                              recipients: list[str], message: bytes) -> list[RecipientResult]:
+        """The bytes of ``job`` that leave the platform for ``destination``: one attempt
+        (:meth:`RemoteDelivery.attempt`, within the attempt budget).  Anything that must
+        change what is sent (DKIM signing, SPEC §8b) transforms ``message`` here."""
+        return await self.remote.attempt(destination, mail_from=job.mail_from,
+                                         recipients=recipients, message=message)
+
+    def _declare_dead(self, destination: str, reason: str) -> None:
+        dead = self.dead.mark(destination, reason)
+        if dead is None:
+            return
+        metrics.OUTBOUND_DEAD_DESTINATIONS.inc()
+        turned_away = self.remote_slots.abort_waiting(destination, reason)
+        log.warning("outbound: destination %s is dead until %s (%s); %d waiting "
+                    "delivery(ies) deferred", destination, dead.until.isoformat(),
+                    reason, turned_away)
 
     def _record(self, delivered: list[Delivered]) -> None:
         if record(delivered, session_factory=self.session_factory, bounces=self.bounces,
                   worker_id=self.worker_id, now=self.clock.now(), out=self.settings.outbound):
             self.wake()  # a DSN is due now (a hosted sender gets it at once)
+
+
+def _untouched(recipients: list[str]) -> _Part:
+    metrics.OUTBOUND_DEFERRALS.labels("shutdown").inc()
+    return _Part([RecipientResult(r, "retry", "4.3.0", "not tried: the worker stopped")
+                  for r in recipients], "untouched")
+
+
+def _deferred(recipients: list[str], dead: Dead) -> _Part:
+    metrics.OUTBOUND_DEFERRALS.labels("dead_destination").inc()
+    text = f"delivery temporarily suspended: {dead.reason}"
+    return _Part([RecipientResult(r, "retry", "4.4.1", text) for r in recipients],
+                 "deferred", dead.until)
