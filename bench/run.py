@@ -533,6 +533,9 @@ def main() -> None:
                         help="also measure the baseline handler on mailplane's FastSMTP")
     parser.add_argument("--skip-smtp", action="store_true")
     parser.add_argument("--skip-control-plane", action="store_true")
+    parser.add_argument("--skip-outbound", action="store_true",
+                        help="skip the outbound queue figure (good mail with and without "
+                             "hostile destinations ahead, issue 20)")
     parser.add_argument("--control-plane-addresses", type=int, default=None)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--only", default="", help="e.g. 10x20 = only 10 KB, 20 sessions")
@@ -567,6 +570,14 @@ def main() -> None:
             print(control_plane.format_result(report["control_plane"]))
             report["api"] = api_bench.run(plan.api_requests, workdir / "api")
             print(api_bench.format_result(report["api"]))
+        if not args.skip_outbound:
+            from bench import outbound_bench
+
+            (workdir / "outbound").mkdir()
+            report["outbound"] = outbound_bench.run(
+                *((30, 2) if args.quick else (300, 10)), workdir / "outbound",
+                reps=1 if args.quick else 3)
+            print(outbound_bench.format_result(report["outbound"]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report["seconds"] = time.perf_counter() - started
