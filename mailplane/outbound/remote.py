@@ -2,10 +2,10 @@
 
 A *destination* is what the per-destination limit counts (Postfix's nexthop): the
 recipient domain, or the smarthost when one is configured.  :meth:`RemoteDelivery.attempt`
-is the single place where bytes leave the platform: it routes (MX lookup, at most
-``mx_address_limit`` addresses) and hands the message to
-:func:`~mailplane.outbound.smtp_transport.send_message` — anything that must change the
-bytes sent (DKIM signing, SPEC §8b) does so there, just before the send.
+routes (MX lookup, at most ``mx_address_limit`` addresses) and hands the message to
+:func:`~mailplane.outbound.smtp_transport.send_message`; its one caller,
+:meth:`mailplane.outbound.lanes.Lanes._remote_attempt`, decides the bytes sent (DKIM
+signing, SPEC §8b, goes there).
 
 Everything the attempt does — DNS, connects, greetings, the whole transaction — runs
 under one ``asyncio.timeout`` of ``attempt_budget_seconds``; a hostile destination that
@@ -71,7 +71,7 @@ class RemoteDelivery:
     async def attempt(self, destination: str, *, mail_from: str, recipients: list[str],
                       message: bytes) -> list[RecipientResult]:
         """Deliver ``message`` to ``recipients`` at ``destination`` once: a result per
-        recipient.  ``message`` is exactly what is sent (sign it here)."""
+        recipient.  ``message`` is exactly what is sent."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.out.attempt_budget_seconds
         if self._cut_at is not None:

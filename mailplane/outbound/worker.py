@@ -1,20 +1,14 @@
 """The outbound queue worker (issue 4; DESIGN step 4; concurrency: issue 20).  (Over 300
-lines: the loop, claims, the lanes and crash recovery of claims read as one.)
+lines: the loop, the claims, the recording and crash recovery of claims read as one.)
 
 Claims (a lease, so a crashed worker's jobs come back) bring due jobs into this worker's
-*active* set — at most ``outbound.active_job_limit`` of them, the back-pressure that
-bounds what one worker holds.  Each job is split by recipient, and the parts run at once:
-
-- recipients in a hosted domain go through the **local lane**
-  (:mod:`~mailplane.outbound.local_transport`, never by DNS), ``local_concurrency_limit``
-  at a time, so hosted mail never waits behind a remote attempt;
-- the others go by **destination** — the recipient domain, or the smarthost — through
-  the **remote lane**: ``concurrency_limit`` attempts in flight, at most
-  ``destination_concurrency_limit`` to one destination (:mod:`~mailplane.outbound.slots`,
-  Postfix's qmgr), each attempt within ``attempt_budget_seconds``
-  (:mod:`~mailplane.outbound.remote`).  A destination where no host answered is dead
-  for ``dead_destination_seconds`` (:mod:`~mailplane.outbound.dead_destinations`): its
-  other jobs are deferred without an attempt, never retried in a loop.
+*active* set — at most ``outbound.active_job_limit`` of them, the back-pressure that bounds
+what one worker holds — choosing from a window of due jobs only what a lane can take
+(:mod:`~mailplane.outbound.scheduling`): hosted jobs are claimed behind any remote
+backlog, and no worker hoards what it cannot soon run.  Each job runs as its own task,
+its parts at once in the two lanes (:mod:`~mailplane.outbound.lanes`): hosted recipients
+locally, remote ones by destination within the global and per-destination limits, each
+attempt within its time budget, dead destinations deferred without an attempt.
 
 A job's outcome is recorded per recipient once all its parts are done
 (:mod:`~mailplane.outbound.outcomes`: sent, retried with backoff, or failed with one DSN),
@@ -39,13 +33,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 import dns.asyncresolver
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane import metrics
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mail.srs import Srs, srs_from_settings
@@ -53,14 +45,12 @@ from mailplane.mailstore.spool import (
     sweep_orphan_spool_files,
 )
 from mailplane.outbound.bounces import Bounces
-from mailplane.outbound.dead_destinations import Dead, DeadDestinations
+from mailplane.outbound.lanes import Lanes, LeaseLost
 from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.mx_route import make_resolver
-from mailplane.outbound.outcomes import Delivered, backoff, record
-from mailplane.outbound.remote import AttemptInterrupted, RemoteDelivery, no_host_answered
+from mailplane.outbound.outcomes import Delivered, record
+from mailplane.outbound.remote import RemoteDelivery
 from mailplane.outbound.scheduling import LOCAL, REMOTE, Plan, choose, hold_limit, plan_of
-from mailplane.outbound.slots import SlotPool, SlotRefused
-from mailplane.outbound.smtp_transport import RecipientResult
 from mailplane.storage import outbound_repo
 from mailplane.storage.outbound_repo import ClaimedJob
 
@@ -84,22 +74,6 @@ PEEK_PAGES = 5
 #: How often a worker looks for claims of workers of this host that died (their jobs
 #: would otherwise wait out the lease).
 DEAD_CLAIMS_INTERVAL_SECONDS = 30.0
-
-
-class _LeaseLost(Exception):
-    """Another worker holds the job now: this one must neither send nor record it."""
-
-
-#: What became of one part of a job: ``done`` (tried), ``deferred`` (its destination is
-#: dead: not tried), ``cut`` (tried, interrupted by stop), ``untouched`` (stop came first).
-PartKind = Literal["done", "deferred", "cut", "untouched"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    results: list[RecipientResult]
-    kind: PartKind = "done"
-    not_before: datetime | None = None
 
 
 @dataclass
@@ -166,11 +140,9 @@ class OutboundWorker:
         nameserver = dns_nameserver or out.nameserver()
         self.resolver = resolver or make_resolver(nameserver, timeout=out.dns_timeout_seconds)
         self.mx_port = smtp_port_override or out.mx_port
-        self.remote = RemoteDelivery(out, local_hostname=settings.mx.hostname,
-                                     resolver=self.resolver, mx_port=self.mx_port)
-        self.remote_slots = SlotPool(out.concurrency_limit, out.destination_concurrency_limit)
-        self.local_slots = SlotPool(out.local_concurrency_limit, out.local_concurrency_limit)
-        self.dead = DeadDestinations(clock, seconds=out.dead_destination_seconds)
+        self.lanes = Lanes(out, clock, local=local, remote=RemoteDelivery(
+            out, local_hostname=settings.mx.hostname, resolver=self.resolver,
+            mx_port=self.mx_port), keep_claim=self._keep_claim, part_ended=self._unhold)
         self.lease = lease
         self.batch_size = batch_size
         self.poll_seconds = out.poll_seconds if poll_seconds is None else poll_seconds
@@ -260,9 +232,7 @@ class OutboundWorker:
         """Turn away parts waiting for a slot (their jobs are handed back), let attempts
         in flight run for the grace period, then record every outcome."""
         self._stopping = True
-        self.local_slots.close()
-        self.remote_slots.close()
-        self.remote.cut(self.settings.outbound.stop_grace_seconds)
+        self.lanes.close(self.settings.outbound.stop_grace_seconds)
         running = list(self._active.tasks.values())
         if running:
             await asyncio.gather(*running, return_exceptions=True)
@@ -276,7 +246,9 @@ class OutboundWorker:
         """Claim one batch of due jobs, deliver them all (at once, within the lanes'
         limits), record their outcomes; return how many were claimed.  Tests and
         ``drain`` helpers use it; :meth:`run` keeps claiming while jobs are in flight."""
-        jobs = await asyncio.to_thread(self._claim, self.batch_size)
+        now = self.clock.now()
+        jobs = await asyncio.to_thread(self._claim, self.batch_size, now)
+        self._leased(jobs, now)
         try:
             if self._stopping:
                 await asyncio.to_thread(self._release, jobs)
@@ -293,14 +265,20 @@ class OutboundWorker:
 
     async def _claim_for_lanes(self, limit: int) -> list[ClaimedJob]:
         """Claim up to ``limit`` due jobs that a lane can take now (:func:`choose`)."""
-        held, dead = Counter(self._active.held), self.dead.now_dead()
-        jobs, blocked = await asyncio.to_thread(self._peek_and_claim, limit, held, dead)
+        held, dead, now = (Counter(self._active.held), self.lanes.dead.now_dead(),
+                           self.clock.now())
+        jobs, blocked = await asyncio.to_thread(self._peek_and_claim, limit, held, dead, now)
         self._active.blocked |= blocked
+        self._leased(jobs, now)
         return jobs
 
-    def _peek_and_claim(self, limit: int, held: Counter[str],
-                        dead: set[str]) -> tuple[list[ClaimedJob], set[str]]:
-        now = self.clock.now()
+    def _leased(self, jobs: list[ClaimedJob], now: datetime) -> None:
+        """Remember until when each job claimed at ``now`` is ours."""
+        for job in jobs:
+            self._active.leases[job.id] = now + self.lease
+
+    def _peek_and_claim(self, limit: int, held: Counter[str], dead: set[str],
+                        now: datetime) -> tuple[list[ClaimedJob], set[str]]:
         chosen: list[str] = []
         blocked: set[str] = set()
         with self.session_factory() as session:
@@ -318,8 +296,6 @@ class OutboundWorker:
             jobs = outbound_repo.claim_jobs(session, job_ids=chosen, worker_id=self.worker_id,
                                             now=now, lease=self.lease)
             session.commit()
-        for job in jobs:
-            self._active.leases[job.id] = now + self.lease
         return jobs, blocked
 
     def _is_local(self, recipient: str) -> bool:
@@ -414,15 +390,12 @@ class OutboundWorker:
         with self.session_factory() as session:
             return outbound_repo.due_job_exists(session, now=self.clock.now())
 
-    def _claim(self, limit: int) -> list[ClaimedJob]:
-        now = self.clock.now()
+    def _claim(self, limit: int, now: datetime) -> list[ClaimedJob]:
         with self.session_factory() as session:
             jobs = outbound_repo.claim_due_jobs(
                 session, worker_id=self.worker_id, now=now, lease=self.lease, limit=limit,
             )
             session.commit()
-        for job in jobs:
-            self._active.leases[job.id] = now + self.lease
         return jobs
 
     def _release(self, jobs: list[ClaimedJob]) -> None:
@@ -448,7 +421,7 @@ class OutboundWorker:
             return
         renewed = now + max(self.lease, budget + LEASE_MARGIN)
         if not await asyncio.to_thread(self._extend, job.id, renewed):
-            raise _LeaseLost(job.id)
+            raise LeaseLost(job.id)
         self._active.leases[job.id] = renewed
 
     def _release_dead_local_claims(self) -> None:
@@ -477,9 +450,9 @@ class OutboundWorker:
     # --- one job ------------------------------------------------------------------------
 
     async def _process(self, job: ClaimedJob, plan: Plan) -> Delivered | None:
-        """Deliver one job, its parts at once; its outcome is recorded by the caller
-        (None: nothing to record — handed back, failed here, or no longer ours).  Each
-        part gives back its hold on its lane or destination when it ends."""
+        """Deliver one job, its parts at once (:class:`~mailplane.outbound.lanes.Lanes`);
+        its outcome is recorded by the caller (None: nothing to record — handed back,
+        failed here, or no longer ours).  Each part gives back its hold when it ends."""
         try:
             message = (job.message if job.message is not None
                        else await asyncio.to_thread(Path(job.spool_path).read_bytes))
@@ -491,48 +464,17 @@ class OutboundWorker:
             log.error("outbound job %s: spool file %s is missing", job.id, job.spool_path)
             await asyncio.to_thread(self._fail_missing, job)
             return None
-        groups: list[list[str]] = []
-        parts = []
-        if plan.hosted:
-            groups.append(plan.hosted)
-            parts.append(self._local_part(job, message, plan.hosted))
-        for destination, recipients in plan.remote.items():
-            groups.append(recipients)
-            parts.append(self._remote_part(job, destination, recipients, message))
-        answers = await asyncio.gather(*parts, return_exceptions=True)
-        done: list[_Part] = []
-        for recipients, answer in zip(groups, answers, strict=True):
-            if isinstance(answer, _LeaseLost):
-                log.warning("outbound job %s: lease lost while waiting for a slot; another "
-                            "worker has it", job.id)
-                return None
-            if isinstance(answer, BaseException):  # never let one job stop the queue
-                log.error("outbound job %s: delivery crashed", job.id, exc_info=answer)
-                answer = _Part([RecipientResult(r, "retry", "4.3.0",
-                                                f"internal error: {type(answer).__name__}")
-                                for r in recipients])
-            done.append(answer)
-        if all(part.kind == "untouched" for part in done):
+        try:
+            parts = await self.lanes.run(job, plan, message)
+        except LeaseLost:
+            log.warning("outbound job %s: lease lost while waiting for a slot; another "
+                        "worker has it", job.id)
+            return None
+        if all(part.kind == "untouched" for part in parts):
             await asyncio.to_thread(self._release, [job])  # stopping: nothing was tried
             return None
-        return Delivered(job, message, [r for part in done for r in part.results],
-                         retry_at=self._retry_at(job, done))
-
-    def _retry_at(self, job: ClaimedJob, parts: list[_Part]) -> datetime | None:
-        """Due again at once when only a stop held the job back; after the dead
-        destination's deferral when only that did; else after the usual backoff."""
-        retrying = [p for p in parts if any(r.outcome == "retry" for r in p.results)]
-        if not retrying:
-            return None
-        now = self.clock.now()
-        if all(p.kind in ("cut", "untouched") for p in retrying):
-            return now
-        not_before = [p.not_before for p in retrying if p.kind == "deferred" and p.not_before]
-        if len(not_before) == len(retrying):
-            usual = now + backoff(job.attempts,
-                                  max_seconds=self.settings.outbound.max_backoff_seconds)
-            return max(usual, *not_before)
-        return None
+        return Delivered(job, message, [r for part in parts for r in part.results],
+                         retry_at=self.lanes.retry_at(job, parts))
 
     def _fail_missing(self, job: ClaimedJob) -> None:
         with self.session_factory() as session:
@@ -541,102 +483,7 @@ class OutboundWorker:
             )
             session.commit()
 
-    # --- the lanes ----------------------------------------------------------------------
-
-    async def _local_part(self, job: ClaimedJob, message: bytes,
-                          recipients: list[str]) -> _Part:
-        """Hosted recipients, in the local lane (the transport never raises)."""
-        try:
-            assert self.local is not None
-            try:
-                await self.local_slots.acquire(LOCAL)
-            except SlotRefused:
-                return _untouched(recipients)
-            metrics.OUTBOUND_ACTIVE.labels("local").inc()
-            try:
-                return _Part(await self.local.deliver(job, message, recipients))
-            finally:
-                metrics.OUTBOUND_ACTIVE.labels("local").dec()
-                self.local_slots.release(LOCAL)
-        finally:
-            self._unhold(LOCAL)
-
-    async def _remote_part(self, job: ClaimedJob, destination: str, recipients: list[str],
-                           message: bytes) -> _Part:
-        """Recipients at one remote destination: wait for a slot (unless the destination
-        is dead), make one attempt, and learn from it whether the destination is dead."""
-        try:
-            return await self._remote_part_held(job, destination, recipients, message)
-        finally:
-            self._unhold(destination)
-
-    async def _remote_part_held(self, job: ClaimedJob, destination: str,
-                                recipients: list[str], message: bytes) -> _Part:
-        dead = self.dead.until(destination)
-        if dead is not None:
-            return _deferred(recipients, dead)
-        try:
-            await self.remote_slots.acquire(destination)
-        except SlotRefused:
-            dead = self.dead.until(destination)
-            return _untouched(recipients) if dead is None else _deferred(recipients, dead)
-        try:
-            dead = self.dead.until(destination)  # found dead while this part waited
-            if dead is not None:
-                return _deferred(recipients, dead)
-            if self._stopping:
-                return _untouched(recipients)
-            await self._keep_claim(job)
-            metrics.OUTBOUND_ACTIVE.labels("remote").inc()
-            try:
-                results = await self._remote_attempt(job, destination, recipients, message)
-            except AttemptInterrupted:
-                metrics.OUTBOUND_DEFERRALS.labels("shutdown").inc()
-                return _Part([RecipientResult(r, "retry", "4.4.2",
-                                              "delivery interrupted: the worker stopped")
-                              for r in recipients], "cut")
-            finally:
-                metrics.OUTBOUND_ACTIVE.labels("remote").dec()
-        finally:
-            self.remote_slots.release(destination)
-        if no_host_answered(results):
-            self._declare_dead(destination, results[0].diagnostic)
-        elif any(r.outcome == "sent" for r in results):
-            self.dead.revive(destination)
-        return _Part(results)
-
-    async def _remote_attempt(self, job: ClaimedJob, destination: str,
-                              recipients: list[str], message: bytes) -> list[RecipientResult]:
-        """The bytes of ``job`` that leave the platform for ``destination``: one attempt
-        (:meth:`RemoteDelivery.attempt`, within the attempt budget).  Anything that must
-        change what is sent (DKIM signing, SPEC §8b) transforms ``message`` here."""
-        return await self.remote.attempt(destination, mail_from=job.mail_from,
-                                         recipients=recipients, message=message)
-
-    def _declare_dead(self, destination: str, reason: str) -> None:
-        dead = self.dead.mark(destination, reason)
-        if dead is None:
-            return
-        metrics.OUTBOUND_DEAD_DESTINATIONS.inc()
-        turned_away = self.remote_slots.abort_waiting(destination, reason)
-        log.warning("outbound: destination %s is dead until %s (%s); %d waiting "
-                    "delivery(ies) deferred", destination, dead.until.isoformat(),
-                    reason, turned_away)
-
     def _record(self, delivered: list[Delivered]) -> None:
         if record(delivered, session_factory=self.session_factory, bounces=self.bounces,
                   worker_id=self.worker_id, now=self.clock.now(), out=self.settings.outbound):
             self.wake()  # a DSN is due now (a hosted sender gets it at once)
-
-
-def _untouched(recipients: list[str]) -> _Part:
-    metrics.OUTBOUND_DEFERRALS.labels("shutdown").inc()
-    return _Part([RecipientResult(r, "retry", "4.3.0", "not tried: the worker stopped")
-                  for r in recipients], "untouched")
-
-
-def _deferred(recipients: list[str], dead: Dead) -> _Part:
-    metrics.OUTBOUND_DEFERRALS.labels("dead_destination").inc()
-    text = f"delivery temporarily suspended: {dead.reason}"
-    return _Part([RecipientResult(r, "retry", "4.4.1", text) for r in recipients],
-                 "deferred", dead.until)

@@ -35,6 +35,7 @@ from tests.factories.outbound import (
     CaptureHandler,
     DnsStub,
     OutboundEnv,
+    Tarpit,
     TarpitFactory,
     WorkerFactory,
 )
@@ -75,6 +76,14 @@ async def _until(condition: Callable[[], bool], what: str, seconds: float = 30.0
     while not condition():
         assert time.monotonic() < deadline, f"never happened: {what}"
         await asyncio.sleep(0.02)
+
+
+async def _settled(pits: Tarpit, at_least: int) -> dict[str, int]:
+    """The tarpit's per-host connection counts once its thread has taken ``at_least``
+    connections off the kernel's queue (and a moment for any more to show)."""
+    await _until(lambda: pits.total >= at_least, f"{at_least} tarpit connection(s)")
+    await asyncio.sleep(0.2)
+    return dict(pits.accepted)
 
 
 def _rows(flow: Flow, ids: list[str]) -> list[OutboundJob]:
@@ -161,12 +170,15 @@ def _env(flow: Flow) -> OutboundEnv:
 
 @dataclass
 class Probe:
-    """Sessions inside DATA at once, per capture host.  Each waits until no other
-    session has arrived for ``quiet`` seconds (or all ``expected`` are in): every session
+    """Sessions inside DATA at once, per capture host.  Each waits until ``target`` are
+    inside together and no other has arrived for ``quiet`` seconds (or all ``expected``
+    are in; or, for a tail smaller than ``target``, ``patience`` seconds): every session
     the worker runs at once is inside together, so the maxima are what it allows."""
 
     expected: int
-    quiet: float = 0.5
+    target: int
+    quiet: float = 0.3
+    patience: float = 5.0
     inside: Counter[str] = field(default_factory=Counter)
     most: Counter[str] = field(default_factory=Counter)
     most_total: int = 0
@@ -177,7 +189,7 @@ class Probe:
 
 @dataclass
 class ProbedCapture(CaptureHandler):
-    probe: Probe = field(default_factory=lambda: Probe(0))
+    probe: Probe = field(default_factory=lambda: Probe(0, 0))
     host: str = ""
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession,
@@ -190,12 +202,14 @@ class ProbedCapture(CaptureHandler):
             probe.most[self.host] = max(probe.most[self.host], probe.inside[self.host])
             probe.most_total = max(probe.most_total, sum(probe.inside.values()))
         try:
-            while True:  # until everyone is in, or nobody new came for ``quiet`` seconds
+            while True:
                 with probe.lock:
-                    left = probe.quiet - (time.monotonic() - probe.last_arrival)
-                    if probe.arrived >= probe.expected or left <= 0:
+                    since = time.monotonic() - probe.last_arrival
+                    full = sum(probe.inside.values()) >= probe.target
+                    if (probe.arrived >= probe.expected or since >= probe.patience
+                            or (full and since >= probe.quiet)):
                         break
-                await asyncio.sleep(left)
+                await asyncio.sleep(0.02)
             return await super().handle_DATA(server, session, envelope)
         finally:
             with probe.lock:
@@ -214,7 +228,7 @@ async def test_one_destination_gets_at_most_its_concurrency_limit_of_sessions(
 ) -> None:
     env = make_outbound_env(outbound={"destination_concurrency_limit": 3})
     dns_stub.zone.update(STANDARD_ZONE)
-    probe = Probe(expected=9)
+    probe = Probe(expected=9, target=3)
     handler = _probed(capture_mx, probe, "127.0.0.2")
     for n in range(9):
         stage(env, recipients=[f"user{n}@dest.test"])
@@ -234,7 +248,7 @@ async def test_all_destinations_together_get_at_most_the_global_limit(
     env = make_outbound_env(outbound={"concurrency_limit": 4,
                                       "destination_concurrency_limit": 3})
     dns_stub.zone.update(STANDARD_ZONE)
-    probe = Probe(expected=12)
+    probe = Probe(expected=12, target=4)
     _probed(capture_mx, probe, "127.0.0.2")  # dest.test
     _probed(capture_mx, probe, "127.0.0.3")  # nomx.test (its A record)
     for n in range(6):
@@ -262,7 +276,7 @@ async def test_an_attempt_connects_to_at_most_mx_session_limit_hosts_that_never_
 
     await make_worker(env).run_once()
 
-    assert pits.accepted == {host: 1 if host in PITS[:2] else 0 for host in PITS}
+    assert await _settled(pits, 2) == {host: 1 if host in PITS[:2] else 0 for host in PITS}
     row = job(env, job_id)
     assert (row.status, row.attempts) == ("queued", 1)
     assert "session limit 2 reached" in row.last_error
@@ -283,7 +297,7 @@ async def test_an_attempt_tries_at_most_mx_address_limit_addresses(
 
     await make_worker(env).run_once()
 
-    assert pits.accepted == {host: 1 if host in PITS[:5] else 0 for host in PITS}
+    assert await _settled(pits, 5) == {host: 1 if host in PITS[:5] else 0 for host in PITS}
 
 
 async def test_the_attempt_budget_ends_an_attempt_whose_steps_would_each_wait_longer(
@@ -301,7 +315,7 @@ async def test_the_attempt_budget_ends_an_attempt_whose_steps_would_each_wait_lo
     row = job(env, job_id)
     assert (row.status, row.attempts) == ("queued", 1)
     assert "attempt budget of 0.5s" in row.last_error
-    assert pits.total == 1  # cut while waiting for the first greeting
+    assert sum((await _settled(pits, 1)).values()) == 1  # cut waiting for the 1st greeting
     await _until(lambda: pits.open == 0, "the cut connection was closed")
 
 
@@ -320,13 +334,13 @@ async def test_a_tarpit_destination_is_dead_and_its_other_jobs_wait_without_a_co
     worker = make_worker(env)
     first = stage(env, recipients=["c@tarpit.example"])
     await worker.run_once()
-    assert pits.total == 2
+    assert sum((await _settled(pits, 2)).values()) == 2
 
     second = stage(env, recipients=["d@tarpit.example"])
     other = stage(env, recipients=["bob@dest.test"])
     assert await worker.run_once() == 2
 
-    assert pits.total == 2  # not tried: the destination is dead
+    assert sum((await _settled(pits, 2)).values()) == 2  # not tried: the destination is dead
     row = job(env, second)
     assert (row.status, row.attempts) == ("queued", 1)
     assert "temporarily suspended" in row.last_error
@@ -339,10 +353,10 @@ async def test_a_tarpit_destination_is_dead_and_its_other_jobs_wait_without_a_co
 
     env.clock.advance(timedelta(seconds=61))
     assert await worker.run_once() == 1  # the first job's own retry; no hot loop
-    assert pits.total == 2  # ... and still dead: deferred again without a connection
+    assert sum((await _settled(pits, 2)).values()) == 2  # still dead: deferred, no connection
     env.clock.set(as_utc(job(env, second).next_attempt_at))
     assert await worker.run_once() == 2
-    assert pits.total > 2  # the throttle is over: tried again
+    assert sum((await _settled(pits, 3)).values()) > 2  # the throttle is over: tried again
 
 
 async def test_a_destination_whose_dns_never_answers_is_dead_too(
@@ -376,10 +390,12 @@ class HeldCapture(CaptureHandler):
 
     entered: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    held: list[str] = field(default_factory=list)
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession,
                           envelope: Envelope) -> str:
         if not self.entered.is_set():
+            self.held = list(envelope.rcpt_tos)
             self.entered.set()
             await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
         return await super().handle_DATA(server, session, envelope)
@@ -396,23 +412,24 @@ async def test_a_job_whose_claim_was_taken_while_it_waited_for_a_slot_is_not_sen
     dns_stub.zone.update(STANDARD_ZONE)
     handler = HeldCapture()
     capture_mx("127.0.0.2", handler=handler)
-    first = stage(env, recipients=["first@dest.test"])
-    second = stage(env, recipients=["second@dest.test"])
+    ids = {r: stage(env, recipients=[r]) for r in ("one@dest.test", "two@dest.test")}
     # A lease shorter than an attempt's budget: renewed before every attempt.
     worker = make_worker(env, lease=timedelta(seconds=30))
 
     delivering = asyncio.create_task(worker.run_once())
     await asyncio.to_thread(handler.entered.wait, 30)
+    [sending] = handler.held
+    [waiting] = [r for r in ids if r != sending]
     with env.session_factory() as session:  # the other worker took the waiting job
-        session.execute(update(OutboundJob).where(OutboundJob.id == second)
+        session.execute(update(OutboundJob).where(OutboundJob.id == ids[waiting])
                         .values(claimed_by="w2"))
         session.commit()
     handler.release.set()
     assert await delivering == 2
 
-    assert [e.rcpt_tos for e in handler.envelopes] == [["first@dest.test"]]
-    assert job(env, first).status == "sent"
-    row = job(env, second)
+    assert [e.rcpt_tos for e in handler.envelopes] == [[sending]]
+    assert job(env, ids[sending]).status == "sent"
+    row = job(env, ids[waiting])
     assert (row.status, row.claimed_by, row.attempts) == ("queued", "w2", 0)
 
 
