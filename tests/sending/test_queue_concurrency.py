@@ -172,13 +172,15 @@ def _env(flow: Flow) -> OutboundEnv:
 class Probe:
     """Sessions inside DATA at once, per capture host.  Each waits until ``target`` are
     inside together and no other has arrived for ``quiet`` seconds (or all ``expected``
-    are in; or, for a tail smaller than ``target``, ``patience`` seconds): every session
-    the worker runs at once is inside together, so the maxima are what it allows."""
+    are in; or, when fewer than ``target`` can be — the jobs left are for one full
+    destination — ``patience`` seconds, well within the worker's reply timeout): every
+    session the worker runs at once is inside together, so the maxima are what it
+    allows."""
 
     expected: int
     target: int
     quiet: float = 0.3
-    patience: float = 5.0
+    patience: float = 1.0
     inside: Counter[str] = field(default_factory=Counter)
     most: Counter[str] = field(default_factory=Counter)
     most_total: int = 0
@@ -226,7 +228,8 @@ async def test_one_destination_gets_at_most_its_concurrency_limit_of_sessions(
     make_outbound_env: Callable[..., OutboundEnv], dns_stub: DnsStub,
     capture_mx: CaptureFactory, make_worker: WorkerFactory,
 ) -> None:
-    env = make_outbound_env(outbound={"destination_concurrency_limit": 3})
+    env = make_outbound_env(outbound={"destination_concurrency_limit": 3,
+                                      "connect_timeout_seconds": 30.0})
     dns_stub.zone.update(STANDARD_ZONE)
     probe = Probe(expected=9, target=3)
     handler = _probed(capture_mx, probe, "127.0.0.2")
@@ -246,7 +249,8 @@ async def test_all_destinations_together_get_at_most_the_global_limit(
     capture_mx: CaptureFactory, make_worker: WorkerFactory,
 ) -> None:
     env = make_outbound_env(outbound={"concurrency_limit": 4,
-                                      "destination_concurrency_limit": 3})
+                                      "destination_concurrency_limit": 3,
+                                      "connect_timeout_seconds": 30.0})
     dns_stub.zone.update(STANDARD_ZONE)
     probe = Probe(expected=12, target=4)
     _probed(capture_mx, probe, "127.0.0.2")  # dest.test
