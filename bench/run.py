@@ -544,6 +544,9 @@ def main() -> None:
     parser.add_argument("--skip-control-plane", action="store_true")
     parser.add_argument("--skip-signing", action="store_true",
                         help="skip the DKIM signing figures (bench/signing.py)")
+    parser.add_argument("--skip-outbound", action="store_true",
+                        help="skip the outbound queue figure (good mail with and without "
+                             "hostile destinations ahead, issue 20)")
     parser.add_argument("--control-plane-addresses", type=int, default=None)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--only", default="", help="e.g. 10x20 = only 10 KB, 20 sessions")
@@ -585,6 +588,14 @@ def main() -> None:
                                             messages=20 if args.quick else 200,
                                             jobs=30 if args.quick else 300)
             print(signing.format_result(report["signing"]))
+        if not args.skip_outbound:
+            from bench import outbound_bench
+
+            (workdir / "outbound").mkdir()
+            report["outbound"] = outbound_bench.run(
+                *((30, 2) if args.quick else (300, 10)), workdir / "outbound",
+                reps=1 if args.quick else 3)
+            print(outbound_bench.format_result(report["outbound"]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report["seconds"] = time.perf_counter() - started

@@ -177,3 +177,27 @@ DSNS_WITHHELD = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+# --- the outbound queue (issue 20; docs/security.md "Outbound queue") ------------------
+
+OUTBOUND_ACTIVE = Gauge(
+    "mailplane_outbound_deliveries_active",
+    "Deliveries in flight in this worker, by lane (local: hosted recipients; remote:"
+    " attempts to other hosts, at most outbound.concurrency_limit).",
+    ["lane"],
+    registry=REGISTRY,
+)
+OUTBOUND_DEFERRALS = Counter(
+    "mailplane_outbound_deferrals",
+    "Remote deliveries deferred by a limit: attempt_budget (an attempt cut at"
+    " outbound.attempt_budget_seconds), dead_destination (not tried: no host of that"
+    " destination answered lately), shutdown (cut or given back by a stopping worker).",
+    ["reason"],
+    registry=REGISTRY,
+)
+OUTBOUND_DEAD_DESTINATIONS = Counter(
+    "mailplane_outbound_dead_destinations",
+    "Destinations declared dead (no host answered an attempt) for"
+    " outbound.dead_destination_seconds.",
+    registry=REGISTRY,
+)

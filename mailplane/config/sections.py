@@ -407,7 +407,45 @@ class OutboundConfig(_Section):
     smarthost_password: SecretStr = SecretStr("")
     lifetime_hours: float = Field(default=120.0, gt=0)
     max_backoff_seconds: int = Field(default=3600, ge=1)
+    #: TCP connect to a remote host, its greeting, and each SMTP reply (Postfix's
+    #: smtp_connect_timeout is 30 s; its greeting and command timeouts are 300 s).
     connect_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: One DNS lookup (MX, A or AAAA), retries included: the C resolver's 5 s x 2 tries
+    #: that Postfix uses, where this was the 30 s connect timeout before issue 20.
+    dns_timeout_seconds: float = Field(default=10.0, gt=0)
+    # --- concurrency (issue 20; Postfix qmgr/smtp; docs/architecture.md "Outbound") ----
+    #: Remote delivery attempts in flight at once in one worker (Postfix's
+    #: default_process_limit is 100 smtp processes; here one event loop).
+    concurrency_limit: int = Field(default=20, ge=1)
+    #: Of those, at most this many to one destination — a recipient domain, or the
+    #: smarthost (Postfix's initial_destination_concurrency 5, which its feedback raises
+    #: towards default_destination_concurrency_limit 20): one hostile domain can hold
+    #: only these slots, never the whole queue.
+    destination_concurrency_limit: int = Field(default=5, ge=1)
+    #: Hosted (local) deliveries in flight at once: their own lane, never behind remote
+    #: attempts (Postfix's local/virtual transports have their own process limits).
+    local_concurrency_limit: int = Field(default=8, ge=1)
+    #: Jobs one worker holds claimed and not yet recorded (running or waiting for a
+    #: slot); it claims more only below this (Postfix's qmgr_message_active_limit).
+    active_job_limit: int = Field(default=500, ge=1)
+    #: MX addresses tried per delivery attempt, and MX hosts looked up for them
+    #: (Postfix's smtp_mx_address_limit, default 5).
+    mx_address_limit: int = Field(default=5, ge=1)
+    #: Connections that reached a host (TCP established) per attempt before giving up
+    #: (Postfix's smtp_mx_session_limit, default 2): a host that accepts and never
+    #: greets costs at most this many greeting timeouts.
+    mx_session_limit: int = Field(default=2, ge=1)
+    #: The whole of one attempt to one destination — DNS, connects, greetings and the
+    #: transaction — ends within this; a cut attempt is retried with backoff.
+    attempt_budget_seconds: float = Field(default=300.0, gt=0)
+    #: A destination where no host answered (DNS timeout, no connection, no greeting,
+    #: the budget used up) is "dead" for this long: its other jobs are deferred without
+    #: an attempt until then, never retried in a loop (Postfix's dead destination,
+    #: throttled for minimal_backoff_time = 300 s).  0 = off.
+    dead_destination_seconds: float = Field(default=300.0, ge=0)
+    #: On stop, attempts in flight get this long to finish; the rest are cut and their
+    #: jobs given back, due at once (a restart does not wait out a backoff).
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
     max_hops: int = Field(default=25, ge=1)
     #: SPEC §6 "mail not addressed to the address in To/Cc (optional)": no reply to Bcc.
     auto_reply_require_recipient_header: bool = True

@@ -40,6 +40,10 @@ class Delivered:
     job: ClaimedJob
     message: bytes
     results: list[RecipientResult]
+    #: When the recipients to retry are due again, if not after the usual backoff: at
+    #: once for an attempt a stopping worker cut, at the end of a dead destination's
+    #: deferral for one that was not tried (the worker decides, issue 20).
+    retry_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +82,8 @@ def record(delivered: list[Delivered], *, session_factory: sessionmaker[Session]
                 owned = outbound_repo.mark_retry(
                     session, job_id=job.id, worker_id=worker_id,
                     recipients=[r.recipient for r in split.retry],
-                    next_attempt_at=now
-                    + backoff(job.attempts, max_seconds=out.max_backoff_seconds),
+                    next_attempt_at=outcome.retry_at if outcome.retry_at is not None
+                    else now + backoff(job.attempts, max_seconds=out.max_backoff_seconds),
                     error="; ".join(r.diagnostic for r in split.retry),
                 )
             elif split.failed and not split.sent:

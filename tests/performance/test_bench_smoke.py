@@ -42,6 +42,11 @@ def test_quick_bench_delivers_through_every_server_and_writes_json(tmp_path: Pat
     assert report["api"]["get_addresses"]["rps"] > 0
     assert report["signing"]["queue"]["sent"] > 0  # DKIM signing's figures (issue 21)
     assert "DKIM signing" in proc.stdout
+    # Issue 20: good outbound mail drained with and without hostile destinations ahead.
+    outbound = report["outbound"]["rows"]
+    assert set(outbound) == {"concurrent-clean", "concurrent-hostile", "serial-clean",
+                             "serial-hostile"}
+    assert all(row["msgs_per_s"] > 0 for row in outbound.values())
     assert "mailplane" in proc.stdout
 
 
