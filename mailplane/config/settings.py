@@ -37,6 +37,7 @@ from pydantic_settings import (
 from mailplane.config.sections import (
     AddressConfig,
     ApiConfig,
+    AuthenticationConfig,
     MxConfig,
     OutboundConfig,
     OverseasConfig,
@@ -97,6 +98,7 @@ class Settings(BaseSettings):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     overseas: OverseasConfig = Field(default_factory=OverseasConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
     srs: SrsConfig = Field(default_factory=SrsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 

@@ -9,6 +9,10 @@
   ``550 5.7.1``); a forged or expired one gets ``550 5.1.1``.
 - **Connections** — behind the listener's gate (SPEC §8a, :func:`~mailplane.smtp.base.
   listener_gate`), with the session defences of :mod:`mailplane.smtp.guarded`.
+- **Sender authentication** — SPF starts at the first accepted RCPT, DKIM/DMARC/ARC at
+  the end of DATA, under one time budget (:mod:`mailplane.mailauth.verifier`); the
+  results go on ``MessageContext.auth`` and into the one ``Authentication-Results`` of
+  the stored copy (forged ones with our authserv-id removed, RFC 8601 §5).
 - **DATA** — a bare LF normalised to CRLF (``mx.bare_newline``, Postfix 3.9's default;
   the DATA reader ends a message only at ``<CRLF>.<CRLF>``), the bytes checked
   (:func:`~mailplane.smtp.base.content_refusal`: a bare CR is refused; the MIME bounds of
@@ -20,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import weakref
@@ -35,6 +40,7 @@ from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
 from mailplane.mail.message import MessageContext, normalise_bare_lf
 from mailplane.mail.srs import Srs, SrsError, srs_from_settings
+from mailplane.mailauth.verifier import InboundVerifier, PendingChecks
 from mailplane.net.gate import GatedServer, start_gated_server
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
@@ -74,6 +80,20 @@ class MxHandler:
         self._srs_returns: weakref.WeakKeyDictionary[Envelope, list[str]] = (
             weakref.WeakKeyDictionary()
         )
+        # Sender authentication (SPEC §8b), started at the first accepted RCPT.
+        self.verifier = InboundVerifier(
+            settings, hosted=lambda domain: policy_cache.snapshot.is_hosted_domain(domain))
+        self._checks: weakref.WeakKeyDictionary[Envelope, PendingChecks] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _begin_checks(self, session: SmtpSession, envelope: Envelope) -> None:
+        """SPF can start once a recipient is accepted (never for a stranger's MAIL FROM
+        alone); the checks end with the envelope."""
+        if envelope not in self._checks:
+            self._checks[envelope] = self.verifier.begin(
+                envelope, peer_ip=_peer_ip(session), helo=session.host_name,
+                mail_from=envelope.mail_from or "")
 
     async def handle_RCPT(
         self,
@@ -96,6 +116,7 @@ class MxHandler:
             except SrsError as exc:
                 log.info("refused SRS address %s: %s", normalised, exc)
                 return replies.UNKNOWN_RECIPIENT.line
+            self._begin_checks(session, envelope)
             returns = self._srs_returns.setdefault(envelope, [])
             if normalised not in returns:
                 returns.append(normalised)
@@ -110,6 +131,7 @@ class MxHandler:
             return replies.UNKNOWN_RECIPIENT.line
         if not await self.delivery.has_room(policy, declared_size(envelope.mail_options)):
             return replies.MAILBOX_FULL.line
+        self._begin_checks(session, envelope)
         remembered = self._policies.setdefault(envelope, {})
         if normalised not in remembered:
             envelope.rcpt_tos.append(address)
@@ -137,20 +159,28 @@ class MxHandler:
         srs_returns = self._srs_returns.get(envelope, [])
         if not recipients and not srs_returns:
             return replies.NO_VALID_RECIPIENTS
-        peer = session.peer
         ctx = MessageContext(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(address for address, _ in recipients),
             raw=raw,
             received_at=self.delivery.clock.now(),
-            peer_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None,
+            peer_ip=_peer_ip(session),
             helo=session.host_name or None,
             queue_id=secrets.token_hex(8),
         )
+        checks = self._checks.get(envelope)
+        if checks is not None:
+            auth = await checks.finish(ctx)
+            ctx = dataclasses.replace(ctx, raw=self.verifier.stamp(raw, auth, ctx), auth=auth)
         await self.delivery.deliver(
             ctx, recipients, protocol="ESMTP" if session.extended_smtp else "SMTP",
             listener=LISTENER, srs_returns=srs_returns)
         return replies.MESSAGE_ACCEPTED
+
+
+def _peer_ip(session: SmtpSession) -> str | None:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 class MxServer:
@@ -170,6 +200,7 @@ class MxServer:
     async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Graceful stop: see :func:`~mailplane.smtp.base.close_gracefully`."""
         await close_gracefully([self._server], self._protocols, grace_seconds=grace_seconds)
+        await self.handler.verifier.aclose()
         if self._owns_delivery:
             await self.handler.delivery.aclose()
 

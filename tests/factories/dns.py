@@ -1,8 +1,9 @@
 """The one DNS stub of the tests: an authoritative server on a loopback UDP port, in its
 own thread (so synchronous and asyncio tests, and node subprocesses, can all use it).
 
-Answers come from ``zone`` (``{name: {"MX": [(pref, host)], "A": [...], "AAAA": [...]}}``),
-built with dnspython's message classes: an unknown name → NXDOMAIN, a known name without
+Answers come from ``zone`` (``{name: {"MX": [(pref, host)], "A": [...], "AAAA": [...],
+"TXT": ["v=spf1 -all", ...]}}``; a TXT string longer than 255 bytes is published as
+several character-strings, as a zone file would), built with dnspython's message classes: an unknown name → NXDOMAIN, a known name without
 the asked type → NOERROR with an empty answer (what makes a mailer fall back from MX to
 A).  ``silent=True`` reads queries and never answers (a resolver that times out).
 ``queries`` records ``(name, type)`` of every question, names without the final dot.
@@ -29,6 +30,14 @@ Zone = dict[str, dict[str, list[Any]]]
 def a_records(records: dict[str, str]) -> Zone:
     """``{name: address}`` (DNSBL entries) as a zone of A records."""
     return {name: {"A": [address]} for name, address in records.items()}
+
+
+def txt_rdata(text: str) -> str:
+    """One TXT record in zone-file syntax: 255-byte character-strings, quoted."""
+    data = text.encode()
+    chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+    return " ".join('"' + c.decode().replace("\\", "\\\\").replace('"', '\\"') + '"'
+                    for c in chunks)
 
 
 class DnsStub:
@@ -61,10 +70,13 @@ class DnsStub:
         if records is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
             return response
-        texts = [
-            f"{pref} {host.rstrip('.')}." if host != "." else f"{pref} ."
-            for pref, host in records.get("MX", [])
-        ] if rdtype == "MX" else list(records.get(rdtype, []))
+        if rdtype == "MX":
+            texts = [f"{pref} {host.rstrip('.')}." if host != "." else f"{pref} ."
+                     for pref, host in records.get("MX", [])]
+        elif rdtype == "TXT":
+            texts = [txt_rdata(text) for text in records.get("TXT", [])]
+        else:
+            texts = list(records.get(rdtype, []))
         if texts:
             response.answer.append(
                 dns.rrset.from_text_list(name + ".", 60, dns.rdataclass.IN, rdtype, texts))
