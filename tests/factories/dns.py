@@ -3,10 +3,11 @@ own thread (so synchronous and asyncio tests, and node subprocesses, can all use
 
 Answers come from ``zone`` (``{name: {"MX": [(pref, host)], "A": [...], "AAAA": [...],
 "TXT": ["v=spf1 -all", ...]}}``; a TXT string longer than 255 bytes is published as
-several character-strings, as a zone file would), built with dnspython's message classes: an unknown name → NXDOMAIN, a known name without
-the asked type → NOERROR with an empty answer (what makes a mailer fall back from MX to
-A).  ``silent=True`` reads queries and never answers (a resolver that times out).
-``queries`` records ``(name, type)`` of every question, names without the final dot.
+several character-strings, as a zone file would), built with dnspython's message classes:
+an unknown name → NXDOMAIN, a known name without the asked type → NOERROR with an empty
+answer (what makes a mailer fall back from MX to A).  ``silent=True`` reads queries and
+never answers (a resolver that times out).  ``queries`` records ``(name, type)`` of
+every question, names without the final dot.
 """
 
 from __future__ import annotations
