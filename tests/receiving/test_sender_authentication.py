@@ -26,6 +26,7 @@ import dkim
 import pytest
 from sqlalchemy import select
 
+from mailplane.notices.digest import send_quarantine_digests
 from mailplane.storage.models import QuarantineItem
 from tests.factories.dns import DnsStub
 from tests.factories.mx import MxEnv, make_message
@@ -125,6 +126,19 @@ async def test_a_forged_from_of_a_reject_domain_is_quarantined_as_spoofed(mx: Mx
     assert "spf=pass smtp.mailfrom=bounce@evil.example" in results
     assert "dmarc=fail (p=reject) header.from=bank.example" in results
     assert "reason=spoofed" in str(parse(stored)["X-Mailplane-Verdict"])
+
+
+async def test_the_digest_names_a_spoofed_message_in_japanese_first(mx: MxEnv) -> None:
+    mx.update_address(TARO, spam_judge=True, spam_quarantine=True, spam_notify=True)
+    await mx.send(make_message(sender="security@bank.example", subject="Verify"),
+                  mail_from="x@evil.example")
+    assert send_quarantine_digests(mx.settings, mx.session_factory, mx.clock) == 1
+    [digest] = mx.inbox(TARO)
+    body = parse(digest).get_body(preferencelist=("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "なりすまし / spoofed sender" in text and "Verify" in text
+    assert text.index("なりすまし") < text.index("spoofed")
 
 
 async def test_the_allow_list_does_not_release_a_forged_sender(mx: MxEnv) -> None:
