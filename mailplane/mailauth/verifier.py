@@ -143,19 +143,18 @@ class PendingChecks:
         # The policy walk of each author domain needs no result yet: start it now, its
         # answers are remembered for the evaluation below.
         walks = [self._start(dmarc.walk(author)) for author in dict.fromkeys(authors[:10])]
-        spf = await self._result(self._spf, deadline,
-                                 SpfOutcome("temperror", "", "time budget spent"))
-        ready = await self._result(prepared, deadline, None)
+        await _settle([self._spf, prepared, *walks], deadline)
+        spf = _outcome(self._spf, SpfOutcome("temperror", "", "time budget spent"))
+        ready = _outcome(prepared, None)
+        for walk in walks:
+            _outcome(walk, None)
         signatures: tuple[DkimSignatureResult, ...] = ()
         arc: ArcResult = "none"
         if ready is not None:
-            signatures, arc = await self._result(
-                self._start(dkim.verify(ctx.raw, ready)), deadline, ((), "fail"))
-        for walk in walks:
-            await self._result(walk, deadline, None)
-        outcome = await self._result(
-            self._start(dmarc.evaluate(authors, spf=spf.result, spf_domain=spf.domain,
-                                       dkim=signatures)),
+            signatures, arc = await _in_time(dkim.verify(ctx.raw, ready), deadline,
+                                             ((), "fail"))
+        outcome = await _in_time(
+            dmarc.evaluate(authors, spf=spf.result, spf_domain=spf.domain, dkim=signatures),
             deadline, DmarcOutcome("temperror", authors[0] if authors else ""))
         auth = AuthResults(spf=spf.result, spf_domain=spf.domain, dkim=signatures,
                            dmarc=outcome.result, dmarc_policy=outcome.policy,
@@ -174,25 +173,42 @@ class PendingChecks:
             domains.append(envelope)
         return list(dict.fromkeys(d.lower() for d in domains))
 
-    async def _result(self, task: asyncio.Task[T], deadline: Deadline, late: T) -> T:
-        """The task's result, or ``late`` when it cannot finish within the budget (or
-        failed: a check's bug must never cost the message)."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(task),
-                                          max(0.0, deadline.remaining()) + GRACE_SECONDS)
-        except TimeoutError:
+
+
+async def _settle(tasks: Sequence[asyncio.Task[Any]], deadline: Deadline) -> None:
+    """Wait for ``tasks`` until the deadline; cancel those still running then."""
+    pending = [task for task in tasks if not task.done()]
+    if pending:
+        _done, late = await asyncio.wait(pending,
+                                         timeout=max(0.0, deadline.remaining()) + GRACE_SECONDS)
+        for task in late:
             task.cancel()
-            return late
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task.cancelled() and not (current is not None and current.cancelling()):
-                return late  # the check was stopped (listener closing), not this wait
-            raise
-        except DnsTempError:
-            return late
-        except Exception:
-            log.exception("sender authentication check failed; counted as temperror")
-            return late
+
+
+def _outcome(task: asyncio.Task[T], late: T) -> T:
+    """A settled task's result, or ``late`` when it did not finish in time or failed (a
+    check's bug must never cost the message)."""
+    if not task.done() or task.cancelled():
+        return late
+    error = task.exception()
+    if error is None:
+        return task.result()
+    if not isinstance(error, DnsTempError):
+        log.error("sender authentication check failed; counted as temperror",
+                  exc_info=error)
+    return late
+
+
+async def _in_time(work: Coroutine[Any, Any, T], deadline: Deadline, late: T) -> T:
+    """``work`` awaited within the deadline (no task: it runs in this one)."""
+    try:
+        async with asyncio.timeout_at(deadline.at + GRACE_SECONDS):
+            return await work
+    except (TimeoutError, DnsTempError):
+        return late
+    except Exception:
+        log.exception("sender authentication check failed; counted as temperror")
+        return late
 
 
 def _hosted_claim(hosted: Callable[[str], bool], sender: str, authors: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import subprocess
 from dataclasses import dataclass
 
 import dkim
@@ -30,7 +31,16 @@ class KeyPair:
 
 @functools.cache
 def rsa_key(bits: int = 2048) -> KeyPair:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    """An RSA key; under 1024 bits (which ``cryptography`` refuses to make, RFC 8301
+    forbids to accept) from ``openssl genrsa``, for the test that it is refused."""
+    if bits < 1024:
+        pem = subprocess.run(["openssl", "genrsa", str(bits)], capture_output=True,
+                             check=True).stdout
+        loaded = serialization.load_pem_private_key(pem, None)
+        assert isinstance(loaded, rsa.RSAPrivateKey)
+        key = loaded
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     private = key.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption())
