@@ -72,9 +72,7 @@ _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False  # dkimpy logs every bad signature at ERROR: forged mail is normal
 _ARC_NAMES = (b"arc-seal", b"arc-message-signature")
 _TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-_FWS = rb"(?:(?:\s*\r?\n)?\s+)?"
-#: The ``b=`` value of a signature header, removed before hashing it (RFC 6376 §3.7).
-_B_TAG = re.compile(rb"((?:^|[;\s])b" + _FWS + rb"=)(?:" + _FWS + rb"[a-zA-Z0-9+/=])*(?:\r?\n\Z)?")
+_BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 _WSP_RUN = re.compile(rb"[ \t]+")
 _TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
 
@@ -133,6 +131,8 @@ class Prepared:
     arc_present: bool = False
     arc_failed: bool = False
     fields: list[bytes] = field(default_factory=list)
+    #: Each field's name, lower case (``fields`` order).
+    names: list[bytes] = field(default_factory=list)
 
 
 def _key_name(selector: str, domain: str) -> str:
@@ -202,12 +202,12 @@ def _dkim_signature(raw_field: bytes, position: int, now: float) -> tuple[Signat
     return signature, _key_name(signature.selector, signature.domain)
 
 
-def _arc_keys(fields: list[bytes]) -> tuple[set[str], bool]:
+def _arc_keys(fields: list[bytes], field_names: list[bytes]) -> tuple[set[str], bool]:
     """Key names of every ARC-Seal and ARC-Message-Signature; False when the sets are
     malformed or too many (the chain fails without a lookup)."""
     names: set[str] = set()
-    for raw_field in fields:
-        if _field_name(raw_field) not in _ARC_NAMES:
+    for raw_field, name in zip(fields, field_names, strict=True):
+        if name not in _ARC_NAMES:
             continue
         try:
             tags = parse_tags(raw_field.split(b":", 1)[1])
@@ -244,18 +244,18 @@ async def prepare(dns: DnsClient, deadline: Deadline, raw: bytes, *,
         return prepared
     fields, _rest = split_message(raw)
     prepared.fields = fields
+    prepared.names = names = [_field_name(f) for f in fields]
     now = time.time()
     wanted: set[str] = set()
-    for position, raw_field in enumerate(fields):
-        if (_field_name(raw_field) != b"dkim-signature"
-                or len(prepared.signatures) >= max_signatures):
+    for position, (raw_field, name) in enumerate(zip(fields, names, strict=True)):
+        if name != b"dkim-signature" or len(prepared.signatures) >= max_signatures:
             continue
         signature, key = _dkim_signature(raw_field, position, now)
         prepared.signatures.append(signature)
         if key is not None:
             wanted.add(key)
-    arc_keys, arc_ok = _arc_keys(fields)
-    prepared.arc_present = any(_field_name(f) in _ARC_NAMES for f in fields)
+    arc_keys, arc_ok = _arc_keys(fields, names)
+    prepared.arc_present = any(name in _ARC_NAMES for name in names)
     prepared.arc_failed = prepared.arc_present and not arc_ok
     if arc_ok:
         prepared.arc_keys = arc_keys
@@ -263,10 +263,10 @@ async def prepare(dns: DnsClient, deadline: Deadline, raw: bytes, *,
     await asyncio.gather(*(_fetch(dns, deadline, name, prepared) for name in wanted))
     for signature in prepared.signatures:
         if signature.early is None:
-            name = _key_name(signature.selector, signature.domain)
-            if name in prepared.key_errors:
+            key_name = _key_name(signature.selector, signature.domain)
+            if key_name in prepared.key_errors:
                 signature.early = "temperror"
-            elif prepared.keys.get(name) is None:
+            elif prepared.keys.get(key_name) is None:
                 signature.early = "permerror"  # RFC 6376 §6.1.2: no key for signature
     return prepared
 
@@ -327,8 +327,10 @@ def public_key(record: bytes) -> tuple[PublicKey | None, frozenset[str]]:
 
 def _relaxed_header(raw_field: bytes) -> bytes:
     name, _, value = raw_field.partition(b":")
-    value = _WSP_RUN.sub(b" ", value.replace(b"\r\n", b"").replace(b"\n", b"")).strip(b" ")
-    return name.rstrip(b" \t").lower() + b":" + value + b"\r\n"
+    value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    return name.rstrip(b" \t").lower() + b":" + value.strip(b" ") + b"\r\n"
 
 
 def _strip_trailing_lines(body: bytes) -> bytes:
@@ -350,9 +352,31 @@ def canonical_body(body: bytes, relaxed: bool) -> bytes:
     return _strip_trailing_lines(body)
 
 
-def _signed_headers(fields: list[bytes], names: list[str]) -> list[bytes]:
+def without_b_value(value: bytes) -> bytes:
+    """A signature header's value with the ``b=`` tag's value removed (RFC 6376 §3.7),
+    byte for byte as dkimpy removes it: the base64 and the folding inside it go, the
+    whitespace after it stays (and a final line break goes)."""
+    start = 0
+    while start <= len(value):
+        end = value.find(b";", start)
+        end = len(value) if end < 0 else end
+        name, eq, _ = value[start:end].partition(b"=")
+        if eq and name.strip() == b"b":
+            tag_end = start + len(name) + 1
+            last = end
+            while last > tag_end and value[last - 1] not in _BASE64:
+                last -= 1
+            tail = value[last:end]
+            if end == len(value) and tail.endswith(b"\n"):
+                tail = tail[:-2] if tail.endswith(b"\r\n") else tail[:-1]
+            return value[:tag_end] + tail + value[end:]
+        start = end + 1
+    return value
+
+
+def _signed_headers(fields: list[bytes], lowered: list[bytes],
+                    names: list[str]) -> list[bytes]:
     """§5.4.2: for each name, the last instance not used yet (none left: nothing)."""
-    lowered = [_field_name(f) for f in fields]
     next_index: dict[str, int] = {}
     selected: list[bytes] = []
     for name in names:
@@ -367,7 +391,7 @@ def _signed_headers(fields: list[bytes], names: list[str]) -> list[bytes]:
     return selected
 
 
-def _verify_signature(signature: Signature, fields: list[bytes], body: bytes,
+def _verify_signature(signature: Signature, prepared: Prepared, body: bytes,
                       record: bytes, bodies: dict[tuple[bool, int | None], bytes]) -> DkimResult:
     key, flags = public_key(record)
     if key is None:
@@ -397,9 +421,10 @@ def _verify_signature(signature: Signature, fields: list[bytes], body: bytes,
     names = [h.strip().lower() for h in tags["h"].split(":")]
     names.append("from")  # an added From must break the signature (RFC 6376 §8.15)
     canonicalise = _relaxed_header if relaxed_headers else (lambda f: f)
-    data = b"".join(canonicalise(f) for f in _signed_headers(fields, names))
+    data = b"".join(canonicalise(f) for f in _signed_headers(prepared.fields, prepared.names,
+                                                             names))
     name, _, value = signature.field.partition(b":")
-    unsigned = name + b":" + _B_TAG.sub(rb"\1", value)
+    unsigned = name + b":" + without_b_value(value)
     data += canonicalise(unsigned).rstrip(b"\r\n") if relaxed_headers else unsigned.rstrip()
     signature_bytes = base64.b64decode(tags["b"])
     try:
@@ -416,7 +441,6 @@ def _verify_sync(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureRes
                                                           ArcResult]:
     results: list[DkimSignatureResult] = []
     if prepared.signatures:
-        fields = prepared.fields
         separator = raw.find(b"\r\n\r\n")
         body = raw[separator + 4:] if separator >= 0 else b""
         bodies: dict[tuple[bool, int | None], bytes] = {}
@@ -425,7 +449,7 @@ def _verify_sync(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureRes
             if outcome is None:
                 record = prepared.keys[_key_name(signature.selector, signature.domain)]
                 assert record is not None  # prepare() judged missing keys already
-                outcome = _verify_signature(signature, fields, body, record, bodies)
+                outcome = _verify_signature(signature, prepared, body, record, bodies)
             results.append(DkimSignatureResult(domain=signature.domain,
                                                selector=signature.selector, result=outcome,
                                                algorithm=signature.algorithm,

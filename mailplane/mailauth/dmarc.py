@@ -26,6 +26,7 @@ is kept beside the policy: the filters apply one level less (§4.7).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -65,6 +66,7 @@ class DmarcOutcome:
     reason: str = ""
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_record(text: str) -> DmarcRecord | None:
     """A DMARC policy record (RFC 9989 §4.7), or None when ``text`` is not one (or its
     policy tags are invalid and it has no reporting address: §4.10.1, no DMARC)."""

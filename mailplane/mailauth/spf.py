@@ -18,6 +18,7 @@ keeps from the RFC, and why each matters on an MX anyone can connect to:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -135,8 +136,10 @@ def _cidr(value: str | None, default: int) -> int:
     return default if value is None else int(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_record(text: str) -> SpfRecord:
-    """A ``v=spf1`` record (RFC 7208 §4.6.1, §12); raises :class:`SpfPermError`."""
+    """A ``v=spf1`` record (RFC 7208 §4.6.1, §12); raises :class:`SpfPermError`.
+    Remembered per text: a sender's record is parsed once, not once per message."""
     terms = text.split(" ")
     if terms[0].lower() != "v=spf1":
         raise SpfPermError("not an SPF record")

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 import weakref
@@ -170,8 +169,11 @@ class MxHandler:
         )
         checks = self._checks.get(envelope)
         if checks is not None:
-            auth = await checks.finish(ctx)
-            ctx = dataclasses.replace(ctx, raw=self.verifier.stamp(raw, auth, ctx), auth=auth)
+            ctx.auth = await checks.finish(ctx)
+            # Our header on top, forged ones gone.  The parsed header view stays the one
+            # of the message as received (parsing it again would cost as much as the
+            # checks): nothing reads Authentication-Results from it, engines get ``auth``.
+            ctx.raw = self.verifier.stamp(raw, ctx.auth, ctx)
         await self.delivery.deliver(
             ctx, recipients, protocol="ESMTP" if session.extended_smtp else "SMTP",
             listener=LISTENER, srs_returns=srs_returns)
