@@ -59,6 +59,9 @@ from mailplane.mailauth.dns import Deadline, DnsClient, DnsTempError
 INLINE_LIMIT = 256 * 1024
 #: RFC 8617 §4.2.1: instance numbers run from 1 to 50.
 MAX_ARC_SETS = 50
+#: Distinct keys an ARC chain may make us fetch; a chain needing more is ``fail`` without
+#: a lookup (a real chain has a few sealers; 50 sets would be 100 queries for a stranger).
+MAX_ARC_KEYS = 8
 #: Characters of ``b=`` in ``header.b`` (RFC 6008: enough to tell signatures apart).
 B_PREFIX = 12
 #: Parsed public keys kept per process (by their DNS record).
@@ -221,6 +224,8 @@ def _arc_keys(fields: list[bytes], field_names: list[bytes]) -> tuple[set[str], 
         if not selector or not domain:
             return names, False
         names.add(_key_name(selector, domain))
+        if len(names) > MAX_ARC_KEYS:
+            return set(), False
     return names, True
 
 

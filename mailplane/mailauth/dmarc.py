@@ -36,8 +36,9 @@ from mailplane.mailauth.dns import Deadline, DnsClient, DnsTempError
 
 #: RFC 9989 §4.10: a walk never makes more than this many queries.
 MAX_WALK_QUERIES = 8
-#: Distinct ``From:`` domains judged in one message; more is ``permerror``.
-MAX_AUTHOR_DOMAINS = 10
+#: Distinct ``From:`` domains judged in one message; more is ``permerror`` (each costs a
+#: walk of up to 8 queries, for a sender who chose them).
+MAX_AUTHOR_DOMAINS = 5
 
 _POLICIES: dict[str, DmarcPolicy] = {"none": "none", "quarantine": "quarantine",
                                      "reject": "reject"}

@@ -39,7 +39,7 @@ from mailplane.mail.auth_results import (
 )
 from mailplane.mail.message import MessageContext
 from mailplane.mailauth import dkim, header
-from mailplane.mailauth.dmarc import DmarcEvaluator, DmarcOutcome
+from mailplane.mailauth.dmarc import MAX_AUTHOR_DOMAINS, DmarcEvaluator, DmarcOutcome
 from mailplane.mailauth.dns import Deadline, DnsClient, DnsTempError, make_resolver
 from mailplane.mailauth.spf import SpfOutcome, check_host
 
@@ -142,7 +142,8 @@ class PendingChecks:
                                             max_signatures=verifier.max_dkim_signatures))
         # The policy walk of each author domain needs no result yet: start it now, its
         # answers are remembered for the evaluation below.
-        walks = [self._start(dmarc.walk(author)) for author in dict.fromkeys(authors[:10])]
+        walks = [self._start(dmarc.walk(author))
+                 for author in list(dict.fromkeys(authors))[:MAX_AUTHOR_DOMAINS]]
         await _settle([self._spf, prepared, *walks], deadline)
         spf = _outcome(self._spf, SpfOutcome("temperror", "", "time budget spent"))
         ready = _outcome(prepared, None)
