@@ -6,8 +6,9 @@ into one ``Authentication-Results`` header (RFC 8601).
   a deadline per message (a lookup past it is ``temperror``, never a wait).
 - :mod:`~mailplane.mailauth.spf`, :mod:`~mailplane.mailauth.dmarc` — our own async
   evaluators on dnspython (pyspf is synchronous; Stalwart's mail-auth is the model).
-- :mod:`~mailplane.mailauth.dkim` — DKIM and ARC with dkimpy: keys fetched by our resolver
-  first, dkimpy's CPU work then runs with those answers (in a thread for large mail).
+- :mod:`~mailplane.mailauth.dkim` — DKIM verified with ``cryptography``, ARC with dkimpy:
+  keys fetched by our resolver first, the CPU work then runs with those answers (in a
+  thread for large mail).
 - :mod:`~mailplane.mailauth.header` — the header we write and the forged ones we remove.
 - :mod:`~mailplane.mailauth.verifier` — what the MX calls: SPF started at the first
   accepted RCPT, the rest at DATA, all under one time budget.

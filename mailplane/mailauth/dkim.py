@@ -8,12 +8,12 @@ Two steps, so no DNS wait and no heavy CPU work ever sits on the event loop:
    :data:`INLINE_LIMIT`.
 
 **DKIM** is verified here, with ``cryptography`` (OpenSSL) for RSA and Ed25519 (RFC 8463):
-dkimpy, measured in the MX, cost more per 10 KB message than all of the rest of the MX
-together (a pure-Python integer-to-bytes loop, a regex pass per canonicalisation step, the
-key re-parsed each time; docs/performance.md).  What it must agree with — canonicalisation
-(§3.4), header selection bottom-up (§5.4.2), the ``b=`` removal, ``l=`` — is checked
-against dkimpy itself, the independent verifier, on generated messages in the tests.  Public
-keys are parsed once per record (an LRU of :data:`KEY_CACHE_ENTRIES`).
+dkimpy, measured in the bench, made the MX spend 1.24× the CPU per 10 KB message and 3-5×
+per 100 KB one (a pure-Python integer-to-bytes loop, a regex pass per canonicalisation
+step, the key re-parsed each time; docs/architecture.md).  What ours must agree with —
+canonicalisation (§3.4), header selection bottom-up (§5.4.2), the ``b=`` removal, ``l=``
+— is checked against dkimpy itself, the independent verifier, on generated messages in
+the tests.  Public keys are parsed once per record (an LRU of :data:`KEY_CACHE_ENTRIES`).
 
 Results per signature (RFC 8601 §2.7.1): ``pass``; ``fail`` — the signature or the body
 hash does not verify; ``neutral`` — the signature itself is malformed (tags, ``x=``
@@ -24,8 +24,9 @@ verifiers to accept; ``permerror`` — no key, a revoked, unusable or sub-1024-b
 verifier limit them); the rest are not reported.
 
 **ARC** (``arc=pass|fail|none``) is dkimpy's chain validation, fed our fetched keys (ARC
-is rare and not on the hot path); more than :data:`MAX_ARC_SETS` sets, a malformed
-instance, or a key that did not arrive is ``fail``.  We record the result; we do not let
+is rare and not on the hot path); more than :data:`MAX_ARC_SETS` sets or
+:data:`MAX_ARC_KEYS` keys, a malformed instance, or a key that did not arrive is
+``fail``.  We record the result; we do not let
 it override DMARC (nobody's seal is trusted yet), and we never remove ``ARC-*`` headers,
 whose authserv-id is the sealer's claim, not ours (a chain is trusted through its sealers'
 keys, RFC 8617).
