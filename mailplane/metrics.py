@@ -115,3 +115,10 @@ MAILDIR_ORPHANS_REMOVED = Counter(
     "Files older than 36 h removed from Maildir tmp/ (left by a crash; maildir(5)).",
     registry=REGISTRY,
 )
+SENDER_AUTHENTICATION = Counter(
+    "mailplane_sender_authentication",
+    "Results of SPF, DKIM (per signature), DMARC and ARC on the MX (SPEC §8b); a rise of "
+    "temperror means the resolver is slow or unreachable.",
+    ["check", "result"],
+    registry=REGISTRY,
+)

@@ -30,6 +30,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from mailplane import metrics
 from mailplane.config.settings import Settings
 from mailplane.mail.auth_results import (
     ArcResult,
@@ -164,6 +165,7 @@ class PendingChecks:
         if claim:
             auth = _with_claim_result(auth, self._claimed(sender, authors),
                                       verifier.base_domains)
+        _count(auth)
         return auth
 
     def _claimed(self, sender: str, authors: Sequence[str]) -> list[str]:
@@ -210,6 +212,14 @@ async def _in_time(work: Coroutine[Any, Any, T], deadline: Deadline, late: T) ->
     except Exception:
         log.exception("sender authentication check failed; counted as temperror")
         return late
+
+
+def _count(auth: AuthResults) -> None:
+    metrics.SENDER_AUTHENTICATION.labels("spf", auth.spf).inc()
+    for signature in auth.dkim:
+        metrics.SENDER_AUTHENTICATION.labels("dkim", signature.result).inc()
+    metrics.SENDER_AUTHENTICATION.labels("dmarc", auth.dmarc).inc()
+    metrics.SENDER_AUTHENTICATION.labels("arc", auth.arc).inc()
 
 
 def _hosted_claim(hosted: Callable[[str], bool], sender: str, authors: Sequence[str]) -> str:

@@ -26,6 +26,7 @@ import dkim
 import pytest
 from sqlalchemy import select
 
+from mailplane.metrics import REGISTRY
 from mailplane.notices.digest import send_quarantine_digests
 from mailplane.storage.models import QuarantineItem
 from tests.factories.dns import DnsStub
@@ -93,9 +94,17 @@ def signed(domain: SendingDomain, *, sender: str | None = None, **kwargs: Any) -
     return domain.sign(domain.sign(message), ed25519=True)
 
 
+def counted(check: str, result: str) -> float:
+    return REGISTRY.get_sample_value("mailplane_sender_authentication_total",
+                                     {"check": check, "result": result}) or 0.0
+
+
 async def test_authenticated_mail_passes_everything_and_says_so(mx: MxEnv,
                                                                zone_dns: DnsStub) -> None:
+    before = counted("dkim", "pass"), counted("dmarc", "pass")
     await mx.send(signed(SENDER), mail_from="alice@sender.example")
+    assert (counted("dkim", "pass"), counted("dmarc", "pass")) == (before[0] + 2,
+                                                                   before[1] + 1)
     [stored] = mx.inbox(TARO)
     results = our_results(stored)
     assert "spf=pass smtp.mailfrom=alice@sender.example" in results
