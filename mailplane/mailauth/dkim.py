@@ -381,6 +381,33 @@ def without_b_value(value: bytes) -> bytes:
     return value
 
 
+BodyDigests = dict[tuple[str, int | None], bytes | None]
+
+
+def _body_matches(body: bytes, relaxed: bool, length: int | None, expected: bytes,
+                  bodies: BodyDigests) -> bool:
+    """Whether the canonical body (first ``length`` bytes) hashes to ``expected``.
+
+    Relaxed without ``l=``, the simple form is tried first: when its hash matches, it *is*
+    the relaxed form (it has no whitespace to relax — SHA-256 is collision resistant), so
+    most bodies are hashed once and never scanned for tabs or runs of spaces."""
+    if relaxed and length is None:
+        if ("quick", None) not in bodies:
+            quick = _strip_trailing_lines(body)
+            bodies[("quick", None)] = hashlib.sha256(b"" if quick == b"\r\n" else quick).digest()
+        if bodies[("quick", None)] == expected:
+            return True
+    key = "relaxed" if relaxed else "simple"
+    if (key, length) not in bodies:
+        canonical = canonical_body(body, relaxed)
+        if length is not None and length > len(canonical):
+            bodies[(key, length)] = None  # l= beyond the body (§3.5): never matches
+        else:
+            bodies[(key, length)] = hashlib.sha256(
+                canonical if length is None else canonical[:length]).digest()
+    return bodies[(key, length)] == expected
+
+
 def _signed_headers(fields: list[bytes], lowered: list[bytes],
                     names: list[str]) -> list[bytes]:
     """§5.4.2: for each name, the last instance not used yet (none left: nothing)."""
@@ -399,7 +426,7 @@ def _signed_headers(fields: list[bytes], lowered: list[bytes],
 
 
 def _verify_signature(signature: Signature, prepared: Prepared, body: bytes,
-                      record: bytes, bodies: dict[tuple[bool, int | None], bytes]) -> DkimResult:
+                      record: bytes, bodies: BodyDigests) -> DkimResult:
     key, flags = public_key(record)
     if key is None:
         return "permerror"
@@ -414,16 +441,7 @@ def _verify_signature(signature: Signature, prepared: Prepared, body: bytes,
     canon = tags.get("c", "simple/simple").lower().split("/")
     relaxed_headers, relaxed_body = canon[0] == "relaxed", len(canon) == 2 and canon[1] == "relaxed"
     length = int(tags["l"]) if "l" in tags else None
-    digest = bodies.get((relaxed_body, length))
-    if digest is None:
-        canonical = canonical_body(body, relaxed_body)
-        if length is not None:
-            if length > len(canonical):
-                return "fail"  # l= beyond the body (§3.5)
-            canonical = canonical[:length]
-        digest = hashlib.sha256(canonical).digest()
-        bodies[(relaxed_body, length)] = digest
-    if digest != base64.b64decode(tags["bh"]):
+    if not _body_matches(body, relaxed_body, length, base64.b64decode(tags["bh"]), bodies):
         return "fail"
     names = [h.strip().lower() for h in tags["h"].split(":")]
     names.append("from")  # an added From must break the signature (RFC 6376 §8.15)
@@ -450,7 +468,7 @@ def _verify_sync(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureRes
     if prepared.signatures:
         separator = raw.find(b"\r\n\r\n")
         body = raw[separator + 4:] if separator >= 0 else b""
-        bodies: dict[tuple[bool, int | None], bytes] = {}
+        bodies: BodyDigests = {}
         for signature in prepared.signatures:
             outcome = signature.early
             if outcome is None:

@@ -230,6 +230,9 @@ class DmarcEvaluator:
             return DmarcOutcome("none", reason="no author domain")
         if len(distinct) > MAX_AUTHOR_DOMAINS:
             return DmarcOutcome("permerror", distinct[0], reason="too many author domains")
+        if len(distinct) == 1:  # nearly all mail: no tasks for one walk
+            return await self.evaluate_one(distinct[0], spf=spf, spf_domain=spf_domain,
+                                           dkim=dkim)
         outcomes = await asyncio.gather(*(
             self.evaluate_one(author, spf=spf, spf_domain=spf_domain, dkim=dkim)
             for author in distinct))

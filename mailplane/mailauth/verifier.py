@@ -47,6 +47,8 @@ from mailplane.mailauth.spf import SpfOutcome, check_host
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_SPF_LATE = SpfOutcome("temperror", "", "time budget spent")
+_DMARC_LATE = DmarcOutcome("temperror")
 #: How long past the deadline a check may take to hand back what it has (CPU work
 #: already under way in a thread, a lookup returning); then it is cancelled.
 GRACE_SECONDS = 0.25
@@ -146,7 +148,7 @@ class PendingChecks:
         walks = [self._start(dmarc.walk(author))
                  for author in list(dict.fromkeys(authors))[:MAX_AUTHOR_DOMAINS]]
         await _settle([self._spf, prepared, *walks], deadline)
-        spf = _outcome(self._spf, SpfOutcome("temperror", "", "time budget spent"))
+        spf = _outcome(self._spf, _SPF_LATE)
         ready = _outcome(prepared, None)
         for walk in walks:
             _outcome(walk, None)
@@ -155,9 +157,12 @@ class PendingChecks:
         if ready is not None:
             signatures, arc = await _in_time(dkim.verify(ctx.raw, ready), deadline,
                                              ((), "fail"))
+        # Every lookup of the evaluation is bounded by the deadline itself.
         outcome = await _in_time(
             dmarc.evaluate(authors, spf=spf.result, spf_domain=spf.domain, dkim=signatures),
-            deadline, DmarcOutcome("temperror", authors[0] if authors else ""))
+            None, _DMARC_LATE)
+        if outcome is _DMARC_LATE:
+            outcome = DmarcOutcome("temperror", authors[0] if authors else "")
         auth = AuthResults(spf=spf.result, spf_domain=spf.domain, dkim=signatures,
                            dmarc=outcome.result, dmarc_policy=outcome.policy,
                            from_domain=outcome.domain or (authors[0] if authors else ""),
@@ -202,9 +207,12 @@ def _outcome(task: asyncio.Task[T], late: T) -> T:
     return late
 
 
-async def _in_time(work: Coroutine[Any, Any, T], deadline: Deadline, late: T) -> T:
-    """``work`` awaited within the deadline (no task: it runs in this one)."""
+async def _in_time(work: Coroutine[Any, Any, T], deadline: Deadline | None, late: T) -> T:
+    """``work`` awaited (no task: it runs in this one), within ``deadline`` if given —
+    work whose every wait is a lookup is bounded by the lookups' own deadline."""
     try:
+        if deadline is None:
+            return await work
         async with asyncio.timeout_at(deadline.at + GRACE_SECONDS):
             return await work
     except (TimeoutError, DnsTempError):
@@ -214,12 +222,17 @@ async def _in_time(work: Coroutine[Any, Any, T], deadline: Deadline, late: T) ->
         return late
 
 
+_counters: dict[tuple[str, str], Any] = {}
+
+
 def _count(auth: AuthResults) -> None:
-    metrics.SENDER_AUTHENTICATION.labels("spf", auth.spf).inc()
-    for signature in auth.dkim:
-        metrics.SENDER_AUTHENTICATION.labels("dkim", signature.result).inc()
-    metrics.SENDER_AUTHENTICATION.labels("dmarc", auth.dmarc).inc()
-    metrics.SENDER_AUTHENTICATION.labels("arc", auth.arc).inc()
+    results: list[tuple[str, str]] = [("spf", auth.spf), ("dmarc", auth.dmarc), ("arc", auth.arc)]
+    results += [("dkim", signature.result) for signature in auth.dkim]
+    for key in results:
+        counter = _counters.get(key)
+        if counter is None:
+            counter = _counters[key] = metrics.SENDER_AUTHENTICATION.labels(*key)
+        counter.inc()
 
 
 def _hosted_claim(hosted: Callable[[str], bool], sender: str, authors: Sequence[str]) -> str:
