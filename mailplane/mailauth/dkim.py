@@ -241,13 +241,17 @@ async def _fetch(dns: DnsClient, deadline: Deadline, name: str,
     prepared.keys[name] = keys[0] if keys else None
 
 
+def has_signatures(raw: bytes) -> bool:
+    """Whether the header block may hold a DKIM-Signature or an ARC set."""
+    lowered = header_block(raw).lower()
+    return b"dkim-signature" in lowered or b"arc-" in lowered
+
+
 async def prepare(dns: DnsClient, deadline: Deadline, raw: bytes, *,
                   max_signatures: int) -> Prepared:
     """Read the signatures and ARC sets and fetch their keys (never raises for DNS)."""
     prepared = Prepared()
-    block = header_block(raw)
-    lowered = block.lower()
-    if b"dkim-signature" not in lowered and b"arc-" not in lowered:
+    if not has_signatures(raw):
         return prepared
     fields, _rest = split_message(raw)
     prepared.fields = fields
@@ -267,7 +271,10 @@ async def prepare(dns: DnsClient, deadline: Deadline, raw: bytes, *,
     if arc_ok:
         prepared.arc_keys = arc_keys
         wanted |= arc_keys
-    await asyncio.gather(*(_fetch(dns, deadline, name, prepared) for name in wanted))
+    if len(wanted) == 1:  # the usual case: no task for one lookup
+        await _fetch(dns, deadline, next(iter(wanted)), prepared)
+    elif wanted:
+        await asyncio.gather(*(_fetch(dns, deadline, name, prepared) for name in wanted))
     for signature in prepared.signatures:
         if signature.early is None:
             key_name = _key_name(signature.selector, signature.domain)
@@ -505,11 +512,22 @@ def _verify_arc(raw: bytes, prepared: Prepared) -> ArcResult:
     return "pass" if chain == dkim.CV_Pass else "fail"
 
 
-async def verify(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureResult, ...],
-                                                          ArcResult]:
-    """Every prepared signature's result and the ARC chain's."""
+def verify_inline(raw: bytes) -> bool:
+    """Whether :func:`verify_now` may run on the event loop for this message."""
+    return len(raw) <= INLINE_LIMIT
+
+
+def verify_now(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureResult, ...],
+                                                        ArcResult]:
+    """Every prepared signature's result and the ARC chain's, in this thread."""
     if not prepared.signatures and not prepared.arc_present:
         return (), "none"
-    if len(raw) <= INLINE_LIMIT:
-        return _verify_sync(raw, prepared)
-    return await asyncio.to_thread(_verify_sync, raw, prepared)
+    return _verify_sync(raw, prepared)
+
+
+async def verify(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureResult, ...],
+                                                          ArcResult]:
+    """:func:`verify_now`, in a thread when the message is over :data:`INLINE_LIMIT`."""
+    if verify_inline(raw):
+        return verify_now(raw, prepared)
+    return await asyncio.to_thread(verify_now, raw, prepared)

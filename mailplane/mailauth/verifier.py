@@ -141,22 +141,25 @@ class PendingChecks:
                                evaluated=False, hosted_claim=claim)
         deadline = Deadline(verifier.budget)
         dmarc = DmarcEvaluator(verifier.dns, deadline)
-        prepared = self._start(dkim.prepare(verifier.dns, deadline, ctx.raw,
-                                            max_signatures=verifier.max_dkim_signatures))
-        # The policy walk of each author domain needs no result yet: start it now, its
-        # answers are remembered for the evaluation below.
-        walks = [self._start(dmarc.walk(author))
-                 for author in list(dict.fromkeys(authors))[:MAX_AUTHOR_DOMAINS]]
-        await _settle([self._spf, prepared, *walks], deadline)
+        # The keys are fetched in a task while this one walks the DMARC tree of each
+        # author domain (their answers are remembered for the evaluation below): both
+        # at once, and no task at all for mail without signatures.
+        prepared = (self._start(dkim.prepare(verifier.dns, deadline, ctx.raw,
+                                             max_signatures=verifier.max_dkim_signatures))
+                    if dkim.has_signatures(ctx.raw) else None)
+        for author in list(dict.fromkeys(authors))[:MAX_AUTHOR_DOMAINS]:
+            await _in_time(dmarc.walk(author), None, None)
+        await _settle([self._spf] if prepared is None else [self._spf, prepared], deadline)
         spf = _outcome(self._spf, _SPF_LATE)
-        ready = _outcome(prepared, None)
-        for walk in walks:
-            _outcome(walk, None)
+        ready = _outcome(prepared, None) if prepared is not None else None
         signatures: tuple[DkimSignatureResult, ...] = ()
         arc: ArcResult = "none"
         if ready is not None:
-            signatures, arc = await _in_time(dkim.verify(ctx.raw, ready), deadline,
-                                             ((), "fail"))
+            if dkim.verify_inline(ctx.raw):
+                signatures, arc = dkim.verify_now(ctx.raw, ready)
+            else:
+                signatures, arc = await _in_time(dkim.verify(ctx.raw, ready), deadline,
+                                                 ((), "fail"))
         # Every lookup of the evaluation is bounded by the deadline itself.
         outcome = await _in_time(
             dmarc.evaluate(authors, spf=spf.result, spf_domain=spf.domain, dkim=signatures),
