@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--wall", action="store_true", help="wall time, not only GIL-holding")
     parser.add_argument("--top", type=int, default=60)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--all-roles", action="store_true",
                         help="profile mailplane serve with every role (as make run); "
                         "its worker sends forwards to smtp-sink")
@@ -99,7 +100,7 @@ def main() -> None:
                                             messages=100, size=args.size,
                                             recipients=recipients, sign=sending.sign))
         spy = subprocess.Popen(
-            [py_spy, "record", "-p", str(server.process.pid), "-r", "250", "-f", "raw",
+            [py_spy, "record", "-p", str(server.process.pid), "-r", str(args.rate), "-f", "raw",
              "-o", str(raw), "--nonblocking", *([] if args.wall else ["--gil"]),
              *(["--subprocesses"] if args.workers > 1 else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

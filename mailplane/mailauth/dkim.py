@@ -58,6 +58,8 @@ from mailplane.mailauth.dns import Deadline, DnsClient, DnsTempError
 #: Above this size the CPU work runs in a thread (measured: a 100 KB message costs ~0.1 ms
 #: inline on the fast path; a 25 MB one would hold the loop for tens of ms).
 INLINE_LIMIT = 256 * 1024
+#: The same for a message with ARC sets (dkimpy's pure-Python canonicalisation).
+ARC_INLINE_LIMIT = 32 * 1024
 #: RFC 8617 §4.2.1: instance numbers run from 1 to 50.
 MAX_ARC_SETS = 50
 #: Distinct keys an ARC chain may make us fetch; a chain needing more is ``fail`` without
@@ -123,6 +125,9 @@ class Signature:
     #: The header field exactly as received, and its position among the fields.
     field: bytes = b""
     position: int = 0
+    #: ``b=`` and ``bh=``, decoded.
+    b: bytes = b""
+    bh: bytes = b""
 
 
 @dataclass
@@ -138,6 +143,8 @@ class Prepared:
     fields: list[bytes] = field(default_factory=list)
     #: Each field's name, lower case (``fields`` order).
     names: list[bytes] = field(default_factory=list)
+    #: Key names (``<s>._domainkey.<d>``) to fetch.
+    wanted: set[str] = field(default_factory=set)
 
 
 def _key_name(selector: str, domain: str) -> str:
@@ -180,11 +187,6 @@ def _check_signature(tags: dict[str, str], now: float) -> DkimResult | None:
         return "neutral"
     if "x" in tags and int(tags["x"]) < now - CLOCK_SLACK_SECONDS:
         return "neutral"  # expired
-    try:
-        base64.b64decode(tags["b"], validate=True)
-        base64.b64decode(tags["bh"], validate=True)
-    except (binascii.Error, ValueError):
-        return "neutral"
     return None
 
 
@@ -203,6 +205,12 @@ def _dkim_signature(raw_field: bytes, position: int, now: float) -> tuple[Signat
                           field=raw_field, position=position)
     signature.early = _check_signature(tags, now)
     if signature.early is not None:
+        return signature, None
+    try:
+        signature.b = base64.b64decode(tags["b"], validate=True)
+        signature.bh = base64.b64decode(tags["bh"], validate=True)
+    except (binascii.Error, ValueError):
+        signature.early = "neutral"
         return signature, None
     return signature, _key_name(signature.selector, signature.domain)
 
@@ -247,9 +255,9 @@ def has_signatures(raw: bytes) -> bool:
     return b"dkim-signature" in lowered or b"arc-" in lowered
 
 
-async def prepare(dns: DnsClient, deadline: Deadline, raw: bytes, *,
-                  max_signatures: int) -> Prepared:
-    """Read the signatures and ARC sets and fetch their keys (never raises for DNS)."""
+def read(raw: bytes, *, max_signatures: int) -> Prepared:
+    """The signatures and ARC sets of ``raw`` and the key names they need
+    (:attr:`Prepared.wanted`); nothing looked up yet."""
     prepared = Prepared()
     if not has_signatures(raw):
         return prepared
@@ -257,20 +265,25 @@ async def prepare(dns: DnsClient, deadline: Deadline, raw: bytes, *,
     prepared.fields = fields
     prepared.names = names = [_field_name(f) for f in fields]
     now = time.time()
-    wanted: set[str] = set()
     for position, (raw_field, name) in enumerate(zip(fields, names, strict=True)):
         if name != b"dkim-signature" or len(prepared.signatures) >= max_signatures:
             continue
         signature, key = _dkim_signature(raw_field, position, now)
         prepared.signatures.append(signature)
         if key is not None:
-            wanted.add(key)
+            prepared.wanted.add(key)
     arc_keys, arc_ok = _arc_keys(fields, names)
     prepared.arc_present = any(name in _ARC_NAMES for name in names)
     prepared.arc_failed = prepared.arc_present and not arc_ok
     if arc_ok:
         prepared.arc_keys = arc_keys
-        wanted |= arc_keys
+        prepared.wanted |= arc_keys
+    return prepared
+
+
+async def fetch(dns: DnsClient, deadline: Deadline, prepared: Prepared) -> Prepared:
+    """Fetch every key ``prepared`` wants, concurrently (never raises for DNS)."""
+    wanted = prepared.wanted
     if len(wanted) == 1:  # the usual case: no task for one lookup
         await _fetch(dns, deadline, next(iter(wanted)), prepared)
     elif wanted:
@@ -283,6 +296,23 @@ async def prepare(dns: DnsClient, deadline: Deadline, raw: bytes, *,
             elif prepared.keys.get(key_name) is None:
                 signature.early = "permerror"  # RFC 6376 §6.1.2: no key for signature
     return prepared
+
+
+def fetch_failed(prepared: Prepared) -> None:
+    """The fetch was stopped (time budget): every key not fetched is a temperror."""
+    prepared.key_errors |= {name for name in prepared.wanted if name not in prepared.keys}
+    for signature in prepared.signatures:
+        if signature.early is None:
+            if _key_name(signature.selector, signature.domain) in prepared.key_errors:
+                signature.early = "temperror"
+            elif prepared.keys.get(_key_name(signature.selector, signature.domain)) is None:
+                signature.early = "permerror"
+
+
+async def prepare(dns: DnsClient, deadline: Deadline, raw: bytes, *,
+                  max_signatures: int) -> Prepared:
+    """:func:`read` then :func:`fetch`."""
+    return await fetch(dns, deadline, read(raw, max_signatures=max_signatures))
 
 
 # --- public keys ----------------------------------------------------------------------------
@@ -448,7 +478,7 @@ def _verify_signature(signature: Signature, prepared: Prepared, body: bytes,
     canon = tags.get("c", "simple/simple").lower().split("/")
     relaxed_headers, relaxed_body = canon[0] == "relaxed", len(canon) == 2 and canon[1] == "relaxed"
     length = int(tags["l"]) if "l" in tags else None
-    if not _body_matches(body, relaxed_body, length, base64.b64decode(tags["bh"]), bodies):
+    if not _body_matches(body, relaxed_body, length, signature.bh, bodies):
         return "fail"
     names = [h.strip().lower() for h in tags["h"].split(":")]
     names.append("from")  # an added From must break the signature (RFC 6376 §8.15)
@@ -458,12 +488,11 @@ def _verify_signature(signature: Signature, prepared: Prepared, body: bytes,
     name, _, value = signature.field.partition(b":")
     unsigned = name + b":" + without_b_value(value)
     data += canonicalise(unsigned).rstrip(b"\r\n") if relaxed_headers else unsigned.rstrip()
-    signature_bytes = base64.b64decode(tags["b"])
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature_bytes, data, padding.PKCS1v15(), hashes.SHA256())
+            key.verify(signature.b, data, padding.PKCS1v15(), hashes.SHA256())
         else:
-            key.verify(signature_bytes, hashlib.sha256(data).digest())
+            key.verify(signature.b, hashlib.sha256(data).digest())
     except InvalidSignature:
         return "fail"
     return "pass"
@@ -512,9 +541,10 @@ def _verify_arc(raw: bytes, prepared: Prepared) -> ArcResult:
     return "pass" if chain == dkim.CV_Pass else "fail"
 
 
-def verify_inline(raw: bytes) -> bool:
-    """Whether :func:`verify_now` may run on the event loop for this message."""
-    return len(raw) <= INLINE_LIMIT
+def verify_inline(raw: bytes, prepared: Prepared) -> bool:
+    """Whether :func:`verify_now` may run on the event loop for this message (dkimpy's
+    ARC validation is slower: a message with ARC sets goes to a thread sooner)."""
+    return len(raw) <= (ARC_INLINE_LIMIT if prepared.arc_present else INLINE_LIMIT)
 
 
 def verify_now(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureResult, ...],
@@ -528,6 +558,6 @@ def verify_now(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureResul
 async def verify(raw: bytes, prepared: Prepared) -> tuple[tuple[DkimSignatureResult, ...],
                                                           ArcResult]:
     """:func:`verify_now`, in a thread when the message is over :data:`INLINE_LIMIT`."""
-    if verify_inline(raw):
+    if verify_inline(raw, prepared):
         return verify_now(raw, prepared)
     return await asyncio.to_thread(verify_now, raw, prepared)

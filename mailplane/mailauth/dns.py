@@ -96,6 +96,11 @@ class DnsClient:
         self._resolver = resolver
         self._cache: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
 
+    def cached(self, name: str, rdtype: str) -> bool:
+        """Whether :meth:`query` would answer from the cache (so without waiting)."""
+        entry = self._cache.get((name.lower().rstrip("."), rdtype))
+        return entry is not None and entry[0] > time.monotonic()
+
     async def query(self, name: str, rdtype: str, deadline: Deadline) -> Answer:
         """The ``rdtype`` records of ``name``; raises :class:`DnsTempError`."""
         key = (name.lower().rstrip("."), rdtype)

@@ -33,14 +33,17 @@ from typing import Any, TypeVar
 from mailplane import metrics
 from mailplane.config.settings import Settings
 from mailplane.mail.auth_results import (
-    ArcResult,
     AuthResults,
-    DkimSignatureResult,
     HostedClaimResult,
 )
 from mailplane.mail.message import MessageContext
 from mailplane.mailauth import dkim, header
-from mailplane.mailauth.dmarc import MAX_AUTHOR_DOMAINS, DmarcEvaluator, DmarcOutcome
+from mailplane.mailauth.dmarc import (
+    MAX_AUTHOR_DOMAINS,
+    DmarcEvaluator,
+    DmarcOutcome,
+    walk_targets,
+)
 from mailplane.mailauth.dns import Deadline, DnsClient, DnsTempError, make_resolver
 from mailplane.mailauth.spf import SpfOutcome, check_host
 
@@ -141,25 +144,28 @@ class PendingChecks:
                                evaluated=False, hosted_claim=claim)
         deadline = Deadline(verifier.budget)
         dmarc = DmarcEvaluator(verifier.dns, deadline)
-        # The keys are fetched in a task while this one walks the DMARC tree of each
-        # author domain (their answers are remembered for the evaluation below): both
-        # at once, and no task at all for mail without signatures.
-        prepared = (self._start(dkim.prepare(verifier.dns, deadline, ctx.raw,
-                                             max_signatures=verifier.max_dkim_signatures))
-                    if dkim.has_signatures(ctx.raw) else None)
-        for author in list(dict.fromkeys(authors))[:MAX_AUTHOR_DOMAINS]:
+        walked = list(dict.fromkeys(authors))[:MAX_AUTHOR_DOMAINS]
+        prepared = dkim.read(ctx.raw, max_signatures=verifier.max_dkim_signatures)
+        names = [*prepared.wanted, *(f"_dmarc.{target}" for author in walked
+                                     for target in walk_targets(author))]
+        fetching: asyncio.Task[dkim.Prepared] | None = None
+        if all(verifier.dns.cached(name, "TXT") for name in names):
+            # Every answer is in the cache: nothing waits, so no task is worth its cost.
+            await dkim.fetch(verifier.dns, deadline, prepared)
+        elif prepared.wanted:
+            # The keys are fetched in a task while this one walks the DMARC tree.
+            fetching = self._start(dkim.fetch(verifier.dns, deadline, prepared))
+        for author in walked:  # answers remembered for the evaluation below
             await _in_time(dmarc.walk(author), None, None)
-        await _settle([self._spf] if prepared is None else [self._spf, prepared], deadline)
+        await _settle([self._spf] if fetching is None else [self._spf, fetching], deadline)
         spf = _outcome(self._spf, _SPF_LATE)
-        ready = _outcome(prepared, None) if prepared is not None else None
-        signatures: tuple[DkimSignatureResult, ...] = ()
-        arc: ArcResult = "none"
-        if ready is not None:
-            if dkim.verify_inline(ctx.raw):
-                signatures, arc = dkim.verify_now(ctx.raw, ready)
-            else:
-                signatures, arc = await _in_time(dkim.verify(ctx.raw, ready), deadline,
-                                                 ((), "fail"))
+        if fetching is not None and _outcome(fetching, None) is None:
+            dkim.fetch_failed(prepared)  # what did not arrive in time is temperror
+        if dkim.verify_inline(ctx.raw, prepared):
+            signatures, arc = dkim.verify_now(ctx.raw, prepared)
+        else:
+            signatures, arc = await _in_time(dkim.verify(ctx.raw, prepared), deadline,
+                                             ((), "fail"))
         # Every lookup of the evaluation is bounded by the deadline itself.
         outcome = await _in_time(
             dmarc.evaluate(authors, spf=spf.result, spf_domain=spf.domain, dkim=signatures),
@@ -183,7 +189,6 @@ class PendingChecks:
         if envelope and hosted(envelope):
             domains.append(envelope)
         return list(dict.fromkeys(d.lower() for d in domains))
-
 
 
 async def _settle(tasks: Sequence[asyncio.Task[Any]], deadline: Deadline) -> None:
