@@ -41,6 +41,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from bench import client, servers
 from bench.dataset import DatasetShape, address_of, populate
+from bench.sender_domain import SendingDomain, ZoneServer
 from mailplane.storage.db import make_engine
 from mailplane.storage.migrate import upgrade
 from mailplane.storage.models import OutboundJob
@@ -105,7 +106,8 @@ Server = servers.RunningServer | servers.PostfixServer
 
 
 def measure(server: Server, plan: Plan, size: int, sessions: int, rep: int,
-            recipients: list[str], client_kind: str) -> list[Sample]:
+            recipients: list[str], client_kind: str,
+            sign: Callable[[bytes], bytes] | None = None) -> list[Sample]:
     """One load against one server.  Postfix gives two samples: ``postfix`` to the last
     250 (like every other server) and ``postfix-maildir`` to the last file in its Maildirs
     (its queue is empty then, so its deliveries do not spill into the next measurement)."""
@@ -120,7 +122,7 @@ def measure(server: Server, plan: Plan, size: int, sessions: int, rep: int,
     else:
         result = asyncio.run(client.run_asyncio_load(
             "127.0.0.1", server.port, sessions=sessions, messages=count, size=size,
-            recipients=recipients))
+            recipients=recipients, sign=sign))
     cpu = server.cpu_seconds() - cpu_before
     busy = servers.machine_busy_seconds() - busy_before
     samples = [Sample(server.name, size, sessions, rep, result.sent, result.failed,
@@ -198,6 +200,12 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
         if row["server"] == "mailplane" and one_worker and one_worker["msgs_per_s"]:
             # What the default (one MX process per CPU) buys over one process.
             row["vs_1w"] = row["msgs_per_s"] / one_worker["msgs_per_s"]
+        if row["server"] == AUTH_SERVER:
+            off = by_key.get((row["size"], row["sessions"], "mailplane"))
+            if off and off["msgs_per_s"]:
+                row["vs_auth_off"] = row["msgs_per_s"] / off["msgs_per_s"]
+                row["cpu_vs_auth_off"] = (row["cpu_ms_per_msg"] / off["cpu_ms_per_msg"]
+                                          if off["cpu_ms_per_msg"] else float("nan"))
         for other, pct, label in (("baseline-durable", "p99_ms", "p99_vs_baseline"),
                                   ("postfix", "p50_ms", "p50_vs_postfix")):
             ref = by_key.get((row["size"], row["sessions"], other))
@@ -309,6 +317,36 @@ def format_targets(targets: list[dict[str, Any]], quick: bool = False) -> str:
             lines.append(f"       reason: {t['why']}")
         if t.get("caution"):
             lines.append(f"       caution: {t['caution']}")
+    return "\n".join(lines)
+
+
+#: Issue 21: mailplane with sender authentication on (records from the bench's loopback
+#: DNS server) ÷ the same server with it off, msgs/s in the same run.
+AUTH_SERVER = "mailplane-auth"
+AUTH_TARGET = 0.90
+
+
+def auth_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Authentication on ÷ off for every measured size and session count."""
+    out = []
+    for row in rows:
+        if row["server"] != AUTH_SERVER or "vs_auth_off" not in row:
+            continue
+        ratio = row["vs_auth_off"]
+        out.append({"target": f"{AUTH_SERVER} ÷ mailplane msgs/s, {row['size'] // KB} KB / "
+                              f"{row['sessions']} sessions",
+                    "goal": f">= {AUTH_TARGET}", "value": round(ratio, 3),
+                    "cpu_ratio": round(row["cpu_vs_auth_off"], 3),
+                    "status": "PASS" if ratio >= AUTH_TARGET else "MISS"})
+    return out
+
+
+def format_auth_targets(targets: list[dict[str, Any]]) -> str:
+    lines = ["sender authentication (issue 21; SPF + DKIM RSA-2048 + DMARC p=reject checked "
+             "against the bench's loopback DNS server, ratios in this run):"]
+    for t in targets:
+        lines.append(f"  {t['status']:<4} {t['target']}: {t['value']:.3f} (goal {t['goal']}; "
+                     f"CPU per message {t['cpu_ratio']:.2f}x)")
     return "\n".join(lines)
 
 
@@ -424,6 +462,9 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
         extra_workers.insert(0, 1)
     running: list[Server] = []
     recipients = [address_of(n) for n in range(plan.spread)]
+    # Every server gets the same DKIM-signed mail (as most mail is today); only
+    # mailplane-auth checks it.
+    sending = SendingDomain.create()
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(database(args.db, workdir / "mailplane"))
         setup = prepare_mailplane(url, plan.hosted)
@@ -438,6 +479,15 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
         default = "" if args.workers else " (the configuration default, one per CPU, as make run)"
         notes.append(f"mailplane: mx.workers = {workers}{default}; connection limits "
                      "counted for the node (net/anvil.py)")
+        zone: ZoneServer | None = None
+        if args.auth_too:
+            zone = ZoneServer(sending.zone)
+            stack.callback(zone.close)
+            url_auth = stack.enter_context(database(args.db, workdir / AUTH_SERVER))
+            prepare_mailplane(url_auth, plan.hosted)
+            running.append(servers.start_mailplane(
+                workdir, workers=args.workers or None, database_url=url_auth,
+                name=AUTH_SERVER, auth_nameserver=zone.address))
         for n in extra_workers:
             name = f"mailplane-{n}w"
             url_n = stack.enter_context(database(args.db, workdir / name))
@@ -486,7 +536,8 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
             notes.append("smtp-source not installed; using the bundled asyncio client")
             client_kind = "asyncio"
         for server in running:  # warm-up: imports, page cache, policy snapshot
-            measure(server, plan, plan.sizes[0], plan.sessions[0], -1, recipients, "asyncio")
+            measure(server, plan, plan.sizes[0], plan.sessions[0], -1, recipients, "asyncio",
+                    sending.sign)
         samples: list[Sample] = []
         for rep in range(plan.reps):
             for size in plan.sizes:
@@ -494,10 +545,18 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
                     order = running[rep % len(running):] + running[:rep % len(running)]
                     for server in order:
                         samples.extend(measure(server, plan, size, sessions, rep,
-                                               recipients, client_kind))
+                                               recipients, client_kind, sending.sign))
         for server in running:
             server.stop()
         jobs = outbound_jobs(url)
+        if zone is not None:
+            notes.append(f"{AUTH_SERVER}: [authentication] on, resolving through the "
+                         f"bench's DNS server ({zone.queries} queries answered; each MX "
+                         "process caches answers for their TTL); every server gets the "
+                         "same DKIM-signed messages")
+            if client_kind == "smtp-source":
+                notes.append("smtp-source sends its own unsigned messages: DKIM and DMARC "
+                             f"of {AUTH_SERVER} are none/fail there")
     if not jobs:
         notes.append("forwarding (keep copy) and auto-reply are set in the DB for every "
                      "address, but the MX staged no outbound job: not wired into the MX yet")
@@ -510,6 +569,7 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
         targets += evaluate_targets(rows, plan, server=other)
     return {"client": client_kind, "workers": workers, "extra_workers": extra_workers,
             "db": args.db, "notes": notes, "rows": rows, "targets": targets,
+            "auth_targets": auth_targets(rows),
             "samples": [asdict(s) | {"latencies": None} for s in samples]}
 
 
@@ -538,6 +598,9 @@ def main() -> None:
                              "default is uvloop where installed)")
     parser.add_argument("--no-outbound-too", action="store_true",
                         help="also measure mailplane with forwarding/auto-reply OFF")
+    parser.add_argument("--auth-too", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"also measure {AUTH_SERVER}: sender authentication on, "
+                             "records from a loopback DNS server (default: yes)")
     parser.add_argument("--fast-baseline-too", action="store_true",
                         help="also measure the baseline handler on mailplane's FastSMTP")
     parser.add_argument("--skip-smtp", action="store_true")
@@ -573,6 +636,8 @@ def main() -> None:
             for note in report["smtp"]["notes"]:
                 print(f"note: {note}")
             print(format_targets(report["smtp"]["targets"], args.quick))
+            if report["smtp"]["auth_targets"]:
+                print(format_auth_targets(report["smtp"]["auth_targets"]))
         if not args.skip_control_plane:
             from bench import api_bench, control_plane
 

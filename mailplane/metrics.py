@@ -201,3 +201,10 @@ OUTBOUND_DEAD_DESTINATIONS = Counter(
     " outbound.dead_destination_seconds.",
     registry=REGISTRY,
 )
+SENDER_AUTHENTICATION = Counter(
+    "mailplane_sender_authentication",
+    "Results of SPF, DKIM (per signature), DMARC and ARC on the MX (SPEC §8b); a rise of "
+    "temperror means the resolver is slow or unreachable.",
+    ["check", "result"],
+    registry=REGISTRY,
+)

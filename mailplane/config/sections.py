@@ -488,6 +488,53 @@ class OutboundConfig(_Section):
         return parse_host_port(self.dns_nameserver, default_port=53)
 
 
+class AuthenticationConfig(_Section):
+    """SPEC §8b: SPF, DKIM, DMARC and ARC of inbound mail on the MX (mailplane/mailauth;
+    docs/architecture.md "Sender authentication")."""
+
+    #: Where the checks resolve: "" = ``[outbound] dns_nameserver`` (itself "" = the
+    #: system resolver); "host" or "host:port" of one caching resolver; "none" = no
+    #: lookups at all (the offline demo): results are ``none`` at once, the header says
+    #: authentication is off, and no rule reads that as a failure.
+    nameserver: str = ""
+    #: The longest the checks of one message may take: SPF from the first accepted RCPT,
+    #: DKIM/DMARC/ARC from the end of DATA.  Past it a check is ``temperror`` — the
+    #: message is never deferred for DNS.
+    time_budget_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: authserv-id of our Authentication-Results (RFC 8601 §2.5); "" = ``mx.hostname``.
+    #: Give every MX node of the platform the same one; incoming headers with it are
+    #: removed.
+    authserv_id: str = ""
+    #: DKIM signatures verified per message (RFC 6376 §6.1: a verifier may limit them).
+    max_dkim_signatures: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("nameserver")
+    @classmethod
+    def _nameserver(cls, value: str) -> str:
+        if value and value != "none":
+            host, _ = parse_host_port(value, default_port=53)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(f"{value!r}: the nameserver must be an IP address") from None
+        return value
+
+    @field_validator("authserv_id")
+    @classmethod
+    def _authserv_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", value):
+            raise ValueError(f"{value!r} is not a host name")
+        return value
+
+    def nameserver_address(self, outbound: OutboundConfig) -> tuple[str, int] | str | None:
+        """``(host, port)`` to ask, None for the system resolver, or ``"none"``."""
+        if self.nameserver == "none":
+            return "none"
+        if self.nameserver:
+            return parse_host_port(self.nameserver, default_port=53)
+        return outbound.nameserver()
+
+
 def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
     """``"127.0.0.1"``, ``"127.0.0.1:5353"`` or ``"[::1]:5353"`` → ``(host, port)``."""
     host, port_text = value, ""

@@ -38,6 +38,7 @@ from mailplane.config.sections import (
     AccountConfig,
     AddressConfig,
     ApiConfig,
+    AuthenticationConfig,
     DkimConfig,
     ForwardingConfig,
     MtaStsConfig,
@@ -102,6 +103,7 @@ class Settings(BaseSettings):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     overseas: OverseasConfig = Field(default_factory=OverseasConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
     srs: SrsConfig = Field(default_factory=SrsConfig)
     forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)

@@ -257,6 +257,14 @@ class MailplaneSMTP(GuardedSMTP):
         if self.shutting_down:
             self.say_shutting_down()
 
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        # The transaction ends with the connection: a fresh envelope (the
+        # ``_create_envelope`` hook) releases the old one at once — not at the next
+        # garbage collection — and with it what hangs on it (the MX's pending sender
+        # checks are cancelled then, mailauth.verifier).
+        self.envelope = self._create_envelope()
+
     async def data_finished(self) -> None:
         if self.in_data and self._data_done is not None:
             await self._data_done.wait()

@@ -11,6 +11,10 @@
   UTF8SMTPS, … as negotiated (RFC 3848, RFC 6531).
 - **Connections** — behind the listener's gate (SPEC §8a, :func:`~mailplane.smtp.base.
   listener_gate`), with the session defences of :mod:`mailplane.smtp.guarded`.
+- **Sender authentication** — SPF starts at the first accepted RCPT, DKIM/DMARC/ARC at
+  the end of DATA, under one time budget (:mod:`mailplane.mailauth.verifier`); the
+  results go on ``MessageContext.auth`` and into the one ``Authentication-Results`` of
+  the stored copy (forged ones with our authserv-id removed, RFC 8601 §5).
 - **DATA** — a bare LF normalised to CRLF (``mx.bare_newline``, Postfix 3.9's default;
   the DATA reader ends a message only at ``<CRLF>.<CRLF>``), the bytes checked
   (:func:`~mailplane.smtp.base.content_refusal`: a bare CR is refused; the MIME bounds of
@@ -39,6 +43,7 @@ from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs, srs_from_settings
+from mailplane.mailauth.verifier import InboundVerifier
 from mailplane.net.anvil import NodeCounts
 from mailplane.net.gate import GatedServer, start_gated_server
 from mailplane.net.throttled_log import ThrottledLog
@@ -81,6 +86,17 @@ class MxHandler(EsmtpHandler):
         self.srs: Srs = delivery.srs
         self.srs_returns = SrsReturns(settings, session_factory, delivery.clock,
                                       srs=delivery.srs, scanner=delivery.scanner)
+        # Sender authentication (SPEC §8b), started at the first accepted RCPT.
+        self.verifier = InboundVerifier(
+            settings, hosted=lambda domain: policy_cache.snapshot.is_hosted_domain(domain))
+
+    def _begin_checks(self, session: SmtpSession, envelope: Transaction) -> None:
+        """SPF can start once a recipient is accepted (never for a stranger's MAIL FROM
+        alone); the checks end with the envelope (the transaction)."""
+        if envelope.auth_checks is None:
+            envelope.auth_checks = self.verifier.begin(
+                envelope, peer_ip=_peer_ip(session), helo=session.host_name,
+                mail_from=envelope.mail_from or "")
 
     async def handle_RCPT(
         self,
@@ -95,13 +111,13 @@ class MxHandler(EsmtpHandler):
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
         if self.srs_returns.is_srs_address(normalised):
-            peer = session.peer
             verdict = await self.srs_returns.rcpt(
                 server, address=normalised,
                 mail_from=(envelope.mail_from or "").strip().strip("<>").strip(),
-                peer_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None)
+                peer_ip=_peer_ip(session))
             if not isinstance(verdict, Accepted):
                 return verdict.line
+            self._begin_checks(session, envelope)
             envelope.accept_srs_return(address, normalised, rcpt_options,
                                        verdict.destinations)
             return replies.RCPT_OK.line
@@ -113,6 +129,7 @@ class MxHandler(EsmtpHandler):
             return replies.UNKNOWN_RECIPIENT.line
         if not await self.delivery.has_room(policy, declared_size(envelope.mail_options)):
             return replies.MAILBOX_FULL.line
+        self._begin_checks(session, envelope)
         envelope.accept_hosted(address, normalised, policy, rcpt_options)
         return replies.RCPT_OK.line
 
@@ -130,23 +147,34 @@ class MxHandler(EsmtpHandler):
         srs_returns = envelope.srs_returns
         if not recipients and not srs_returns:
             return replies.NO_VALID_RECIPIENTS
-        peer = session.peer
         ctx = MessageContext(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(address for address, _ in recipients),
             raw=raw,
             received_at=self.delivery.clock.now(),
-            peer_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None,
+            peer_ip=_peer_ip(session),
             helo=session.host_name or None,
             queue_id=secrets.token_hex(8),
         )
         refused = await self.srs_returns.data(ctx, srs_returns)
         if refused is not None:
             return refused
+        checks = envelope.auth_checks
+        if checks is not None:
+            ctx.auth = await checks.finish(ctx)
+            # Our header on top, forged ones gone.  The parsed header view stays the one
+            # of the message as received (parsing it again would cost as much as the
+            # checks): nothing reads Authentication-Results from it, engines get ``auth``.
+            ctx.raw = self.verifier.stamp(raw, ctx.auth, ctx)
         await self.delivery.deliver(
             ctx, recipients, protocol=received_with(server, session, envelope),
             listener=LISTENER, srs_returns=list(srs_returns))
         return replies.MESSAGE_ACCEPTED
+
+
+def _peer_ip(session: SmtpSession) -> str | None:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 class MxServer:
@@ -170,6 +198,7 @@ class MxServer:
         await close_gracefully([self._server], self._protocols, grace_seconds=grace_seconds)
         if self._counts is not None:
             self._counts.close()
+        await self.handler.verifier.aclose()
         if self._owns_delivery:
             await self.handler.delivery.aclose()
 

@@ -6,14 +6,15 @@ STARTTLS and after each DATA — through the protocol's ``_create_envelope`` hoo
 handler learns during the transaction (the policy of each hosted recipient read at RCPT
 time, the remote recipients of a submission, bounces to our SRS addresses) lives on it
 and dies with it — no side table keyed by envelope, nothing to clean up after RSET or a
-dropped connection.  Later per-transaction
-state (an SPF check started at MAIL FROM, say) belongs here too.
+dropped connection; the MX's sender-authentication checks, started at the first
+accepted RCPT, hang here too.
 """
 
 from __future__ import annotations
 
 from aiosmtpd.smtp import Envelope
 
+from mailplane.mailauth.verifier import PendingChecks
 from mailplane.policy.model import AddressPolicy
 
 
@@ -34,6 +35,9 @@ class Transaction(Envelope):
         #: MX: bounces to our SRS addresses, sent on to the original sender (SPEC §5),
         #: each with the destinations mailplane forwarded to through it (``srs_forwards``).
         self.srs_returns: dict[str, frozenset[str]] = {}
+        #: MX: the sender-authentication checks (SPEC §8b), started at the first accepted
+        #: RCPT and cancelled when the transaction ends (mailauth.verifier).
+        self.auth_checks: PendingChecks | None = None
 
     @property
     def recipient_count(self) -> int:

@@ -24,7 +24,10 @@ def test_quick_bench_delivers_through_every_server_and_writes_json(tmp_path: Pat
     report = json.loads(output.read_text())
     rows = report["smtp"]["rows"]
     servers = {row["server"] for row in rows}
-    assert {"baseline-durable", "mailplane"} <= servers
+    assert {"baseline-durable", "mailplane", "mailplane-auth"} <= servers
+    # Issue 21: authentication on (records from the bench's DNS server) ÷ off, measured.
+    assert report["smtp"]["auth_targets"]
+    assert "sender authentication (issue 21" in proc.stdout
     for row in rows:
         assert row["failed"] == 0, row
         assert row["sent"] > 0, row

@@ -143,15 +143,16 @@ class Portal:
 
 
 @contextlib.contextmanager
-def run_mx(api: ApiHarness) -> Iterator[int]:
+def run_mx(api: ApiHarness, **overrides: Any) -> Iterator[int]:
     """The real MX service on the API's database, in its own event loop thread, so a
     test can put mail in a quarantine over SMTP; yields the port.  The policy is loaded
-    once at start: configure the addresses first."""
+    once at start: configure the addresses first.  ``overrides``: settings sections to
+    replace (e.g. ``authentication=...`` pointing at a DNS stub)."""
     from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
     from mailplane.node.policy_cache import PolicyCache
     from mailplane.smtp.mx import start_mx
 
-    settings = api.settings
+    settings = api.settings.model_copy(update=overrides)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
