@@ -215,6 +215,6 @@ def test_a_suspended_contract_is_changed_by_the_operator_only(nodes: Nodes) -> N
     assert nodes.b.operator.get(f"{base}/forwarding").json()["destinations"] == []
     # The operator still changes it.
     operator = nodes.b.operator.put(f"{base}/forwarding",
-                                    json={"destinations": ["kept@example.org"]})
+                                    json={"destinations": ["kept@example.jp"]})
     assert operator.status_code == 200, operator.text
     assert nodes.b.operator.post(f"{base}/password/reissue").status_code == 200

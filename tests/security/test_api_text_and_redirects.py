@@ -60,6 +60,21 @@ CALLS: list[tuple[str, str, str, dict[str, Any]]] = [
      {"quota_bytes": 2_000_000_000}),
     ("POST", "/v1/session", "/v1/session", {"customer_number": CN, "password": "x-x-x-x"}),
     ("POST", "/v1/session", "/v1/session", {"address": ADDRESS, "password": "x-x-x-x"}),
+    # The account around the settings (issue 22): recovery, contact change, 解約.
+    ("POST", "/v1/recovery", "/v1/recovery", {"customer_number": CN}),
+    ("POST", "/v1/recovery/verify", "/v1/recovery/verify",
+     {"customer_number": CN, "code": "12345678", "new_password": "Another.pass2"}),
+    ("POST", "/v1/contracts/{cn}/password/change", f"/v1/contracts/{CN}/password/change",
+     {"current": "Current.pass1", "new": "Another.pass2"}),
+    ("POST", "/v1/contracts/{cn}/contact-email/verification",
+     f"/v1/contracts/{CN}/contact-email/verification",
+     {"contact_email": "new@contact.example.jp"}),
+    ("POST", "/v1/contracts/{cn}/contact-email/verification/check",
+     f"/v1/contracts/{CN}/contact-email/verification/check", {"code": "123456"}),
+    ("PUT", "/v1/contracts/{cn}/contact-email", f"/v1/contracts/{CN}/contact-email",
+     {"code": "123456"}),
+    ("POST", "/v1/contracts/{cn}/termination", f"/v1/contracts/{CN}/termination",
+     {"last_day": "2027/01/31", "password": "Current.pass1"}),
 ]
 
 

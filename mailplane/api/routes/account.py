@@ -50,7 +50,7 @@ from mailplane.api.schemas.account import (
 from mailplane.api.schemas.contracts import ContractOut
 from mailplane.api.throttle import Limit, take
 from mailplane.api.views import contract_out, local_date, termination
-from mailplane.api.web_session import id_hash
+from mailplane.api.web_session import id_hash, keep_own_session
 from mailplane.auth.account_codes import CONTACT_DIGITS
 from mailplane.auth.portal_login import LoginOutcome, PortalLogin
 from mailplane.clock import as_utc
@@ -112,12 +112,15 @@ async def change_contract_password(
         raise invalid("new", "must differ from the current password")
     await _check_contract_password(request, contract, body.current, "current")
     password_hash = await run_in_threadpool(hashing.hash, body.new)
+    old_hash = contract.password_hash
     cookie = request.cookies.get(SESSION_COOKIE)
     now = clock.now()
 
     def write() -> None:
         web_sessions_repo.set_contract_password(session, contract_id=contract.id,
                                                 password_hash=password_hash, now=now)
+        # The session that made the change goes on under the new password's stamp.
+        keep_own_session(request, session, old_hash=old_hash, new_hash=password_hash)
         web_sessions_repo.end_all_for_contract(session, contract_id=contract.id,
                                                keep=id_hash(cookie) if cookie else None)
         record_change(session, principal=principal, settings=settings, contract=contract,
