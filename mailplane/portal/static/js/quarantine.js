@@ -8,7 +8,7 @@ import { api, session } from "./api.js";
 import { t } from "./i18n.js";
 import { replaceRoute } from "./router.js";
 import { rules } from "./rules.js";
-import { addressText, fill, focusFirst, formErrorBox, h, heading, statusLine } from "./ui.js";
+import { addressText, fill, focusFirst, formErrorBox, h, heading, headingText, statusLine } from "./ui.js";
 
 const enc = encodeURIComponent;
 /** Headers mailplane adds for itself: of no use to the customer. */
@@ -98,9 +98,10 @@ function quarantineList(view, address, items) {
     h("div", { class: "table-wrap" }, h("table", { class: "quarantine" },
       h("caption", { class: "visually-hidden" }, t("quarantineTitle")),
       h("thead", {}, h("tr", {}, h("th", { scope: "col", class: "choose-cell" }, h("span", { class: "visually-hidden" }, t("choose"))),
-        columns.map((c) => h("th", { scope: "col" }, t(c))))),
+        columns.map((c) => h("th", { scope: "col" }, headingText(t(c)))))),
       h("tbody", {}, items.map((item, index) => h("tr", { dataset: { id: item.id } },
-        h("td", { class: "choose-cell", "data-label": t("choose") }, choices[index]),
+        h("td", { class: "choose-cell", "data-label": t("choose") },
+          h("label", { class: "choose-target" }, choices[index])),
         cell("receivedAt", when(item.received_at)),
         cell("sender", item.header_from || item.sender || ""),
         cell("subject", item.subject || ""),
