@@ -64,7 +64,8 @@ def test_forwarding_and_both_lists_fold_full_width_the_same_way(box: Any) -> Non
         "destinations": [FULL_WIDTH, "ｍｏｂｉｌｅ＠ｅｘａｍｐｌｅ。ｊｐ"]})
     assert forwarding.status_code == 200, forwarding.text
     assert forwarding.json()["destinations"] == ["friend@example.jp", "mobile@example.jp"]
-    deny = client.put(f"{BASE}/deny-list", json={"addresses": [FULL_WIDTH, "＠ａｄｓ。ｅｘａｍｐｌｅ"]})
+    deny = client.put(f"{BASE}/deny-list",
+                      json={"addresses": [FULL_WIDTH, "＠ａｄｓ。ｅｘａｍｐｌｅ"]})
     assert deny.status_code == 200, deny.text
     assert deny.json()["addresses"] == ["friend@example.jp", "@ads.example"]
     allow = client.put(f"{BASE}/allow-list", json={"addresses": [FULL_WIDTH]})
@@ -86,8 +87,8 @@ def test_an_address_with_japanese_in_it_is_refused_in_japanese(box: Any) -> None
 
 def test_the_contact_address_is_folded_like_every_address(box: Any) -> None:
     api = box[0]
-    response = api.operator.patch("/v1/contracts/C0001",
-                                  json={"contact_email": "ＨＡＮＡＫＯ＠ｎｅｗ。ｅｘａｍｐｌｅ．ｊｐ"})
+    typed = "ＨＡＮＡＫＯ＠ｎｅｗ。ｅｘａｍｐｌｅ．ｊｐ"
+    response = api.operator.patch("/v1/contracts/C0001", json={"contact_email": typed})
     assert response.status_code == 200, response.text
     assert api.operator.get("/v1/contracts/C0001").json()["contact_email"] == (
         "hanako@new.example.jp")

@@ -44,7 +44,8 @@ HAND_PICKED = ["", "ab", "abc", "a" * 20, "a" * 21, "Taro", "-taro", "taro_", "t
                "ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ", "ﾌﾚﾝﾄﾞ", "セ", "x" * 300, "New.pass1",
                "abc@def", "pass word", "a\x01b", "TARO@EXAMPLE.JP", OWN, OWN.upper(),
                "c0001", "C0001", "aaaaaaaa", "Haru-no-umi.2026", "y" * 64, "y" * 65,
-               "パスワード12345678", "ｔａｒｏ＠ｅｘａｍｐｌｅ。ｊｐ", "taro@example｡jp", "postmaster",
+               "パスワード12345678", "ｔａｒｏ＠ｅｘａｍｐｌｅ。ｊｐ", "taro@example｡jp",
+               "postmaster",
                "Abuse", "mailer-daemon", "info", "a" * 33, "b" * 32, "ｐａｓｓｗｏｒｄ", "ア", "1",
                " x ", "ＳＡＬＥ"]
 
