@@ -112,7 +112,7 @@ def test_every_text_encoding_reads_line_by_line_without_question_marks(
 def test_a_folded_subject_is_one_line_in_the_list_and_the_item(box: ApiHarness) -> None:
     message = (b"From: promo@ads.example\r\nTo: " + ADDRESS.encode()
                + b"\r\nSubject: =?ISO-2022-JP?B?GyRCOiM3biROJCpDTiRpJDsbKEI=?=\r\n"
-               b"\t=?ISO-2022-JP?B?GyRCJEckOSEjGyhC?= and\r\n more\r\n\r\n" + GTUBE + b"\r\n")
+               b"\t=?ISO-2022-JP?B?GyRCJEckOSEjGyhC?= and\r\n\tmore\r\n\r\n" + GTUBE + b"\r\n")
     [item] = _send(box, message)
     assert item["subject"] == "今月のお知らせです。 and more"
     detail = box.operator.get(f"{BASE}/{item['id']}").json()
