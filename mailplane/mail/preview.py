@@ -205,10 +205,16 @@ def _jis_pair(first: int, second: int) -> str:
     return bytes((lead, trail)).decode("cp932", "replace")
 
 
-def _part_text(part: Message) -> str:
+def _part_text(part: Message, max_chars: int) -> str:
+    """The part's text, at most about ``max_chars``: its bytes are cut at a line end first
+    (a 25 MB part is not decoded whole to show its beginning, and no character is split)."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
+    limit = max_chars * 4  # the widest encodings use 4 bytes a character
+    if len(payload) > limit:
+        cut = payload.rfind(b"\n", 0, limit)
+        payload = payload[:cut + 1 if cut > 0 else limit]
     return decode_part(payload, part.get_content_charset())
 
 
@@ -351,9 +357,9 @@ def message_view(raw: bytes) -> MessageView:
         return MessageView(headers, "", None)
     plain = _body_part(message, "plain")
     markup = _body_part(message, "html")
-    safe = sanitise_html(_part_text(markup)) if markup is not None else None
+    safe = sanitise_html(_part_text(markup, HTML_INPUT_CHARS)) if markup is not None else None
     if plain is not None:
-        text = display_text(_part_text(plain))
+        text = display_text(_part_text(plain, TEXT_CHARS))
     else:
         text = safe.text if safe is not None else ""
     return MessageView(headers, text, safe)
