@@ -46,7 +46,19 @@ KATAKANA_READING: dict[str, str] = {
 
 
 def password_rule_violation(password: str) -> Text | None:
-    """The manual's wording of the first POP password rule broken, or None."""
+    """The manual's wording of the first POP password rule broken, or None.
+
+    A password is a secret typed into mail programs: it is never folded (a full-width
+    ``ｐａｓｓ`` is refused with a message naming 全角, not silently made ``pass``) and never
+    cut — a 33-character paste from a password manager is refused with its length, so
+    the password stored is always the one the customer has (issue 22)."""
+    if not password.isascii():
+        return Text("only half-width characters can be used (no full-width, Japanese or"
+                    " accented characters); type the password in half-width letters, digits"
+                    " and symbols")
+    if len(password) > POP_PASSWORD_MAX:
+        return Text("{count} characters were entered; a password can have at most {max}"
+                    " (it is never shortened)", count=len(password), max=POP_PASSWORD_MAX)
     if not POP_PASSWORD_MIN <= len(password) <= POP_PASSWORD_MAX:
         return Text("must be {min}-{max} characters", min=POP_PASSWORD_MIN,
                     max=POP_PASSWORD_MAX)

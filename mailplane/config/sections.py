@@ -311,6 +311,19 @@ class AddressConfig(_Section):
     max_list_entries: int = Field(default=200, ge=1)
     max_entry_length: int = Field(default=255, ge=1)
     reissue_password_length: int = Field(default=10, ge=10, le=32)
+    #: Local parts no customer may register, on any subdomain: the names the ISP's own mail
+    #: needs (RFC 5321 postmaster, RFC 2142's operational mailboxes, the names certificate
+    #: authorities mail to prove control of a domain, system senders).  Which and why:
+    #: mailplane/rules/registration.py.  Addresses registered before are left alone.
+    reserved_local_parts: list[str] = Field(default_factory=lambda: [
+        "postmaster", "abuse", "noc", "security", "hostmaster", "webmaster", "www",
+        "usenet", "news", "uucp", "ftp", "admin", "administrator", "root", "mailer-daemon",
+    ])
+
+    @field_validator("reserved_local_parts")
+    @classmethod
+    def _lower_case(cls, value: list[str]) -> list[str]:
+        return [name.strip().lower() for name in value if name.strip()]
 
     @field_validator("subdomain_pattern")
     @classmethod

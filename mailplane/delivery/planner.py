@@ -47,6 +47,7 @@ from mailplane.filters.forwarding import (
 )
 from mailplane.filters.pipeline import PipelineOptions, decide
 from mailplane.mail.message import MessageContext
+from mailplane.mail.preview import display_header
 from mailplane.mail.rewrite import delivered_copy
 from mailplane.mail.srs import Srs
 from mailplane.mail.trace import delivery_trace, header_safe, received
@@ -177,9 +178,10 @@ class DeliveryPlanner:
                 plan.quarantine.append(QuarantineWrite(
                     address=address, data=data,
                     sender=header_safe(ctx.envelope_sender, 320),
-                    header_from=header_safe(", ".join(ctx.header_from_addresses),
-                                            INDEX_TEXT_CHARS),
-                    subject=header_safe(ctx.subject or "", INDEX_TEXT_CHARS),
+                    header_from=display_header(", ".join(ctx.header_from_addresses),
+                                               INDEX_TEXT_CHARS),
+                    # A folded Subject's tab is a space, not a "?" (issue 22).
+                    subject=display_header(ctx.subject or "", INDEX_TEXT_CHARS),
                     reason=decision.quarantine_reason or "spam"))
                 return []
         node.inbox = InboxWrite(address, data)

@@ -8,25 +8,20 @@ management API calls (blocking: run them in a thread); release delivers to the i
 
 from __future__ import annotations
 
-import email.policy
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from email.parser import BytesParser
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock, as_utc
 from mailplane.config.settings import Settings
-from mailplane.mail.mime import MimeTooComplex, parse_email
-from mailplane.mail.trace import header_safe
+from mailplane.mail.preview import MessageView, display_header, message_view
 from mailplane.mailstore.maildir import deliver, write_new_file
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage import quarantine_repo
 from mailplane.storage.models import QuarantineItem
-
-BODY_PREVIEW_CHARS = 2000
 
 
 def quarantine_dir(settings: Settings, address: str) -> Path:
@@ -66,8 +61,16 @@ class QuarantineEntry:
 class QuarantineDetail:
     entry: QuarantineEntry
     raw: bytes
-    headers: list[tuple[str, str]]
-    body_preview: str
+    #: Headers, text and sanitised HTML as the customer sees them (mail/preview.py).
+    view: MessageView
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return self.view.headers
+
+    @property
+    def body_preview(self) -> str:
+        return self.view.text
 
 
 def _entry(item: QuarantineItem) -> QuarantineEntry:
@@ -75,9 +78,9 @@ def _entry(item: QuarantineItem) -> QuarantineEntry:
         id=item.id,
         address=item.address,
         received_at=as_utc(item.received_at),
-        sender=header_safe(item.sender),
-        header_from=header_safe(item.header_from),
-        subject=header_safe(item.subject),
+        sender=display_header(item.sender),
+        header_from=display_header(item.header_from),
+        subject=display_header(item.subject),
         reason=item.reason,
         size=item.size,
         notified=item.notified,
@@ -92,39 +95,11 @@ def list_quarantine(
         return [_entry(i) for i in quarantine_repo.list_for_address(session, address=address)]
 
 
-def _body_preview(raw: bytes) -> str:
-    """The first text of the message, for the API; empty when there is none, it cannot
-    be decoded, or the message is beyond the MIME bounds (``raw`` still shows it)."""
-    try:
-        message = parse_email(raw)
-        part = message.get_body(preferencelist=("plain", "html"))
-        text = part.get_content() if part is not None else ""
-    except (MimeTooComplex, LookupError, KeyError, ValueError, AttributeError,
-            TypeError, UnicodeError, AssertionError):
-        text = ""
-    return _printable_text(str(text)[:BODY_PREVIEW_CHARS])
-
-
-def _printable_text(text: str) -> str:
-    """Line breaks and tabs kept, other controls and undecodable bytes as ``?``."""
-    return "\n".join(header_safe(line.replace("\t", " "), len(line))
-                     for line in text.split("\n"))
-
-
-def _header_text(value: object) -> str:
-    """A header value as text for the API (decoded by the parser), header safe: no
-    control characters, no undecodable bytes that JSON could not carry."""
-    try:
-        text = str(value)
-    except (ValueError, LookupError, UnicodeError):
-        text = ""
-    return header_safe(text)
-
-
 def show_quarantine(
     session_factory: sessionmaker[Session], *, address: str, item_id: str
 ) -> QuarantineDetail | None:
-    """Metadata, raw bytes, decoded headers and a text preview; None if not found."""
+    """Metadata, raw bytes and the view (headers, text, sanitised HTML); None if not
+    found.  Blocking (parsing, nh3): the API runs it in a thread."""
     with session_factory() as session:
         item = quarantine_repo.get_item(session, address=address, item_id=item_id)
     if item is None:
@@ -133,10 +108,7 @@ def show_quarantine(
         raw = Path(item.path).read_bytes()
     except FileNotFoundError:
         return None
-    headers_message = BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=True)
-    headers = [(header_safe(name, 200), _header_text(value))
-               for name, value in headers_message.items()]
-    return QuarantineDetail(_entry(item), raw, headers, _body_preview(raw))
+    return QuarantineDetail(_entry(item), raw, message_view(raw))
 
 
 def release_quarantine(
@@ -157,7 +129,11 @@ def release_quarantine(
         if item is None:
             return False
         path = Path(item.path)
-        deliver(settings.maildir_root, address, path.read_bytes(), now=clock.now())
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # deleted meanwhile (another tab, a bulk delete)
+            return False
+        deliver(settings.maildir_root, address, data, now=clock.now())
         quarantine_repo.delete_items(session, item_ids=[item.id])
         session.commit()
     path.unlink(missing_ok=True)
@@ -177,3 +153,19 @@ def delete_quarantine(
         session.commit()
     path.unlink(missing_ok=True)
     return True
+
+
+def delete_quarantine_many(
+    session_factory: sessionmaker[Session], *, address: str, item_ids: list[str]
+) -> int:
+    """Delete several quarantined messages of one address in one transaction (index rows
+    first, then the files); returns how many this call deleted.  Ids of other addresses, and ids
+    already gone, are left alone: a repeated request deletes nothing more."""
+    with session_factory() as session:
+        items = quarantine_repo.items_of(session, address=address, item_ids=item_ids)
+        paths = [Path(item.path) for item in items]
+        deleted = quarantine_repo.delete_items(session, item_ids=[item.id for item in items])
+        session.commit()
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return deleted

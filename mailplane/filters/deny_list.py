@@ -1,8 +1,10 @@
 """Deny list (受信拒否, SPEC §4, L4233-4335): addresses, subjects, five header conditions.
 
 A hit quarantines (L4084: denied mail is never rejected at SMTP).  The header conditions
-look at the *header* From/Subject only: the envelope null sender is a bounce and must never
-trigger them.
+look at the *header* From/Subject only, and never at a bounce: mail with the null envelope
+sender (``MAIL FROM:<>``, RFC 5321 §4.5.5) is a delivery report, which often has no From
+or Subject of the kind a person writes — "no From header" would quarantine the customer's
+own bounces unseen (issue 22).  The address and subject lists still apply to it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from mailplane.policy.model import AddressPolicy, DenyConditions
 
 
 def header_condition(ctx: MessageContext, conditions: DenyConditions) -> str | None:
-    """Name of the first enabled header condition the message meets, or None."""
+    """Name of the first enabled header condition the message meets, or None; always None
+    for a bounce (null envelope sender: SPEC §4)."""
+    if not ctx.envelope_sender:
+        return None
     from_raw = ctx.header_from_raw
     if conditions.no_from and from_raw is None:
         return "no_from"

@@ -46,7 +46,7 @@ from email.utils import parseaddr
 
 from mailplane import metrics
 from mailplane.filters.base import RecipientDecision
-from mailplane.mail.address import email_rule_violation
+from mailplane.mail.address import email_rule_violation, typed_address
 from mailplane.mail.auth_results import AuthResults
 from mailplane.mail.message import MessageContext
 from mailplane.mail.rewrite import header_line
@@ -66,10 +66,12 @@ MAX_DESTINATIONS = 3
 
 
 def normalise_destination(raw: str) -> str:
-    """Surrounding spaces removed and the domain lower-cased; the local part is kept as
-    typed (RFC 5321 §2.4) but compared case-insensitively."""
-    local, at, domain = raw.strip().rpartition("@")
-    return f"{local}{at}{domain.lower()}" if at else raw.strip()
+    """As typed (:func:`~mailplane.mail.address.typed_address`: 全角 folded like the deny
+    list's entries, spaces removed) with the domain lower-cased; the local part keeps its
+    case (RFC 5321 §2.4) but is compared case-insensitively."""
+    typed = typed_address(raw)
+    local, at, domain = typed.rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else typed
 
 
 def destination_domain(destination: str) -> str:

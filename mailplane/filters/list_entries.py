@@ -9,8 +9,9 @@ Address entries (deny list and allow list, manual L4250-4266, L4357-4370):
   catches ``x@abc123.jp`` — the manual warns about this, so it is accepted, not refused);
 - an entry with neither ``@`` nor ``.`` (``tarou``, "左側だけの一部") has no effect and is
   refused with a message saying so.
-Entries are NFKC-normalised (a full-width ``ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ`` typed on a
-Japanese keyboard becomes ASCII), stripped and lower-cased; matching is case-insensitive.
+Entries are folded as typed (a full-width ``ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ`` typed on a
+Japanese keyboard becomes ASCII, ``。`` a dot: :func:`mailplane.mail.address.typed_address`,
+as for forwarding), stripped and lower-cased; matching is case-insensitive.
 
 Subject entries (L4272-4289): substring match on the decoded Subject.  NFKC turns half-width
 katakana into full width before storing (``ｾｰﾙ`` → ``セール``), so ``ﾌﾚﾝﾄﾞ`` and ``フレンド`` are
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 from mailplane.i18n import Text
-from mailplane.mail.address import email_rule_violation
+from mailplane.mail.address import email_rule_violation, typed_address
 from mailplane.mail.message import normalise_subject
 
 _SUFFIX_RE = re.compile(r"[a-z0-9._-]+")
@@ -82,8 +83,10 @@ def shorten(entry: str) -> str:
 
 
 def normalise_address_entry(raw: str) -> str:
-    """NFKC, surrounding whitespace removed, lower case: the stored and compared form."""
-    return unicodedata.normalize("NFKC", raw).strip().lower()
+    """As typed (:func:`~mailplane.mail.address.typed_address`: NFKC, ``。`` as ``.``,
+    surrounding whitespace removed), lower case: the stored and compared form — the same
+    folding as a forwarding destination or the contact address."""
+    return typed_address(raw).lower()
 
 
 def address_entry_violation(entry: str, *, max_length: int) -> Text | None:
@@ -164,6 +167,11 @@ def subject_entry_violation(entry: str, *, max_length: int) -> Text | None:
         return Text("cannot contain control characters; put one subject per line")
     if len(entry) == 1 and is_full_width(entry):
         return Text("a single full-width character alone has no effect — enter two or more")
+    if len(entry) == 1:
+        # SPEC §4: like a single full-width character, one letter (``a``) would catch
+        # nearly every message and quarantine it unseen for days (issue 22).
+        return Text("a single character alone would catch almost every message — enter two"
+                    " or more")
     return None
 
 

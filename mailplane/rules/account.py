@@ -5,6 +5,8 @@ customer chooses, one-time codes as people type them, and when a 解約 may take
   printable ASCII characters, not the customer number.  Longer input is refused with a
   message, never cut (issue 22: a pasted password silently truncated is a password the
   customer does not know).
+- **Customer numbers** are typed from a letter, often with the IME still in full-width
+  mode: folded with NFKC (:func:`typed_customer_number`) wherever one is typed.
 - **Codes** are typed from a mail, often on a phone with a Japanese keyboard: full-width
   digits, spaces and hyphens are accepted (NFKC, then only the digits count).
 - **解約** (003 Art.18): at the end of a month, requested ``notice_days`` days ahead; it
@@ -37,6 +39,13 @@ def contract_password_violation(password: str, *, customer_number: str) -> Text 
     if len(set(password)) == 1:
         return Text("must not repeat one character only")
     return None
+
+
+def typed_customer_number(typed: str) -> str:
+    """A customer number as people type it (sign-in, recovery): 全角 letters and digits
+    folded (NFKC: ``ＤＥＭＯ０００１`` → ``DEMO0001``), surrounding spaces — full-width ones
+    too — removed.  Case is kept: customer numbers are stored as issued."""
+    return unicodedata.normalize("NFKC", typed).strip()
 
 
 def normalise_code(typed: str, *, max_length: int = 64) -> str:

@@ -2,8 +2,21 @@
 address exists, in one place.
 
 - **Local part** (L3838-3853): 3-20 characters of a-z 0-9 - _, never starting or ending
-  with - or _; upper case is refused rather than silently lowered, so the customer sees
-  exactly the address they will get.
+  with - or _; upper case is refused rather than silently lowered, and full-width input
+  (全角) rather than silently folded, so the customer sees exactly the address they will
+  get — each with a message that names the cause.
+- **Reserved local parts** (``[addresses] reserved_local_parts``, the default list in
+  :mod:`mailplane.config.sections`): the names the ISP's own
+  mail needs on every domain it hosts, and every ``<letter>0<digit>`` subdomain is one —
+  RFC 5321 §4.5.1 ``postmaster``; RFC 2142's operational mailboxes (``abuse``, ``noc``,
+  ``security``; ``hostmaster``, ``webmaster``, ``www``, ``usenet``, ``news``, ``uucp``,
+  ``ftp``); the names certificate authorities mail to prove control of a domain (CA/B
+  Forum Baseline Requirements 3.2.2.4.4: ``admin``, ``administrator``, ``hostmaster``,
+  ``postmaster``, ``webmaster`` — whoever holds one can get a certificate for the
+  subdomain); and the system senders people trust (``root``, ``mailer-daemon``).  RFC
+  2142's business names (``info``, ``sales``, ``support``, ``marketing``) are left to
+  customers by default: they carry no operator function on a shared subdomain and
+  customers ask for them; an ISP that wants them reserved adds them to the list.
 - **Subdomain**: one of the configured pattern's values (default ``[a-z]0[0-9]``,
   :mod:`mailplane.rules.subdomains` offers 3 free candidates a page); the base domain one
   of the configured ones.
@@ -18,6 +31,7 @@ address exists, in one place.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailplane.i18n import N_, Text
@@ -37,6 +51,10 @@ CANDIDATES_PER_PAGE = 3
 
 def local_part_violation(value: str) -> Text | None:
     """The first hosted-local-part rule ``value`` breaks, or None."""
+    if not value.isascii():
+        return Text("only half-width characters can be used (no full-width, Japanese or"
+                    " accented characters); type it in half-width lower-case letters and"
+                    " digits")
     if not LOCAL_PART_MIN <= len(value) <= LOCAL_PART_MAX:
         return Text("must be {min}-{max} characters", min=LOCAL_PART_MIN, max=LOCAL_PART_MAX)
     if any("A" <= ch <= "Z" for ch in value):
@@ -47,6 +65,14 @@ def local_part_violation(value: str) -> Text | None:
         return Text("cannot start with {char}", char=value[0])
     if value[-1] in LOCAL_PART_EDGE:
         return Text("cannot end with {char}", char=value[-1])
+    return None
+
+
+def reserved_violation(value: str, reserved: Sequence[str]) -> Text | None:
+    """``value`` is one of the operator's reserved names (module docstring)."""
+    if value.lower() in reserved:
+        return Text("{local_part} is reserved for the provider's own mail; choose another",
+                    local_part=value)
     return None
 
 
@@ -67,8 +93,13 @@ def base_domain(requested: str | None, configured: list[str]) -> str:
     return requested.lower()
 
 
-def check_registration(*, accept_terms: bool, subdomain: str, pattern: str) -> None:
-    """Terms accepted and the subdomain one the pattern allows."""
+def check_registration(*, accept_terms: bool, subdomain: str, pattern: str,
+                       local_part: str = "", reserved: Sequence[str] = ()) -> None:
+    """The local part not reserved, terms accepted and the subdomain one the pattern
+    allows."""
+    problem = reserved_violation(local_part, reserved)
+    if problem:
+        raise RuleViolation("local_part", problem)
     if not accept_terms:
         raise RuleViolation("accept_terms", "the terms of use must be accepted")
     if subdomain not in expand(pattern):

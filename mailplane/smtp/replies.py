@@ -117,8 +117,9 @@ SENDER_SUSPENDED = SmtpReply(550, "5.7.1", "This address is suspended and cannot
 OVERSEAS_SEND_REFUSED = SmtpReply(
     550,
     "5.7.1",
-    "Sending from abroad is turned off for this address. To send from abroad, sign in to"
-    " My Page and turn ON overseas sending for this address; it then stays ON for 7 days",
+    "Sending from abroad is turned off for this address. To send from abroad, the contract"
+    " holder signs in to My Page (it works from abroad) and can turn ON overseas sending for"
+    " this address; it then stays ON for 7 days",
 )
 VIRUS_REFUSED = SmtpReply(
     554, "5.7.1", "Message refused: a virus was found in it and it was not sent"

@@ -37,6 +37,15 @@ def get_item(session: Session, *, address: str, item_id: str) -> QuarantineItem 
     )
 
 
+def items_of(session: Session, *, address: str, item_ids: Iterable[str]) -> list[QuarantineItem]:
+    """The items among ``item_ids`` that belong to ``address`` (others' ids are ignored)."""
+    ids = list(item_ids)
+    if not ids:
+        return []
+    return list(session.scalars(select(QuarantineItem).where(
+        QuarantineItem.address == address, QuarantineItem.id.in_(ids))))
+
+
 def delete_items(session: Session, *, item_ids: Iterable[str]) -> int:
     ids = list(item_ids)
     if not ids:

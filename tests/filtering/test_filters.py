@@ -70,6 +70,16 @@ def test_null_envelope_sender_alone_triggers_no_condition() -> None:
     assert header_condition(ctx(raw, mail_from=""), every) is None
 
 
+@pytest.mark.parametrize("raw", [b"Subject: x\r\n\r\nb\r\n", b"From: <>\r\n\r\nb\r\n",
+                                 b"From: \r\nSubject: \r\n\r\nb\r\n", b"\r\nb\r\n"])
+def test_a_bounce_meets_no_header_condition_whatever_its_headers(raw: bytes) -> None:
+    """SPEC §4: the null envelope sender is a bounce and is never caught (issue 22)."""
+    every = DenyConditions(True, True, True, True, True)
+    assert header_condition(ctx(raw, mail_from=""), every) is None
+    assert header_condition(ctx(raw, mail_from="<>"), every) is None
+    assert header_condition(ctx(raw), every) is not None
+
+
 def test_deny_subject_is_nfkc_and_ascii_case_insensitive() -> None:
     deny = DenyListFilter()
     p = policy(deny_subjects=("ｾｰﾙ", "FREE"))

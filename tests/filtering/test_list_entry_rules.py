@@ -62,7 +62,14 @@ def test_half_width_katakana_subject_is_stored_full_width_and_still_matches() ->
 def test_single_full_width_character_is_refused_but_two_are_fine() -> None:
     assert subject_entry_violation("広", max_length=255) is not None
     assert subject_entry_violation("広告", max_length=255) is None
-    assert subject_entry_violation("v", max_length=255) is None
+
+
+@pytest.mark.parametrize("entry", ["v", "a", "1", "!"])
+def test_a_single_half_width_character_is_refused_like_a_full_width_one(entry: str) -> None:
+    """Issue 22: ``a`` alone caught nearly every message and quarantined it unseen."""
+    problem = subject_entry_violation(entry, max_length=255)
+    assert problem is not None and "single character" in problem
+    assert subject_entry_violation(entry * 2, max_length=255) is None
 
 
 def test_clean_list_reports_the_submitted_index_and_limits() -> None:

@@ -189,6 +189,25 @@ async def test_null_envelope_sender_never_triggers_header_conditions(mx: MxEnv) 
     assert len(mx.inbox(TARO)) == 1
 
 
+async def test_a_bounce_without_from_or_subject_is_never_caught_by_the_conditions(
+        mx: MxEnv) -> None:
+    """Issue 22: a delivery report often has no From (or an empty Subject); with the null
+    envelope sender it is a bounce, and the header conditions must let it through."""
+    mx.update_address(TARO, deny_no_from=True, deny_angle_from=True, deny_blank_from=True,
+                      deny_no_subject=True, deny_blank_subject=True)
+    bounce = (b"To: taro_1@e06.example.net\r\nContent-Type: multipart/report;"
+              b" report-type=delivery-status; boundary=x\r\n\r\n--x\r\n\r\n"
+              b"Delivery failed\r\n--x--\r\n")
+    await mx.send(bounce, mail_from="")
+    await mx.send(b"From: <>\r\nTo: taro_1@e06.example.net\r\nSubject: \r\n\r\nx\r\n",
+                  mail_from="")
+    assert quarantine_rows(mx, TARO) == []
+    assert len(mx.inbox(TARO)) == 2
+    # The same message from a real sender is caught: only bounces are spared.
+    await mx.send(bounce, mail_from="someone@sender.example")
+    assert len(quarantine_rows(mx, TARO)) == 1
+
+
 async def test_deny_conditions_off_by_default(mx: MxEnv) -> None:
     await mx.send(b"To: taro_1@e06.example.net\r\n\r\nno from, no subject\r\n")
     assert len(mx.inbox(TARO)) == 1

@@ -165,7 +165,9 @@ def test_the_rules_are_published_in_the_requests_language(keyed: dict[str, Any])
     api: ApiHarness = keyed["api"]
     ja = api.client().get("/v1/rules", headers={"Accept-Language": "ja"}).json()
     en = api.client().get("/v1/rules", headers={"Accept-Language": "en"}).json()
+    reserved = ja["local_part"].pop("reserved")
     assert ja["local_part"] == {"min": 3, "max": 20, "chars": "a-z0-9_-", "edge": "-_"}
+    assert "postmaster" in reserved and "abuse" in reserved  # issue 22: RFC 2142 names
     msgid = "must be {min}-{max} characters"
     assert ja["messages"][msgid] == "{min}文字以上{max}文字以内で入力してください"
     assert en["messages"][msgid] == msgid

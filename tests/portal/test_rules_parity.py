@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from mailplane.auth.passwords import password_rule_violation
+from mailplane.config.sections import AddressConfig
 from mailplane.filters.auto_reply import clean_settings
 from mailplane.filters.forwarding import clean_destinations
 from mailplane.filters.list_entries import (
@@ -29,20 +30,24 @@ from mailplane.i18n import translate
 from mailplane.mail.address import email_rule_violation
 from mailplane.rules import RuleViolation
 from mailplane.rules.account import contract_password_violation
-from mailplane.rules.registration import local_part_violation
+from mailplane.rules.registration import local_part_violation, reserved_violation
 from tests.portal.conftest import DESKTOP
 
 OWN = "taro@e06.example.net"
+RESERVED = AddressConfig().reserved_local_parts
 TRICKY = ["a", "Z", "0", "-", "_", ".", "@", " ", "\u3000", "\xa0", "\x1c", "\t", "ｔ", "Ａ",
           "＠", "．", "あ", "ｾ", "漢", "İ", "ß", "😀", "%", "+", "/", ":", "=", "^", "!", "#",
-          "..", "e", "x", "m", "p", "l", "j", "\x7f", "\u200b", "\ufeff"]
+          "..", "e", "x", "m", "p", "l", "j", "\x7f", "\u200b", "\ufeff", "。", "｡", "ｍ"]
 HAND_PICKED = ["", "ab", "abc", "a" * 20, "a" * 21, "Taro", "-taro", "taro_", "ta.ro", "tarō",
                "user@example.jp", "user@example", "@example.jp", "@", "tarou", "123.jp",
                "a b@example.jp", ".a@example.jp", "a..b@example.jp", "a@-x.jp", "a@x-.jp",
                "ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ", "ﾌﾚﾝﾄﾞ", "セ", "x" * 300, "New.pass1",
                "abc@def", "pass word", "a\x01b", "TARO@EXAMPLE.JP", OWN, OWN.upper(),
                "c0001", "C0001", "aaaaaaaa", "Haru-no-umi.2026", "y" * 64, "y" * 65,
-               "パスワード12345678"]
+               "パスワード12345678", "ｔａｒｏ＠ｅｘａｍｐｌｅ。ｊｐ", "taro@example｡jp",
+               "postmaster",
+               "Abuse", "mailer-daemon", "info", "a" * 33, "b" * 32, "ｐａｓｓｗｏｒｄ", "ア", "1",
+               " x ", "ＳＡＬＥ"]
 
 
 def _random_strings(count: int, seed: int = 16) -> Iterator[str]:
@@ -94,6 +99,8 @@ def _js(page: Any, language: str, kind: str, values: list[Any]) -> list[Any]:
                 ? [errors[0].field, rules.text(errors[0].message)] : null;
             const one = {
                 local: (v) => rules.text(rules.localPartViolation(v)),
+                registration: (v) => rules.text(
+                    rules.localPartViolation(v) || rules.reservedViolation(v)),
                 password: (v) => rules.text(rules.passwordViolation(v)),
                 contract_password: (v) => rules.text(
                     rules.contractPasswordViolation(v, "C0001")),
@@ -132,6 +139,7 @@ def _py_first(call: Any, language: str) -> list[str] | None:
 def test_single_value_rules_agree(page: Any, language: str) -> None:
     checks = {
         "local": local_part_violation,
+        "registration": lambda v: local_part_violation(v) or reserved_violation(v, RESERVED),
         "password": password_rule_violation,
         "contract_password": lambda v: contract_password_violation(v, customer_number="C0001"),
         "email": email_rule_violation,

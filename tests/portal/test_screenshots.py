@@ -38,8 +38,21 @@ def _quarantine_one(portal: Portal) -> None:
     message = (b"From: =?UTF-8?B?44K744O844Or5oOF5aCx?= <promo@ads.example>\r\nTo: "
                + ADDRESS.encode() + b"\r\nSubject: =?UTF-8?B?5pyf6ZaT6ZmQ5a6a44K744O844Or?=\r\n"
                b"Message-ID: <tour@ads.example>\r\n\r\nBuy now!\r\n" + GTUBE + b"\r\n")
+    # An HTML mail with a script and a remote image: shown sanitised in a sandboxed frame.
+    markup = ("<html><head><script>alert(1)</script></head><body>"
+              "<h1>年末大感謝セール</h1><p>会員さま限定で <b>最大70%オフ</b>。</p>"
+              '<p><img src="http://ads.example/banner.png" alt="セールのバナー"></p>'
+              '<p><a href="http://ads.example/login?u=taro">こちらからログイン</a></p>'
+              "<p>" + GTUBE.decode() + "</p></body></html>")
+    html = (b"From: promo@ads.example\r\nTo: " + ADDRESS.encode()
+            + b"\r\nSubject: HTML\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative;"
+            b" boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"
+            + "年末大感謝セール\r\n会員さま限定で最大70%オフ。\r\n".encode()
+            + b"--b\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n" + markup.encode()
+            + b"\r\n--b--\r\n")
     with run_mx(portal.api) as port, smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
         assert smtp.sendmail("promo@ads.example", [ADDRESS], message) == {}
+        assert smtp.sendmail("promo@ads.example", [ADDRESS], html) == {}
 
 
 def test_tour_of_every_screen_at_two_widths(portal: Portal) -> None:
@@ -125,12 +138,23 @@ def test_tour_of_every_screen_at_two_widths(portal: Portal) -> None:
     page.goto(f"{portal.url}#/quarantine/{ADDRESS}")
     page.locator("tbody tr").first.wait_for()
     _shoot(page, "17-quarantine-list")
-    page.get_by_role("link", name=re.compile("開く")).click()
+    page.get_by_role("link", name=re.compile("開く: 期間限定")).click()
     page.get_by_text("Buy now!").wait_for()
     _shoot(page, "18-quarantine-message")
+    page.goto(f"{portal.url}#/quarantine/{ADDRESS}")
+    page.get_by_role("link", name=re.compile("開く: HTML")).click()
+    page.frame_locator("iframe.message-html").get_by_text("年末大感謝セール").wait_for()
+    _shoot(page, "39-quarantine-html-message")
+    page.goto(f"{portal.url}#/terms")
+    page.get_by_role("heading", name="インターネットサービス契約約款 (要約)").wait_for()
+    _shoot(page, "40-terms")
     page.goto(f"{portal.url}#/delete/hanako_1@a01.example.net")
     page.locator(".caution").wait_for()
     _shoot(page, "19-delete")
+    api.operator.patch("/v1/contracts/C0001", json={"contact_email": ADDRESS})
+    page.goto(f"{portal.url}#/delete/{ADDRESS}")
+    page.locator(".contact-caution").wait_for()
+    _shoot(page, "41-delete-contact-address")
     page.goto(f"{portal.url}#/setup/{ADDRESS}")
     page.get_by_test_id("username").wait_for()
     _shoot(page, "20-client-setup")

@@ -139,7 +139,9 @@ def create_address(
         raise ApiError(409, "contract_suspended", "the contract is suspended")
     try:
         check_registration(accept_terms=body.accept_terms, subdomain=body.subdomain,
-                           pattern=settings.addresses.subdomain_pattern)
+                           pattern=settings.addresses.subdomain_pattern,
+                           local_part=body.local_part,
+                           reserved=settings.addresses.reserved_local_parts)
         domain = base_domain(body.base_domain, settings.base_domains)
     except RuleViolation as exc:
         raise rule_error(exc, "address") from None

@@ -27,7 +27,12 @@ from mailplane.auth.api_keys import Principal
 from mailplane.config.settings import Settings
 from mailplane.delivery import lifecycle
 from mailplane.rules import RuleViolation
-from mailplane.rules.registration import CANDIDATES_PER_PAGE, base_domain, local_part_violation
+from mailplane.rules.registration import (
+    CANDIDATES_PER_PAGE,
+    base_domain,
+    local_part_violation,
+    reserved_violation,
+)
 from mailplane.rules.subdomains import ordered_for
 from mailplane.storage import addresses_repo, billing_repo, contracts_repo
 from mailplane.storage.models import Contract
@@ -193,7 +198,8 @@ def subdomain_candidates(
     page: Annotated[int, Query(ge=1, le=1000)] = 1,
     requested_domain: Annotated[str | None, Query(alias="base_domain")] = None,
 ) -> SubdomainCandidates:
-    problem = local_part_violation(local_part)
+    problem = local_part_violation(local_part) or reserved_violation(
+        local_part, settings.addresses.reserved_local_parts)
     if problem:
         raise invalid("local_part", problem)
     try:

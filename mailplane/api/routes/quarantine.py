@@ -1,7 +1,9 @@
 """Quarantine list/show/release/delete (SPEC §4, §11).
 
 Release delivers to the inbox without filtering again; items are scoped to the address in
-the path, so another address's item id is a 404.
+the path, so another address's item id is a 404.  The item view gives the text and the
+sanitised HTML (mail/preview.py: nothing in it runs or fetches); ``POST …/delete`` deletes
+several items at once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from mailplane.api.deps import (
 )
 from mailplane.api.errors import not_found
 from mailplane.api.schemas.quarantine import (
+    QuarantineDeleted,
+    QuarantineDeleteMany,
     QuarantineDetailOut,
     QuarantineHeader,
     QuarantineItemOut,
@@ -31,6 +35,8 @@ from mailplane.delivery import quarantine
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses/{address}/quarantine",
                    tags=["quarantine"])
+#: Ids named in the audit row of a bulk delete (the count is always there).
+_AUDITED_IDS = 20
 
 
 def _item_out(entry: quarantine.QuarantineEntry, settings: Settings) -> QuarantineItemOut:
@@ -54,6 +60,23 @@ def list_items(scope: AddressScopeDep, factory: SessionFactoryDep,
                           items=[_item_out(e, settings) for e in entries])
 
 
+@router.post("/delete", response_model=QuarantineDeleted)
+def delete_items(body: QuarantineDeleteMany, scope: AddressScopeDep, session: SessionDep,
+                 factory: SessionFactoryDep, clock: ClockDep) -> QuarantineDeleted:
+    """Delete the chosen messages at once (the list's 選択削除).  Ids that are not this
+    address's, or already deleted, are skipped: repeating the request is harmless."""
+    ids = list(dict.fromkeys(body.ids))
+    deleted = quarantine.delete_quarantine_many(factory, address=scope.address.address,
+                                                item_ids=ids)
+    if deleted:
+        record_change(session, principal=scope.principal, settings=scope.settings,
+                      contract=scope.contract, action="quarantine.delete", now=clock.now(),
+                      address=scope.address.address,
+                      detail={"items": ids[:_AUDITED_IDS], "count": deleted},
+                      affects_policy=False)
+    return QuarantineDeleted(deleted=deleted)
+
+
 @router.get("/{item_id}", response_model=QuarantineDetailOut,
             responses={200: {"content": {"message/rfc822": {}}}})
 def show_item(
@@ -70,10 +93,14 @@ def show_item(
     if raw:
         return Response(detail.raw, media_type="message/rfc822")
     base = _item_out(detail.entry, settings)
+    safe = detail.view.html
     return QuarantineDetailOut(
         **base.model_dump(),
         headers=[QuarantineHeader(name=n, value=v) for n, v in detail.headers],
         body_preview=detail.body_preview,
+        body_html=safe.html if safe is not None else None,
+        html_images_hidden=safe.images_hidden if safe is not None else 0,
+        html_links_disarmed=safe.links_disarmed if safe is not None else 0,
     )
 
 

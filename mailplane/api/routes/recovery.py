@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from datetime import datetime
 
 from fastapi import APIRouter, BackgroundTasks, Request
@@ -47,7 +46,7 @@ from mailplane.auth.api_keys import Principal
 from mailplane.config.settings import Settings
 from mailplane.notices.change import stage_code_mail
 from mailplane.rules import RuleViolation
-from mailplane.rules.account import contract_password_violation
+from mailplane.rules.account import contract_password_violation, typed_customer_number
 from mailplane.storage import contracts_repo, web_sessions_repo
 from mailplane.storage.models import Contract
 
@@ -60,8 +59,8 @@ PURPOSE = "recovery"
 
 
 def typed_number(value: str) -> str:
-    """The customer number as people type it: 全角 folded (NFKC), spaces trimmed."""
-    return unicodedata.normalize("NFKC", value).strip()
+    """The customer number as people type it (rules/account.py)."""
+    return typed_customer_number(value)
 
 
 def _peer(request: Request) -> str:

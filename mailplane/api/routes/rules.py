@@ -60,7 +60,8 @@ def rules(request: Request, settings: SettingsDep) -> dict[str, Any]:
     return {
         "language": language,
         "local_part": {"min": LOCAL_PART_MIN, "max": LOCAL_PART_MAX,
-                       "chars": LOCAL_PART_CHARS, "edge": LOCAL_PART_EDGE},
+                       "chars": LOCAL_PART_CHARS, "edge": LOCAL_PART_EDGE,
+                       "reserved": settings.addresses.reserved_local_parts},
         "pop_password": {"min": POP_PASSWORD_MIN, "max": POP_PASSWORD_MAX,
                          "chars": POP_PASSWORD_CHARS, "forbidden": "@"},
         "contract_password": {"min": CONTRACT_PASSWORD_MIN, "max": CONTRACT_PASSWORD_MAX},
@@ -72,6 +73,8 @@ def rules(request: Request, settings: SettingsDep) -> dict[str, Any]:
         "wide_ranges": wide_ranges(),
         "deleted_cooloff_days": settings.addresses.deleted_cooloff_days,
         "quarantine_days": settings.retention.quarantine_days,
+        "inbox_days": settings.retention.inbox_days,
+        "included_addresses": settings.addresses.included_per_contract,
         "overseas_window_days": settings.overseas.window_days,
         "extra_monthly_charge_yen": settings.addresses.extra_monthly_charge_yen,
         "terms_url": settings.portal.terms_url,

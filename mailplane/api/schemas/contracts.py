@@ -8,12 +8,14 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from mailplane.api.schemas.common import StrictModel
-from mailplane.mail.address import email_rule_violation
+from mailplane.mail.address import email_rule_violation, typed_address
 
 CUSTOMER_NUMBER_PATTERN = r"^[A-Za-z0-9-]{1,32}$"
 
 
 def _check_email(value: str) -> str:
+    """A contact address as typed (全角 folded like every address: mail/address.py)."""
+    value = typed_address(value)
     problem = email_rule_violation(value)
     if problem:
         raise ValueError(problem)

@@ -98,6 +98,7 @@ export const api = {
   quarantineItem: (address, id) => request("GET", addressPath(address, `/quarantine/${enc(id)}`)),
   release: (address, id) => request("POST", addressPath(address, `/quarantine/${enc(id)}/release`)),
   discard: (address, id) => request("DELETE", addressPath(address, `/quarantine/${enc(id)}`)),
+  discardMany: (address, ids) => request("POST", addressPath(address, "/quarantine/delete"), { body: { ids } }),
   // the account around the settings (SPEC §9a)
   startRecovery: (customerNumber) => request("POST", "/v1/recovery", { body: { customer_number: customerNumber } }),
   finishRecovery: (body) => request("POST", "/v1/recovery/verify", { body }),

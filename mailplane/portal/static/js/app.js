@@ -13,6 +13,7 @@ import { renderQuarantine } from "./quarantine.js";
 import { renderSetup } from "./setup.js";
 import { renderAccount, renderBilling, renderContact, renderContractPassword, renderTerminate } from "./account.js";
 import { renderForgot, renderRecovery } from "./recovery.js";
+import { renderTerms } from "./terms.js";
 import { clearErrors, failure, field, fill, focusFirst, formErrorBox, h, heading, showApiError, showErrors } from "./ui.js";
 
 const view = document.getElementById("view");
@@ -43,6 +44,7 @@ const ROUTES = {
 const PUBLIC_ROUTES = {
   forgot: renderForgot,
   recovery: renderRecovery,
+  terms: renderTerms,
 };
 
 let notice = "";
@@ -71,7 +73,10 @@ function signInForm({ legend, idLabel, idName, idHelp, autocomplete, onSubmit })
     if (!password.value) errors.push({ field: "password", message: t("required") });
     if (errors.length) { showErrors(form, errors); return; }
     const button = form.querySelector("button[type=submit]");
+    // A wrong password waits seconds (the login guard's delay): say 処理中 meanwhile.
     button.disabled = true;
+    button.replaceChildren(h("span", { class: "spinner", "aria-hidden": "true" }), t("signingIn"));
+    form.setAttribute("aria-busy", "true");
     try {
       await onSubmit(id.value.trim(), password.value);
     } catch (error) {
@@ -79,6 +84,8 @@ function signInForm({ legend, idLabel, idName, idHelp, autocomplete, onSubmit })
       if (error instanceof ApiError) showApiError(form, error);
       else throw error;
     } finally {
+      form.removeAttribute("aria-busy");
+      button.replaceChildren(t("signIn"));
       button.disabled = false;
     }
   });

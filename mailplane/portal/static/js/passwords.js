@@ -13,11 +13,14 @@ let reissued = null; // the reissued password: memory only, shown once
 export async function renderPassword(view, address, step) {
   const row = await api.row(address);
   const current = h("input", { type: "password", autocomplete: "current-password", maxlength: "128" });
-  const next = h("input", { type: "password", autocomplete: "new-password", maxlength: String(rules().pop_password.max) });
-  const again = h("input", { type: "password", autocomplete: "new-password", maxlength: String(rules().pop_password.max) });
+  // No maxlength: the browser would cut a longer paste silently and both fields would
+  // match, so the saved password would not be the customer's; the rule check says why.
+  const next = h("input", { type: "password", autocomplete: "new-password" });
+  const again = h("input", { type: "password", autocomplete: "new-password" });
   settingsFlow(view, {
     title: t("passwordTitle"), subtitle: address, help: t("passwordHelp"),
     base: `#/password/${enc(address)}`, step, persist: false, current: {},
+    labels: [t("step_changeInput"), t("step_changeConfirm"), t("step_changed")],  // L3944
     build(form, values) {
       current.value = values.current || "";
       next.value = values.new || "";
@@ -48,7 +51,7 @@ export async function renderPassword(view, address, step) {
 }
 
 export async function renderReissue(view, address, step) {
-  const labels = [t("step_confirm"), t("step_done")];
+  const labels = [t("step_confirm"), t("step_issued")];  // L3999: 内容の確認 → 発行完了
   if (step === "done") {
     const issued = reissued;
     reissued = null;
@@ -91,7 +94,13 @@ export async function renderDelete(view, address, step) {
     focusFirst(view);
     return;
   }
-  await api.row(address); // an unknown address gets the server's "not found" screen
+  // An unknown address gets the server's "not found" screen.  The contact address (where
+  // every notice and recovery code goes) and the addresses forwarding here get a warning.
+  const [, contract, list] = await Promise.all([api.row(address), api.contract(), api.addresses()]);
+  const isContact = (contract.contact_email || "").toLowerCase() === address.toLowerCase();
+  const forwardedFrom = list.addresses.filter((row) => row.address !== address
+    && row.forwarding.destinations.some((d) => d.toLowerCase() === address.toLowerCase()))
+    .map((row) => row.address);
   const box = formErrorBox();
   const go = h("button", { type: "button", class: "danger", "data-action": "delete" }, t("delete"));
   go.addEventListener("click", async () => {
@@ -109,6 +118,10 @@ export async function renderDelete(view, address, step) {
   });
   fill(view, heading(t("deleteTitle")),
     h("div", { class: "card" }, box,
+      isContact ? h("div", { class: "caution contact-caution", role: "alert" },
+        h("strong", { class: "caution-mark" }, t("caution")), " ", t("deleteContactCaution"), " ",
+        h("a", { href: "#/contact" }, t("changeContactFirst"))) : null,
+      forwardedFrom.length ? caution(t("deleteForwardedFrom", { list: forwardedFrom.join(", ") })) : null,
       caution(t("deleteHelp"), " ", t("deleteCooloff", { days: rules().deleted_cooloff_days })),
       summary([[t("colAddress"), addressText(address)]]),
       h("div", { class: "actions" }, go, h("a", { href: "#/", class: "button" }, t("back")))));

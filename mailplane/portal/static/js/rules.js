@@ -36,8 +36,13 @@ export const pyStrip = (value) => value.replace(STRIP_RE, "");
 
 // --- registration and POP passwords (rules/registration.py, auth/passwords.py) ---------
 
+const isAscii = (value) => /^[\x00-\x7f]*$/u.test(value);
+
 export function localPartViolation(value) {
   const { min, max, chars, edge } = R.local_part;
+  if (!isAscii(value)) {
+    return T("only half-width characters can be used (no full-width, Japanese or accented characters); type it in half-width lower-case letters and digits");
+  }
   if (!(min <= length(value) && length(value) <= max)) return T("must be {min}-{max} characters", { min, max });
   if (/[A-Z]/.test(value)) return T("upper case letters are not allowed; use lower case (a-z)");
   if (!new RegExp(`^[${chars}]+$`, "u").test(value)) return T("may contain only a-z, 0-9, - and _");
@@ -46,8 +51,20 @@ export function localPartViolation(value) {
   return null;
 }
 
+// rules/registration.py reserved_violation: the operator's reserved names (postmaster, …).
+export function reservedViolation(value) {
+  return (R.local_part.reserved || []).includes(value.toLowerCase())
+    ? T("{local_part} is reserved for the provider's own mail; choose another", { local_part: value }) : null;
+}
+
 export function passwordViolation(value) {
   const { min, max, chars } = R.pop_password;
+  if (!isAscii(value)) {
+    return T("only half-width characters can be used (no full-width, Japanese or accented characters); type the password in half-width letters, digits and symbols");
+  }
+  if (length(value) > max) {
+    return T("{count} characters were entered; a password can have at most {max} (it is never shortened)", { count: length(value), max });
+  }
   if (!(min <= length(value) && length(value) <= max)) return T("must be {min}-{max} characters", { min, max });
   if (value.includes("@")) return T("cannot contain @");
   if (!new RegExp(`^[${chars}]+$`, "u").test(value)) return T("may contain only A-Z a-z 0-9 and % + . / : = ^ _ -");
@@ -93,6 +110,9 @@ export function domainViolation(domain) {
 
 export function emailViolation(value) {
   if (!value || length(value) > 254) return T("must be a mail address of at most 254 characters");
+  if (!isAscii(value)) {
+    return T("a mail address can contain only half-width characters (no Japanese or accented characters); type it in half-width letters, digits and symbols");
+  }
   if (value.split("@").length !== 2) return T("must be a mail address like user@example.jp");
   const [local, domain] = value.split("@");
   if (!local || length(local) > 64 || !REMOTE_LOCAL_RE.test(local)) return T("the part before @ is not valid");
@@ -106,9 +126,11 @@ export function emailViolation(value) {
 
 const SUFFIX_RE = /^[a-z0-9._-]+$/u;
 
-export const normaliseAddressEntry = (raw) => pyStrip(raw.normalize("NFKC")).toLowerCase();
+// mail/address.py typed_address: NFKC, the ideographic full stops as ".", stripped.
+export const typedAddress = (raw) => pyStrip(raw.normalize("NFKC").replace(/[\u3002\uff61]/gu, "."));
+export const normaliseAddressEntry = (raw) => typedAddress(raw).toLowerCase();
 export const normaliseSubjectEntry = (raw) => pyStrip(raw.normalize("NFKC"));
-const subjectKey = (entry) => entry.normalize("NFKC").replace(/[A-Z]/g, (c) => c.toLowerCase());
+export const subjectKey = (entry) => entry.normalize("NFKC").replace(/[A-Z]/g, (c) => c.toLowerCase());
 
 export function addressEntryViolation(entry) {
   const max = R.lists.max_entry_length;
@@ -141,6 +163,7 @@ export function subjectEntryViolation(entry) {
   if (length(entry) === 1 && isFullWidth(entry)) {
     return T("a single full-width character alone has no effect — enter two or more");
   }
+  if (length(entry) === 1) return T("a single character alone would catch almost every message — enter two or more");
   return null;
 }
 
@@ -187,7 +210,7 @@ export const mailboxListErrors = (name, values) =>
 // --- forwarding (filters/forwarding.py) ----------------------------------------------------
 
 function normaliseDestination(raw) {
-  const value = pyStrip(raw);
+  const value = typedAddress(raw);
   const at = value.lastIndexOf("@");
   return at < 0 ? value : `${value.slice(0, at)}@${value.slice(at + 1).toLowerCase()}`;
 }

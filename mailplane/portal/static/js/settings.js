@@ -4,7 +4,8 @@
 
 import { api } from "./api.js";
 import { t } from "./i18n.js";
-import { addressListErrors, autoReplyErrors, forwardingErrors, rules, subjectListErrors } from "./rules.js";
+import { addressListErrors, autoReplyErrors, forwardingErrors, normaliseAddressEntry, normaliseSubjectEntry,
+  rules, subjectKey, subjectListErrors, typedAddress } from "./rules.js";
 import { caution, field, fill, focusFirst, h, heading, linesOf, multiline, nextId, onOff, radioPair, settingsFlow } from "./ui.js";
 
 const enc = encodeURIComponent;
@@ -68,6 +69,17 @@ export async function renderSpam(view, address, step) {
   });
 }
 
+/** A list as the server stores it (normalised, blanks and repeats dropped): what the
+ *  confirm step shows is what the done step will show. */
+function cleaned(values, normalise, key = (entry) => entry) {
+  const seen = new Set();
+  return values.map(normalise).filter((entry) => {
+    if (!entry || seen.has(key(entry))) return false;
+    seen.add(key(entry));
+    return true;
+  });
+}
+
 function textarea(rows = 6) {
   return h("textarea", { rows: String(rows), spellcheck: "false", autocapitalize: "none" });
 }
@@ -79,6 +91,7 @@ export async function renderDeny(view, address, step) {
   const conditions = Object.fromEntries(CONDITIONS.map((name) => [name, h("input", { type: "checkbox" })]));
   settingsFlow(view, {
     title: t("denyList"), subtitle: t("mailboxOf", { address }),
+    notes: caution(t("denyStandardNote")),
     base: `#/deny/${enc(address)}`, step, current,
     build(form, values) {
       addresses.value = values.addresses.join("\n");
@@ -96,7 +109,12 @@ export async function renderDeny(view, address, step) {
         subjects: linesOf(subjects),
         conditions: Object.fromEntries(CONDITIONS.map((name) => [name, conditions[name].checked])),
       };
-      return { body, errors: [...addressListErrors("addresses", body.addresses), ...subjectListErrors("subjects", body.subjects)] };
+      const errors = [...addressListErrors("addresses", body.addresses), ...subjectListErrors("subjects", body.subjects)];
+      if (!errors.length) {
+        body.addresses = cleaned(body.addresses, normaliseAddressEntry);
+        body.subjects = cleaned(body.subjects, normaliseSubjectEntry, subjectKey);
+      }
+      return { body, errors };
     },
     rows: (body) => [
       [t("denyAddresses"), multiline(body.addresses)],
@@ -122,7 +140,9 @@ export async function renderAllow(view, address, step) {
     },
     collect() {
       const body = { addresses: linesOf(addresses) };
-      return { body, errors: addressListErrors("addresses", body.addresses) };
+      const errors = addressListErrors("addresses", body.addresses);
+      if (!errors.length) body.addresses = cleaned(body.addresses, normaliseAddressEntry);
+      return { body, errors };
     },
     rows: (body) => [[t("allowAddresses"), multiline(body.addresses)]],
     save: (body) => api.put(address, "allow-list", body),
@@ -139,6 +159,10 @@ export async function renderForwarding(view, address, step) {
     value: true, field: "keep_copy" });
   settingsFlow(view, {
     title: t("forwardTitle"), subtitle: t("mailboxOf", { address }), help: t("forwardHelp", { n: count }),
+    // The manual's caveats (L4406-4409) and the inbox's retention (L4462, as configured).
+    notes: h("div", { class: "notes", role: "note" }, h("strong", {}, t("forwardNotes")),
+      h("ul", {}, h("li", {}, t("forwardBounceNote")), h("li", {}, t("forwardQuarantineNote")),
+        h("li", {}, t("forwardRetentionNote", { days: rules().inbox_days })))),
     base: `#/forwarding/${enc(address)}`, step, current,
     build(form, values) {
       inputs.forEach((input, i) => { input.value = values.destinations[i] || ""; });
@@ -153,7 +177,12 @@ export async function renderForwarding(view, address, step) {
       return { body, errors: forwardingErrors(body.destinations, address) };
     },
     rows: (body) => {
-      const set = body.destinations.map((d) => d.trim()).filter(Boolean);
+      // As the server stores them (全角 folded): the confirm step shows the saved value.
+      const set = body.destinations.map((d) => {
+        const typed = typedAddress(d);
+        const at = typed.lastIndexOf("@");
+        return at < 0 ? typed : `${typed.slice(0, at)}@${typed.slice(at + 1).toLowerCase()}`;
+      }).filter(Boolean);
       return [
         ...inputs.map((_, i) => [t("destination", { n: i + 1 }), set[i] || ""]),
         [t("keepCopy"), body.keep_copy ? t("keep") : t("dontKeep")],

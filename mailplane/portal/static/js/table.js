@@ -5,7 +5,7 @@
 
 import { api, session } from "./api.js";
 import { t } from "./i18n.js";
-import { addressText, fill, focusFirst, h, heading, onOff, statusLine } from "./ui.js";
+import { addressText, fill, focusFirst, h, heading, headingText, onOff, statusLine } from "./ui.js";
 
 const enc = encodeURIComponent;
 
@@ -83,7 +83,10 @@ function row(item, index, view, contractSuspended) {
         () => api.put(address, "overseas", { enabled: !item.overseas.enabled }),
         item.overseas.enabled ? t("overseasOff", { address }) : t("overseasOn", { address })),
     }, overseasParts(item.overseas))
-    : h("span", { class: `state ${item.overseas.enabled ? "is-on" : "is-off"}` }, overseasText);
+    // A mailbox user abroad is told who can turn it on (004: the contract holder's switch).
+    : h("span", { class: "overseas-state" },
+      h("span", { class: `state ${item.overseas.enabled ? "is-on" : "is-off"}` }, overseasText),
+      item.overseas.enabled ? null : h("span", { class: "hint" }, t("overseasAskHolder")));
   const forwardState = onOff(item.forwarding.enabled);
   const replyState = onOff(item.auto_reply_enabled);
   const cell = (label, ...content) => h("td", { "data-label": label }, ...content);
@@ -125,7 +128,7 @@ export async function renderTable(view, options = {}) {
   const table = data.addresses.length
     ? h("div", { class: "table-wrap" }, h("table", { class: "addresses" },
       h("caption", { class: "visually-hidden" }, t("addressesTitle")),
-      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, t(c))))),
+      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, headingText(t(c)))))),
       h("tbody", {}, data.addresses.map((item, i) => row(item, i, view, suspended)))))
     : h("p", {}, t("noAddresses"));
   const counts = session.isMailbox ? null : h("section", { class: "card counts", "aria-labelledby": "counts-title" },
@@ -143,6 +146,7 @@ export async function renderTable(view, options = {}) {
     suspended ? h("p", { class: "caution", role: "note" }, t("contractSuspended")) : null,
     counts,
     h("p", { class: "help" }, session.isMailbox ? t("tableHelpMailbox") : t("tableHelp")),
+    session.isMailbox ? h("p", { class: "help" }, t("overseasMailboxHelp")) : null,
     statusLine(options.status),
     table);
   if (options.focus) {

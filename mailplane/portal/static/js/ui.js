@@ -49,6 +49,27 @@ export function addressText(address) {
     h("span", { class: "nowrap" }, address.slice(at)));
 }
 
+// Where a Japanese column heading may break: between its phrases, never inside a word
+// (kinsoku: 迷惑メ/ール, ウイルスチ/ェック at 1280 px in the review).  The headings are
+// `word-break: keep-all` (portal.css); <wbr> marks the phrase boundaries.
+const HEADING_PHRASES = {
+  "メールアドレス": ["メール", "アドレス"],
+  "POPアカウント": ["POP", "アカウント"],
+  "ウイルスチェック": ["ウイルス", "チェック"],
+  "迷惑メール": ["迷惑", "メール"],
+  "転送設定": ["転送", "設定"],
+  "自動返信": ["自動", "返信"],
+  "海外からのメール送信": ["海外からの", "メール", "送信"],
+  "メールボックス": ["メール", "ボックス"],
+};
+
+/** A column heading that breaks only between phrases. */
+export function headingText(label) {
+  const phrases = HEADING_PHRASES[label];
+  if (!phrases) return label;
+  return phrases.flatMap((phrase, index) => (index ? [h("wbr"), phrase] : [phrase]));
+}
+
 /** The numbered step bar at the top of each flow ("1 内容の入力 2 内容の確認 3 設定完了"). */
 export function stepBar(labels, current) {
   return h("ol", { class: "steps", "aria-label": t("steps") },

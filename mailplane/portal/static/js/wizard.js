@@ -1,5 +1,6 @@
 // New-address wizard (001 L3813-3920): local part → 3 subdomain candidates ("show others",
-// "previous candidates") → virus check and terms → confirm (with the charge, when one is
+// "previous candidates") → terms and virus check, in the manual's order (L3883-3887) →
+// confirm (with the charge, when one is
 // due, shown before 登録 is pressed) → done with the password shown once.  Each step has its
 // own URL (#/new, #/new/domain, #/new/options, #/new/confirm, #/new/done) and the wizard's
 // state is kept in sessionStorage, so Back and reload stay on the step.
@@ -7,7 +8,7 @@
 import { api } from "./api.js";
 import { t } from "./i18n.js";
 import { go, replaceRoute } from "./router.js";
-import { localPartViolation, rules } from "./rules.js";
+import { localPartViolation, reservedViolation, rules } from "./rules.js";
 import { passwordSheet } from "./sheet.js";
 import { clearErrors, field, fill, focusFirst, formErrorBox, h, heading, nextId, radioPair, showApiError, showErrors, stepBar, summary } from "./ui.js";
 
@@ -68,9 +69,11 @@ export async function renderWizard(view, step = "") {
   }
 
   if (!step) {
+    // No maxlength: a cut-off paste would be an address the customer did not choose; the
+    // rule check says how long it may be.
     const input = h("input", {
       type: "text", value: state.localPart, autocomplete: "off", spellcheck: "false",
-      maxlength: String(rules().local_part.max), inputmode: "email", autocapitalize: "none",
+      inputmode: "email", autocapitalize: "none",
     });
     const form = h("form", { class: "card", novalidate: true }, formErrorBox(),
       h("p", {}, t("wizLocalHelp")),
@@ -83,7 +86,7 @@ export async function renderWizard(view, step = "") {
       event.preventDefault();
       clearErrors(form);
       const value = input.value.trim();
-      const problem = value ? localPartViolation(value) : t("required");
+      const problem = value ? localPartViolation(value) || reservedViolation(value) : t("required");
       if (problem) {
         showErrors(form, [{ field: "local_part", message: problem }]);
         return;
@@ -160,14 +163,15 @@ export async function renderWizard(view, step = "") {
     const terms = h("input", { type: "checkbox", checked: state.terms });
     const virus = radioPair({ legend: t("virusCheck"), name: nextId("virus"), yes: t("on"), no: t("off"),
       value: state.virus, field: "virus_check" });
-    const termsUrl = rules().terms_url;
+    // The operator's terms, or the portal's own summary of them (js/terms.js).
+    const termsUrl = rules().terms_url || "#/terms";
     const form = h("form", { class: "card", novalidate: true }, formErrorBox(),
-      h("p", {}, t("virusHelp")),
-      virus.node,
       h("section", { class: "terms", "aria-labelledby": "terms-title" },
         h("h3", { id: "terms-title" }, t("terms")), h("p", {}, t("termsText")),
-        termsUrl ? h("p", {}, h("a", { href: termsUrl, target: "_blank", rel: "noopener" }, t("termsLink"))) : null),
+        h("p", {}, h("a", { href: termsUrl, target: "_blank", rel: "noopener" }, t("termsLink")))),
       field({ label: t("acceptTerms"), control: terms, name: "accept_terms" }),
+      h("p", {}, t("virusHelp")),
+      virus.node,
       h("div", { class: "actions" },
         h("button", { type: "submit", class: "primary" }, t("confirm")),
         h("a", { href: "#/new/domain", class: "button" }, t("back"))));
