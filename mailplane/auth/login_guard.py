@@ -105,7 +105,11 @@ class LoginGuard:
         settings: Settings,
         session_factory: sessionmaker[Session],
         clock: Clock,
+        *,
+        sleep: Sleep = asyncio.sleep,
     ) -> LoginGuard:
+        """``sleep``: how a delay is waited (a caller whose client applies its own delay —
+        Dovecot's ``auth_failure_delay`` — passes one that returns at once)."""
         security = settings.security
         return cls(
             session_factory,
@@ -116,6 +120,7 @@ class LoginGuard:
             max_lock_seconds=security.login_max_lock_seconds,
             base_delay_seconds=security.login_base_delay_seconds,
             max_delay_seconds=security.login_max_delay_seconds,
+            sleep=sleep,
         )
 
     def delay_after(self, failures: int) -> float:

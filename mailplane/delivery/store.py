@@ -1,10 +1,12 @@
 """Persist everything SMTP transactions produced, all or nothing per transaction (DESIGN
 step 3), many transactions at a time (group commit).
 
-For each transaction ("plan"): inbox copies written in ``tmp/``, quarantine files and
+For each transaction ("plan"): inbox and quarantine copies written in ``tmp/`` (the
+quarantine is the address's 迷惑メール folder, :mod:`~mailplane.delivery.quarantine`),
 spooled outbound jobs written, spool files renamed into place, and all of it made durable
-→ quarantine index, outbound job rows and auto-reply ledger claims committed → inbox
-copies renamed into ``new/`` and those names made durable.  "Durable" is an fsync per file
+→ quarantine index, outbound job rows and auto-reply ledger claims committed → inbox and
+quarantine copies renamed into ``new/`` and those names made durable.  A quarantined
+message thus becomes visible to IMAP only once its index row exists.  "Durable" is an fsync per file
 and per directory, or one ``syncfs`` per filesystem (``mx.durability``,
 :mod:`~mailplane.mailstore.durability`).  Only then may the MX answer 250.  A failure
 anywhere removes what that plan wrote (and its rows, if they were already committed) and
@@ -30,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.config.settings import Settings
 from mailplane.delivery.plan import DeliveryPlan
-from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
+from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_tmp
 from mailplane.mailstore.durability import Syncfs
 from mailplane.mailstore.maildir import (
     PendingFile,
@@ -60,7 +62,7 @@ class _Progress:
     plan: DeliveryPlan
     now: datetime
     inbox: list[PendingFile] = field(default_factory=list)
-    quarantine_files: list[Path] = field(default_factory=list)
+    quarantine: list[PendingFile] = field(default_factory=list)
     items: list[QuarantineItem] = field(default_factory=list)
     spool: list[PendingFile] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
@@ -96,16 +98,17 @@ def persist_batch(
         _write_files(settings, p, fsync=syncfs is None)
     _rename(_live(progress), lambda p: p.spool)
     if syncfs is None:
-        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent for f in p.spool}
-                    | {path.parent for path in p.quarantine_files})
+        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent for f in p.spool})
     else:
         _syncfs(syncfs, _live(progress), _written_files)
     _commit_rows(session_factory, [p for p in _live(progress) if p.has_rows])
-    _rename(_live(progress), lambda p: p.inbox)
+    _rename(_live(progress), lambda p: [*p.inbox, *p.quarantine])
     if syncfs is None:
-        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent for f in p.inbox})
+        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent
+                                                for f in (*p.inbox, *p.quarantine)})
     else:
-        _syncfs(syncfs, _live(progress), lambda p: [f.final_path for f in p.inbox])
+        _syncfs(syncfs, _live(progress),
+                lambda p: [f.final_path for f in (*p.inbox, *p.quarantine)])
     results: list[PersistResult] = []
     for p in progress:
         if p.error is not None:
@@ -120,8 +123,9 @@ def persist_batch(
 
 
 def _written_files(p: _Progress) -> list[Path]:
-    """Where each file of ``p`` is after the spool renames (inbox copies still in tmp/)."""
-    return ([f.tmp_path for f in p.inbox] + p.quarantine_files
+    """Where each file of ``p`` is after the spool renames (inbox and quarantine copies
+    still in tmp/)."""
+    return ([f.tmp_path for f in (*p.inbox, *p.quarantine)]
             + [f.final_path for f in p.spool])
 
 
@@ -156,15 +160,14 @@ def _write_files(settings: Settings, p: _Progress, *, fsync: bool) -> None:
             p.inbox.append(write_tmp(mailbox_dir(settings.maildir_root, write.address),
                                      write.data, now=p.now, fsync=fsync))
         for q in p.plan.quarantine:
-            item_id = new_item_id(p.now)
-            path = write_item_file(quarantine_dir(settings, q.address), item_id, q.data,
-                                   fsync=fsync)
-            p.quarantine_files.append(path)
+            pending = write_item_tmp(quarantine_dir(settings, q.address), q.data,
+                                     now=p.now, fsync=fsync)
+            p.quarantine.append(pending)
             p.items.append(QuarantineItem(
-                id=item_id, address=q.address, received_at=p.now, sender=q.sender[:320],
-                header_from=q.header_from[:_MAX_HEADER_TEXT],
+                id=new_item_id(p.now), address=q.address, received_at=p.now,
+                sender=q.sender[:320], header_from=q.header_from[:_MAX_HEADER_TEXT],
                 subject=q.subject[:_MAX_HEADER_TEXT], reason=q.reason, size=len(q.data),
-                path=str(path), notified=False,
+                path=str(pending.final_path), notified=False,
             ))
         for job in p.plan.outbound:
             p.spool.append(job.spool_tmp(settings.spool_dir, fsync=fsync))
@@ -239,8 +242,7 @@ def _commit_rows(session_factory: sessionmaker[Session], progress: list[_Progres
 def _undo(session_factory: sessionmaker[Session], p: _Progress) -> None:
     """Remove every trace of a failed plan: files, and rows if they were committed."""
     discard(p.inbox)
-    for path in p.quarantine_files:
-        path.unlink(missing_ok=True)
+    discard(p.quarantine)
     for job in p.plan.outbound:
         job.discard()
     if p.committed:

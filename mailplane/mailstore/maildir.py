@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mailplane.mailstore.owner import adopt_fd, make_dirs
 from mailplane.mailstore.paths import mailbox_dir
 
 _COUNTER = itertools.count()
@@ -31,7 +32,7 @@ _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "loc
 
 def ensure_maildir(path: Path) -> None:
     for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+        make_dirs(path / sub)
 
 
 def write_new_file(path: Path, data: bytes, *, make_parent: Callable[[], None],
@@ -47,6 +48,7 @@ def write_new_file(path: Path, data: bytes, *, make_parent: Callable[[], None],
         make_parent()
         fd = os.open(path, flags, 0o600)
     try:
+        adopt_fd(fd)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -67,7 +69,7 @@ def rename_into(item: PendingFile) -> None:
     except FileNotFoundError:
         if not item.tmp_path.exists():
             raise
-        item.final_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(item.final_path.parent)
         os.rename(item.tmp_path, item.final_path)
 
 
@@ -164,12 +166,13 @@ TMP_ORPHAN_SECONDS = 36 * 3600
 
 def remove_tmp_orphans(root: Path, *, now: float,
                        older_than: float = TMP_ORPHAN_SECONDS) -> int:
-    """Remove files in every ``{root}/{domain}/{local}/tmp/`` last accessed or modified
-    more than ``older_than`` seconds before ``now`` (wall-clock epoch seconds); returns
-    how many.  A live delivery's tmp file is seconds old, so this is safe while other
-    processes and nodes deliver (blocking: run it in a thread)."""
+    """Remove files in every ``{root}/{domain}/{local}/tmp/`` — and the ``tmp/`` of each
+    of its folders (``.迷惑メール/tmp``, :mod:`~mailplane.mailstore.folders`) — last
+    accessed or modified more than ``older_than`` seconds before ``now`` (wall-clock epoch
+    seconds); returns how many.  A live delivery's tmp file is seconds old, so this is
+    safe while other processes and nodes deliver (blocking: run it in a thread)."""
     removed = 0
-    for tmp in root.glob("*/*/tmp"):
+    for tmp in itertools.chain(root.glob("*/*/tmp"), root.glob("*/*/.*/tmp")):
         try:
             entries = list(os.scandir(tmp))
         except OSError:

@@ -108,7 +108,7 @@ class SubmissionHandler:
         self.country_lookup = country_lookup
         self.delivery = delivery
         self.quota = quota
-        self.overseas = OverseasRule.from_settings(settings.overseas)
+        self.overseas = OverseasRule.from_settings(settings.overseas, settings.webmail.networks)
         self._recipients: weakref.WeakKeyDictionary[Envelope, _Recipients] = (
             weakref.WeakKeyDictionary()
         )

@@ -131,6 +131,9 @@ def build_node(base: Path, database_url: str | None = None, name: str = "node",
         "MAILPLANE_POP3__TLS_PORT": str(ports["pop3tls"]),
         "MAILPLANE_SECURITY__ARGON2_MEMORY_KIB": "64",
         "MAILPLANE_SECURITY__ARGON2_TIME_COST": "1",
+        # Dovecot and Roundcube only where a test asks for them (tests/factories/anywhere.py).
+        "MAILPLANE_IMAP__ENABLED": "false",
+        "MAILPLANE_WEBMAIL__ENABLED": "false",
         **{k: str(v) for k, v in env_extra.items()},
     })
     node = Node(env=env, api_url=f"http://127.0.0.1:{ports['api']}", ports=ports,

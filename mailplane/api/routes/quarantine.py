@@ -1,7 +1,9 @@
 """Quarantine list/show/release/delete (SPEC §4, §11).
 
 Release delivers to the inbox without filtering again; items are scoped to the address in
-the path, so another address's item id is a 404.
+the path, so another address's item id is a 404.  The quarantine is the address's
+迷惑メール folder (SPEC §9b): every call first brings the index in line with it, so what an
+IMAP client moved out is gone here too.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def _item_out(entry: quarantine.QuarantineEntry, settings: Settings) -> Quaranti
 
 @router.get("", response_model=QuarantineList)
 def list_items(scope: AddressScopeDep, factory: SessionFactoryDep,
-               settings: SettingsDep) -> QuarantineList:
-    entries = quarantine.list_quarantine(factory, address=scope.address.address)
+               settings: SettingsDep, clock: ClockDep) -> QuarantineList:
+    entries = quarantine.list_quarantine(settings, factory, address=scope.address.address,
+                                         clock=clock)
     return QuarantineList(address=scope.address.address,
                           items=[_item_out(e, settings) for e in entries])
 
@@ -61,10 +64,11 @@ def show_item(
     scope: AddressScopeDep,
     factory: SessionFactoryDep,
     settings: SettingsDep,
+    clock: ClockDep,
     raw: Annotated[bool, Query(description="return the message itself")] = False,
 ) -> QuarantineDetailOut | Response:
-    detail = quarantine.show_quarantine(factory, address=scope.address.address,
-                                        item_id=item_id)
+    detail = quarantine.show_quarantine(settings, factory, address=scope.address.address,
+                                        item_id=item_id, clock=clock)
     if detail is None:
         raise not_found("quarantined message not found")
     if raw:
@@ -91,9 +95,10 @@ def release_item(item_id: str, scope: AddressScopeDep, session: SessionDep,
 
 @router.delete("/{item_id}", status_code=204)
 def delete_item(item_id: str, scope: AddressScopeDep, session: SessionDep,
-                factory: SessionFactoryDep, clock: ClockDep) -> Response:
-    if not quarantine.delete_quarantine(factory, address=scope.address.address,
-                                        item_id=item_id):
+                factory: SessionFactoryDep, settings: SettingsDep,
+                clock: ClockDep) -> Response:
+    if not quarantine.delete_quarantine(settings, factory, address=scope.address.address,
+                                        item_id=item_id, clock=clock):
         raise not_found("quarantined message not found")
     _audit(session, scope, "quarantine.delete", item_id, clock)
     return Response(status_code=204)
