@@ -24,6 +24,7 @@ from mailplane.storage.migrate import upgrade
 # are rewritten like the tests' own.
 pytest.register_assert_rewrite("tests.factories")
 pytest_plugins = [
+    "tests.factories.anywhere",
     "tests.factories.daemons",
     "tests.factories.api",
     "tests.factories.attack",

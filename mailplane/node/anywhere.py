@@ -72,6 +72,9 @@ async def start_imap(settings: Settings, session_factory: sessionmaker[Session],
 
     imap = settings.imap
     secret = await asyncio.to_thread(login_check_secret, settings)
+    # Dovecot makes the mailboxes of addresses that got no mail yet: the mail root is
+    # the mail owner's (and so is what an older run left there as root).
+    await asyncio.to_thread(owner.make_dirs, settings.maildir_root)
     await asyncio.to_thread(owner.adopt_tree, settings.maildir_root)
     guard = LoginGuard.from_settings(settings, session_factory, clock, sleep=_no_wait)
     check = LoginCheck(settings, Authenticator(session_factory,

@@ -250,7 +250,16 @@ const ja = {
   appleProfile: "iPhone・iPad・Mac 用の設定ファイルをダウンロード",
   appleProfileHelp: "(パスワードは含まれません。インストール時に入力してください)",
   thunderbirdHelp: "Thunderbird: メールアドレスとパスワードを入力すると、サーバの設定が自動で入力されます。",
-  outlookHelp: "Outlook: 「詳細オプション」を開かずにメールアドレスを入力すると、POP の設定が自動で入力されます。",
+  outlookHelp: "Outlook: 「詳細オプション」を開かずにメールアドレスを入力すると、サーバの設定が自動で入力されます。",
+  incomingServerImap: "受信メールサーバ (IMAP・おすすめ)",
+  setupNote: "備考",
+  imapHelp: "IMAP ではメールがサーバに残るため、スマートフォン・パソコン・「どこでもメール」で同じメールと迷惑メールフォルダをご覧いただけます。",
+  // どこでもメール (001 L4102, L4163, L4645-4647)
+  webmailName: "どこでもメール",
+  webmailQuarantine: "迷惑メールフォルダに隔離されたメールは「どこでもメール」(ウェブメールサービス) で閲覧できます。",
+  webmailOverseas: "「どこでもメール」では海外からのメール送信の制限を受けません。海外でのご利用でメール送信を行う場合は「どこでもメール」のご利用もご検討ください。",
+  webmailOpen: "どこでもメールを開く",
+  reason_moved: "お客様が移動",
 };
 
 const en = {
@@ -490,7 +499,15 @@ const en = {
   appleProfile: "Download the profile for iPhone, iPad and Mac",
   appleProfileHelp: "(no password inside: you enter it when installing)",
   thunderbirdHelp: "Thunderbird: enter the address and password; the servers are filled in for you.",
-  outlookHelp: "Outlook: enter the address without opening advanced options; the POP settings are filled in.",
+  outlookHelp: "Outlook: enter the address without opening advanced options; the server settings are filled in.",
+  incomingServerImap: "Incoming mail server (IMAP, recommended)",
+  setupNote: "Note",
+  imapHelp: "With IMAP your mail stays on the server: your phone, your PC and the webmail show the same mail and the same spam folder.",
+  webmailName: "Dokodemo Mail",
+  webmailQuarantine: "Quarantined mail can be read in the spam folder of the webmail, Dokodemo Mail.",
+  webmailOverseas: "Sending from abroad is not restricted in the webmail, Dokodemo Mail: consider using it to send mail while abroad.",
+  webmailOpen: "Open Dokodemo Mail",
+  reason_moved: "Moved by you",
 };
 
 const DICTIONARIES = { ja, en };

@@ -7,6 +7,7 @@ import { t } from "./i18n.js";
 import { replaceRoute } from "./router.js";
 import { rules } from "./rules.js";
 import { addressText, fill, focusFirst, formErrorBox, h, heading, statusLine } from "./ui.js";
+import { webmailNote } from "./webmail.js";
 
 const enc = encodeURIComponent;
 /** Headers mailplane adds for itself: of no use to the customer. */
@@ -61,7 +62,8 @@ export async function renderQuarantine(view, address, itemId) {
     : h("p", { class: "card" }, t("quarantineEmpty"));
   fill(view, heading(t("quarantineTitle")), h("p", { class: "subtitle" }, addressText(address)),
     statusLine(status),
-    h("p", { class: "help" }, t("quarantineDesc", { days: rules().quarantine_days })), list,
+    h("p", { class: "help" }, t("quarantineDesc", { days: rules().quarantine_days })),
+    webmailNote("webmailQuarantine"), list,
     h("div", { class: "actions" },
       session.isMailbox ? null : h("a", { href: `#/spam/${enc(address)}`, class: "button" }, t("toSpamMenu")),
       h("a", { href: "#/", class: "button" }, t("toMenu"))));

@@ -6,6 +6,7 @@
 import { api, session } from "./api.js";
 import { t } from "./i18n.js";
 import { addressText, fill, focusFirst, h, heading, onOff, statusLine } from "./ui.js";
+import { webmailNote } from "./webmail.js";
 
 const enc = encodeURIComponent;
 
@@ -138,6 +139,7 @@ export async function renderTable(view, options = {}) {
     suspended ? h("p", { class: "caution", role: "note" }, t("contractSuspended")) : null,
     counts,
     h("p", { class: "help" }, session.isMailbox ? t("tableHelpMailbox") : t("tableHelp")),
+    webmailNote("webmailOverseas"),
     statusLine(options.status),
     table);
   if (options.focus) {
