@@ -327,3 +327,26 @@ class NodeDovecot:
     async def stop(self) -> None:
         if self._child is not None:
             await self._child.stop()
+
+
+def write_unit_config(settings: Settings, directory: Path, *, secret: str, cert: Path,
+                      key: Path) -> list[Path]:
+    """``mailplane imap-config``: the configuration of a Dovecot under its own service
+    unit (Debian's dovecot.service with ``-c <directory>/dovecot.conf``): Dovecot's own
+    run and state directories and syslog, mail served as the owner of the Maildirs.
+    Blocking; returns the files written."""
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    layout = DovecotLayout(config=directory / "dovecot.conf",
+                           lua=directory / "mailplane-auth.lua")
+    try:
+        info = settings.maildir_root.stat()
+    except FileNotFoundError:
+        info = settings.state_dir.stat()
+    users = Accounts(info.st_uid, info.st_gid, "dovenull", "dovecot")
+    write_private(layout.lua, render_lua(settings, secret))
+    if os.geteuid() == 0:
+        os.chown(layout.lua, 0, grp.getgrnam("dovecot").gr_gid)
+        os.chmod(layout.lua, 0o640)
+    write_private(layout.config, render_config(settings, layout, users, cert=cert, key=key),
+                  mode=0o644)
+    return [layout.config, layout.lua]

@@ -73,22 +73,23 @@ def _defaults(roundcube: Path) -> Path | None:
 
 @dataclass(frozen=True, slots=True)
 class WebmailPlaces:
-    """What ``config.inc.php`` points at."""
+    """Where the node's own Roundcube keeps its state."""
 
     database: str
     temp_dir: Path
     log_dir: Path
     des_key: str
-    login_check_secret: str
 
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def render_config(settings: Settings, places: WebmailPlaces, *, imap_host: str,
-                  smtp_host: str, verify_tls: bool) -> str:
-    """Roundcube's ``config.inc.php`` for どこでもメール."""
+def render_config(settings: Settings, places: WebmailPlaces | None, *, imap_host: str,
+                  smtp_host: str, verify_tls: bool, login_check_secret: str) -> str:
+    """Roundcube's ``config.inc.php`` for どこでもメール; without ``places`` the part to
+    include from a packaged Roundcube's own configuration (its database, key and
+    directories stay its own)."""
     webmail = settings.webmail
     imap = settings.imap
     socket_options: dict[str, str] = {}
@@ -101,8 +102,15 @@ def render_config(settings: Settings, places: WebmailPlaces, *, imap_host: str,
                      if socket_options else "") + "]")
     folders = {"drafts_mbox": DRAFTS, "sent_mbox": SENT, "junk_mbox": QUARANTINE,
                "trash_mbox": TRASH}
-    values: list[tuple[str, str]] = [
+    own: list[tuple[str, str]] = [] if places is None else [
         ("db_dsnw", _php(places.database)),
+        ("des_key", _php(places.des_key)),
+        ("temp_dir", _php(str(places.temp_dir) + "/")),
+        ("log_dir", _php(str(places.log_dir) + "/")),
+        ("log_driver", _php("file")),
+    ]
+    values: list[tuple[str, str]] = [
+        *own,
         ("imap_host", _php(imap_host)),
         ("imap_conn_options", connection),
         ("smtp_host", _php(smtp_host)),
@@ -112,14 +120,10 @@ def render_config(settings: Settings, places: WebmailPlaces, *, imap_host: str,
         ("smtp_helo_host", _php("webmail." + settings.base_domains[0])),
         ("product_name", _php(webmail.product_name)),
         ("support_url", _php("")),
-        ("des_key", _php(places.des_key)),
         ("plugins", _php(["mailplane"])),
         ("skin", _php("elastic")),
         ("language", _php("ja_JP")),
         ("timezone", _php(settings.timezone)),
-        ("temp_dir", _php(str(places.temp_dir) + "/")),
-        ("log_dir", _php(str(places.log_dir) + "/")),
-        ("log_driver", _php("file")),
         ("enable_spellcheck", _php(False)),
         ("enable_installer", _php(False)),
         ("login_lc", _php(2)),
@@ -135,7 +139,7 @@ def render_config(settings: Settings, places: WebmailPlaces, *, imap_host: str,
         *((key, _php(encode_mutf7(name))) for key, name in folders.items()),
         ("mailplane_login_check_url",
          _php(f"http://{_host(imap.auth_host)}:{imap.auth_port}/v1/login")),
-        ("mailplane_login_check_secret", _php(places.login_check_secret)),
+        ("mailplane_login_check_secret", _php(login_check_secret)),
     ]
     body = "".join(f"$config[{_php(key)}] = {value};\n" for key, value in values)
     return ("<?php\n// Written by mailplane (mailplane/anywhere/roundcube.py): どこでもメール.\n"
@@ -244,13 +248,12 @@ class NodeWebmail:
         places = WebmailPlaces(
             database=f"sqlite:///{database}?mode=0600",
             temp_dir=self.root / "temp", log_dir=self.root / "logs",
-            des_key=secret_file(self.root / "des.key", nbytes=18)[:24],
-            login_check_secret=self._secret)
+            des_key=secret_file(self.root / "des.key", nbytes=18)[:24])
         config = render_config(
             settings, places, imap_host=f"{_host(imap.host)}:{imap.port}",
             smtp_host=f"tls://{_host(settings.submission.host)}:"
                       f"{settings.submission.starttls_port}",
-            verify_tls=bool(settings.tls.cert_file))
+            verify_tls=bool(settings.tls.cert_file), login_check_secret=self._secret)
         write_private(self.install / "config" / "config.inc.php", config)
         owner = self._owner()
         if owner is not None:
@@ -293,3 +296,23 @@ class NodeWebmail:
     async def stop(self) -> None:
         if self._child is not None:
             await self._child.stop()
+
+
+def write_unit_config(settings: Settings, directory: Path, *, secret: str) -> list[Path]:
+    """``mailplane webmail-config``: for Roundcube from the Debian package under php-fpm
+    (production): ``mailplane.inc.php`` to include at the end of
+    /etc/roundcube/config.inc.php, and the sign-in plugin in ``plugins/mailplane`` to link
+    into Roundcube's plugin directory.  IMAP and submission by their public names, with
+    STARTTLS and the certificate checked.  Blocking; returns what was written."""
+    public = settings.public
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fragment = directory / "mailplane.inc.php"
+    imap_host = public.imap_host or settings.imap.host
+    text = render_config(
+        settings, None, imap_host=f"tls://{_host(imap_host)}:{public.imap_port}",
+        smtp_host=f"tls://{_host(public.smtp_host)}:{public.submission_port}",
+        verify_tls=True, login_check_secret=secret)
+    write_private(fragment, text.replace("$config = [];\n", ""), mode=0o640)
+    plugin = directory / "plugins" / "mailplane"
+    shutil.copytree(PACKAGED / "plugin" / "mailplane", plugin, dirs_exist_ok=True)
+    return [fragment, plugin]

@@ -190,11 +190,28 @@ def remove_tmp_orphans(root: Path, *, now: float,
     return removed
 
 
+def _counted_dirs(maildir: Path) -> list[Path]:
+    """The inbox and every folder IMAP clients keep (送信済み, 下書き, their own), not the
+    quarantine (迷惑メール: bounded by its own 7 days, SPEC §4) — the mailbox quota is the
+    whole mailbox's (SPEC §8), as Dovecot's quota counts it."""
+    from mailplane.mailstore.folders import QUARANTINE, encode_mutf7
+
+    quarantine = "." + encode_mutf7(QUARANTINE)
+    roots = [maildir]
+    try:
+        roots += [Path(entry.path) for entry in os.scandir(maildir)
+                  if entry.name.startswith(".") and entry.name not in (".", "..", quarantine)
+                  and entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+    return [root / sub for root in roots for sub in ("new", "cur")]
+
+
 def mailbox_size(maildir: Path) -> int:
     total = 0
-    for sub in ("new", "cur"):
+    for directory in _counted_dirs(maildir):
         try:
-            entries = list(os.scandir(maildir / sub))
+            entries = list(os.scandir(directory))
         except FileNotFoundError:
             continue
         for entry in entries:

@@ -82,7 +82,8 @@ async def start_imap(settings: Settings, session_factory: sessionmaker[Session],
                        policy, clock)
     config = uvicorn.Config(login_check_app(check, secret), host=imap.auth_host,
                             port=imap.auth_port, log_level="warning", lifespan="off",
-                            timeout_keep_alive=5)
+                            timeout_keep_alive=5,
+                            limit_concurrency=4 * imap.max_concurrent_checks)
     server = _EmbeddedUvicorn(config, listen_backlog=128)
     serving = asyncio.create_task(server.serve(), name="imap-login-check")
     tasks.append(serving)

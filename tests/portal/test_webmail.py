@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mailplane.mailstore.folders import QUARANTINE, SENT
@@ -163,6 +164,22 @@ def test_webmail_in_japanese_reads_the_junk_folder_and_sends_from_abroad(
             for p in node.folder(taro, SENT)]
     assert [str(m["Subject"]) for m in sent] == [SENT_SUBJECT]
     assert len(node.folder(taro, QUARANTINE)) == 1
+
+
+def test_php_serves_roundcubes_entry_point_and_static_files_only(abroad: AnywhereNode) -> None:
+    """PHP's built-in server hands out what Roundcube's public_html would: its
+    configuration (the login check's secret), database, logs and code never."""
+    base = abroad.webmail_url.rstrip("/")
+    assert httpx.get(f"{base}/", timeout=30).status_code == 200
+    assert httpx.get(f"{base}/skins/elastic/ui.min.js", timeout=30).status_code == 200
+    for path in ("/config/config.inc.php", "/plugins/mailplane/mailplane.php",
+                 "/plugins/mailplane/localization/ja_JP.inc", "/roundcube.db", "/des.key",
+                 "/logs/errors.log", "/program/include/iniset.php", "/router.php",
+                 "/skins/../config/config.inc.php", "/installer/index.php", "/.htaccess",
+                 "/index.php/../config/config.inc.php"):
+        answer = httpx.get(f"{base}{path}", timeout=30)
+        assert answer.status_code == 404, path
+        assert "mailplane_login_check_secret" not in answer.text
 
 
 def test_the_webmail_refuses_a_suspended_address_in_japanese(

@@ -8,6 +8,7 @@ implicit TLS), POP3, SMTP and the management API.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import imaplib
@@ -389,3 +390,30 @@ def test_sent_folder_is_kept_apart_from_pop3(imap_node: AnywhereNode) -> None:
     pop = imap_node.pop3(taro.pop_account, taro.password)
     assert pop.stat()[0] == 0
     pop.quit()
+
+
+async def test_forty_parallel_guesses_through_the_login_check_are_bounded(
+        imap_node: AnywhereNode) -> None:
+    """A password-guessing burst from one client (as Dovecot reports it): every guess is
+    answered (no 5xx), only a bounded number are checked before the client is locked,
+    and the owner elsewhere still logs in."""
+    taro = imap_node.create_mailbox("taro")
+    url = f"http://127.0.0.1:{imap_node.ports['auth']}/v1/login"
+    secret = (imap_node.node.state_dir / "imap-auth.secret").read_text().strip()
+    auth = {"Authorization": f"Bearer {secret}"}
+
+    def form(password: str, ip: str) -> dict[str, str]:
+        return {"user": taro.address, "password": password, "ip": ip, "service": "imap"}
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        answers = await asyncio.gather(*(
+            client.post(url, data=form(f"guess-{n}", "203.0.113.40"), headers=auth)
+            for n in range(40)))
+        assert {answer.status_code for answer in answers} == {200}
+        outcomes = [answer.text.split("\n", 1)[0] for answer in answers]
+        assert set(outcomes) <= {"fail", "locked"}
+        assert 1 <= outcomes.count("fail") <= 10  # security.login_ip_max_failures
+        locked = await client.post(url, data=form(taro.password, "203.0.113.40"), headers=auth)
+        assert locked.text.startswith("locked\nretry_after=")
+        owner = await client.post(url, data=form(taro.password, "198.51.100.9"), headers=auth)
+        assert owner.text.startswith("ok\n")
