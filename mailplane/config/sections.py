@@ -163,6 +163,10 @@ class ImapConfig(_Section):
     mail_owner: str = "mail"
     #: IMAP sessions of one user from one IP (Dovecot ``mail_max_userip_connections``).
     max_connections_per_user_ip: int = Field(default=20, ge=1)
+    #: Several nodes sharing the mail volume: Dovecot's indexes in this directory on the
+    #: node's own disk (the Maildirs and their ``dovecot-uidlist`` stay shared), with
+    #: Dovecot's settings for mail on NFS.  "" = indexes inside the Maildirs (one node).
+    index_dir: str = ""
     dovecot_binary: str = "/usr/sbin/dovecot"
 
     @field_validator("mail_owner")
