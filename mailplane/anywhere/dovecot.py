@@ -79,6 +79,9 @@ class Accounts:
     mail_gid: int
     login_user: str
     internal_user: str
+    internal_group: str
+    #: Dovecot starts as root (and chroots its login processes); else it runs as one user.
+    privileged: bool = True
 
 
 def accounts() -> Accounts:
@@ -86,9 +89,9 @@ def accounts() -> Accounts:
     everything as the user running mailplane (Dovecot runs unprivileged then)."""
     uid, gid = mail_uid_gid()
     if os.geteuid() == 0:
-        return Accounts(uid, gid, "dovenull", "dovecot")
+        return Accounts(uid, gid, "dovenull", "dovecot", "dovecot")
     me = pwd.getpwuid(os.geteuid()).pw_name
-    return Accounts(uid, gid, me, me)
+    return Accounts(uid, gid, me, me, grp.getgrgid(os.getegid()).gr_name, privileged=False)
 
 
 def _lua_string(value: str) -> str:
@@ -171,6 +174,7 @@ def render_config(settings: Settings, layout: DovecotLayout, users: Accounts, *,
                   cert: Path, key: Path) -> str:
     """dovecot.conf for the IMAP of どこでもメール (Dovecot 2.3)."""
     imap = settings.imap
+    unprivileged = not users.privileged
     lines = [
         "# Written by mailplane (mailplane/anywhere/dovecot.py). Logins are checked by",
         "# mailplane; the folders are mailplane's Maildir folders (docs/operations.md).",
@@ -204,6 +208,7 @@ def render_config(settings: Settings, layout: DovecotLayout, users: Accounts, *,
         "login_greeting = mailplane IMAP ready.",
         f"default_login_user = {users.login_user}",
         f"default_internal_user = {users.internal_user}",
+        f"default_internal_group = {users.internal_group}",
         f"first_valid_uid = {users.mail_uid}",
         f"last_valid_uid = {users.mail_uid}",
         f"first_valid_gid = {users.mail_gid}",
@@ -244,6 +249,7 @@ def render_config(settings: Settings, layout: DovecotLayout, users: Accounts, *,
         f"  mail_max_userip_connections = {imap.max_connections_per_user_ip}",
         "}",
         "service imap-login {",
+        *(["  chroot ="] if unprivileged else []),
         "  inet_listener imap {",
         f"    address = {imap.host}",
         f"    port = {imap.port}",
@@ -254,6 +260,8 @@ def render_config(settings: Settings, layout: DovecotLayout, users: Accounts, *,
         "    ssl = yes",
         "  }",
         "}",
+        # Unprivileged (a node that is not root): nothing can chroot.
+        *(["service anvil {", "  chroot =", "}"] if unprivileged else []),
         # Nothing but IMAP: no LMTP, POP3 or doveadm listeners on the network.
         "service lmtp {",
         "  unix_listener lmtp {",
@@ -347,7 +355,7 @@ def write_unit_config(settings: Settings, directory: Path, *, secret: str, cert:
         info = settings.maildir_root.stat()
     except FileNotFoundError:
         info = settings.state_dir.stat()
-    users = Accounts(info.st_uid, info.st_gid, "dovenull", "dovecot")
+    users = Accounts(info.st_uid, info.st_gid, "dovenull", "dovecot", "dovecot")
     write_private(layout.lua, render_lua(settings, secret))
     if os.geteuid() == 0:
         os.chown(layout.lua, 0, grp.getgrnam("dovecot").gr_gid)

@@ -130,7 +130,7 @@ def render_config(settings: Settings, places: WebmailPlaces | None, *, imap_host
         ("login_autocomplete", _php(0)),
         ("session_lifetime", _php(webmail.session_minutes)),
         ("ip_check", _php(True)),
-        ("useragent", _php(webmail.product_name)),
+        ("useragent", _php("mailplane webmail")),  # ASCII, no version
         ("identities_level", _php(3)),  # one identity; its address is the signed-in one
         ("create_default_folders", _php(False)),  # Dovecot creates them (auto = subscribe)
         ("protect_default_folders", _php(True)),
