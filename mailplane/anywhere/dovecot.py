@@ -283,7 +283,7 @@ def write_private(path: Path, text: str, *, mode: int = 0o600) -> None:
 
 
 def node_layout(settings: Settings) -> DovecotLayout:
-    root = settings.state_dir / "dovecot"
+    root = settings.state_dir.absolute() / "dovecot"
     return DovecotLayout(config=root / "dovecot.conf", lua=root / "mailplane-auth.lua",
                          base_dir=root / "run", state_dir=root / "state",
                          log=root / "dovecot.log")
@@ -296,8 +296,8 @@ class NodeDovecot:
     def __init__(self, settings: Settings, *, secret: str, cert: Path, key: Path) -> None:
         self._settings = settings
         self._secret = secret
-        self._cert = cert
-        self._key = key
+        self._cert = cert.absolute()  # Dovecot reads it from its own working directory
+        self._key = key.absolute()
         self.layout = node_layout(settings)
         self._child: Child | None = None
 
@@ -348,6 +348,7 @@ def write_unit_config(settings: Settings, directory: Path, *, secret: str, cert:
     unit (Debian's dovecot.service with ``-c <directory>/dovecot.conf``): Dovecot's own
     run and state directories and syslog, mail served as the owner of the Maildirs.
     Blocking; returns the files written."""
+    directory = directory.absolute()
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     layout = DovecotLayout(config=directory / "dovecot.conf",
                            lua=directory / "mailplane-auth.lua")
@@ -360,6 +361,6 @@ def write_unit_config(settings: Settings, directory: Path, *, secret: str, cert:
     if os.geteuid() == 0:
         os.chown(layout.lua, 0, grp.getgrnam("dovecot").gr_gid)
         os.chmod(layout.lua, 0o640)
-    write_private(layout.config, render_config(settings, layout, users, cert=cert, key=key),
-                  mode=0o644)
+    write_private(layout.config, render_config(settings, layout, users, cert=cert.absolute(),
+                                               key=key.absolute()), mode=0o644)
     return [layout.config, layout.lua]

@@ -110,7 +110,8 @@ class LoginCheck:
             return LoginAnswer(outcome if outcome != "ok" else "fail")
         address = result.address
         fields = [("user", address),
-                  ("userdb_home", str(mailbox_dir(self._settings.maildir_root, address)))]
+                  ("userdb_home",
+                   str(mailbox_dir(self._settings.maildir_root.absolute(), address)))]
         policy = self._policy.snapshot.lookup(address)
         if policy is not None:
             fields.append(("userdb_quota_rule", f"*:storage={policy.quota_bytes}B"))

@@ -160,7 +160,7 @@ class NodeWebmail:
     def __init__(self, settings: Settings, *, login_check_secret: str) -> None:
         self._settings = settings
         self._secret = login_check_secret
-        self.root = settings.state_dir / "webmail"
+        self.root = settings.state_dir.absolute() / "webmail"
         self.install = self.root / "roundcube"
         self._child: Child | None = None
 
