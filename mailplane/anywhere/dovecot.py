@@ -12,8 +12,9 @@ The folders: INBOX is the Maildir itself; 迷惑メール is the address's quara
 (:mod:`mailplane.delivery.quarantine`) and expunges what is older than
 ``retention.quarantine_days`` by itself too; 送信済み, 下書き and ゴミ箱 are where the
 webmail keeps its mail.  Names are UTF-8 here and modified UTF-7 on the wire and on disk.
-The quota plugin bounds what clients may store (APPEND, COPY) by the address's quota,
-the quarantine not counted, as the MX does.
+The quota plugin bounds what clients may store (APPEND, COPY) by the address's quota, in
+every folder (the MX leaves its own quarantine copies out of its count: they are bounded
+by their 7 days).
 
 :func:`render_config` writes the configuration both for the node's own Dovecot
 (:class:`NodeDovecot`, ``[imap] run_dovecot``) and for a Dovecot under its own service
@@ -239,10 +240,12 @@ def render_config(settings: Settings, layout: DovecotLayout, users: Accounts, *,
         "userdb {",
         "  driver = prefetch",
         "}",
+        # What clients store (APPEND, COPY) is bounded by the address's quota in every
+        # folder, 迷惑メール too, and no message is larger than the MX would take.
         "plugin {",
         "  quota = count:User quota",
         "  quota_vsizes = yes",
-        f"  quota_rule2 = {QUARANTINE}:ignore",
+        f"  quota_max_mail_size = {settings.mx.max_message_size}B",
         "}",
         "protocol imap {",
         "  mail_plugins = $mail_plugins imap_quota",

@@ -23,7 +23,12 @@ import httpx
 import pytest
 
 from mailplane.mailstore.folders import QUARANTINE, SENT
-from tests.factories.anywhere import AnywhereNode, AnywhereNodes, unverified_tls
+from tests.factories.anywhere import (
+    AnywhereNode,
+    AnywhereNodes,
+    imap_folders,
+    unverified_tls,
+)
 from tests.portal.conftest import SCREENSHOTS, Portal
 from tests.reading.test_imap import GTUBE, JAPANESE_SUBJECT, japanese_message
 
@@ -164,6 +169,44 @@ def test_webmail_in_japanese_reads_the_junk_folder_and_sends_from_abroad(
             for p in node.folder(taro, SENT)]
     assert [str(m["Subject"]) for m in sent] == [SENT_SUBJECT]
     assert len(node.folder(taro, QUARANTINE)) == 1
+
+
+def test_my_page_and_an_imap_client_see_one_quarantine(abroad: AnywhereNode,
+                                                      browser: Any) -> None:
+    """Moving a message from 迷惑メール to INBOX in a mail program is the release My Page
+    offers: the portal's quarantine screen (through the API) shows it gone at once."""
+    node = abroad
+    jiro = node.create_mailbox("jiro")
+    saved = node.api().put(node.address_path(jiro, "/spam"),
+                           json={"judge": True, "quarantine": True, "notify": False})
+    assert saved.status_code == 200, saved.text
+    node.node.settle()
+    node.deliver(jiro.address, japanese_message(jiro.address, subject="懸賞当選",
+                                                body=f"{GTUBE}\n"))
+    context = browser.new_context(locale="ja-JP", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{node.node.api_url}/portal/")
+        form = page.locator("form.sign-in").filter(has_text="メールアドレスでログイン")
+        form.get_by_label("メールアドレス").fill(jiro.address)
+        form.get_by_label("パスワード").fill(jiro.password)
+        form.get_by_role("button", name="ログイン").click()
+        page.get_by_role("heading", name="メールアドレスの設定").wait_for(timeout=30000)
+        page.goto(f"{node.node.api_url}/portal/#/quarantine/{jiro.address}")
+        page.locator("table.quarantine").get_by_text("懸賞当選").wait_for(timeout=30000)
+
+        client = node.imap(jiro.pop_account, jiro.password)
+        junk = imap_folders(client)[QUARANTINE]
+        client.select(junk)
+        uids = client.uid("SEARCH", "ALL")[1][0].split()
+        assert client.uid("MOVE", uids[0].decode(), "INBOX")[0] == "OK"
+        client.logout()
+
+        page.reload()
+        page.get_by_text("隔離されたメールはありません。").wait_for(timeout=30000)
+        assert node.quarantine(jiro) == []
+    finally:
+        context.close()
 
 
 def test_php_serves_roundcubes_entry_point_and_static_files_only(abroad: AnywhereNode) -> None:

@@ -417,3 +417,22 @@ async def test_forty_parallel_guesses_through_the_login_check_are_bounded(
         assert locked.text.startswith("locked\nretry_after=")
         owner = await client.post(url, data=form(taro.password, "198.51.100.9"), headers=auth)
         assert owner.text.startswith("ok\n")
+
+
+def test_what_a_client_stores_is_bounded_by_the_quota_in_every_folder(
+        imap_node: AnywhereNode) -> None:
+    """APPEND is an IMAP client's own delivery: bounded by the address's quota (SPEC §8),
+    in 送信済み and in 迷惑メール alike."""
+    taro = imap_node.create_mailbox("taro")
+    saved = imap_node.api().put(imap_node.address_path(taro, "/quota"),
+                                json={"quota_bytes": 1024**2})
+    assert saved.status_code == 200, saved.text
+    imap_node.node.settle()
+    client = imap_node.imap(taro.address, taro.password)
+    folders = imap_folders(client)
+    big = japanese_message("hanako@e06.example.net", body="あ" * 200_000)  # ~600 KB
+    assert client.append(folders[SENT], None, None, big)[0] == "OK"
+    for folder in (SENT, QUARANTINE):
+        status, detail = client.append(folders[folder], None, None, big)
+        assert status == "NO" and b"OVERQUOTA" in detail[0], detail
+    client.logout()
