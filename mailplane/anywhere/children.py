@@ -188,3 +188,17 @@ def _end(process: subprocess.Popen[bytes]) -> None:
 def _signal_group(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signum)
+
+
+class NodeProgram:
+    """An external program the node runs (Dovecot, PHP): its PID and its stop."""
+
+    _child: Child | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
+
+    async def stop(self) -> None:
+        if self._child is not None:
+            await self._child.stop()

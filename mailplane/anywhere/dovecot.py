@@ -30,7 +30,7 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailplane.anywhere.children import Child
+from mailplane.anywhere.children import Child, NodeProgram
 from mailplane.config.settings import Settings
 from mailplane.mailstore.folders import DRAFTS, QUARANTINE, SENT, TRASH
 from mailplane.mailstore.owner import mail_uid_gid
@@ -292,7 +292,7 @@ def node_layout(settings: Settings) -> DovecotLayout:
                          log=root / "dovecot.log")
 
 
-class NodeDovecot:
+class NodeDovecot(NodeProgram):
     """The node's own Dovecot (``[imap] run_dovecot``): configured under
     ``<state_dir>/dovecot/``, started with the node, stopped by its PID."""
 
@@ -302,7 +302,6 @@ class NodeDovecot:
         self._cert = cert.absolute()  # Dovecot reads it from its own working directory
         self._key = key.absolute()
         self.layout = node_layout(settings)
-        self._child: Child | None = None
 
     def _prepare(self) -> list[str]:
         """Write the configuration (blocking); returns the command line."""
@@ -335,14 +334,6 @@ class NodeDovecot:
             pid_path=self.layout.config.parent / "dovecot.node.pid",
             listens=[(imap.host, imap.port), (imap.host, imap.tls_port)])
         await self._child.start()
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child else None
-
-    async def stop(self) -> None:
-        if self._child is not None:
-            await self._child.stop()
 
 
 def write_unit_config(settings: Settings, directory: Path, *, secret: str, cert: Path,

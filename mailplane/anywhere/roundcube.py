@@ -25,7 +25,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailplane.anywhere.children import Child
+from mailplane.anywhere.children import Child, NodeProgram
 from mailplane.anywhere.dovecot import write_private
 from mailplane.config.settings import Settings
 from mailplane.mailstore.folders import DRAFTS, QUARANTINE, SENT, TRASH, encode_mutf7
@@ -153,7 +153,7 @@ include {index};
 """
 
 
-class NodeWebmail:
+class NodeWebmail(NodeProgram):
     """The node's own どこでもメール (``[webmail] run_php``): Roundcube from the system
     package, served by PHP's built-in server, stopped by its PID."""
 
@@ -162,7 +162,6 @@ class NodeWebmail:
         self._secret = login_check_secret
         self.root = settings.state_dir.absolute() / "webmail"
         self.install = self.root / "roundcube"
-        self._child: Child | None = None
 
     # --- the tree Roundcube runs from -------------------------------------------------
 
@@ -288,14 +287,6 @@ class NodeWebmail:
             user=None if owner is None else owner[0],
             group=None if owner is None else owner[1])
         await self._child.start()
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child else None
-
-    async def stop(self) -> None:
-        if self._child is not None:
-            await self._child.stop()
 
 
 def write_unit_config(settings: Settings, directory: Path, *, secret: str) -> list[Path]:

@@ -331,27 +331,15 @@ def shared_imap_node(request: pytest.FixtureRequest) -> Iterator[AnywhereNode]:
     # no more of Dovecot's growing failure delays than that.
     limits = {"MAILPLANE_SECURITY__LOGIN_MAX_FAILURES": "2"}
     if request.param == "sqlite":
-        yield nodes.start(**limits)
-        nodes.close()
+        try:
+            yield nodes.start(**limits)
+        finally:
+            nodes.close()
         return
-    from sqlalchemy import text
-    from sqlalchemy.exc import OperationalError
+    from tests.conftest import throwaway_pg_database
 
-    from tests.conftest import PG_ADMIN_URL, _pg_admin_engine
-
-    admin = _pg_admin_engine()
-    name = f"mailplane_imap_{os.getpid()}_{int(time.time())}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"no PostgreSQL server answers at {PG_ADMIN_URL}: {exc.orig}")
-    try:
-        yield nodes.start(database_url=PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-                          **limits)
-    finally:
-        nodes.close()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_pg_database() as url:
+        try:
+            yield nodes.start(database_url=url, **limits)
+        finally:
+            nodes.close()
