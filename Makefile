@@ -13,9 +13,10 @@ STAMP := $(VENV)/.installed
 # from choosing Apache's PHP module for Roundcube: no web server is installed or started).
 APT_RUN_PACKAGES := dovecot-imapd dovecot-auth-lua roundcube-core roundcube-sqlite3 php8.2-cli php8.2-cgi
 # Real daemons the test suite starts itself (clamd, spamd, Dovecot, rspamd), the browser for the
-# portal tests, and what `make run` serves.  Installed with apt when missing and we are root;
-# tests that need a missing one skip with the reason printed.
-APT_PACKAGES := clamav-daemon clamav spamassassin spamd spamc dovecot-pop3d chromium fonts-ipafont-gothic rspamd $(APT_RUN_PACKAGES)
+# portal tests, swaks with its TLS module (an independent SMTP client for the tests), and what
+# `make run` serves.  Installed with apt when missing and we are root; tests that need a missing
+# one skip with the reason printed.
+APT_PACKAGES := clamav-daemon clamav spamassassin spamd spamc dovecot-pop3d chromium fonts-ipafont-gothic swaks libnet-ssleay-perl rspamd $(APT_RUN_PACKAGES)
 # Roundcube's package would otherwise offer to create a database: its state is in var/.
 APT_PRESEED := roundcube-core roundcube/dbconfig-install boolean false
 

@@ -14,7 +14,7 @@ import resource
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 SMTP_SOURCE = shutil.which("smtp-source", path="/usr/sbin:/usr/bin:/usr/local/sbin")
@@ -33,16 +33,20 @@ class LoadResult:
     first_error: str = ""
 
 
-def make_message(size: int, *, sender: str, to: str) -> bytes:
-    """A plain RFC 5322 message of about ``size`` bytes with 76-character body lines."""
+def make_message(size: int, *, sender: str, to: str,
+                 sign: Callable[[bytes], bytes] | None = None) -> bytes:
+    """A plain RFC 5322 message of about ``size`` bytes with 76-character body lines;
+    ``sign`` (a DKIM signer) adds its signature and the body is shortened to match."""
     head = (
         f"From: Bench Sender <{sender}>\r\nTo: <{to}>\r\nSubject: benchmark message\r\n"
         "Date: Mon, 23 Nov 2026 12:00:00 +0900\r\nMessage-ID: <bench@sender.example>\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
     ).encode()
     line = b"The quick brown fox jumps over the lazy dog; pack my box with liquor jugs.\r\n"
-    lines = max(1, (size - len(head)) // len(line))
-    return head + line * lines
+    if sign is None:
+        return head + line * max(1, (size - len(head)) // len(line))
+    overhead = len(sign(head + line)) - len(head + line)
+    return sign(head + line * max(1, (size - len(head) - overhead) // len(line)))
 
 
 def wire_data(message: bytes) -> bytes:
@@ -97,9 +101,12 @@ async def _one_message(
 async def run_asyncio_load(
     host: str, port: int, *, sessions: int, messages: int, size: int,
     recipients: Sequence[str], sender: str = "bench@sender.example", step_seconds: float = 60.0,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> LoadResult:
-    """``sessions`` concurrent clients send ``messages`` in total, recipients round-robin."""
-    payloads = {r: wire_data(make_message(size, sender=sender, to=r)) for r in recipients}
+    """``sessions`` concurrent clients send ``messages`` in total, recipients round-robin
+    (each message DKIM-signed by ``sign`` when given)."""
+    payloads = {r: wire_data(make_message(size, sender=sender, to=r, sign=sign))
+                for r in recipients}
     result = LoadResult()
     counter = iter(range(messages))
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import client, servers
 from bench.dataset import address_of
 from bench.run import prepare_mailplane
+from bench.sender_domain import SendingDomain, ZoneServer
 
 
 def top_functions(raw: Path, count: int) -> list[tuple[float, str]]:
@@ -65,11 +66,15 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--wall", action="store_true", help="wall time, not only GIL-holding")
     parser.add_argument("--top", type=int, default=60)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--all-roles", action="store_true",
                         help="profile mailplane serve with every role (as make run); "
                         "its worker sends forwards to smtp-sink")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy py-spy's raw collapsed stacks here")
+    parser.add_argument("--auth", action="store_true",
+                        help="sender authentication on, records from a loopback DNS server, "
+                        "DKIM-signed mail (bench's mailplane-auth)")
     parser.add_argument("--workers", type=int, default=1,
                         help="MX worker processes (py-spy follows them with --subprocesses)")
     args = parser.parse_args()
@@ -83,23 +88,26 @@ def main() -> None:
     url = f"sqlite:///{workdir / 'mailplane' / 'mailplane.db'}"
     prepare_mailplane(url, 10_000)
     sink = servers.start_smtp_sink(workdir) if args.all_roles else None
+    sending = SendingDomain.create()
+    zone = ZoneServer(sending.zone) if args.auth else None
     server = servers.start_mailplane(
         workdir, workers=args.workers, database_url=url, all_roles=args.all_roles,
-        smarthost_port=sink.port if isinstance(sink, servers.RunningServer) else 0)
+        smarthost_port=sink.port if isinstance(sink, servers.RunningServer) else 0,
+        auth_nameserver=zone.address if zone is not None else "none")
     recipients = [address_of(n) for n in range(100)]
     try:
         asyncio.run(client.run_asyncio_load("127.0.0.1", server.port, sessions=args.sessions,
                                             messages=100, size=args.size,
-                                            recipients=recipients))
+                                            recipients=recipients, sign=sending.sign))
         spy = subprocess.Popen(
-            [py_spy, "record", "-p", str(server.process.pid), "-r", "250", "-f", "raw",
+            [py_spy, "record", "-p", str(server.process.pid), "-r", str(args.rate), "-f", "raw",
              "-o", str(raw), "--nonblocking", *([] if args.wall else ["--gil"]),
              *(["--subprocesses"] if args.workers > 1 else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         result = asyncio.run(client.run_asyncio_load(
             "127.0.0.1", server.port, sessions=args.sessions, messages=args.messages,
-            size=args.size, recipients=recipients))
+            size=args.size, recipients=recipients, sign=sending.sign))
         spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
         spy.wait(30)
         print(f"{result.sent} sent, {result.failed} failed, "
@@ -114,6 +122,8 @@ def main() -> None:
             shutil.copy(raw, args.keep)
     finally:
         server.stop()
+        if zone is not None:
+            zone.close()
         if isinstance(sink, servers.RunningServer):
             sink.stop()
         shutil.rmtree(workdir, ignore_errors=True)

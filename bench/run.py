@@ -6,8 +6,10 @@ servers interleaved (alternating repetitions) does not.
 
 Servers (each its own process, all running for the whole run, measured in turn):
 ``baseline-durable`` (bench/baseline_durable.py), ``mailplane`` (``mailplane serve --role
-mx`` with ``make run``'s default configuration and every filter on for 10,000 configured
-addresses), ``mailplane-<N>w`` (the same with another ``mx.workers``) and, when Debian's
+mx`` with ``make run``'s default configuration — ``mx.workers`` one per CPU — and every
+filter on for 10,000 configured addresses), ``mailplane-<N>w`` (the same with another
+``mx.workers``; the full run adds ``mailplane-1w``, so column ``÷1w`` shows what the
+default's extra MX processes buy) and, when Debian's
 postfix is installed and the bench is root, ``postfix`` (a private Postfix instance with no
 filters delivering into Maildirs, bench/postfix.py; measured to the last 250 and, as
 ``postfix-maildir``, to the last file in the Maildirs) and ``smtp-sink`` as the ceiling.
@@ -39,6 +41,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from bench import client, servers
 from bench.dataset import DatasetShape, address_of, populate
+from bench.sender_domain import SendingDomain, ZoneServer
 from mailplane.storage.db import make_engine
 from mailplane.storage.migrate import upgrade
 from mailplane.storage.models import OutboundJob
@@ -103,7 +106,8 @@ Server = servers.RunningServer | servers.PostfixServer
 
 
 def measure(server: Server, plan: Plan, size: int, sessions: int, rep: int,
-            recipients: list[str], client_kind: str) -> list[Sample]:
+            recipients: list[str], client_kind: str,
+            sign: Callable[[bytes], bytes] | None = None) -> list[Sample]:
     """One load against one server.  Postfix gives two samples: ``postfix`` to the last
     250 (like every other server) and ``postfix-maildir`` to the last file in its Maildirs
     (its queue is empty then, so its deliveries do not spill into the next measurement)."""
@@ -118,7 +122,7 @@ def measure(server: Server, plan: Plan, size: int, sessions: int, rep: int,
     else:
         result = asyncio.run(client.run_asyncio_load(
             "127.0.0.1", server.port, sessions=sessions, messages=count, size=size,
-            recipients=recipients))
+            recipients=recipients, sign=sign))
     cpu = server.cpu_seconds() - cpu_before
     busy = servers.machine_busy_seconds() - busy_before
     samples = [Sample(server.name, size, sessions, rep, result.sent, result.failed,
@@ -192,6 +196,16 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
             ref = by_key.get((row["size"], row["sessions"], other))
             if ref and ref["msgs_per_s"]:
                 row[label] = row["msgs_per_s"] / ref["msgs_per_s"]
+        one_worker = by_key.get((row["size"], row["sessions"], "mailplane-1w"))
+        if row["server"] == "mailplane" and one_worker and one_worker["msgs_per_s"]:
+            # What the default (one MX process per CPU) buys over one process.
+            row["vs_1w"] = row["msgs_per_s"] / one_worker["msgs_per_s"]
+        if row["server"] == AUTH_SERVER:
+            off = by_key.get((row["size"], row["sessions"], "mailplane"))
+            if off and off["msgs_per_s"]:
+                row["vs_auth_off"] = row["msgs_per_s"] / off["msgs_per_s"]
+                row["cpu_vs_auth_off"] = (row["cpu_ms_per_msg"] / off["cpu_ms_per_msg"]
+                                          if off["cpu_ms_per_msg"] else float("nan"))
         for other, pct, label in (("baseline-durable", "p99_ms", "p99_vs_baseline"),
                                   ("postfix", "p50_ms", "p50_vs_postfix")):
             ref = by_key.get((row["size"], row["sessions"], other))
@@ -203,7 +217,7 @@ def summarise(samples: list[Sample]) -> list[dict[str, Any]]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'size':>6} {'sess':>4} {'server':<21} {'msgs/s':>8} {'MB/s':>6} {'p50 ms':>7} "
             f"{'p99 ms':>7} {'cpu ms/msg':>10} {'fail':>4}  {'÷baseline':>9} {'÷sink':>6} "
-            f"{'÷postfix':>8} {'p99÷base':>8} {'p50÷pfx':>7} {'others':>6}")
+            f"{'÷postfix':>8} {'÷1w':>5} {'p99÷base':>8} {'p50÷pfx':>7} {'others':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         def ratio(key: str, row: dict[str, Any] = r) -> str:
@@ -216,7 +230,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['msgs_per_s']:>8.0f} {r['mb_per_s']:>6.2f} {ms('p50_ms'):>7} "
             f"{ms('p99_ms'):>7} {r['cpu_ms_per_msg']:>10.2f} {r['failed']:>4}  "
             f"{ratio('vs_baseline'):>9} {ratio('vs_sink'):>6} {ratio('vs_postfix'):>8} "
-            f"{ratio('p99_vs_baseline'):>8} {ratio('p50_vs_postfix'):>7} "
+            f"{ratio('vs_1w'):>5} {ratio('p99_vs_baseline'):>8} {ratio('p50_vs_postfix'):>7} "
             f"{r['others_cores']:>6.2f}")
     return "\n".join(lines)
 
@@ -303,6 +317,36 @@ def format_targets(targets: list[dict[str, Any]], quick: bool = False) -> str:
             lines.append(f"       reason: {t['why']}")
         if t.get("caution"):
             lines.append(f"       caution: {t['caution']}")
+    return "\n".join(lines)
+
+
+#: Issue 21: mailplane with sender authentication on (records from the bench's loopback
+#: DNS server) ÷ the same server with it off, msgs/s in the same run.
+AUTH_SERVER = "mailplane-auth"
+AUTH_TARGET = 0.90
+
+
+def auth_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Authentication on ÷ off for every measured size and session count."""
+    out = []
+    for row in rows:
+        if row["server"] != AUTH_SERVER or "vs_auth_off" not in row:
+            continue
+        ratio = row["vs_auth_off"]
+        out.append({"target": f"{AUTH_SERVER} ÷ mailplane msgs/s, {row['size'] // KB} KB / "
+                              f"{row['sessions']} sessions",
+                    "goal": f">= {AUTH_TARGET}", "value": round(ratio, 3),
+                    "cpu_ratio": round(row["cpu_vs_auth_off"], 3),
+                    "status": "PASS" if ratio >= AUTH_TARGET else "MISS"})
+    return out
+
+
+def format_auth_targets(targets: list[dict[str, Any]]) -> str:
+    lines = ["sender authentication (issue 21; SPF + DKIM RSA-2048 + DMARC p=reject checked "
+             "against the bench's loopback DNS server, ratios in this run):"]
+    for t in targets:
+        lines.append(f"  {t['status']:<4} {t['target']}: {t['value']:.3f} (goal {t['goal']}; "
+                     f"CPU per message {t['cpu_ratio']:.2f}x)")
     return "\n".join(lines)
 
 
@@ -418,6 +462,9 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
         extra_workers.insert(0, 1)
     running: list[Server] = []
     recipients = [address_of(n) for n in range(plan.spread)]
+    # Every server gets the same DKIM-signed mail (as most mail is today); only
+    # mailplane-auth checks it.
+    sending = SendingDomain.create()
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(database(args.db, workdir / "mailplane"))
         setup = prepare_mailplane(url, plan.hosted)
@@ -429,8 +476,18 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
             running.append(servers.start_baseline(workdir, fast=True))
         running.append(servers.start_mailplane(
             workdir, workers=args.workers or None, database_url=url))
-        notes.append(f"mailplane: mx.workers = {workers}"
-                     f"{'' if args.workers else ' (the configuration default, as make run)'}")
+        default = "" if args.workers else " (the configuration default, one per CPU, as make run)"
+        notes.append(f"mailplane: mx.workers = {workers}{default}; connection limits "
+                     "counted for the node (net/anvil.py)")
+        zone: ZoneServer | None = None
+        if args.auth_too:
+            zone = ZoneServer(sending.zone)
+            stack.callback(zone.close)
+            url_auth = stack.enter_context(database(args.db, workdir / AUTH_SERVER))
+            prepare_mailplane(url_auth, plan.hosted)
+            running.append(servers.start_mailplane(
+                workdir, workers=args.workers or None, database_url=url_auth,
+                name=AUTH_SERVER, auth_nameserver=zone.address))
         for n in extra_workers:
             name = f"mailplane-{n}w"
             url_n = stack.enter_context(database(args.db, workdir / name))
@@ -479,7 +536,8 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
             notes.append("smtp-source not installed; using the bundled asyncio client")
             client_kind = "asyncio"
         for server in running:  # warm-up: imports, page cache, policy snapshot
-            measure(server, plan, plan.sizes[0], plan.sessions[0], -1, recipients, "asyncio")
+            measure(server, plan, plan.sizes[0], plan.sessions[0], -1, recipients, "asyncio",
+                    sending.sign)
         samples: list[Sample] = []
         for rep in range(plan.reps):
             for size in plan.sizes:
@@ -487,10 +545,18 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
                     order = running[rep % len(running):] + running[:rep % len(running)]
                     for server in order:
                         samples.extend(measure(server, plan, size, sessions, rep,
-                                               recipients, client_kind))
+                                               recipients, client_kind, sending.sign))
         for server in running:
             server.stop()
         jobs = outbound_jobs(url)
+        if zone is not None:
+            notes.append(f"{AUTH_SERVER}: [authentication] on, resolving through the "
+                         f"bench's DNS server ({zone.queries} queries answered; each MX "
+                         "process caches answers for their TTL); every server gets the "
+                         "same DKIM-signed messages")
+            if client_kind == "smtp-source":
+                notes.append("smtp-source sends its own unsigned messages: DKIM and DMARC "
+                             f"of {AUTH_SERVER} are none/fail there")
     if not jobs:
         notes.append("forwarding (keep copy) and auto-reply are set in the DB for every "
                      "address, but the MX staged no outbound job: not wired into the MX yet")
@@ -503,6 +569,7 @@ def run_smtp(plan: Plan, args: argparse.Namespace, workdir: Path) -> dict[str, A
         targets += evaluate_targets(rows, plan, server=other)
     return {"client": client_kind, "workers": workers, "extra_workers": extra_workers,
             "db": args.db, "notes": notes, "rows": rows, "targets": targets,
+            "auth_targets": auth_targets(rows),
             "samples": [asdict(s) | {"latencies": None} for s in samples]}
 
 
@@ -515,7 +582,8 @@ def main() -> None:
                         "(default: the configuration's default, as make run)")
     parser.add_argument("--workers-too", type=int, nargs="*", default=None, metavar="N",
                         help="also measure mailplane-<N>w with N workers (default without "
-                        "--quick: one per CPU, if that is not the default)")
+                        "--quick: 1 and one per CPU, whichever is not the default; the ÷1w "
+                        "column compares the default with one worker)")
     parser.add_argument("--single-worker-too", action="store_true",
                         help="also measure mailplane with one worker")
     parser.add_argument("--all-roles-too", action=argparse.BooleanOptionalAction,
@@ -530,19 +598,25 @@ def main() -> None:
                              "default is uvloop where installed)")
     parser.add_argument("--no-outbound-too", action="store_true",
                         help="also measure mailplane with forwarding/auto-reply OFF")
+    parser.add_argument("--auth-too", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"also measure {AUTH_SERVER}: sender authentication on, "
+                             "records from a loopback DNS server (default: yes)")
     parser.add_argument("--fast-baseline-too", action="store_true",
                         help="also measure the baseline handler on mailplane's FastSMTP")
     parser.add_argument("--skip-smtp", action="store_true")
     parser.add_argument("--skip-control-plane", action="store_true")
     parser.add_argument("--skip-signing", action="store_true",
                         help="skip the DKIM signing figures (bench/signing.py)")
+    parser.add_argument("--skip-outbound", action="store_true",
+                        help="skip the outbound queue figure (good mail with and without "
+                             "hostile destinations ahead, issue 20)")
     parser.add_argument("--control-plane-addresses", type=int, default=None)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--only", default="", help="e.g. 10x20 = only 10 KB, 20 sessions")
     args = parser.parse_args()
     plan = make_plan(args.quick, args.reps)
     if args.workers_too is None:
-        args.workers_too = [] if args.quick else [os.cpu_count() or 1]
+        args.workers_too = [] if args.quick else [1, os.cpu_count() or 1]
     if args.all_roles_too is None:
         args.all_roles_too = not args.quick
     if args.only:
@@ -562,6 +636,8 @@ def main() -> None:
             for note in report["smtp"]["notes"]:
                 print(f"note: {note}")
             print(format_targets(report["smtp"]["targets"], args.quick))
+            if report["smtp"]["auth_targets"]:
+                print(format_auth_targets(report["smtp"]["auth_targets"]))
         if not args.skip_control_plane:
             from bench import api_bench, control_plane
 
@@ -577,6 +653,14 @@ def main() -> None:
                                             messages=20 if args.quick else 200,
                                             jobs=30 if args.quick else 300)
             print(signing.format_result(report["signing"]))
+        if not args.skip_outbound:
+            from bench import outbound_bench
+
+            (workdir / "outbound").mkdir()
+            report["outbound"] = outbound_bench.run(
+                *((30, 2) if args.quick else (300, 10)), workdir / "outbound",
+                reps=1 if args.quick else 3)
+            print(outbound_bench.format_result(report["outbound"]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report["seconds"] = time.perf_counter() - started

@@ -138,8 +138,10 @@ def start_baseline(workdir: Path, *, fast: bool = False) -> RunningServer:
 
 def write_mailplane_config(workdir: Path, port: int, workers: int | None,
                            database_url: str, *, all_roles: bool = False,
-                           smarthost_port: int = 0) -> Path:
+                           smarthost_port: int = 0, auth_nameserver: str = "none") -> Path:
     """``workers=None``: ``mx.workers`` is not set, so the configuration default applies.
+    ``auth_nameserver``: where sender authentication resolves ("none" = off, as in
+    ``make run``; the bench's zone server for ``mailplane-auth``).
     ``all_roles``: free loopback ports for the API, submission and POP3 too, and the
     outbound worker sends everything to ``127.0.0.1:smarthost_port`` (smtp-sink; 0 = a
     closed port, so jobs wait) with DNS pointed at a closed loopback port: nothing leaves
@@ -169,6 +171,7 @@ def write_mailplane_config(workdir: Path, port: int, workers: int | None,
         + (f"workers = {workers}\n" if workers else "")
         + '[virus]\nengine = "builtin"\n'
         '[spam]\nengine = "builtin"\n'
+        f'[authentication]\nnameserver = "{auth_nameserver}"\n'
         + others
     )
     return config
@@ -176,12 +179,14 @@ def write_mailplane_config(workdir: Path, port: int, workers: int | None,
 
 def start_mailplane(workdir: Path, *, workers: int | None, database_url: str,
                     name: str = "mailplane", all_roles: bool = False,
-                    smarthost_port: int = 0, event_loop: str = "") -> RunningServer:
+                    smarthost_port: int = 0, event_loop: str = "",
+                    auth_nameserver: str = "none") -> RunningServer:
     """``mailplane serve --role mx`` (``all_roles``: ``mailplane serve``, every role in one
     node as ``make run`` starts it): the real node start-up path, in its own process."""
     port = free_port()
     config = write_mailplane_config(workdir / name, port, workers, database_url,
-                                    all_roles=all_roles, smarthost_port=smarthost_port)
+                                    all_roles=all_roles, smarthost_port=smarthost_port,
+                                    auth_nameserver=auth_nameserver)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPLANE_")}
     env["MAILPLANE_CONFIG"] = str(config)
     if event_loop:

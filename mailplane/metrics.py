@@ -91,6 +91,13 @@ CONNECTIONS = Gauge(
     ["listener"],
     registry=REGISTRY,
 )
+TLS_HANDSHAKE_FAILURES = Counter(
+    "mailplane_tls_handshake_failures",
+    "TLS handshakes that failed (STARTTLS or implicit TLS): clients offering only TLS 1.0/1.1"
+    " or no common cipher, scanners, connections dropped mid-handshake.",
+    ["listener"],
+    registry=REGISTRY,
+)
 TARPIT_DELAYS = Counter(
     "mailplane_tarpit_delays",
     "SMTP error replies delayed because the session had passed the soft error limit.",
@@ -121,5 +128,83 @@ OUTBOUND_SIGNING = Counter(
     " (no active selector, or a message dkimpy cannot parse), deferred (an active key"
     " unusable on this node, [dkim] on_error = tempfail).",
     ["outcome"],
+    registry=REGISTRY,
+)
+AUTO_REPLIES = Counter(
+    "mailplane_auto_replies",
+    "Auto-replies due after the verdict, by outcome: queued; replied_recently (one per"
+    " sender per 24 h); capped_minute, capped_day (the per-address caps of RFC 3834 §2 —"
+    " the mail was delivered without a reply).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+QUOTA_OVERFLOWS = Counter(
+    "mailplane_quota_overflows",
+    "Recipients whose mailbox (inbox + quarantine) could not take a message at DATA while"
+    " other recipients did, by what the sender got: dsn, or none (a sender we must not"
+    " answer); the message was not stored for that recipient.",
+    ["listener", "notice"],
+    registry=REGISTRY,
+)
+DELETED_RECIPIENTS = Counter(
+    "mailplane_deleted_recipients",
+    "Copies not stored because their address was deleted after the node's last policy"
+    " refresh (found inside the delivery transaction).",
+    registry=REGISTRY,
+)
+
+# --- relay, amplification and backscatter (issue 20; docs/security.md) ---------------
+
+FORWARDS_WITHHELD = Counter(
+    "mailplane_forwards_withheld",
+    "Forwards not sent, the message kept in the inbox instead: spam (judged spam, never"
+    " forwarded outside the platform), rate_limit (the address's hourly remote-forward"
+    " limit), loop (Delivered-To or hop count), expansion_limit (forwarding.max_expansion).",
+    ["reason"],
+    registry=REGISTRY,
+)
+SRS_RETURNS = Counter(
+    "mailplane_srs_returns",
+    "Mail to SRS addresses: relayed, or refused by reason (invalid, not_emitted, not_null,"
+    " not_a_bounce, rate_address, rate_ip, virus, spam).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DSNS_WITHHELD = Counter(
+    "mailplane_dsns_withheld",
+    "DSNs not sent: unauthenticated (the sender of a forward did not authenticate at our"
+    " MX), rate_limit (outbound.dsn_per_recipient_per_hour).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+# --- the outbound queue (issue 20; docs/security.md "Outbound queue") ------------------
+
+OUTBOUND_ACTIVE = Gauge(
+    "mailplane_outbound_deliveries_active",
+    "Deliveries in flight in this worker, by lane (local: hosted recipients; remote:"
+    " attempts to other hosts, at most outbound.concurrency_limit).",
+    ["lane"],
+    registry=REGISTRY,
+)
+OUTBOUND_DEFERRALS = Counter(
+    "mailplane_outbound_deferrals",
+    "Remote deliveries deferred by a limit: attempt_budget (an attempt cut at"
+    " outbound.attempt_budget_seconds), dead_destination (not tried: no host of that"
+    " destination answered lately), shutdown (cut or given back by a stopping worker).",
+    ["reason"],
+    registry=REGISTRY,
+)
+OUTBOUND_DEAD_DESTINATIONS = Counter(
+    "mailplane_outbound_dead_destinations",
+    "Destinations declared dead (no host answered an attempt) for"
+    " outbound.dead_destination_seconds.",
+    registry=REGISTRY,
+)
+SENDER_AUTHENTICATION = Counter(
+    "mailplane_sender_authentication",
+    "Results of SPF, DKIM (per signature), DMARC and ARC on the MX (SPEC §8b); a rise of "
+    "temperror means the resolver is slow or unreachable.",
+    ["check", "result"],
     registry=REGISTRY,
 )

@@ -34,6 +34,7 @@ pytest_plugins = [
     "tests.factories.flow",
     "tests.factories.mx",
     "tests.factories.node",
+    "tests.factories.notices",
     "tests.factories.outbound",
     "tests.factories.pop3",
     "tests.factories.security",

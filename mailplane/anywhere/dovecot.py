@@ -13,8 +13,8 @@ The folders: INBOX is the Maildir itself; 迷惑メール is the address's quara
 ``retention.quarantine_days`` by itself too; 送信済み, 下書き and ゴミ箱 are where the
 webmail keeps its mail.  Names are UTF-8 here and modified UTF-7 on the wire and on disk.
 The quota plugin bounds what clients may store (APPEND, COPY) by the address's quota, in
-every folder (the MX leaves its own quarantine copies out of its count: they are bounded
-by their 7 days).
+every folder; the MX counts the same folders, 迷惑メール included (issue 20: quarantined
+mail counts against the quota), so both see one figure.
 
 :func:`render_config` writes the configuration both for the node's own Dovecot
 (:class:`NodeDovecot`, ``[imap] run_dovecot``) and for a Dovecot under its own service

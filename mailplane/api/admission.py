@@ -45,9 +45,12 @@ from mailplane.metrics import API_REFUSALS, API_REQUESTS_ACTIVE, API_REQUESTS_WA
 
 #: ``/v1`` paths that take a body from a caller without credentials (a sign-in form).
 #: Calls whose body *is* the credentials: the portal's sign-in (customer number and
-#: contract password, or address and POP password).  Their bodies are small and still
-#: bounded by ``api.max_body_bytes``; the sign-in itself is throttled like POP3.
-PUBLIC_BODY_PATHS: frozenset[str] = frozenset({"/v1/session"})
+#: contract password, or address and POP password) and the password recovery (customer
+#: number, then the mailed code).  Their bodies are small and still bounded by
+#: ``api.max_body_bytes``; the sign-in is throttled like POP3, the recovery per IP and
+#: per customer number (``api/throttle.py``).
+PUBLIC_BODY_PATHS: frozenset[str] = frozenset({"/v1/session", "/v1/recovery",
+                                               "/v1/recovery/verify"})
 API_PREFIX = "/v1/"
 _TICKET = "mailplane.unauthenticated_ticket"
 #: Seconds a refused client should wait: the limits are about requests in flight, which

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.admission import Admission, AdmissionMiddleware
+from mailplane.api.codes import Codes
 from mailplane.api.errors import (
     COMMON_ERROR_RESPONSES,
     EXTRA_ERROR_RESPONSES,
@@ -19,6 +20,7 @@ from mailplane.api.errors import (
 from mailplane.api.hashing import BoundedHashing
 from mailplane.api.idempotency import ReplayStore, replay_secret
 from mailplane.api.routes import (
+    account,
     address_filters,
     address_settings,
     address_status,
@@ -30,10 +32,13 @@ from mailplane.api.routes import (
     mta_sts,
     passwords,
     quarantine,
+    recovery,
     rules,
     session,
 )
 from mailplane.api.security_headers import SecurityHeadersMiddleware
+from mailplane.api.unicode_input import reject_invalid_unicode
+from mailplane.auth.account_codes import code_key
 from mailplane.auth.api_keys import KeyVerifier
 from mailplane.auth.login_guard import LoginGuard
 from mailplane.auth.portal_login import PortalLogin
@@ -64,6 +69,8 @@ def create_app(
         title="mailplane management API",
         version="1",
         description="Contracts, addresses and every per-address mail setting (SPEC §11).",
+        # Every JSON body's text is valid Unicode, or 422 (issue 20).
+        dependencies=[Depends(reject_invalid_unicode)],
     )
     check_catalogues()  # a missing Japanese catalogue stops start-up, not every answer
     app.state.engine = None
@@ -82,8 +89,11 @@ def create_app(
     app.state.key_verifier = KeyVerifier(hashing)
     app.state.replays = ReplayStore(replay_secret(settings),
                                     timedelta(hours=settings.api.idempotency_hours))
-    # Mailbox usage for the address table (SPEC §8), cached briefly per address.
-    app.state.maildir_usage = MaildirUsage(settings.maildir_root, ttl_seconds=30.0)
+    # One-time account codes are digested with a key of their own from the same secret.
+    app.state.codes = Codes(settings, code_key(replay_secret(settings)))
+    # Mailbox usage (inbox + quarantine) for the address table (SPEC §8), cached briefly.
+    app.state.maildir_usage = MaildirUsage(settings.maildir_root, settings.quarantine_root,
+                                           ttl_seconds=30.0)
     app.state.portal_login = PortalLogin(
         session_factory, hashing, LoginGuard.from_settings(settings, session_factory,
                                                            app.state.clock))
@@ -107,6 +117,10 @@ def create_app(
     app.include_router(session.router,
                        responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})
     app.include_router(session.password_router, responses=COMMON_ERROR_RESPONSES)
+    app.include_router(account.router,
+                       responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})
+    app.include_router(recovery.router,
+                       responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})
     app.include_router(client_setup.router, responses=COMMON_ERROR_RESPONSES)
     app.include_router(client_setup.discovery,
                        responses={**COMMON_ERROR_RESPONSES, **EXTRA_ERROR_RESPONSES})

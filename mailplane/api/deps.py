@@ -5,6 +5,11 @@ reaches only its own contract — anything else is a 404 that does not reveal wh
 contract or address exists.  A customer key with a ``mailbox`` scope (an address) reaches
 only that address, and only the operations the 004 function table gives a user-level
 account (its own row, password, forwarding, auto-reply).
+
+A suspended contract (003 Art.16, 20) is read-only to everyone but the operator: every
+write (any method but GET/HEAD/OPTIONS) under ``/v1/contracts/{cn}`` by a customer key, a
+portal session or the portal's key is refused with 403 ``contract_suspended``
+(:func:`writable_contract`), in the two dependencies every contract-scoped route uses.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.api.admission import Admission, authenticated
+from mailplane.api.changes import check_writable
 from mailplane.api.errors import ApiError, not_found
 from mailplane.api.web_session import session_principal
 from mailplane.auth.api_keys import KeyVerifier, Principal
@@ -153,6 +159,17 @@ def visible_contract(contract: _ContractT | None, principal: Principal) -> _Cont
     return contract
 
 
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def writable_contract(contract: Contract, principal: Principal, method: str) -> Contract:
+    """``contract``, unless this is a write to a contract that is not active by anyone but
+    the operator (SPEC §9a: operator only may change anything; :func:`check_writable`)."""
+    if method not in _READS:
+        check_writable(contract, principal)
+    return contract
+
+
 def contract_in_scope(session: Session, cn: str, principal: Principal) -> Contract:
     """The contract ``cn`` if ``principal`` may see it (see :func:`visible_contract`).
     Blocking."""
@@ -160,8 +177,10 @@ def contract_in_scope(session: Session, cn: str, principal: Principal) -> Contra
                             principal)
 
 
-def get_contract(cn: CustomerNumber, principal: PrincipalDep, session: SessionDep) -> Contract:
-    return contract_in_scope(session, cn, principal)
+def get_contract(request: Request, cn: CustomerNumber, principal: PrincipalDep,
+                 session: SessionDep) -> Contract:
+    return writable_contract(contract_in_scope(session, cn, principal), principal,
+                             request.method)
 
 
 ContractDep = Annotated[Contract, Depends(get_contract)]
@@ -182,6 +201,8 @@ class AddressScope:
     contract: Contract
     address: Address
     principal: Principal
+    #: The node's config, for the change notices of a write (:func:`record_change`).
+    settings: Settings
 
 
 def get_address_scope(
@@ -196,13 +217,17 @@ def get_address_scope(
 
     A write locks the address row until it commits (PostgreSQL ``FOR UPDATE``; SQLite has
     one writer at a time anyway), so two writes of one address's settings run one after
-    the other instead of interleaving their delete-then-insert of the same lists."""
-    contract = contract_in_scope(session, cn, principal)
+    the other instead of interleaving their delete-then-insert of the same lists.  A
+    write on a contract that is not active is the operator's alone (:func:`check_writable`)."""
+    write = request.method not in _READS
+    contract = writable_contract(contract_in_scope(session, cn, principal), principal,
+                                 request.method)
     row = addresses_repo.get_in_contract(session, contract_id=contract.id, address=address,
-                                         for_update=request.method not in ("GET", "HEAD"))
+                                         for_update=write)
     if row is None or (principal.address_id is not None and principal.address_id != row.id):
         raise not_found("address not found")
-    return AddressScope(contract=contract, address=row, principal=principal)
+    return AddressScope(contract=contract, address=row, principal=principal,
+                        settings=request.app.state.settings)
 
 
 AddressScopeDep = Annotated[AddressScope, Depends(get_address_scope)]

@@ -150,6 +150,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI could not decode a JSON body: bytes that are not UTF-8 are invalid
+            # text, refused like a lone surrogate (api/unicode_input.py).
+            return JSONResponse(error_body("invalid", translate(
+                Text("contains characters that are not valid Unicode text"),
+                request_language(request))), status_code=422)
         codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                  413: "too_large"}
         messages = {401: N_("sign-in required"), 403: N_("not allowed"), 404: N_("not found"),

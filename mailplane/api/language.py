@@ -17,8 +17,8 @@ from mailplane.i18n import negotiate
 
 #: The portal's session cookie (:mod:`mailplane.api.web_session`).
 SESSION_COOKIE = "mp_session"
-#: Calls only the portal makes (sign-in, sign-out).
-PORTAL_PATHS = ("/v1/session",)
+#: Calls only the portal makes (sign-in, sign-out, password recovery).
+PORTAL_PATHS = ("/v1/session", "/v1/recovery")
 
 
 def request_language(request: Request) -> str:

@@ -7,9 +7,17 @@ portal's own files, no inline script, no plugins, no ``<base>``, never framed
 (clickjacking) — plus ``nosniff`` and no ``Referer``.  API responses (which carry
 passwords and keys shown once) are never stored by a cache and never rendered as a page.
 The interactive docs at ``/docs`` load their script from a CDN and are left without a CSP.
+
+Redirects never take their host from the request (issue 20): Starlette builds the
+``Location`` of its slash redirects (``/portal`` → ``/portal/``) from the ``Host`` header,
+so ``Host: evil.example`` sent a browser — or a cache in front of us — to
+``http://evil.example/portal/``.  mailplane never redirects to another site, so every
+``Location`` leaves here relative (RFC 9110 §10.2.2 allows it), and never as ``//host``.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +40,19 @@ _BY_PREFIX: list[tuple[str, list[tuple[bytes, bytes]]]] = [
 ]
 
 
+def relative_location(value: bytes) -> bytes:
+    """``value`` as a path on this site: scheme and host dropped, and leading slashes or
+    backslashes folded into one, so the result can never name another host."""
+    text = value.decode("latin-1")
+    parts = urlsplit(text)
+    if not (parts.scheme or parts.netloc or text.startswith(("//", "/\\", "\\"))):
+        return value  # already relative: a path on this site
+    path = "/" + parts.path.lstrip("/\\")
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return (path + query + fragment).encode("latin-1")
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -48,9 +69,10 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *(h for h in extra if h[0] not in present)]
+                headers = [(name, relative_location(value) if name.lower() == b"location"
+                            else value) for name, value in message.get("headers", [])]
+                present = {name.lower() for name, _ in headers}
+                message["headers"] = [*headers, *(h for h in extra if h[0] not in present)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from mailplane.api.schemas.addresses import (
@@ -14,9 +14,10 @@ from mailplane.api.schemas.addresses import (
     ReadingChar,
     SpamSummary,
 )
-from mailplane.api.schemas.contracts import ContractOut, Quota
+from mailplane.api.schemas.contracts import Charges, ContractOut, Quota, Termination
 from mailplane.auth.passwords import reading_of, reading_text
 from mailplane.clock import as_utc
+from mailplane.config.settings import Settings
 from mailplane.filters.overseas_window import window_open
 from mailplane.policy.model import effective_status
 from mailplane.storage.addresses_repo import AddressSummary
@@ -72,13 +73,54 @@ def quota(contract: Contract | ContractSlots, used: int) -> Quota:
     )
 
 
-def contract_out(contract: Contract, used: int) -> ContractOut:
+def charges(contract: Contract | ContractSlots, used: int, charge_yen: int) -> Charges:
+    """SPEC §9a: the monthly charge of the paid slots held now, and what one more address
+    would add — shown before the customer confirms a registration."""
+    contracted = contract.included_addresses + contract.extra_slots
+    return Charges(extra_monthly_yen=charge_yen,
+                   monthly_total_yen=contract.extra_slots * charge_yen,
+                   next_address_yen=0 if used < contracted else charge_yen)
+
+
+def charge_notes(charge_yen: int, extra_slots: int) -> tuple[tuple[str, str], ...]:
+    """The lines the registration notice of a paid address adds (004 L474-485)."""
+    return (
+        (f"追加料金: 月額{charge_yen:,}円(税込)。購入月の翌月からご請求します (日割りなし)",
+         f"Additional charge: {charge_yen:,} yen a month (tax included), billed from the"
+         " month after the purchase (no proration)"),
+        (f"追加メールアドレスの月額合計: {extra_slots * charge_yen:,}円 ({extra_slots}個)",
+         f"Additional addresses in total: {extra_slots * charge_yen:,} yen a month"
+         f" ({extra_slots})"),
+    )
+
+
+def termination(contract: Contract, settings: Settings) -> Termination | None:
+    """The 解約 of ``contract``, requested or done, or None."""
+    if contract.terminated_at is not None:
+        ended = as_utc(contract.terminated_at)
+        return Termination(
+            terminated_at=ended,
+            purge_at=ended + timedelta(days=settings.account.terminated_data_days))
+    if contract.termination_effective_at is None:
+        return None
+    effective = as_utc(contract.termination_effective_at)
+    return Termination(
+        requested_at=as_utc(contract.termination_requested_at)
+        if contract.termination_requested_at else None,
+        last_day=local_date(effective - timedelta(seconds=1), settings.tz),
+        effective_at=effective)
+
+
+def contract_out(contract: Contract, used: int, settings: Settings | None = None) -> ContractOut:
     return ContractOut(
         customer_number=contract.customer_number,
         contact_email=contract.contact_email,
         status=contract.status,
         created_at=as_utc(contract.created_at),
         quota=quota(contract, used),
+        charges=charges(contract, used, settings.addresses.extra_monthly_charge_yen)
+        if settings else None,
+        termination=termination(contract, settings) if settings else None,
     )
 
 

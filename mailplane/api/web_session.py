@@ -8,6 +8,16 @@ token", OWASP CSRF cheat sheet): the page gets it from ``GET /v1/session`` — r
 by same-origin script — while a forged cross-site request can send the cookie but cannot
 know the token.  Nothing about it is stored, so it cannot leak from the database.
 
+A session lives only as long as what it signed in with (issue 20): it carries a stamp of
+the password hash it signed in with — the contract's for a contract holder, the address's
+for a mailbox user (:func:`~mailplane.auth.portal_login.credential_stamp`).  Every request
+reads the session with the current hashes and status in one statement, so a password
+changed or reissued by the portal, the API or the CLI, or a suspended contract or address,
+ends it at its next request on every node — no cache anywhere.  The session that changed
+its own password is restamped (:func:`keep_own_session`).  The holder of a suspended
+contract may sign in again and look; every change is refused
+(:func:`mailplane.api.deps.writable_contract`).
+
 A session is a :class:`~mailplane.auth.api_keys.Principal` like a customer bearer key
 (role ``customer``, its contract, and the address for a mailbox user), so the scope rules
 of :mod:`mailplane.api.deps` stay one set.  Bearer-key requests need no CSRF token: a
@@ -30,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane.api.errors import ApiError
 from mailplane.api.language import SESSION_COOKIE
 from mailplane.auth.api_keys import Principal
+from mailplane.auth.portal_login import credential_stamp
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.storage import web_sessions_repo
@@ -75,6 +86,18 @@ def idle_limit(settings: Settings) -> timedelta:
     return timedelta(minutes=settings.portal.session_idle_minutes)
 
 
+def still_valid(row: SessionRow) -> bool:
+    """The password the session signed in with — the contract's for a contract holder,
+    the address's for a mailbox user — is still the stored one; a contract holder's
+    contract is in the state it was in at sign-in (suspended or resumed since: ended); a
+    mailbox user's address and contract are active."""
+    if row.address_id is None:
+        return row.contract_stamp == credential_stamp(row.contract_password_hash,
+                                                      active=row.contract_active)
+    return row.contract_active and row.address_active and row.address_stamp == \
+        credential_stamp(row.address_password_hash)
+
+
 def _load(factory: sessionmaker[Session], token: str, now: datetime,
           idle: timedelta) -> SessionRow | None:
     """The live session for ``token``; an expired one is deleted and reported.  Blocking."""
@@ -82,7 +105,7 @@ def _load(factory: sessionmaker[Session], token: str, now: datetime,
         row = web_sessions_repo.get(session, id_hash=id_hash(token))
         if row is None:
             return None
-        if now >= row.expires_at or now - row.last_seen_at >= idle:
+        if now >= row.expires_at or now - row.last_seen_at >= idle or not still_valid(row):
             web_sessions_repo.end(session, id_hash=row.id_hash)
             session.commit()
             raise SessionExpired
@@ -133,7 +156,22 @@ async def session_principal(request: Request) -> Principal | None:
     if live is None:
         return None
     check_csrf(request, live)
+    request.state.portal_session = live
     return live.principal
+
+
+def keep_own_session(request: Request, session: Session, *, old_hash: str | None,
+                     new_hash: str) -> None:
+    """After a password change in ``session``'s transaction (``old_hash`` → ``new_hash``):
+    if the request came from a portal session signed in under the old hash, stamp it
+    with the new one, so whoever changed the password stays signed in while every other
+    session under that password ends.  Blocking."""
+    live: LiveSession | None = getattr(request.state, "portal_session", None)
+    if live is None:
+        return
+    web_sessions_repo.restamp(session, id_hash=live.row.id_hash,
+                              old_stamp=credential_stamp(old_hash),
+                              new_stamp=credential_stamp(new_hash))
 
 
 def set_cookie(response: Response, request: Request, token: str, settings: Settings) -> None:

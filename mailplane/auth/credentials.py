@@ -6,8 +6,11 @@ hash is read from the database at each login — in a thread, like the argon2 ve
 so a password change or a suspension takes effect at once on every node.
 
 Every attempt goes through the :class:`~mailplane.auth.login_guard.LoginGuard`: counted
-before the password is checked, refused unchecked when its IP is over its budget (or
-when the account is locked and this IP has failed too).
+before the password is checked, refused unchecked when its client or IP is over its budget
+(or when the account is locked and this client has failed it too), and answered "wrong"
+unchecked when the client already failed with this very password (a mail program with an
+old password, polling).  User names are read as people type them: full-width letters and
+digits are the ASCII ones (NFKC, :func:`login_name`), so ``ｔａｒｏ＠…`` is no failure.
 
 Unknown users cost the same as known ones: the password is verified against a dummy hash and
 the same failure is returned, so neither the reply nor its timing tells whether an account
@@ -19,14 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailplane.auth.login_guard import LoginGuard
+from mailplane import metrics
+from mailplane.auth.login_guard import MAIL, Budget, LoginGuard
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.storage import credentials_repo
 from mailplane.storage.credentials_repo import Credential
@@ -38,6 +43,13 @@ MAX_USERNAME_LENGTH = 320
 #: Control characters never appear in a POP account or an address; PostgreSQL refuses a
 #: NUL in text outright, so they must not reach a query or a counter key as typed.
 _CONTROLS = {code: "?" for code in (*range(0x20), 0x7F)}
+
+
+def login_name(typed: str) -> str:
+    """A user name or customer number as the person meant it: NFKC turns full-width
+    letters, digits, ``＠`` and ``．`` (an IME left on) into ASCII, and surrounding spaces
+    go.  Every name mailplane issues is ASCII, so no two accounts can meet here."""
+    return unicodedata.normalize("NFKC", typed).strip()
 
 
 class AuthOutcome(Enum):
@@ -59,6 +71,9 @@ class AuthResult:
     address_id: int | None = None
     pop_account: str | None = None
     locked_until: datetime | None = None
+    #: The stored hash the password was verified against (a portal session is stamped
+    #: with it: :func:`mailplane.auth.portal_login.credential_stamp`).
+    password_hash: str | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -73,16 +88,19 @@ class Authenticator:
         session_factory: sessionmaker[Session],
         hashing: PasswordHashing,
         guard: LoginGuard,
+        *,
+        budget: Budget = MAIL,
     ) -> None:
         self._session_factory = session_factory
         self._hashing = hashing
         self._guard = guard
+        self._budget = budget
 
     async def authenticate(
         self, username: str, password: str, *, peer_ip: str, listener: str
     ) -> AuthResult:
         """Check one login attempt; failures are delayed by the guard before returning."""
-        username = username.strip()
+        username = login_name(username)
         try:
             credential = await asyncio.to_thread(self._lookup, username)
         except SQLAlchemyError as exc:
@@ -92,17 +110,26 @@ class Authenticator:
         # account whichever name they used: both lock the same way, so locking leaks nothing.
         account = credential.pop_account if credential else (
             username[:MAX_USERNAME_LENGTH].translate(_CONTROLS))
+        hashed = credential.password_hash if credential else None
+        digest = self._guard.password_digest(account=account, stored_hash=hashed,
+                                             password=password)
         try:
-            attempt = await self._guard.begin(peer_ip=peer_ip, account=account)
+            attempt = await self._guard.begin(peer_ip=peer_ip, account=account, digest=digest,
+                                              budget=self._budget)
         except SQLAlchemyError as exc:
             log.error("%s login: guard unavailable: %s", listener, type(exc).__name__)
             return AuthResult(AuthOutcome.UNAVAILABLE)
+        if attempt.repeated:
+            log.info("%s login failed again with the same password: peer %s", listener,
+                     peer_ip)
+            await self._guard.refused(attempt)
+            return AuthResult(AuthOutcome.BAD_CREDENTIALS)
         if not attempt.allowed:
             log.info("%s login refused while locked: peer %s", listener, peer_ip)
+            metrics.LIMIT_REFUSALS.labels(listener, attempt.refusal or "login").inc()
             await self._guard.refused(attempt)
             return AuthResult(AuthOutcome.LOCKED, locked_until=attempt.locked_until)
 
-        hashed = credential.password_hash if credential else None
         try:
             try:
                 matches = await asyncio.to_thread(self._hashing.verify_or_spend, hashed, password)
@@ -127,6 +154,7 @@ class Authenticator:
             address=credential.address,
             address_id=credential.address_id,
             pop_account=credential.pop_account,
+            password_hash=credential.password_hash,
         )
 
     def _lookup(self, username: str) -> Credential | None:

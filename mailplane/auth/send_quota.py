@@ -11,13 +11,17 @@ share of this hour)``.  If any quota would be exceeded the transaction is rolled
 later).  A charged message whose delivery then fails is refunded.
 
 Limits of 0 are off; per-IP quotas skip ``security.limit_exempt_networks``.
+
+The counting itself (:class:`HourlyQuotas`, :func:`charge_in`) serves every hourly limit of
+the platform: forwards to remote destinations, bounces relayed through SRS addresses and
+DSNs per recipient count in the same table with keys of their own (issue 20).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,11 +65,96 @@ class QuotaExceeded(Exception):
         self.estimate = estimate
 
 
+def window_at(timestamp: float) -> tuple[int, float]:
+    """The hour ``timestamp`` falls in (its start, epoch seconds) and the weight of the
+    previous hour in the sliding estimate."""
+    return rate_counter_repo.window_of(timestamp, WINDOW_SECONDS)
+
+
+def charge_in(session: Session, quotas: Sequence[Quota], *, start: int,
+              weight: float) -> QuotaExceeded | None:
+    """Charge ``quotas`` inside the caller's transaction (its first statements, so SQLite
+    holds the write lock before reading); if one would pass its limit, take the charge
+    back and return why — the caller's other writes stay.  Every node adds to the same
+    rows, so the counts are exact across nodes."""
+    current = {q.key: rate_counter_repo.add(session, key=q.key, window_start=start,
+                                            amount=q.amount)
+               for q in quotas}
+    previous = rate_counter_repo.counts(session, keys=[q.key for q in quotas],
+                                        window_start=start - WINDOW_SECONDS)
+    for quota in quotas:
+        estimate = current[quota.key] + int(previous.get(quota.key, 0) * weight)
+        if estimate > quota.limit:
+            for charged in quotas:
+                rate_counter_repo.subtract(session, key=charged.key, window_start=start,
+                                           amount=charged.amount)
+            return QuotaExceeded(quota, estimate)
+    return None
+
+
+class HourlyQuotas:
+    """Hourly quotas (sliding) of any kind, kept in ``rate_counters``: the submission
+    quotas below, forwards to remote destinations, bounces relayed through SRS addresses
+    and DSNs per recipient (issue 20) all count here, each with keys of its own."""
+
+    def __init__(self, session_factory: sessionmaker[Session], clock: Clock) -> None:
+        self._session_factory = session_factory
+        self._clock = clock
+
+    def window(self) -> tuple[int, float]:
+        return window_at(self._clock.now().timestamp())
+
+    async def charge(self, quotas: Sequence[Quota]) -> Charge:
+        """Charge in a transaction of its own; :class:`QuotaExceeded` (and nothing
+        charged) if a quota would be passed."""
+        quotas = tuple(q for q in quotas if q.limit > 0)
+        start, weight = self.window()
+
+        def write() -> Charge:
+            with self._session_factory() as session, session.begin():
+                exceeded = charge_in(session, quotas, start=start, weight=weight)
+                if exceeded is not None:
+                    raise exceeded  # rolls back
+            return Charge(start, quotas)
+
+        return await asyncio.to_thread(write)
+
+    async def refund(self, charge: Charge) -> None:
+        """Give back a charge whose message was not stored after all."""
+
+        def write() -> None:
+            with self._session_factory() as session, session.begin():
+                for quota in charge.quotas:
+                    rate_counter_repo.subtract(session, key=quota.key,
+                                               window_start=charge.window_start,
+                                               amount=quota.amount)
+
+        await asyncio.to_thread(write)
+
+    async def exhausted(self, quotas: Sequence[Quota]) -> Quota | None:
+        """A quota that charging ``quotas`` would pass (read only)."""
+        quotas = tuple(q for q in quotas if q.limit > 0)
+        start, weight = self.window()
+
+        def read() -> Quota | None:
+            with self._session_factory() as session:
+                keys = [q.key for q in quotas]
+                current = rate_counter_repo.counts(session, keys=keys, window_start=start)
+                previous = rate_counter_repo.counts(session, keys=keys,
+                                                    window_start=start - WINDOW_SECONDS)
+            for quota in quotas:
+                estimate = current.get(quota.key, 0) + int(previous.get(quota.key, 0) * weight)
+                if estimate + quota.amount > quota.limit:
+                    return quota
+            return None
+
+        return await asyncio.to_thread(read) if quotas else None
+
+
 class SendQuota:
     def __init__(self, session_factory: sessionmaker[Session], clock: Clock,
                  config: SubmissionConfig, *, exempt_networks: Iterable[str] = ()) -> None:
-        self._session_factory = session_factory
-        self._clock = clock
+        self._hourly = HourlyQuotas(session_factory, clock)
         self._config = config
         self._exempt = parse_networks(exempt_networks)
 
@@ -88,33 +177,12 @@ class SendQuota:
             ]
         return tuple(q for q in found if q.limit > 0)
 
-    def _window(self) -> tuple[int, float]:
-        """The current hour's start (epoch seconds) and the weight of the previous hour."""
-        now = self._clock.now().timestamp()
-        start = int(now // WINDOW_SECONDS) * WINDOW_SECONDS
-        return start, 1.0 - (now - start) / WINDOW_SECONDS
-
     async def charge(self, *, account: str, peer_ip: str, recipients: int) -> Charge:
         """Charge one message; :class:`QuotaExceeded` (and nothing charged) if it would
         pass a quota."""
         quotas = self.quotas(account=account, peer_ip=peer_ip, recipients=recipients)
-        start, weight = self._window()
-
-        def write() -> Charge:
-            with self._session_factory() as session, session.begin():
-                current = {q.key: rate_counter_repo.add(session, key=q.key,
-                                                        window_start=start, amount=q.amount)
-                           for q in quotas}
-                previous = rate_counter_repo.counts(session, keys=[q.key for q in quotas],
-                                                    window_start=start - WINDOW_SECONDS)
-                for quota in quotas:
-                    estimate = current[quota.key] + int(previous.get(quota.key, 0) * weight)
-                    if estimate > quota.limit:
-                        raise QuotaExceeded(quota, estimate)  # rolls the charge back
-            return Charge(start, quotas)
-
         try:
-            return await asyncio.to_thread(write)
+            return await self._hourly.charge(quotas)
         except QuotaExceeded as exc:
             metrics.LIMIT_REFUSALS.labels(LISTENER, exc.quota.name).inc()
             _throttled.warning((exc.quota.name, account), "submission: %s from %s over %s; "
@@ -123,35 +191,13 @@ class SendQuota:
 
     async def refund(self, charge: Charge) -> None:
         """Give back a charge whose message was not stored after all."""
-
-        def write() -> None:
-            with self._session_factory() as session, session.begin():
-                for quota in charge.quotas:
-                    rate_counter_repo.subtract(session, key=quota.key,
-                                               window_start=charge.window_start,
-                                               amount=quota.amount)
-
-        await asyncio.to_thread(write)
+        await self._hourly.refund(charge)
 
     async def exhausted(self, *, account: str, peer_ip: str) -> Quota | None:
         """A quota that one more one-recipient message would pass (read only: asked at
         MAIL FROM, so a client over its quota does not upload the message first)."""
-        quotas = self.quotas(account=account, peer_ip=peer_ip, recipients=1)
-        start, weight = self._window()
-
-        def read() -> Quota | None:
-            with self._session_factory() as session:
-                keys = [q.key for q in quotas]
-                current = rate_counter_repo.counts(session, keys=keys, window_start=start)
-                previous = rate_counter_repo.counts(session, keys=keys,
-                                                    window_start=start - WINDOW_SECONDS)
-            for quota in quotas:
-                estimate = current.get(quota.key, 0) + int(previous.get(quota.key, 0) * weight)
-                if estimate + quota.amount > quota.limit:
-                    return quota
-            return None
-
-        found = await asyncio.to_thread(read)
+        found = await self._hourly.exhausted(
+            self.quotas(account=account, peer_ip=peer_ip, recipients=1))
         if found is not None:
             metrics.LIMIT_REFUSALS.labels(LISTENER, found.name).inc()
             _throttled.warning((found.name, account), "submission: %s from %s over %s at "
@@ -160,7 +206,8 @@ class SendQuota:
 
 
 def purge_counters(session_factory: sessionmaker[Session], clock: Clock) -> int:
-    """Delete hours older than the previous one (blocking; the housekeeping job)."""
-    start = int(clock.now().timestamp() // WINDOW_SECONDS) * WINDOW_SECONDS
+    """Delete every rate counter window older than the previous one of its length — the
+    hours of these quotas and the minutes and days of the auto-reply caps (blocking; the
+    housekeeping job)."""
     with session_factory() as session, session.begin():
-        return rate_counter_repo.purge_before(session, window_start=start - WINDOW_SECONDS)
+        return rate_counter_repo.purge_expired(session, now=clock.now().timestamp())

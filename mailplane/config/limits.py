@@ -27,9 +27,9 @@ class _Fields(BaseModel):
 
 
 class ListenerLimits(_Fields):
-    """Connections of one listener (per process: ``mx.workers`` processes each have their
-    own), like Postfix's process limit and anvil's ``smtpd_client_connection_count_limit``
-    and ``smtpd_client_connection_rate_limit``."""
+    """Connections of one listener, for the whole node (the ``mx.workers`` MX processes
+    share one count, mailplane/net/anvil.py), like Postfix's process limit and anvil's
+    ``smtpd_client_connection_count_limit`` and ``smtpd_client_connection_rate_limit``."""
 
     #: Sessions at once on this listener; one more is answered at once and closed.
     max_connections: int = Field(default=1000, ge=1)
@@ -54,12 +54,16 @@ class SmtpErrorLimits(_Fields):
     ``soft_error_limit`` 4xx/5xx replies each further error reply waits
     ``error_sleep_seconds`` times the errors above the soft limit (capped by
     ``max_error_sleep_seconds``); at ``hard_error_limit`` the session gets ``421 4.7.0``
-    and is closed.  A delivered message resets the count."""
+    and is closed.  A delivered message resets the count.  RCPTs past the per-message
+    recipient limit are answered ``452 4.5.3`` and, up to ``recipient_overshoot_limit`` of
+    them in a session, do not count (Postfix's ``smtpd_recipient_overshoot_limit``): a
+    client with 1,000 recipients gets the first 100 delivered, then sends the rest."""
 
     error_sleep_seconds: float = Field(default=1.0, ge=0)
     max_error_sleep_seconds: float = Field(default=10.0, ge=0)
     soft_error_limit: int = Field(default=10, ge=0)
     hard_error_limit: int = Field(default=20, ge=1)
+    recipient_overshoot_limit: int = Field(default=1000, ge=0)
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> SmtpErrorLimits:
@@ -79,9 +83,10 @@ def check_networks(value: list[str]) -> list[str]:
 
 
 class LimitExemptions(_Fields):
-    """Networks whose clients the per-IP connection limits and the per-IP submission
-    quotas do not apply to (the ISP's own webmail or relay hosts).  Login failure
-    counting and per-account quotas still apply."""
+    """Networks whose clients the per-IP connection limits, the per-IP submission quotas
+    and the login guard's per-IP lock do not apply to (the ISP's own webmail or relay
+    hosts, which sign every customer in from one address).  Login failures per account
+    and per (account, client), and per-account quotas, still apply."""
 
     limit_exempt_networks: list[str] = Field(default_factory=list)
 

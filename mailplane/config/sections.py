@@ -6,6 +6,7 @@ because it is a table of declarations: one class per section, nothing to follow.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Literal
 
@@ -68,6 +69,9 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     host: str = "127.0.0.1"
     port: int = Field(default=2525, ge=0, le=65535)
     hostname: str = "mx.mailplane.test"
+    #: Offer STARTTLS (RFC 3207) with the ``[tls]`` certificate, TLS 1.2 or newer (SPEC
+    #: §8b: the big receivers and senders expect it; mail in clear is readable on the way).
+    starttls: bool = True
     #: RFC 5321 §4.5.3.1.7: the server states its limit; larger mail gets 552.
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=100, ge=1)
@@ -79,7 +83,9 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     max_mime_parts: int = Field(default=2000, ge=1, le=MIME_PARTS_CEILING)
     #: Seconds between polls of the policy revision (DESIGN "Keeping the SMTP path fast").
     policy_refresh_seconds: float = Field(default=2.0, gt=0)
-    workers: int = Field(default=1, ge=1, le=64)
+    #: MX processes of the node, sharing the port (``SO_REUSEPORT``) and the connection
+    #: limits (counted for the node, mailplane/net/anvil.py); default one per CPU.
+    workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 64), ge=1, le=64)
     #: How accepted mail is made durable before the 250 (SPEC §8): "fsync" every file and
     #: directory, "syncfs" once per filesystem per batch (Linux >= 5.8), or "auto" (syncfs
     #: where supported).  See mailplane/mailstore/durability.py and docs/operations.md.
@@ -87,7 +93,8 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     #: A bare LF in DATA (old senders, scripts): "normalize" accepts it as a line end and
     #: stores CRLF, like Postfix 3.9's default ``smtpd_forbid_bare_newline = normalize``
     #: (DATA still ends only at <CRLF>.<CRLF>); "reject" refuses the message with 550.
-    #: A bare CR is always refused.  Submission is always strict.
+    #: A bare CR is always refused.  Applies to submission too (SPEC §8a: scanners, NAS
+    #: boxes and cron send bare LF through submission as much as to the MX).
     bare_newline: Literal["normalize", "reject"] = "normalize"
 
 
@@ -373,8 +380,17 @@ class MtaStsConfig(_Section):
 
 
 class TlsConfig(_Section):
+    """The node's certificate for the MX (STARTTLS), submission and POP3: PEM chain and
+    key; both empty = a self-signed pair generated once into ``{state_dir}/tls/``."""
+
     cert_file: str = ""
     key_file: str = ""
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("set both cert_file and key_file, or neither (self-signed)")
+        return self
 
 
 class AddressConfig(_Section):
@@ -386,6 +402,10 @@ class AddressConfig(_Section):
     deleted_cooloff_days: int = Field(default=180, ge=0)
     default_quota_bytes: int = Field(default=1024**3, ge=1024)
     max_quota_bytes: int = Field(default=10 * 1024**3, ge=1024)
+    #: Dovecot's ``quota_grace``: a mailbox (inbox + quarantine) still under its quota
+    #: takes a message that ends at most this share of the quota over it; anything
+    #: larger gets ``452 4.2.2`` (SPEC §8; rules/quota.py, docs/security.md).
+    quota_grace_percent: int = Field(default=10, ge=0, le=100)
     max_list_entries: int = Field(default=200, ge=1)
     max_entry_length: int = Field(default=255, ge=1)
     reissue_password_length: int = Field(default=10, ge=10, le=32)
@@ -398,6 +418,34 @@ class AddressConfig(_Section):
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from exc
         return value
+
+
+class AccountConfig(_Section):
+    """The customer's account around the settings (SPEC §9a; 000 L60-L200, 003 Art.16-20):
+    one-time codes for password recovery and a contact address change, their abuse limits,
+    and the end of a contract (docs/security.md "Account recovery")."""
+
+    #: A code mailed to the contact address (recovery) or to a new contact address lives
+    #: this long, and may be tried this many times before it is void.
+    code_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    code_max_attempts: int = Field(default=5, ge=1, le=20)
+    #: Recovery codes for one customer number per hour (counted for numbers that do not
+    #: exist too, so the limit reveals nothing), and contact-change codes per contract.
+    codes_per_account_per_hour: int = Field(default=3, ge=1)
+    #: Recovery requests and code checks from one client IP per hour (IPv6: its /64);
+    #: more get 429 + Retry-After.  Generous for a household or an office behind one NAT.
+    recovery_requests_per_ip_per_hour: int = Field(default=20, ge=1)
+    code_checks_per_ip_per_hour: int = Field(default=60, ge=1)
+    #: Code checks for one customer number per hour, whatever the IP (a distributed
+    #: guesser gets no more tries by changing address).
+    code_checks_per_account_per_hour: int = Field(default=10, ge=1)
+    #: 003 Art.18: a customer's 解約 takes effect at the end of a month, requested at least
+    #: this many days before.
+    termination_notice_days: int = Field(default=10, ge=0, le=60)
+    #: A terminated contract's mail, settings and addresses are kept this long (the
+    #: operator may restore it meanwhile), then purged; the addresses stay retired for
+    #: ``addresses.deleted_cooloff_days`` from the termination.
+    terminated_data_days: int = Field(default=30, ge=0, le=3650)
 
 
 class VirusConfig(_Section):
@@ -457,12 +505,59 @@ class OutboundConfig(_Section):
     smarthost_password: SecretStr = SecretStr("")
     lifetime_hours: float = Field(default=120.0, gt=0)
     max_backoff_seconds: int = Field(default=3600, ge=1)
+    #: TCP connect to a remote host, its greeting, and each SMTP reply (Postfix's
+    #: smtp_connect_timeout is 30 s; its greeting and command timeouts are 300 s).
     connect_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: One DNS lookup (MX, A or AAAA), retries included: the C resolver's 5 s x 2 tries
+    #: that Postfix uses, where this was the 30 s connect timeout before issue 20.
+    dns_timeout_seconds: float = Field(default=10.0, gt=0)
+    # --- concurrency (issue 20; Postfix qmgr/smtp; docs/architecture.md "Outbound") ----
+    #: Remote delivery attempts in flight at once in one worker (Postfix's
+    #: default_process_limit is 100 smtp processes; here one event loop).
+    concurrency_limit: int = Field(default=20, ge=1)
+    #: Of those, at most this many to one destination — a recipient domain, or the
+    #: smarthost (Postfix's initial_destination_concurrency 5, which its feedback raises
+    #: towards default_destination_concurrency_limit 20): one hostile domain can hold
+    #: only these slots, never the whole queue.
+    destination_concurrency_limit: int = Field(default=5, ge=1)
+    #: Hosted (local) deliveries in flight at once: their own lane, never behind remote
+    #: attempts (Postfix's local/virtual transports have their own process limits).
+    local_concurrency_limit: int = Field(default=8, ge=1)
+    #: Jobs one worker holds claimed and not yet recorded (running or waiting for a
+    #: slot); it claims more only below this (Postfix's qmgr_message_active_limit).
+    active_job_limit: int = Field(default=500, ge=1)
+    #: MX addresses tried per delivery attempt, and MX hosts looked up for them
+    #: (Postfix's smtp_mx_address_limit, default 5).
+    mx_address_limit: int = Field(default=5, ge=1)
+    #: Connections that reached a host (TCP established) per attempt before giving up
+    #: (Postfix's smtp_mx_session_limit, default 2): a host that accepts and never
+    #: greets costs at most this many greeting timeouts.
+    mx_session_limit: int = Field(default=2, ge=1)
+    #: The whole of one attempt to one destination — DNS, connects, greetings and the
+    #: transaction — ends within this; a cut attempt is retried with backoff.
+    attempt_budget_seconds: float = Field(default=300.0, gt=0)
+    #: A destination where no host answered (DNS timeout, no connection, no greeting,
+    #: the budget used up) is "dead" for this long: its other jobs are deferred without
+    #: an attempt until then, never retried in a loop (Postfix's dead destination,
+    #: throttled for minimal_backoff_time = 300 s).  0 = off.
+    dead_destination_seconds: float = Field(default=300.0, ge=0)
+    #: On stop, attempts in flight get this long to finish; the rest are cut and their
+    #: jobs given back, due at once (a restart does not wait out a backoff).
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
     max_hops: int = Field(default=25, ge=1)
     #: SPEC §6 "mail not addressed to the address in To/Cc (optional)": no reply to Bcc.
     auto_reply_require_recipient_header: bool = True
     #: RFC 3834 §3.3: the null reverse-path by default; "address" sends from the address.
     auto_reply_envelope_sender: Literal["null", "address"] = "null"
+    #: RFC 3834 §2 (a responder must not be a tool for abuse; SPEC §6): replies one
+    #: address sends, whoever the senders, per minute (sliding) and per day, counted for
+    #: every node in ``rate_counters``.  Over a cap the mail is delivered without a reply
+    #: (``mailplane_auto_replies_total{outcome="capped_*"}``).  0 = no cap.
+    auto_reply_max_per_minute: int = Field(default=10, ge=0)
+    auto_reply_max_per_day: int = Field(default=200, ge=0)
+    #: DSNs one recipient (the sender of the failed mail) gets per hour, every node
+    #: together; more failures are recorded but not reported (RFC 3464 backscatter).
+    dsn_per_recipient_per_hour: int = Field(default=30, ge=0)
     #: Where the worker resolves MX/A/AAAA: "" = the system resolver, else "host" or
     #: "host:port" of one nameserver (a split-horizon resolver, or a test's DNS stub).
     dns_nameserver: str = ""
@@ -491,6 +586,53 @@ class OutboundConfig(_Section):
         return parse_host_port(self.dns_nameserver, default_port=53)
 
 
+class AuthenticationConfig(_Section):
+    """SPEC §8b: SPF, DKIM, DMARC and ARC of inbound mail on the MX (mailplane/mailauth;
+    docs/architecture.md "Sender authentication")."""
+
+    #: Where the checks resolve: "" = ``[outbound] dns_nameserver`` (itself "" = the
+    #: system resolver); "host" or "host:port" of one caching resolver; "none" = no
+    #: lookups at all (the offline demo): results are ``none`` at once, the header says
+    #: authentication is off, and no rule reads that as a failure.
+    nameserver: str = ""
+    #: The longest the checks of one message may take: SPF from the first accepted RCPT,
+    #: DKIM/DMARC/ARC from the end of DATA.  Past it a check is ``temperror`` — the
+    #: message is never deferred for DNS.
+    time_budget_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: authserv-id of our Authentication-Results (RFC 8601 §2.5); "" = ``mx.hostname``.
+    #: Give every MX node of the platform the same one; incoming headers with it are
+    #: removed.
+    authserv_id: str = ""
+    #: DKIM signatures verified per message (RFC 6376 §6.1: a verifier may limit them).
+    max_dkim_signatures: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("nameserver")
+    @classmethod
+    def _nameserver(cls, value: str) -> str:
+        if value and value != "none":
+            host, _ = parse_host_port(value, default_port=53)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(f"{value!r}: the nameserver must be an IP address") from None
+        return value
+
+    @field_validator("authserv_id")
+    @classmethod
+    def _authserv_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", value):
+            raise ValueError(f"{value!r} is not a host name")
+        return value
+
+    def nameserver_address(self, outbound: OutboundConfig) -> tuple[str, int] | str | None:
+        """``(host, port)`` to ask, None for the system resolver, or ``"none"``."""
+        if self.nameserver == "none":
+            return "none"
+        if self.nameserver:
+            return parse_host_port(self.nameserver, default_port=53)
+        return outbound.nameserver()
+
+
 def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
     """``"127.0.0.1"``, ``"127.0.0.1:5353"`` or ``"[::1]:5353"`` → ``(host, port)``."""
     host, port_text = value, ""
@@ -508,29 +650,91 @@ def parse_host_port(value: str, *, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
+class ForwardingConfig(_Section):
+    """Forwarding at the border (SPEC §5, §8a; issue 20; docs/security.md "Relay,
+    amplification and backscatter")."""
+
+    #: Forwards to remote destinations per forwarding address per hour (sliding), shared
+    #: by every node: what submission allows one account (``submission.
+    #: account_messages_per_hour``).  Over it the forward is not queued and the message
+    #: stays in the inbox, whatever keep-copy says.  0 = no limit.
+    remote_messages_per_hour: int = Field(default=100, ge=0)
+    #: Remote recipients of those forwards per address per hour (a forward to 3 remote
+    #: destinations counts 3), like ``submission.account_recipients_per_hour``.
+    remote_recipients_per_hour: int = Field(default=300, ge=0)
+    #: Hosted addresses one message reaches through forwarding at most (Postfix
+    #: ``virtual_alias_expansion_limit``); past it, addresses keep their copy and forward
+    #: no further.
+    max_expansion: int = Field(default=100, ge=1, le=10_000)
+    #: Refuse a remote destination whose domain does not exist (NXDOMAIN, or a null MX,
+    #: RFC 7505) when it is saved, asking ``outbound.dns_nameserver`` (the resolver mail
+    #: is routed with).  When DNS cannot answer, the destination is accepted.
+    check_destination_domains: bool = True
+    #: Total time one check may take (all destinations at once); then it is accepted.
+    dns_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _a_full_forward_fits(self) -> ForwardingConfig:
+        """A message forwarded to every destination must fit an hour's quota."""
+        limit = self.remote_recipients_per_hour
+        if 0 < limit < 3:
+            raise ValueError("remote_recipients_per_hour must be 0 or at least 3 "
+                             "(the destinations of one address)")
+        return self
+
+
 class SrsConfig(_Section):
     secret: SecretStr = SecretStr("")
     domain: str = ""
     max_age_days: int = Field(default=21, ge=1)
+    #: Bounces relayed through one SRS address per hour (sliding, every node); more get
+    #: ``450 4.7.1`` at RCPT (issue 20: an SRS address is no relay).  0 = no limit.
+    returns_per_address_per_hour: int = Field(default=20, ge=0)
+    #: Bounces to SRS addresses accepted from one client IP per hour (IPv6: per /64).
+    returns_per_ip_per_hour: int = Field(default=100, ge=0)
+    #: Invalid SRS recipients (forged, expired, never emitted) one client IP may try per
+    #: hour in one MX process; past it each further one closes the session
+    #: (``421 4.7.0`` after the error tarpit's delay).
+    invalid_per_ip_per_hour: int = Field(default=20, ge=1)
 
 
 class SecurityConfig(LimitExemptions, _Section):
     """argon2id parameters (non-negotiable 6; tests may lower the cost) and the login
-    guard (auth/login_guard.py): failures per account and per IP."""
+    guard (auth/login_guard.py): failures per (account, client) pair, per account and
+    different accounts per client IP, each budget (mail protocols, portal) its own."""
 
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
-    #: Failures on one account (from any IP) that lock it against IPs with failures of
-    #: their own; a clean IP with the right password still logs in (SPEC §8a).
+    #: Different wrong passwords for one account from one client (IP, IPv6 /64) before
+    #: that client is locked out of that account; and failures on one account from all
+    #: clients together before it is locked for every client that has failed it — a
+    #: client that has not failed it still signs in (SPEC §8a).  The same old password
+    #: sent again counts once.
     login_max_failures: int = Field(default=5, ge=1)
-    #: Failed attempts from one client IP (any account) before that IP is locked out;
-    #: attempts are counted before the password is checked.
-    login_ip_max_failures: int = Field(default=10, ge=1)
-    #: The window failures are counted in, the account lock, and the first IP lock;
-    #: each further IP lock doubles, up to ``login_max_lock_seconds``.
+    #: Different accounts failing from one client IP before that IP is locked out of
+    #: every account (credential stuffing: no household fails on this many).  Attempts in
+    #: flight count until they end.  ``login_ip_max_failures`` is its name before 0014.
+    login_ip_max_accounts: int = Field(default=10, ge=1)
+    #: The window failures are counted in, the account lock, and the first lock of a
+    #: client or an IP; each further one doubles, up to ``login_max_lock_seconds``.
     login_lock_seconds: int = Field(default=900, ge=1)
     login_max_lock_seconds: int = Field(default=86400, ge=1)
     #: Growing delay after each failed login (doubles per failure, capped).
     login_base_delay_seconds: float = Field(default=0.5, ge=0)
     login_max_delay_seconds: float = Field(default=5.0, ge=0)
+    #: Keys the digests of remembered wrong passwords (HMAC-SHA256), so the database
+    #: alone never lets anyone test guesses against them.  Every node must use the same
+    #: value; empty = generated once into ``<state_dir>/login-guard.secret``.
+    login_secret: SecretStr = SecretStr("")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: object) -> object:
+        """``login_ip_max_failures`` (before 0014) still loads, as the new key, which
+        wins when both are given."""
+        if isinstance(data, dict) and "login_ip_max_failures" in data:
+            data = dict(data)
+            old = data.pop("login_ip_max_failures")
+            data.setdefault("login_ip_max_accounts", old)
+        return data

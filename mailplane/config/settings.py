@@ -35,9 +35,12 @@ from pydantic_settings import (
 )
 
 from mailplane.config.sections import (
+    AccountConfig,
     AddressConfig,
     ApiConfig,
+    AuthenticationConfig,
     DkimConfig,
+    ForwardingConfig,
     ImapConfig,
     MtaStsConfig,
     MxConfig,
@@ -98,12 +101,15 @@ class Settings(BaseSettings):
     portal: PortalConfig = Field(default_factory=PortalConfig)
     public: PublicConfig = Field(default_factory=PublicConfig)
     addresses: AddressConfig = Field(default_factory=AddressConfig)
+    account: AccountConfig = Field(default_factory=AccountConfig)
     virus: VirusConfig = Field(default_factory=VirusConfig)
     spam: SpamConfig = Field(default_factory=SpamConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     overseas: OverseasConfig = Field(default_factory=OverseasConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
     srs: SrsConfig = Field(default_factory=SrsConfig)
+    forwarding: ForwardingConfig = Field(default_factory=ForwardingConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     dkim: DkimConfig = Field(default_factory=DkimConfig)
     mta_sts: MtaStsConfig = Field(default_factory=MtaStsConfig)
@@ -185,7 +191,8 @@ class Settings(BaseSettings):
 
 #: SecretStr settings that may instead be read from a file named by ``..._FILE``.
 SECRET_KEYS = (("srs", "secret"), ("outbound", "smarthost_password"),
-               ("api", "replay_secret"), ("imap", "auth_secret"))
+               ("api", "replay_secret"), ("security", "login_secret"),
+               ("imap", "auth_secret"))
 
 
 class _EnvWithoutSecretFiles(EnvSettingsSource):

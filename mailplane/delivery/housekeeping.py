@@ -5,7 +5,8 @@ behind, removed at start and then every ``retention.purge_interval_seconds``.
   write and its rename (kill -9) leaves one; nothing else ever removes it.
 - Login failure counters that no longer matter (``login_failures`` grew by one row per
   guessed user name, for ever).
-- Hourly submission quota counters older than the previous hour.
+- Hourly quota counters older than the previous hour.
+- Records of SRS addresses emitted (``srs_forwards``) past their expiry.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mailplane.auth.send_quota import purge_counters
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mailstore.maildir import remove_tmp_orphans
+from mailplane.storage import srs_forward_repo
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class HousekeepingResult:
     tmp_orphans: int
     login_counters: int
     quota_counters: int
+    srs_records: int = 0
 
 
 def housekeeping(settings: Settings, session_factory: sessionmaker[Session],
@@ -44,6 +47,12 @@ def housekeeping(settings: Settings, session_factory: sessionmaker[Session],
         tmp_orphans=orphans,
         login_counters=purge_login_counters(settings, session_factory, clock),
         quota_counters=purge_counters(session_factory, clock),
+        srs_records=_purge_srs_records(session_factory, clock),
     )
     log.info("housekeeping: %s", result)
     return result
+
+
+def _purge_srs_records(session_factory: sessionmaker[Session], clock: Clock) -> int:
+    with session_factory() as session, session.begin():
+        return srs_forward_repo.purge_expired(session, now=clock.now())

@@ -3,9 +3,14 @@
 Pure apart from CPU: for each recipient it runs the pipeline
 (:func:`mailplane.filters.pipeline.decide`) and turns the decision into writes — the inbox
 copy with its trace headers and ``[spam]`` tag, or the quarantine copy, or the virus
-report in place of the message — plus the jobs that go with it: forwards (keep-copy OFF
-drops the inbox copy only when a forward is really queued; SRS only for destinations off
-the platform) and the auto-reply with its 24 h ledger claim.
+report in place of the message — plus the jobs that go with it: forwards and the
+auto-reply from :mod:`~mailplane.filters.auto_reply_gate` with its claim; each job names
+the recipient whose rule queued it (``origin``).  Forwards to hosted addresses are not
+jobs: the addresses they reach are planned in the same plan through their own pipelines,
+once each (:class:`~mailplane.filters.forwarding.Expansion`, issue 20); only remote
+destinations (SRS-rewritten) and hosted ones the node does not know yet become jobs.
+Keep-copy OFF drops an inbox copy only when the message really goes on from there
+(:func:`~mailplane.filters.forwarding.kept_copies`).
 :class:`~mailplane.delivery.local.LocalDelivery` persists the plan.
 
 One recipient's *optional* step — its auto-reply or its forward — that cannot be built
@@ -19,17 +24,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from mailplane import metrics
 from mailplane.config.settings import Settings
-from mailplane.delivery.jobs import PendingJob
-from mailplane.delivery.plan import DeliveryPlan, InboxWrite, QuarantineWrite
-from mailplane.filters.auto_reply import RecentReplies, ReplyClaim, build_reply, reply_subject
-from mailplane.filters.base import RecipientDecision, ScanResults
+from mailplane.delivery.jobs import HELD_COPY, PendingJob
+from mailplane.delivery.plan import DeliveryPlan, InboxWrite, QuarantineWrite, RemoteForward
+from mailplane.filters.auto_reply_gate import AutoReplyGate
+from mailplane.filters.base import ScanResults
 from mailplane.filters.forwarding import (
+    NO_FORWARD,
+    Expansion,
+    ForwardEffects,
     ForwardPlan,
-    plan_forward,
+    GraphNode,
+    HostedCopy,
+    forward_effects,
+    kept_copies,
     return_to_sender,
+    sender_may_get_bounces,
     split_hosted,
 )
 from mailplane.filters.pipeline import PipelineOptions, decide
@@ -45,8 +58,13 @@ log = logging.getLogger(__name__)
 _throttled = ThrottledLog(log)
 
 Recipients = Sequence[tuple[str, AddressPolicy]]
+#: Whether a copy of ``size`` bytes fits an address's mailbox now (expanded addresses).
+Room = Callable[[AddressPolicy, int], bool]
 #: Longest subject / sender text kept in a quarantine index row.
 INDEX_TEXT_CHARS = 500
+#: The ``with`` of the Received line of a copy delivered on the platform by forwarding
+#: (RFC 5321 §4.4 Attdl-Protocol), like the queue's local transport.
+LOCAL_PROTOCOL = "LOCAL"
 
 
 def _job(kind: str, forward: ForwardPlan) -> PendingJob:
@@ -54,25 +72,59 @@ def _job(kind: str, forward: ForwardPlan) -> PendingJob:
                       message=forward.message)
 
 
+@dataclass(slots=True)
+class _Node:
+    """One address the message reaches: a recipient of the transaction, or a hosted
+    address reached by forwarding (``ctx`` is then the forwarder's copy)."""
+
+    address: str
+    policy: AddressPolicy
+    ctx: MessageContext
+    scan: ScanResults
+    protocol: str
+    expanded: bool = False
+    inbox: InboxWrite | None = None
+    #: An expanded copy with no room in its mailbox now: queued, stored when room is made.
+    no_room: bool = False
+    effects: ForwardEffects = NO_FORWARD
+
+
 class DeliveryPlanner:
-    def __init__(self, settings: Settings, srs: Srs, recent_replies: RecentReplies,
-                 hosted: Callable[[str], bool]) -> None:
+    def __init__(self, settings: Settings, srs: Srs, auto_replies: AutoReplyGate,
+                 hosted: Callable[[str], bool],
+                 lookup: Callable[[str], AddressPolicy | None] | None = None) -> None:
         """``hosted(address)``: whether an address is in a hosted domain, i.e. delivered by
-        the queue's local transport (no SRS for it)."""
+        the queue's local transport (no SRS for it); ``lookup``: the node's policy
+        snapshot, through which forwards to hosted addresses are expanded at once."""
         self.settings = settings
         self.srs = srs
-        self.recent_replies = recent_replies
+        self.auto_replies = auto_replies
         self.hosted = hosted
+        self.lookup = lookup or (lambda _address: None)
         self.options = PipelineOptions(
             auto_reply_require_recipient_header=(
                 settings.outbound.auto_reply_require_recipient_header))
 
     def plan(self, ctx: MessageContext, recipients: Recipients, scan: ScanResults, *,
-             protocol: str, listener: str, srs_returns: Sequence[str] = ()) -> DeliveryPlan:
+             protocol: str, listener: str, srs_returns: Sequence[str] = (),
+             room: Room | None = None) -> DeliveryPlan:
+        """Every recipient's pipeline, and the pipelines of the hosted addresses their
+        forwards reach (one expansion per message, :class:`Expansion`).  ``room`` says
+        whether an expanded address's copy fits its mailbox; one that does not is queued
+        and stored later, never holding back the message."""
         plan = DeliveryPlan()
-        for address, policy in recipients:
-            self._plan_recipient(ctx, address, policy, scan, plan, protocol=protocol,
-                                 listener=listener)
+        expansion = Expansion(lookup=self.lookup, hosted=self.hosted,
+                              seen=(address for address, _ in recipients),
+                              limit=self.settings.forwarding.max_expansion)
+        nodes = [_Node(address, policy, ctx, scan, protocol)
+                 for address, policy in recipients]
+        index = 0
+        while index < len(nodes):
+            node = nodes[index]
+            index += 1
+            nodes.extend(self._plan_node(node, scan, plan, expansion, listener=listener,
+                                         room=room))
+        self._settle(ctx, nodes, plan)
         for srs_recipient in srs_returns:
             # A bounce to one of our SRS addresses goes on to the original sender (SPEC §5).
             returned = return_to_sender(self.srs, srs_recipient=srs_recipient,
@@ -92,13 +144,18 @@ class DeliveryPlanner:
                         protocol=protocol, queue_id=ctx.queue_id, recipient=recipient,
                         at=ctx.received_at, tz=self.settings.tz)
 
-    def _plan_recipient(self, ctx: MessageContext, address: str, policy: AddressPolicy,
-                        scan: ScanResults, plan: DeliveryPlan, *, protocol: str,
-                        listener: str) -> None:
-        decision = decide(ctx, policy, scan, options=self.options)
+    def _plan_node(self, node: _Node, original_scan: ScanResults, plan: DeliveryPlan,
+                   expansion: Expansion, *, listener: str,
+                   room: Room | None) -> list[_Node]:
+        """One address's pipeline: its quarantine copy, or its inbox copy (kept in the
+        node until :meth:`_settle` knows whether keep-copy OFF may drop it), its forwards
+        and its auto-reply; returns the hosted addresses its forwards reach."""
+        ctx, address = node.ctx, node.address
+        decision = decide(ctx, node.policy, node.scan, options=self.options)
         for hit in decision.hits:
             metrics.FILTER_HITS.labels(listener, hit).inc()
-        received_value = self.received(ctx, address, protocol)
+        received_value = self.received(ctx, address, node.protocol)
+        scan = node.scan
         if decision.virus_report:
             # SPEC §3: the infected content is not delivered; the administrator's report
             # with the neutralised original takes its place, and is forwarded like mail.
@@ -109,71 +166,105 @@ class DeliveryPlanner:
                 infected_parts=scan.infected_parts, now=ctx.received_at)
             trace = delivery_trace(return_path="", recipient=address,
                                    verdict=decision.trace(), received_value=received_value)
-            self._deliver_and_forward(ctx, address, decision, plan, received_value,
-                                      inbox_copy=delivered_copy(report, trace=trace),
-                                      forward_source=report, listener=listener)
-            return
-        metrics.RECIPIENT_DECISIONS.labels(listener, decision.disposition).inc()
-        trace = delivery_trace(return_path=ctx.envelope_sender, recipient=address,
-                               verdict=decision.trace(), received_value=received_value)
-        data = delivered_copy(ctx.raw, trace=trace, tag_subject=decision.tag_subject)
-        if decision.disposition == "quarantine":
-            plan.quarantine.append(QuarantineWrite(
-                address=address, data=data,
-                sender=header_safe(ctx.envelope_sender, 320),
-                header_from=header_safe(", ".join(ctx.header_from_addresses),
-                                        INDEX_TEXT_CHARS),
-                subject=header_safe(ctx.subject or "", INDEX_TEXT_CHARS),
-                reason=decision.quarantine_reason or "spam"))
-            return
-        self._deliver_and_forward(ctx, address, decision, plan, received_value,
-                                  inbox_copy=data, forward_source=ctx.raw, listener=listener)
-
-    def _deliver_and_forward(self, ctx: MessageContext, address: str,
-                             decision: RecipientDecision, plan: DeliveryPlan,
-                             received_value: str, *, inbox_copy: bytes,
-                             forward_source: bytes, listener: str) -> None:
-        """The inbox copy, forwards (SPEC §5) and the auto-reply (SPEC §6) of inbox mail.
-
-        The forwarded copy is the message as received — no ``[spam]`` rewrite, so DKIM
-        survives.  Keep-copy OFF drops the inbox copy only when a forward is really queued
-        (a loop keeps it, never loses it)."""
-        forward = None
+            data, source = delivered_copy(report, trace=trace), report
+        else:
+            metrics.RECIPIENT_DECISIONS.labels(listener, decision.disposition).inc()
+            trace = delivery_trace(return_path=ctx.envelope_sender, recipient=address,
+                                   verdict=decision.trace(), received_value=received_value)
+            data = delivered_copy(ctx.raw, trace=trace, tag_subject=decision.tag_subject)
+            source = ctx.raw
+            if decision.disposition == "quarantine":
+                plan.quarantine.append(QuarantineWrite(
+                    address=address, data=data,
+                    sender=header_safe(ctx.envelope_sender, 320),
+                    header_from=header_safe(", ".join(ctx.header_from_addresses),
+                                            INDEX_TEXT_CHARS),
+                    subject=header_safe(ctx.subject or "", INDEX_TEXT_CHARS),
+                    reason=decision.quarantine_reason or "spam"))
+                return []
+        node.inbox = InboxWrite(address, data)
+        node.no_room = node.expanded and room is not None and not room(node.policy, len(data))
         if decision.forward_to:
             try:
-                forward = plan_forward(
-                    raw=forward_source, headers=ctx.headers, address=address,
-                    destinations=decision.forward_to, envelope_sender=ctx.envelope_sender,
+                node.effects = forward_effects(
+                    ctx, address, decision, expansion, source=source,
                     received=received_value, srs=self.srs,
                     max_hops=self.settings.outbound.max_hops)
             except Exception as exc:
                 _step_failed(listener, "forward", address, exc)  # the inbox keeps it
-        if forward is not None:
-            self._queue("forward", forward, ctx, plan)
-        if forward is None or decision.keep_copy:
-            plan.inbox.append(InboxWrite(address, inbox_copy))
         if decision.auto_reply_body is not None:
             try:
-                self._auto_reply(ctx, address, decision.auto_reply_body, plan)
+                reply = self.auto_replies.reply(ctx, address, decision.auto_reply_body)
             except Exception as exc:
                 _step_failed(listener, "auto_reply", address, exc)
+            else:
+                if reply is not None:  # queued only if its claim wins in the transaction
+                    plan.outbound.append(PendingJob(
+                        kind="auto_reply", mail_from=reply.mail_from,
+                        recipients=[reply.recipient], message=reply.message,
+                        condition=reply.claim, origin=address))
+        # A report's copy is content we made, not the scanned message: nothing to say of it.
+        copy_scan = original_scan if source is ctx.raw else ScanResults()
+        return [_Node(copy.address, copy.policy, self._forwarded_ctx(ctx, copy),
+                      copy_scan, LOCAL_PROTOCOL, expanded=True)
+                for copy in node.effects.hosted]
 
-    def _auto_reply(self, ctx: MessageContext, address: str, body: str,
-                    plan: DeliveryPlan) -> None:
-        """The reply, queued only if its ledger claim wins in the delivery transaction;
-        a sender this process knows was answered within 24 h is skipped here."""
-        sender = ctx.envelope_sender
-        if self.recent_replies.replied_recently(address, sender, ctx.received_at):
-            return
-        reply = build_reply(
-            address=address, sender=sender, original_headers=ctx.headers, body=body,
-            hostname=self.settings.mx.hostname, now=ctx.received_at, tz=self.settings.tz,
-            subject=reply_subject(ctx.subject))  # decoded from the raw line: 8-bit survives
-        from_address = self.settings.outbound.auto_reply_envelope_sender == "address"
-        plan.outbound.append(PendingJob(
-            kind="auto_reply", mail_from=address if from_address else "",
-            recipients=[sender], message=reply,
-            reply_claim=ReplyClaim(address, sender, ctx.received_at)))
+    def _forwarded_ctx(self, ctx: MessageContext, copy: HostedCopy) -> MessageContext:
+        """The message as the hosted destination receives it from its forwarder: the
+        forwarder's trace on top, the original sender kept (no SRS on the platform), and
+        what the MX learned about that sender."""
+        return MessageContext(
+            mail_from=ctx.mail_from, rcpt_tos=(copy.address,), raw=copy.message,
+            received_at=ctx.received_at, peer_ip=None, helo=self.settings.mx.hostname,
+            queue_id=ctx.queue_id, auth=ctx.auth)
+
+    def _settle(self, ctx: MessageContext, nodes: list[_Node], plan: DeliveryPlan) -> None:
+        """Which inbox copies are stored (:func:`kept_copies`), and the forward jobs with
+        what each does if it cannot go: over the hourly limit it is not queued and the
+        message stays in the inbox (:class:`RemoteForward`); failed for good, it comes
+        back to the inbox of an address that kept no copy (``return_to``)."""
+        kept = kept_copies([GraphNode(n.address, n.inbox is not None, n.effects)
+                            for n in nodes])
+        may_bounce = sender_may_get_bounces(ctx.auth)
+        for node in nodes:
+            if node.inbox is None:
+                continue
+            keeps = node.address.lower() in kept
+            stored = self._stored(node, ctx, may_bounce)
+            if keeps:
+                if isinstance(stored, InboxWrite):
+                    plan.inbox.append(stored)
+                else:
+                    plan.outbound.append(stored)
+            return_to = "" if keeps else node.address
+            effects = node.effects
+            if effects.queued is not None:
+                plan.outbound.append(PendingJob(
+                    kind="forward", mail_from=effects.queued.mail_from,
+                    recipients=effects.queued.recipients, message=effects.queued.message,
+                    bounce_to_sender=may_bounce, return_to=return_to, origin=node.address))
+            if effects.remote is not None:
+                job = PendingJob(kind="forward", mail_from=effects.remote.mail_from,
+                                 recipients=effects.remote.recipients,
+                                 message=effects.remote.message,
+                                 bounce_to_sender=may_bounce, return_to=return_to,
+                                 origin=node.address)
+                plan.outbound.append(job)
+                plan.remote_forwards.append(RemoteForward(
+                    owner=node.address, job=job, fallback=None if keeps else stored,
+                    record_srs=may_bounce))
+
+    @staticmethod
+    def _stored(node: _Node, ctx: MessageContext, may_bounce: bool) -> InboxWrite | PendingJob:
+        """How ``node``'s inbox copy is stored: now, or — an expanded address whose
+        mailbox is full — queued until there is room (the queue's local transport stores
+        it as it is, without running the pipeline again)."""
+        assert node.inbox is not None
+        if not node.no_room:
+            return node.inbox
+        return PendingJob(kind=HELD_COPY, mail_from=ctx.envelope_sender,
+                          recipients=[node.address], message=node.inbox.data,
+                          bounce_to_sender=may_bounce, origin=node.address)
 
 
 def _step_failed(listener: str, step: str, address: str, exc: Exception) -> None:

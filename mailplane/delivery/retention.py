@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
+from mailplane.delivery.lifecycle import run_lifecycle
 from mailplane.delivery.quarantine import purge_expired
 from mailplane.mailstore.maildir import delivered_at
-from mailplane.storage import idempotency_repo, outbound_repo, policy_repo
+from mailplane.storage import account_codes_repo, idempotency_repo, outbound_repo, policy_repo
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,9 @@ class PurgeResult:
     outbound_rows_deleted: int = 0
     policy_changes_deleted: int = 0
     idempotency_records_deleted: int = 0
+    contracts_terminated: int = 0
+    contracts_purged: int = 0
+    account_codes_deleted: int = 0
 
 
 def _inbox_files(root: Path) -> list[Path]:
@@ -111,8 +115,23 @@ def purge_idempotency_records(
     return deleted
 
 
+#: Expired account codes are kept this long for support questions ("the code did not
+#: work"), then deleted.
+ACCOUNT_CODES_KEEP = timedelta(days=1)
+
+
+def purge_account_codes(session_factory: sessionmaker[Session], clock: Clock) -> int:
+    with session_factory() as session:
+        deleted = account_codes_repo.purge_before(session,
+                                                  cutoff=clock.now() - ACCOUNT_CODES_KEEP)
+        session.commit()
+    return deleted
+
+
 def purge(settings: Settings, session_factory: sessionmaker[Session], clock: Clock) -> PurgeResult:
-    """Delete expired quarantine items, inbox mail and outbound history once (blocking)."""
+    """Delete expired quarantine items, inbox mail and outbound history once, and run the
+    contract lifecycle (due 解約, purges of terminated contracts; blocking)."""
+    lifecycle = run_lifecycle(settings, session_factory, clock)
     result = PurgeResult(
         quarantine_deleted=purge_quarantine(settings, session_factory, clock),
         inbox_deleted=purge_inbox(settings, clock),
@@ -120,6 +139,9 @@ def purge(settings: Settings, session_factory: sessionmaker[Session], clock: Clo
         policy_changes_deleted=purge_policy_changes(session_factory, clock),
         idempotency_records_deleted=purge_idempotency_records(settings, session_factory,
                                                               clock),
+        contracts_terminated=lifecycle.terminated,
+        contracts_purged=lifecycle.purged,
+        account_codes_deleted=purge_account_codes(session_factory, clock),
     )
     log.info("purge: %d quarantined and %d inbox messages deleted",
              result.quarantine_deleted, result.inbox_deleted)

@@ -1,23 +1,21 @@
-"""Auto-reply (SPEC §6, L4525-4637): the whole rule in one module (a little over 300 lines
-because input, decision, reply and the 24 h gate belong together: issue 13).
+"""Auto-reply (SPEC §6, L4525-4637): the rule's input, its verdict and the reply.  Its
+effects — the 24 h gate, the caps, claim, release, remember — are
+:mod:`mailplane.filters.auto_reply_gate` (issue 20: one place instead of four modules).
 
 - **Input** (:func:`clean_settings`): special senders are complete addresses (NFKC, lower
   case, duplicates dropped); while enabled a reply must be possible (special senders need
   the special message; with neither message there would never be a reply); texts at most
   :data:`MAX_MESSAGE_CHARS`, no control characters.
-- **Decision** (:class:`AutoReplyStep`, acting on the merged decision): quarantined or
-  virus mail never gets a reply, and neither do bounces, robots, lists or bulk mail
-  (RFC 3834 §2, RFC 5230 §4.6; :func:`suppression_reason`).  Special senders (差出人) get
-  the special message — matched against the header From as well as the envelope sender —
-  everyone else the default one; empty = no reply (:func:`choose_message`).
+- **Verdict** (:class:`AutoReplyStep`, acting on the merged decision): only mail that
+  reached the inbox and was not judged spam gets a reply — never quarantined, virus or
+  ``[spam]``-tagged mail, never a sender whose domain fails SPF or DMARC
+  (``MessageContext.auth``), and never bounces, robots, lists or bulk mail (RFC 3834 §2,
+  RFC 5230 §4.6; :func:`suppression_reason`).  Special senders (差出人) get the special
+  message — matched against the header From as well as the envelope sender — everyone
+  else the default one; empty = no reply (:func:`choose_message`).
 - **The reply** (:func:`build_reply`, RFC 3834 §3.1): sent to the envelope sender,
   ``Auto-Submitted: auto-replied``, ``In-Reply-To``/``References``, ``Subject: Re:`` once,
   UTF-8 text/plain; the null envelope sender by default (§3.3).
-- **Once per sender per 24 h** (L4529, :data:`REPLY_WINDOW`): the shared ledger decides
-  (``storage.auto_reply_ledger_repo.claim_reply``, claimed in the delivery transaction
-  from the plan's :class:`ReplyClaim`); :class:`RecentReplies` only remembers, per
-  process, senders the ledger already answered, to skip building a reply that would be
-  refused.
 """
 
 from __future__ import annotations
@@ -25,10 +23,9 @@ from __future__ import annotations
 import dataclasses
 import email.policy
 import re
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, getaddresses, make_msgid
 
@@ -39,8 +36,6 @@ from mailplane.mail.trace import header_safe
 from mailplane.policy.model import AddressPolicy, AutoReplyPolicy
 from mailplane.rules import RuleViolation
 
-#: At most one reply per sender per 24 hours, per address (L4529).
-REPLY_WINDOW = timedelta(hours=24)
 #: The manual sets none; a reply is a short note, not a letter.
 MAX_MESSAGE_CHARS = 2000
 
@@ -52,6 +47,8 @@ PRECEDENCE = "precedence"
 MAILING_LIST = "mailing_list"
 RESPONSE_SUPPRESSED = "x_auto_response_suppress"
 QUARANTINED = "quarantined_or_virus"
+JUDGED_SPAM = "spam"
+SENDER_FAILS = "sender_fails_spf_or_dmarc"
 OWN_ADDRESS = "own_address"
 NOT_ADDRESSED = "not_in_to_cc"
 
@@ -138,19 +135,27 @@ def suppression_reason(
     envelope_sender: str,
     headers: Message,
     quarantined_or_virus: bool,
+    judged_spam: bool = False,
+    sender_fails: bool = False,
     require_address_in_recipients: bool = True,
 ) -> str | None:
     """Why not to reply (one of the constants above), or None when a reply is allowed.
 
-    RFC 3834 §2: never answer a bounce, another robot, a list, a message the sender asked
-    not to be answered (``X-Auto-Response-Suppress``, Microsoft), quarantined or virus
-    mail, ourselves, or (when configured) mail that does not name the address in To/Cc —
-    a Bcc'd or list copy."""
+    RFC 3834 §2 (a responder must not be a tool for abuse): never answer a bounce,
+    another robot, a list, a message the sender asked not to be answered
+    (``X-Auto-Response-Suppress``, Microsoft), quarantined, virus or spam-tagged mail
+    (SPEC §6), a sender whose own domain says the mail is not theirs (SPF or DMARC
+    ``fail``: the reply would be backscatter to a forged address), ourselves, or (when
+    configured) mail that does not name the address in To/Cc — a Bcc'd or list copy."""
     sender = envelope_sender.strip().strip("<>").lower()
     if not sender:
         return NULL_SENDER
     if quarantined_or_virus:
         return QUARANTINED
+    if judged_spam:
+        return JUDGED_SPAM
+    if sender_fails:
+        return SENDER_FAILS
     if sender == address.lower():
         return OWN_ADDRESS
     if is_robot_sender(sender):
@@ -210,6 +215,10 @@ class AutoReplyStep:
             envelope_sender=ctx.envelope_sender,
             headers=ctx.headers,
             quarantined_or_virus=decision.disposition != "inbox" or decision.virus_report,
+            # SPEC §6 "judged spam (tagged or quarantined)": the tag is the judge's verdict.
+            judged_spam=decision.tag_subject,
+            # None: not from the Internet (submission, the local queue) — nothing failed.
+            sender_fails=ctx.auth is not None and ctx.auth.sender_fails,
             require_address_in_recipients=require_address_in_recipients,
         )
         if reason is not None:
@@ -220,50 +229,6 @@ class AutoReplyStep:
         if body is None:
             return decision
         return dataclasses.replace(decision, auto_reply_body=body)
-
-
-# --- the 24 h gate --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyClaim:
-    """The ledger claim a queued reply depends on: committed with the delivery, or the
-    reply is not sent (a value in the delivery plan, executed by the store)."""
-
-    address: str
-    sender: str
-    at: datetime
-
-
-MAX_REMEMBERED = 100_000
-
-
-class RecentReplies:
-    """Replies this process knows the ledger recorded, so a repeat sender skips building a
-    reply and the ledger round trip.
-
-    The ledger stays the authority: this only remembers reply times the ledger recorded —
-    claims this process won, and after a refused claim the time of the claim that won — so
-    "replied less than 24 h ago" read from here is true in the database as well: skipping
-    can only avoid work, never send a second reply or suppress a due one.  Entries are
-    added only after the delivery that made the claim is durable, so a delivery that fails
-    (and gives its claim back) leaves nothing here."""
-
-    def __init__(self, window: timedelta = REPLY_WINDOW) -> None:
-        self._window = window
-        self._replied: dict[tuple[str, str], datetime] = {}
-        self._lock = threading.Lock()
-
-    def replied_recently(self, address: str, sender: str, now: datetime) -> bool:
-        with self._lock:
-            at = self._replied.get((address.lower(), sender.lower()))
-        return at is not None and now - at < self._window
-
-    def remember(self, address: str, sender: str, at: datetime) -> None:
-        with self._lock:
-            if len(self._replied) >= MAX_REMEMBERED:
-                self._replied.clear()  # bounded memory; the ledger still decides
-            self._replied[(address.lower(), sender.lower())] = at
 
 
 # --- the reply ------------------------------------------------------------------------

@@ -45,6 +45,9 @@ class Verdict:
     hit: bool = False
     tag_spam: bool = False
     quarantine: str | None = None
+    #: This quarantine wins over every other reason and no ``cancel_quarantine`` lifts
+    #: it (なりすまし: the allow list must not release a forged sender, SPEC §8b).
+    binding: bool = False
     cancel_quarantine: bool = False
     replace_with_virus_report: bool = False
     stop: bool = False
@@ -96,9 +99,11 @@ def merge(verdicts: list[Verdict] | tuple[Verdict, ...]) -> RecipientDecision:
     """Fold verdicts in pipeline order; a ``stop`` verdict ends the fold.
 
     The first quarantine reason wins; ``cancel_quarantine`` (allow list) cancels every
-    quarantine asked for so far but never the spam tag (SPEC §4, L4104).
+    quarantine asked for so far but never the spam tag (SPEC §4, L4104).  A ``binding``
+    quarantine wins over the others and is never cancelled (SPEC §8b).
     """
     quarantine: str | None = None
+    binding = False
     tag = False
     report = False
     hits: list[str] = []
@@ -110,9 +115,11 @@ def merge(verdicts: list[Verdict] | tuple[Verdict, ...]) -> RecipientDecision:
             notes.append(f"{verdict.filter}={verdict.note}")
         tag = tag or verdict.tag_spam
         report = report or verdict.replace_with_virus_report
-        if verdict.quarantine and quarantine is None:
+        if verdict.quarantine and verdict.binding and not binding:
+            quarantine, binding = verdict.quarantine, True
+        elif verdict.quarantine and quarantine is None:
             quarantine = verdict.quarantine
-        if verdict.cancel_quarantine:
+        if verdict.cancel_quarantine and not binding:
             quarantine = None
         if verdict.stop:
             break

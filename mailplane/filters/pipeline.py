@@ -16,6 +16,7 @@ from mailplane.filters.base import Filter, RecipientDecision, ScanResults, Verdi
 from mailplane.filters.deny_list import DenyListFilter
 from mailplane.filters.forwarding import ForwardingStep
 from mailplane.filters.spam import SpamFilter
+from mailplane.filters.spoofing import SpoofFilter
 from mailplane.filters.virus import VirusFilter
 from mailplane.mail.message import MessageContext
 from mailplane.policy.model import AddressPolicy
@@ -24,6 +25,10 @@ PIPELINE: tuple[Filter, ...] = (
     # First: infected content is never delivered, so nothing after it may see or tag it
     # (SPEC §3); it stops the fold and the report goes to the inbox.
     VirusFilter(),
+    # Forged senders (なりすまし, SPEC §8b) are quarantined whatever the switches; the
+    # quarantine is binding, so its reason wins and the allow list cannot lift it (an
+    # allowed address proves nothing until the sender is authenticated).
+    SpoofFilter(),
     # Before the lists: the [spam] tag applies even to allowed senders (L4104).
     SpamFilter(),
     # Deny list asks for quarantine; it must come before the allow list that can cancel it.

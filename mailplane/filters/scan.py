@@ -85,7 +85,8 @@ class Scanner:
             try:
                 spam = await asyncio.wait_for(
                     spam_engine.check(ctx.raw, client_ip=ctx.peer_ip, helo=ctx.helo,
-                                      headers=ctx.headers),
+                                      headers=ctx.headers, mail_from=ctx.envelope_sender,
+                                      auth=ctx.auth),
                     self._spam.timeout_seconds,
                 )
             except SCAN_ERRORS as exc:

@@ -23,6 +23,8 @@ DkimResult = Literal["pass", "fail", "neutral", "none", "temperror", "permerror"
 DmarcResult = Literal["pass", "fail", "none", "temperror", "permerror"]
 DmarcPolicy = Literal["none", "quarantine", "reject"]
 ArcResult = Literal["pass", "fail", "none"]
+#: Whether mail claiming one of our hosted domains proved it (see ``hosted_claim``).
+HostedClaimResult = Literal["none", "pass", "fail", "temperror"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,8 @@ class DkimSignatureResult:
     selector: str  # s=
     result: DkimResult
     algorithm: str = ""
+    #: The first characters of ``b=`` (RFC 6008 ``header.b``: tells signatures apart).
+    signature_prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,21 @@ class AuthResults:
     #: The RFC 5322 From domain DMARC evaluated.
     from_domain: str = ""
     arc: ArcResult = "none"
+    #: ``t=y`` (or an RFC 7489 ``pct=0``): the domain is testing its policy, and asks for
+    #: one level less to be applied (RFC 9989 §4.7): see :attr:`dmarc_applied_policy`.
+    dmarc_testing: bool = False
+    #: False when the MX looked nothing up (``[authentication] nameserver = "none"``, the
+    #: offline demo): every result is ``none`` because nothing was checked, and no rule
+    #: may read that as a failure.
+    evaluated: bool = True
+    #: The hosted domain (one of ours) the message claims in its envelope sender or
+    #: ``From:`` — "" when it claims none.  Customers' own mail reaches us through
+    #: submission, so on the MX such a claim must be proven (SPEC §8b).
+    hosted_claim: str = ""
+    #: ``pass``: SPF passed, or a DKIM signature passed, for a domain of the same base
+    #: domain as every hosted domain claimed; ``fail``: not; ``temperror``: a check that
+    #: could have proven it did not answer in time; ``none``: no claim (or not evaluated).
+    hosted_claim_result: HostedClaimResult = "none"
 
     def dkim_pass_aligned(self, domain: str) -> bool:
         """A passing signature whose ``d=`` is ``domain`` or shares its organisational
@@ -61,6 +80,14 @@ class AuthResults:
             if d == wanted or wanted.endswith("." + d) or d.endswith("." + wanted):
                 return True
         return False
+
+    @property
+    def dmarc_applied_policy(self) -> DmarcPolicy:
+        """The policy to apply to a DMARC ``fail``: the published one, one level less
+        while the domain is testing (RFC 9989 §4.7: reject → quarantine → none)."""
+        if not self.dmarc_testing:
+            return self.dmarc_policy
+        return "quarantine" if self.dmarc_policy == "reject" else "none"
 
     @property
     def sender_authenticated(self) -> bool:

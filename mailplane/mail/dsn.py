@@ -12,13 +12,16 @@ bounce) — the worker enforces that.
 from __future__ import annotations
 
 import base64
+import email.policy
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
-from email.utils import format_datetime, make_msgid
+from email.message import Message
+from email.utils import format_datetime, getaddresses, make_msgid
 
+from mailplane.mail.mime import MimeTooComplex, parse
 from mailplane.mail.rewrite import split_message
 
 DSN_SENDER_LOCAL = "MAILER-DAEMON"
@@ -123,3 +126,53 @@ def build_dsn(
             f"--{boundary}--\r\n".encode("ascii"),
         ]
     )
+
+
+# --- reading bounces (issue 20: an SRS address relays only real bounces) -------------
+
+#: How far into a bounce that is not an RFC 3464 report its failed recipient is looked for.
+BOUNCE_TEXT_BYTES = 64 * 1024
+
+
+def reported_recipients(raw: bytes) -> set[str] | None:
+    """The recipients a delivery report (RFC 3464) is about — ``Final-Recipient`` and
+    ``Original-Recipient`` of its ``message/delivery-status`` blocks, and
+    ``X-Failed-Recipients`` (Exim, Gmail) — lower-cased; None when ``raw`` holds no
+    delivery-status part (not a DSN).  Parsed within the MIME bounds (never
+    ``RecursionError``); a message beyond them is no DSN of ours to relay."""
+    try:
+        message = parse(raw, policy=email.policy.compat32)
+    except MimeTooComplex:
+        return None
+    found: set[str] = set()
+    for value in message.get_all("X-Failed-Recipients", []):
+        found.update(_addresses(str(value)))
+    is_report = False
+    stack: list[Message] = [message]
+    while stack:
+        part = stack.pop()
+        payload = part.get_payload()
+        if part.get_content_type() == "message/delivery-status":
+            is_report = True
+            blocks = payload if isinstance(payload, list) else []
+            for block in blocks:
+                if isinstance(block, Message):
+                    for name in ("Final-Recipient", "Original-Recipient"):
+                        for value in block.get_all(name, []):
+                            found.update(_addresses(str(value).partition(";")[2]))
+        elif isinstance(payload, list):
+            stack.extend(p for p in payload if isinstance(p, Message))
+    return found if is_report else None
+
+
+def names_any(raw: bytes, addresses: set[str]) -> bool:
+    """Whether a bounce that is not an RFC 3464 report names one of ``addresses`` in its
+    first :data:`BOUNCE_TEXT_BYTES` (qmail-style bounces list the failed recipient in
+    their text; an auto-reply names its author in ``From``)."""
+    text = raw[:BOUNCE_TEXT_BYTES].lower()
+    return any(address.lower().encode("utf-8", "replace") in text for address in addresses)
+
+
+def _addresses(value: str) -> set[str]:
+    return {addr.strip().strip("<>").lower()
+            for _name, addr in getaddresses([value.replace("\r\n", " ")]) if "@" in addr}

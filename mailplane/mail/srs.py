@@ -3,14 +3,25 @@ sender while SPF still passes downstream).
 
 Follows Shevek's SRS paper as implemented by libsrs2 / postsrsd, so addresses interoperate:
 
-- ``SRS0=HHHH=TT=orig-domain=orig-local@srs-domain`` — ``TT`` is the day number mod 1024 in
-  base32, ``HHHH`` the first 4 base64 characters of HMAC-SHA1(secret, TT + domain + local),
-  each argument lower-cased before hashing, so the hash survives MTAs that change case.
+- ``SRS0=HHHHHHHHHH=TT=orig-domain=orig-local@srs-domain`` — ``TT`` is the day number mod
+  1024 in base32, ``HHHHHHHHHH`` the first :data:`HASH_LENGTH` base32 characters of
+  HMAC-SHA256(secret, TT + domain + local), each argument lower-cased before hashing, so the
+  hash survives MTAs that change case.
 - ``SRS1=HHHH=first-srs-domain==HHHH=TT=orig-domain=orig-local@srs-domain`` — forwarding an
   address that is already SRS0 keeps the first forwarder's part and names its domain, so a
   bounce goes straight back to the first forwarder (no growing address).
-- Hashes are compared case-insensitively (libsrs2 ``srs_hash_check``); timestamps older than
+- Hashes are compared case-insensitively, as the scheme intends (libsrs2
+  ``srs_hash_check``: some MTAs change the case of a local part).  libsrs2's default is 4
+  base64 characters, which compared ignoring case leave about 2 million values — a forged
+  address took minutes to guess (issue 20).  Base32 is case-insensitive by construction,
+  so 10 characters keep all their 50 bits: guessing is hopeless.  Timestamps older than
   ``max_age_days`` are refused.  The null sender is never rewritten (a bounce has no sender).
+- Addresses in the old 4-character form are no longer accepted: mailplane recorded none
+  of them as emitted (``srs_forwards``, :mod:`mailplane.storage.srs_forward_repo`), so a
+  bounce to one could not be told from a relay attempt (docs/security.md).
+
+Only the shape matters to other systems (a forwarder after us keeps our ``SRS0`` tail in
+its ``SRS1``); nobody but us checks our hash, so its length and alphabet are ours to choose.
 """
 
 from __future__ import annotations
@@ -26,8 +37,13 @@ from datetime import UTC, datetime
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 
-HASH_LENGTH = 4
+#: Base32 characters of the hash: 50 bits (issue 20: 4 base64 characters compared ignoring
+#: case were about 2 M values).
+HASH_LENGTH = 10
 TIME_SLOTS = 1024  # two base32 characters
+#: RFC 5321 §4.5.3.1.3: a path holds at most 254 octets between its brackets; a longer
+#: envelope sender would be refused by the destination (and overflow our columns).
+MAX_ADDRESS_OCTETS = 254
 _BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _SEPARATORS = "=+-"
 
@@ -57,7 +73,14 @@ class Srs:
     # --- public -------------------------------------------------------------------------
 
     def forward(self, sender: str) -> str:
-        """The envelope sender to use when forwarding mail from ``sender``."""
+        """The envelope sender to use when forwarding mail from ``sender``;
+        :class:`SrsError` when the rewritten address would be longer than a path may be."""
+        rewritten = self._forward(sender)
+        if len(rewritten.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+            raise SrsError("the SRS address would be longer than RFC 5321 allows")
+        return rewritten
+
+    def _forward(self, sender: str) -> str:
         if not sender or sender == "<>":
             return ""
         local, at, host = sender.rpartition("@")
@@ -117,15 +140,18 @@ class Srs:
         return f"SRS1={digest}={first_host}={tail}@{self.domain}"
 
     def _hash(self, *parts: str) -> str:
-        mac = hmac.new(self._secret, digestmod=hashlib.sha1)
+        mac = hmac.new(self._secret, digestmod=hashlib.sha256)
         for part in parts:
             mac.update(part.lower().encode("utf-8"))
-        return base64.b64encode(mac.digest()).decode("ascii")[:HASH_LENGTH]
+            mac.update(b"\0")  # "ab"+"c" and "a"+"bc" hash differently
+        return base64.b32encode(mac.digest()).decode("ascii")[:HASH_LENGTH]
 
     def _check_hash(self, digest: str, *parts: str) -> None:
         expected = self._hash(*parts)
-        # Case-insensitive like libsrs2: some MTAs lower-case the local part.
-        if not hmac.compare_digest(digest.lower().encode(), expected.lower().encode()):
+        # Case-insensitive like libsrs2 (some MTAs lower-case the local part); base32 loses
+        # nothing by it.  A hash of another length (the old 4-character form) never matches.
+        if not hmac.compare_digest(digest.upper().encode("utf-8", "replace"),
+                                   expected.encode()):
             raise SrsError("SRS hash does not match")
 
     def _day(self) -> int:

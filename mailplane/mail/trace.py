@@ -1,6 +1,8 @@
-"""Trace header fields mailplane writes (RFC 5321 §4.4, RFC 3848), built safely from any
-client input: a value a client chose (its HELO name) is reduced to printable ASCII, so a
-CR, LF or NUL can never start a header line of its own in a stored or forwarded copy."""
+"""Trace header fields mailplane writes (RFC 5321 §4.4, RFC 3848, RFC 6531), built safely
+from any client input: a value a client chose (its HELO name) is reduced to printable ASCII,
+so a CR, LF or NUL can never start a header line of its own in a stored or forwarded copy.
+A ``Received`` field never names a login (SPEC §8b): whether the client authenticated is
+said by the ``with`` keyword alone."""
 
 from __future__ import annotations
 
@@ -45,15 +47,24 @@ def local_date(moment: datetime, tz: tzinfo) -> str:
     return format_datetime(moment.astimezone(tz))
 
 
+def transmission_type(*, extended: bool, tls: bool, authenticated: bool,
+                      smtputf8: bool) -> str:
+    """The ``with`` keyword of a ``Received`` field: ``SMTP`` after HELO; after EHLO
+    ``ESMTP`` plus ``S`` over TLS and ``A`` once authenticated (RFC 3848: ESMTPS, ESMTPA,
+    ESMTPSA), or ``UTF8SMTP…`` the same way for a transaction that asked for SMTPUTF8
+    (RFC 6531 §3.7.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA)."""
+    if not extended:
+        return "SMTP"
+    return (("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "")
+            + ("A" if authenticated else ""))
+
+
 def received(*, helo: str | None, peer_ip: str | None, hostname: str, protocol: str,
-             queue_id: str, recipient: str | None, at: datetime, tz: tzinfo,
-             authenticated: str | None = None) -> str:
-    """This hop's ``Received`` value, folded with CRLF + tab.  ``protocol`` is ``SMTP``,
-    ``ESMTP`` or ``ESMTPSA`` (RFC 3848), or ``LOCAL`` for the queue's delivery to a hosted
-    address; ``authenticated`` names the login, never a password."""
+             queue_id: str, recipient: str | None, at: datetime, tz: tzinfo) -> str:
+    """This hop's ``Received`` value, folded with CRLF + tab.  ``protocol`` is a
+    :func:`transmission_type` keyword, or ``LOCAL`` for the queue's delivery to a hosted
+    address."""
     lines = [f"from {printable(helo or 'unknown')} ([{printable(peer_ip or 'unknown')}])"]
-    if authenticated:
-        lines.append(f"(authenticated user {printable(authenticated)})")
     by = f"by {hostname} (mailplane) with {protocol} id {queue_id}"
     if recipient:
         lines.append(by)

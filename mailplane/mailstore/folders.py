@@ -3,8 +3,9 @@
 Maildir++ (Dovecot's default layout): the inbox is the Maildir itself and every other
 folder is ``{maildir}/.<name>/`` with its own ``tmp/ new/ cur/``, the name in IMAP's
 modified UTF-7 (RFC 3501 §5.1.3), so Dovecot and mailplane find the same directory:
-``迷惑メール`` is ``.&j,dg0TDhMPww6w-``.  POP3, the inbox retention and the quota read the
-inbox's own ``new/`` and ``cur/`` only, so no folder ever reaches them.
+``迷惑メール`` is ``.&j,dg0TDhMPww6w-``.  POP3 and the inbox retention read the inbox's own
+``new/`` and ``cur/`` only, so no folder ever reaches them; the mailbox quota counts every
+folder (:func:`~mailplane.mailstore.maildir.mailbox_size`).
 
 A message keeps its *base name* (the file name before ``:2,<flags>``) while IMAP clients
 move it from ``new/`` to ``cur/`` and change its flags: :func:`find_message` is how a file

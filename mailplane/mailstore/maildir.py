@@ -191,16 +191,13 @@ def remove_tmp_orphans(root: Path, *, now: float,
 
 
 def _counted_dirs(maildir: Path) -> list[Path]:
-    """The inbox and every folder IMAP clients keep (送信済み, 下書き, their own), not the
-    quarantine (迷惑メール: bounded by its own 7 days, SPEC §4) — the mailbox quota is the
-    whole mailbox's (SPEC §8), as Dovecot's quota counts it."""
-    from mailplane.mailstore.folders import QUARANTINE, encode_mutf7
-
-    quarantine = "." + encode_mutf7(QUARANTINE)
+    """The inbox and every folder (迷惑メール — the quarantine —, 送信済み, 下書き, the
+    customer's own): the mailbox quota is the whole mailbox's (SPEC §8), quarantined mail
+    included (issue 20), as Dovecot's quota counts every folder."""
     roots = [maildir]
     try:
         roots += [Path(entry.path) for entry in os.scandir(maildir)
-                  if entry.name.startswith(".") and entry.name not in (".", "..", quarantine)
+                  if entry.name.startswith(".") and entry.name not in (".", "..")
                   and entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
@@ -208,8 +205,19 @@ def _counted_dirs(maildir: Path) -> list[Path]:
 
 
 def mailbox_size(maildir: Path) -> int:
+    """Bytes in the whole mailbox: the inbox and every folder (:func:`_counted_dirs`)."""
+    return _messages_size(_counted_dirs(maildir))
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes in one folder's messages (``new/`` and ``cur/``), e.g. 迷惑メール's."""
+    return _messages_size([folder / "new", folder / "cur"])
+
+
+def _messages_size(directories: Iterable[Path]) -> int:
+    """Sizes from the Maildir names (``S=``), else from the files."""
     total = 0
-    for directory in _counted_dirs(maildir):
+    for directory in directories:
         try:
             entries = list(os.scandir(directory))
         except FileNotFoundError:
@@ -225,16 +233,40 @@ def mailbox_size(maildir: Path) -> int:
     return total
 
 
-class MaildirUsage:
-    """Cheap per-address usage for the quota check (SPEC §8, ``452 4.2.2``).
+def directory_size(directory: Path) -> int:
+    """Bytes in the files of one flat directory (a quarantine: a few files of 7 days)."""
+    total = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:
+            continue
+    return total
 
-    Sizes are summed from file names and cached for ``ttl_seconds``; our own deliveries
-    add to the cached figure, so only deletions by readers (POP3, purge) are seen late —
+
+class MaildirUsage:
+    """Cheap per-address usage for the quota check (SPEC §8, ``452 4.2.2``): the whole
+    mailbox — the inbox, the quarantine (the folder 迷惑メール) and every other folder —
+    counts against the quota (as Dovecot counts a Junk folder; issue 20).  Given
+    ``quarantine_root``, quarantined items still in the layout before 迷惑メール was a
+    folder (``{quarantine_root}/{domain}/{local}/``, moved into the folder when the
+    address is next reconciled) count too.
+
+    Maildir sizes are summed from file names, old-layout quarantine sizes from the files;
+    the figure is cached for ``ttl_seconds``.  Our own deliveries add to the cached figure, so only
+    deletions by readers (POP3, purge, quarantine release or delete) are seen late —
     which errs on the side of a retried 452, never a lost message.
     """
 
-    def __init__(self, root: Path, *, ttl_seconds: float = 30.0) -> None:
+    def __init__(self, root: Path, quarantine_root: Path | None = None, *,
+                 ttl_seconds: float = 30.0) -> None:
         self._root = root
+        self._quarantine_root = quarantine_root
         self._ttl = ttl_seconds
         self._cache: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
@@ -245,6 +277,8 @@ class MaildirUsage:
         if cached is not None:
             return cached
         size = mailbox_size(mailbox_dir(self._root, address))
+        if self._quarantine_root is not None:
+            size += directory_size(mailbox_dir(self._quarantine_root, address))
         with self._lock:
             self._cache[address] = (size, time.monotonic())
         return size
@@ -258,6 +292,7 @@ class MaildirUsage:
         return None
 
     def add(self, address: str, size: int) -> None:
+        """Count ``size`` more bytes (negative: fewer) in a cached figure."""
         with self._lock:
             cached = self._cache.get(address)
             if cached is not None:

@@ -4,19 +4,24 @@ anvil's ``smtpd_client_connection_count_limit`` / ``smtpd_client_connection_rate
 
 :meth:`ConnectionLimiter.admit` decides when a connection is accepted, before any
 session handler exists; an admitted connection holds a :class:`Ticket` until its
-protocol's ``connection_lost`` releases it.  Counting is per process and in memory: the
-event loop is single-threaded, so admission needs no lock.  IPv4-mapped IPv6 peers count
-as their IPv4 address and IPv6 peers by their /64, the block one subscriber gets.
+protocol's ``connection_lost`` releases it.  The counts are a listener's own
+(:class:`LocalCounts`, in memory: the event loop is single-threaded, admission needs no
+lock) or, for the MX of a node with several MX processes, the node's
+(:class:`mailplane.net.anvil.NodeCounts`, shared by those processes like Postfix's
+anvil).  IPv4-mapped IPv6 peers count as their IPv4 address and IPv6 peers by their /64,
+the block one subscriber gets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from mailplane import metrics
 from mailplane.config.limits import ListenerLimits
@@ -100,17 +105,92 @@ class Ticket:
             self._limiter._release(self.key)
 
 
+class ConnectionCounts(Protocol):
+    """What a limiter counts: sessions open (in all, per client key) and admissions per
+    client key in the last minute.  ``locked()`` makes check-then-``add`` atomic."""
+
+    def locked(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def total(self) -> int: ...
+
+    def of(self, key: str) -> int: ...
+
+    def recent(self, key: str, now: float) -> float: ...
+
+    def add(self, key: str, now: float, *, rated: bool) -> None: ...
+
+    def remove(self, key: str) -> None: ...
+
+
+class LocalCounts:
+    """The counts of one listener in this process (every listener, and the MX of a node
+    with one MX process): exact sliding minute per client."""
+
+    def __init__(self, rate_per_minute: int) -> None:
+        self._rate = rate_per_minute
+        self._active = 0
+        self._per_key: dict[str, int] = {}
+        self._recent: dict[str, deque[float]] = {}
+        self._adds_since_prune = 0
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def total(self) -> int:
+        return self._active
+
+    def of(self, key: str) -> int:
+        return self._per_key.get(key, 0)
+
+    def recent(self, key: str, now: float) -> float:
+        recent = self._recent.get(key)
+        if recent is None:
+            return 0
+        while recent and now - recent[0] >= RATE_WINDOW_SECONDS:
+            recent.popleft()
+        return len(recent)
+
+    def add(self, key: str, now: float, *, rated: bool) -> None:
+        self._active += 1
+        self._per_key[key] = self._per_key.get(key, 0) + 1
+        if not rated or self._rate <= 0:
+            return
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = deque(maxlen=self._rate)
+        recent.append(now)
+        self._adds_since_prune += 1
+        if self._adds_since_prune >= 1024:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Forget clients whose last connection is older than the rate window."""
+        self._adds_since_prune = 0
+        for key in [k for k, q in self._recent.items()
+                    if not q or now - q[-1] >= RATE_WINDOW_SECONDS]:
+            del self._recent[key]
+
+    def remove(self, key: str) -> None:
+        self._active -= 1
+        left = self._per_key.get(key, 0) - 1
+        if left > 0:
+            self._per_key[key] = left
+        else:
+            self._per_key.pop(key, None)
+
+
 class ConnectionLimiter:
     """Admission for one listener (several sockets may share it: submission's two)."""
 
     def __init__(self, limits: ConnectionLimits, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 counts: ConnectionCounts | None = None) -> None:
         self.limits = limits
         self._clock = clock
-        self._active = 0
-        self._per_key: dict[str, int] = {}
-        self._recent: dict[str, deque[float]] = {}
-        self._admits_since_prune = 0
+        self._counts: ConnectionCounts = counts if counts is not None else LocalCounts(
+            limits.rate_per_ip_per_minute)
+        #: Sessions of this listener in this process (the gauge; the limits use counts).
+        self._here = 0
         self._gauge = metrics.CONNECTIONS.labels(limits.listener)
         #: Called (without arguments) when the listener is full and must shed idle
         #: sessions (the listener closes the longest-idle ones, see smtp/base.py).
@@ -118,71 +198,51 @@ class ConnectionLimiter:
 
     @property
     def active(self) -> int:
-        return self._active
+        """Sessions open on the listener (on every MX process of the node if shared)."""
+        return self._counts.total()
 
     @property
     def under_pressure(self) -> bool:
-        return self._active >= self.limits.pressure_threshold * self.limits.max_connections
+        return self._counts.total() >= self.limits.pressure_threshold * self.limits.max_connections
 
     def per_ip(self, peer_ip: str) -> int:
-        return self._per_key.get(client_key(peer_ip), 0)
+        return self._counts.of(client_key(peer_ip))
 
     def admit(self, peer_ip: str) -> Ticket | Refusal:
         """A ticket for the connection, or why it is refused (counted in the metric)."""
-        refusal = self._refusal(peer_ip)
+        key = client_key(peer_ip)
+        exempt = in_networks(peer_ip, self.limits.exempt)
+        now = self._clock()
+        with self._counts.locked():
+            refusal = self._refusal(key, exempt, now)
+            if refusal is None:
+                self._counts.add(key, now, rated=bool(self.limits.rate_per_ip_per_minute)
+                                 and not exempt)
         if refusal is not None:
             metrics.LIMIT_REFUSALS.labels(self.limits.listener, refusal.value).inc()
             if refusal is Refusal.LISTENER_FULL and self.on_pressure is not None:
                 self.on_pressure()
             return refusal
-        key = client_key(peer_ip)
-        self._active += 1
-        self._per_key[key] = self._per_key.get(key, 0) + 1
-        self._gauge.set(self._active)
+        self._here += 1
+        self._gauge.set(self._here)
         if self.under_pressure and self.on_pressure is not None:
             self.on_pressure()
         return Ticket(self, key)
 
-    def _refusal(self, peer_ip: str) -> Refusal | None:
+    def _refusal(self, key: str, exempt: bool, now: float) -> Refusal | None:
         limits = self.limits
-        if self._active >= limits.max_connections:
+        if self._counts.total() >= limits.max_connections:
             return Refusal.LISTENER_FULL
-        if in_networks(peer_ip, limits.exempt):
+        if exempt:
             return None
-        key = client_key(peer_ip)
-        if self._per_key.get(key, 0) >= limits.max_per_ip:
+        if self._counts.of(key) >= limits.max_per_ip:
             return Refusal.IP_CONNECTIONS
-        if limits.rate_per_ip_per_minute and not self._within_rate(key):
+        rate = limits.rate_per_ip_per_minute
+        if rate and self._counts.recent(key, now) >= rate:
             return Refusal.IP_RATE
         return None
 
-    def _within_rate(self, key: str) -> bool:
-        now = self._clock()
-        recent = self._recent.get(key)
-        if recent is None:
-            recent = self._recent[key] = deque(maxlen=self.limits.rate_per_ip_per_minute)
-        while recent and now - recent[0] >= RATE_WINDOW_SECONDS:
-            recent.popleft()
-        if len(recent) >= self.limits.rate_per_ip_per_minute:
-            return False
-        recent.append(now)
-        self._admits_since_prune += 1
-        if self._admits_since_prune >= 1024:
-            self._prune(now)
-        return True
-
-    def _prune(self, now: float) -> None:
-        """Forget clients whose last connection is older than the rate window."""
-        self._admits_since_prune = 0
-        for key in [k for k, q in self._recent.items()
-                    if not q or now - q[-1] >= RATE_WINDOW_SECONDS]:
-            del self._recent[key]
-
     def _release(self, key: str) -> None:
-        self._active -= 1
-        left = self._per_key.get(key, 0) - 1
-        if left > 0:
-            self._per_key[key] = left
-        else:
-            self._per_key.pop(key, None)
-        self._gauge.set(self._active)
+        self._counts.remove(key)
+        self._here -= 1
+        self._gauge.set(self._here)

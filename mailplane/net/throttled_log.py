@@ -23,6 +23,7 @@ from mailplane import metrics
 DEFAULT_INTERVAL_SECONDS = 60.0
 #: Distinct keys remembered; beyond it the oldest are forgotten (bounded memory).
 MAX_KEYS = 4096
+REPEATS_SUFFIX = " (and %d more like it in the last %.0f s)"
 
 
 class ThrottledLog:
@@ -42,6 +43,18 @@ class ThrottledLog:
             exc_info: BaseException | None = None) -> bool:
         """Write ``message`` unless ``key`` was written less than an interval ago;
         return whether a line was written."""
+        repeats = self.admit(key)
+        if repeats is None:
+            return False
+        if repeats:
+            message += REPEATS_SUFFIX
+            args = (*args, repeats, self._interval)
+        self._logger.log(level, message, *args, exc_info=exc_info)
+        return True
+
+    def admit(self, key: Hashable) -> int | None:
+        """None if a line for ``key`` is due no sooner than an interval after the last
+        one (the repeat is counted), else how many repeats were folded since."""
         now = self._clock()
         with self._lock:
             last = self._seen.get(key)
@@ -56,12 +69,12 @@ class ThrottledLog:
                 self._seen[key] = (now, 0)
         if folded:
             metrics.SUPPRESSED_LOG_LINES.labels(self._logger.name).inc()
-            return False
-        if repeats:
-            message += " (and %d more like it in the last %.0f s)"
-            args = (*args, repeats, self._interval)
-        self._logger.log(level, message, *args, exc_info=exc_info)
-        return True
+            return None
+        return repeats
+
+    @property
+    def interval(self) -> float:
+        return self._interval
 
     def warning(self, key: Hashable, message: str, *args: object) -> bool:
         return self.log(logging.WARNING, key, message, *args)
@@ -76,6 +89,34 @@ class ThrottledLog:
     def _forget_oldest(self) -> None:
         for old in sorted(self._seen, key=lambda k: self._seen[k][0])[: MAX_KEYS // 4]:
             del self._seen[old]
+
+
+class ThrottleFilter(logging.Filter):
+    """Folds repeats of each message *format* of a logger we do not own into one line per
+    interval — aiosmtpd's ``mail.log`` warns once per unknown command (``unrecognised:
+    %s``) and once per successful AUTH (``Session.login_data is deprecated``), which any
+    client can repeat at will."""
+
+    def __init__(self, logger: logging.Logger, *,
+                 interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> None:
+        super().__init__()
+        self._throttle = ThrottledLog(logger, interval_seconds=interval_seconds)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        repeats = self._throttle.admit((record.levelno, str(record.msg)))
+        if repeats is None:
+            return False
+        if repeats and isinstance(record.args, tuple):
+            record.msg = str(record.msg) + REPEATS_SUFFIX
+            record.args = (*record.args, repeats, self._throttle.interval)
+        return True
+
+
+def throttle_logger(name: str) -> None:
+    """Install a :class:`ThrottleFilter` on logger ``name`` (once)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, ThrottleFilter) for f in logger.filters):
+        logger.addFilter(ThrottleFilter(logger))
 
 
 def install_loop_exception_handler(loop: asyncio.AbstractEventLoop,

@@ -1,15 +1,22 @@
-"""TLS certificates and server contexts for POP3 (STLS, implicit TLS) and submission.
+"""TLS certificates and server contexts for the MX (STARTTLS), submission (STARTTLS and
+implicit TLS) and POP3 (STLS and implicit TLS); TLS 1.2 or newer everywhere (SPEC §8b).
 
 The operator's certificate (``tls.cert_file``/``tls.key_file``) is used when configured;
 otherwise a self-signed certificate is generated once into ``{state_dir}/tls/`` so a local
 ``make run`` works without any setup (SPEC §12).  Generation happens under a file lock so
 several worker processes starting together end up with one matching key and certificate.
+
+A failed handshake — a client that offers only TLS 1.0/1.1 or no common cipher, a scanner,
+a connection dropped half-way — is the client's problem and anyone can cause it at will:
+:func:`handshake_failed` says so in one throttled line per listener and reason, never with
+a traceback, and counts it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import ipaddress
+import logging
 import os
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -20,7 +27,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mailplane import metrics
 from mailplane.config.settings import Settings
+from mailplane.net.throttled_log import ThrottledLog
+
+log = logging.getLogger(__name__)
+_throttled = ThrottledLog(log)
 
 SELF_SIGNED_CERT = "selfsigned.crt"
 SELF_SIGNED_KEY = "selfsigned.key"
@@ -48,6 +60,26 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert_path), str(key_path))
     return context
+
+
+def handshake_failed(listener: str, peer_ip: str, error: BaseException | None) -> None:
+    """Count a failed handshake and say so once per interval per listener and reason."""
+    reason = handshake_failure_reason(error)
+    metrics.TLS_HANDSHAKE_FAILURES.labels(listener).inc()
+    _throttled.info((listener, "tls_handshake", reason),
+                    "%s: TLS handshake with %s failed: %s", listener, peer_ip, reason)
+
+
+def handshake_failure_reason(error: BaseException | None) -> str:
+    """A short, bounded reason: OpenSSL's reason code (``UNSUPPORTED_PROTOCOL``,
+    ``NO_SHARED_CIPHER``, ``WRONG_VERSION_NUMBER``, …) or the kind of failure."""
+    if isinstance(error, ssl.SSLError):
+        return str(error.reason or error.library or "ssl error")
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, ConnectionError | EOFError):
+        return "connection closed"
+    return type(error).__name__ if error is not None else "unknown"
 
 
 def _generate_self_signed(hostname: str, cert_path: Path, key_path: Path) -> None:

@@ -65,7 +65,7 @@ async def start_imap(settings: Settings, session_factory: sessionmaker[Session],
     from mailplane.anywhere.dovecot import PACKAGES, NodeDovecot, missing_parts
     from mailplane.anywhere.login_check import LoginCheck, login_check_app, login_check_secret
     from mailplane.auth.credentials import Authenticator
-    from mailplane.auth.login_guard import LoginGuard
+    from mailplane.auth.login_guard import MAIL, LoginGuard
     from mailplane.auth.passwords import PasswordHashing
     from mailplane.net.tls import ensure_certificate
     from mailplane.node.bootstrap import _EmbeddedUvicorn
@@ -76,9 +76,12 @@ async def start_imap(settings: Settings, session_factory: sessionmaker[Session],
     # the mail owner's (and so is what an older run left there as root).
     await asyncio.to_thread(owner.make_dirs, settings.maildir_root)
     await asyncio.to_thread(owner.adopt_tree, settings.maildir_root)
+    # IMAP and the webmail count in the mail budget POP3 and submission share (a family's
+    # phones failing over IMAP never lock the contract holder's portal sign-in).
     guard = LoginGuard.from_settings(settings, session_factory, clock, sleep=_no_wait)
     check = LoginCheck(settings, Authenticator(session_factory,
-                                               PasswordHashing(settings.security), guard),
+                                               PasswordHashing(settings.security), guard,
+                                               budget=MAIL),
                        policy, clock)
     config = uvicorn.Config(login_check_app(check, secret), host=imap.auth_host,
                             port=imap.auth_port, log_level="warning", lifespan="off",

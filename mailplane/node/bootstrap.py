@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -56,10 +57,11 @@ def run_loop(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
 
 
 async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Event, *,
-                   extra_worker: bool = False) -> None:
+                   extra_worker: bool = False, node_counts: Path | None = None) -> None:
     """Serve ``roles`` until ``stop`` is set.  ``extra_worker``: an extra process of the
     node (another MX sharing the port, the outbound worker's own process —
-    :mod:`mailplane.node.processes`), which leaves the periodic jobs to the node's own."""
+    :mod:`mailplane.node.processes`), which leaves the periodic jobs to the node's own.
+    ``node_counts``: the MX processes' shared connection counts (several MX processes)."""
     from mailplane.net.throttled_log import ThrottledLog, install_loop_exception_handler
     from mailplane.node.listeners import fit_connection_limits, raise_fd_limit
 
@@ -87,7 +89,7 @@ async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Eve
     try:
         closers.extend(await _start_services(
             settings, roles, session_factory=session_factory, policy=policy, clock=clock,
-            tasks=tasks, extra_worker=extra_worker))
+            tasks=tasks, extra_worker=extra_worker, node_counts=node_counts))
         await stop.wait()
     finally:
         log.info("shutting down")
@@ -111,6 +113,7 @@ async def _start_services(
     clock: Clock,
     tasks: list[asyncio.Task[None]],
     extra_worker: bool,
+    node_counts: Path | None = None,
 ) -> list[Closer]:
     """Start each role's service; return their closers in start order."""
     closers: list[Closer] = []
@@ -147,7 +150,8 @@ async def _start_services(
     if mx_on:
         from mailplane.smtp.mx import start_mx
 
-        mx = await start_mx(settings, session_factory, policy, clock, delivery=delivery)
+        mx = await start_mx(settings, session_factory, policy, clock, delivery=delivery,
+                            node_counts=node_counts)
         closers.append(mx.aclose)
         if not extra_worker:
             from mailplane.delivery.periodic import start_background_jobs

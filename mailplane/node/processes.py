@@ -1,8 +1,11 @@
 """The processes of one node: its own, plus extra ones that use another core.
 
 - **Extra MX processes** (DESIGN "Keeping the SMTP path fast"): with ``mx.workers = N``
-  the node starts N-1 processes that bind the same ``mx.host:port`` with
-  ``SO_REUSEPORT`` (the kernel spreads new connections over them).
+  (default: one per CPU) the node starts N-1 processes that bind the same
+  ``mx.host:port`` with ``SO_REUSEPORT`` (the kernel spreads new connections over them).
+  The MX's connection limits hold for the node: its first process creates the shared
+  counts file (:func:`node_counts_file`, :mod:`mailplane.net.anvil`) that every MX process
+  counts in, and removes it when the node stops.
 - **The outbound worker's own process** (``outbound.own_process``, on by default): when
   the node serves other roles too, forwards, replies and DSNs are sent from a process of
   their own, as Postfix's qmgr and smtp(8) are, so a burst of outbound work never takes
@@ -22,12 +25,15 @@ the node dies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 from mailplane.config.settings import Settings
 from mailplane.node.bootstrap import run_loop, run_node
@@ -67,7 +73,34 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(_PARENT_POLL_SECONDS)
 
 
-def _process_main(settings: Settings, parent: int, roles: tuple[str, ...]) -> None:
+@contextlib.contextmanager
+def node_counts_file(settings: Settings, main_roles: tuple[str, ...],
+                     extra: list[ProcessPlan]) -> Iterator[Path | None]:
+    """The node's shared connection counts when it runs more than one MX process (else
+    None: one process counts in memory), removed when the node stops."""
+    mx_processes = sum("mx" in plan.roles for plan in extra) + ("mx" in main_roles)
+    if mx_processes < 2 or not settings.mx.enabled:
+        yield None
+        return
+    from mailplane.net.anvil import create_counts_file
+
+    # Spare rows: a process that dies leaves its row until its pid is seen gone.
+    try:
+        path = create_counts_file(rows=mx_processes + 4)
+    except OSError as exc:
+        # Serving with per-process limits beats not serving; say so loudly.
+        log.error("MX connection limits are counted per process (%d processes): %s",
+                  mx_processes, exc)
+        yield None
+        return
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _process_main(settings: Settings, parent: int, roles: tuple[str, ...],
+                  node_counts: Path | None = None) -> None:
     configure_logging(os.environ.get("MAILPLANE_LOG_LEVEL", settings.log_level), with_pid=True)
 
     async def main() -> None:
@@ -77,7 +110,7 @@ def _process_main(settings: Settings, parent: int, roles: tuple[str, ...]) -> No
             loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(_watch_parent(parent, stop))
         try:
-            await run_node(settings, roles, stop, extra_worker=True)
+            await run_node(settings, roles, stop, extra_worker=True, node_counts=node_counts)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -92,12 +125,14 @@ class NodeProcesses:
         self.processes = processes
 
     @classmethod
-    def start(cls, settings: Settings, plans: list[ProcessPlan]) -> NodeProcesses:
+    def start(cls, settings: Settings, plans: list[ProcessPlan], *,
+              node_counts: Path | None = None) -> NodeProcesses:
         context = multiprocessing.get_context("spawn")
         processes: list[BaseProcess] = []
         for plan in plans:
+            counts = node_counts if "mx" in plan.roles else None
             process = context.Process(target=_process_main,
-                                      args=(settings, os.getpid(), plan.roles),
+                                      args=(settings, os.getpid(), plan.roles, counts),
                                       name=plan.name, daemon=True)
             process.start()
             processes.append(process)

@@ -20,8 +20,9 @@ from mailplane.auth.passwords import PasswordHashing, generate_password, reading
 from mailplane.auth.portal_login import issue_contract_password
 from mailplane.clock import SystemClock
 from mailplane.config.settings import Settings
+from mailplane.delivery.changes import record
 from mailplane.node.dkim_admin import ensure_demo_selectors
-from mailplane.storage import addresses_repo, audit_repo, contracts_repo, policy_repo
+from mailplane.storage import addresses_repo, contracts_repo, policy_repo
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.state_dir import private_dir
 
@@ -140,7 +141,8 @@ def create_api_key_cli(
 def set_contract_password_cli(settings: Settings, *, customer_number: str) -> str:
     """``mailplane set-contract-password CN``: a new random contract password for the
     portal sign-in (SPEC §10), returned to be printed once with its reading; only its
-    argon2id hash is stored and every contract-level portal session ends."""
+    argon2id hash is stored, every contract-level portal session ends and the contact
+    address is told (SPEC §9a)."""
     clock = SystemClock()
     hashing = PasswordHashing(settings.security)
     engine = make_engine(settings.database_url)
@@ -153,8 +155,8 @@ def set_contract_password_cli(settings: Settings, *, customer_number: str) -> st
             password = issue_contract_password(
                 session, hashing, contract_id=contract.id, now=now,
                 length=settings.addresses.reissue_password_length)
-            audit_repo.record(session, actor="cli", action="contract.password_set", now=now,
-                              contract_id=contract.id, detail={})
+            record(session, settings=settings, actor="cli", contract=contract,
+                   action="contract.password_set", now=now, affects_policy=False)
             session.commit()
     finally:
         engine.dispose()

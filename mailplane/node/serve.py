@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 from mailplane.config.settings import Settings
 from mailplane.node.bootstrap import ALL_ROLES, run_loop, run_node
@@ -28,24 +29,26 @@ def parse_roles(value: str) -> tuple[str, ...]:
 
 
 async def run_until_signalled(settings: Settings, roles: tuple[str, ...], *,
-                              extra_worker: bool = False) -> None:
+                              extra_worker: bool = False,
+                              node_counts: Path | None = None) -> None:
     """:func:`run_node` until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_node(settings, roles, stop, extra_worker=extra_worker)
+    await run_node(settings, roles, stop, extra_worker=extra_worker, node_counts=node_counts)
 
 
 def serve_forever(settings: Settings, *, roles: tuple[str, ...]) -> int:
-    from mailplane.node.processes import NodeProcesses, plan_processes
+    from mailplane.node.processes import NodeProcesses, node_counts_file, plan_processes
 
     main_roles, extra = plan_processes(settings, roles)
-    processes = NodeProcesses.start(settings, extra)
-    try:
-        run_loop(settings, run_until_signalled(settings, main_roles))
-    finally:
-        processes.stop()
+    with node_counts_file(settings, main_roles, extra) as counts:
+        processes = NodeProcesses.start(settings, extra, node_counts=counts)
+        try:
+            run_loop(settings, run_until_signalled(settings, main_roles, node_counts=counts))
+        finally:
+            processes.stop()
     return 0
 
 

@@ -24,7 +24,8 @@ from mailplane.storage.models import QuarantineItem
 
 log = logging.getLogger(__name__)
 
-REASON_TEXT = {"spam": "迷惑メール / spam", "deny": "受信拒否 / deny list"}
+REASON_TEXT = {"spam": "迷惑メール / spam", "deny": "受信拒否 / deny list",
+               "spoofed": "なりすまし / spoofed sender"}
 
 
 def _items_text(settings: Settings, items: list[QuarantineItem]) -> str:

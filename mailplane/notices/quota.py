@@ -1,4 +1,5 @@
-"""The one notice an address gets when its mailbox passes 90 % of its quota (SPEC §8).
+"""The one notice an address gets when its mailbox — inbox and quarantine together, what
+the quota counts (issue 20) — passes 90 % of its quota (SPEC §8).
 
 "One notice" is kept as a marker file in the address's Maildir (``.quota-notice``),
 created with O_EXCL so that several MX processes or nodes sharing the volume send it once.
@@ -14,7 +15,8 @@ import os
 from datetime import datetime
 
 from mailplane.config.settings import Settings
-from mailplane.mailstore.maildir import deliver
+from mailplane.mailstore.folders import QUARANTINE, folder_dir
+from mailplane.mailstore.maildir import deliver, directory_size, folder_size
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.notices.render import build_notice, local_time, render_template
 
@@ -43,11 +45,15 @@ def update_quota_notice(settings: Settings, *, address: str, used: int, quota: i
     except FileExistsError:
         return False  # already told (by this or another process)
     os.close(fd)
+    # 迷惑メール, and items still in the layout before it was a folder.
+    quarantined = (folder_size(folder_dir(maildir, QUARANTINE))
+                   + directory_size(mailbox_dir(settings.quarantine_root, address)))
     try:
         subject, body = render_template(settings.templates_dir, "quota_notice.txt", {
             "address": address,
             "percent": str(round(THRESHOLD * 100)),
             "used_mb": f"{used / 1024**2:.1f}",
+            "quarantine_mb": f"{quarantined / 1024**2:.1f}",
             "quota_mb": f"{quota / 1024**2:.0f}",
             "when": local_time(settings, now),
         })

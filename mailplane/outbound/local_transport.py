@@ -10,11 +10,19 @@ no DNS lookup, no SRS.  The others keep the MX/smarthost path of the worker.
 
 Outcomes, per recipient, as for a remote MX: delivered → sent; a deferral (mailbox full,
 scanner down) or a failure of the store → retry later; no such hosted address (never
-existed, or deleted since the job was queued) → failed ``5.1.1``, so the sender gets a DSN.
+existed, or deleted since the job was queued — found in the snapshot, or by the
+delivery's own re-check in its transaction) → failed ``5.1.1``, so the sender gets a DSN.
 An address the node's policy snapshot does not know yet is looked up in the database
 before it is declared unknown: one created a moment ago (the snapshot refreshes every
 ``mx.policy_refresh_seconds``) is retried, never bounced.
 Each recipient is delivered on its own, so one full mailbox never holds back the others.
+
+Forwards between hosted addresses are no longer queued (the delivery that received the
+message expands them at once, issue 20).  What still comes here for a hosted address: a
+forward to one the node did not know yet, and two kinds stored *as they are*, without
+the recipient's pipeline (:data:`~mailplane.delivery.jobs.STORED_AS_IS`): a copy held
+until its full mailbox has room, and a forward that failed for good coming back to the
+inbox of an address whose keep-copy was OFF, with the notice that says so (SPEC §5).
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.clock import Clock
+from mailplane.delivery.jobs import STORED_AS_IS
 from mailplane.delivery.local import DeliveryDeferred, LocalDelivery
+from mailplane.delivery.plan import RecipientsGone
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import SrsError
 from mailplane.outbound.smtp_transport import RecipientResult
@@ -77,7 +87,7 @@ class LocalTransport:
                            recipient: str) -> RecipientResult:
         hostname = self.delivery.settings.mx.hostname
         policy = self.delivery.policy.snapshot.lookup(recipient)
-        if policy is None or policy.status == "deleted":
+        if policy is None or not policy.accepts_mail:
             return await self._unknown(recipient)
         ctx = MessageContext(
             mail_from=self.envelope_sender(job.mail_from), rcpt_tos=(policy.address,),
@@ -85,11 +95,18 @@ class LocalTransport:
             queue_id=job.id[:16],
         )
         try:
-            await self.delivery.deliver(ctx, [(policy.address, policy)], protocol=PROTOCOL,
-                                        listener=LISTENER)
+            if job.kind in STORED_AS_IS:
+                await self.delivery.store_as_is(policy.address, [message],
+                                                now=ctx.received_at)
+            else:
+                await self.delivery.deliver(ctx, [(policy.address, policy)],
+                                            protocol=PROTOCOL, listener=LISTENER)
         except DeliveryDeferred as exc:
             status, text = _DEFERRED[exc.reason]
             return RecipientResult(recipient, "retry", status, f"452 {status} {text}")
+        except RecipientsGone:  # deleted since the snapshot was loaded
+            return RecipientResult(recipient, "failed", "5.1.1",
+                                   f"550 5.1.1 <{recipient}>: no such mailbox here")
         except OSError as exc:
             status = "4.3.1" if exc.errno in _STORAGE_FULL else "4.3.0"
             log.error("outbound job %s: local delivery to <%s> failed: %s", job.id,

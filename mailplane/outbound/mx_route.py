@@ -5,10 +5,15 @@
 - no MX records (NOERROR, empty answer) → the domain itself is the implicit MX (A/AAAA);
 - a null MX (single record ``0 .``) → the domain accepts no mail: a permanent failure;
 - NXDOMAIN → permanent (no such domain); timeouts and SERVFAIL → temporary (retry later).
+
+:func:`mx_addresses` stops after ``limit`` addresses, and after looking up ``limit`` hosts
+(Postfix's ``smtp_mx_address_limit``): a domain listing many MX hosts that never answer
+costs a bounded number of lookups and connections, never one per host.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import dns.asyncresolver
@@ -31,10 +36,23 @@ class MxHost:
     preference: int
 
 
+@dataclass(frozen=True, slots=True)
+class MxAddress:
+    host: str
+    address: str
+
+
+#: Seconds per query to one server before dnspython asks again (the C resolver's 5 s).
+QUERY_TIMEOUT = 5.0
+#: Names (with their record type) whose answers the worker's resolver keeps.
+CACHE_ENTRIES = 4096
+
+
 def make_resolver(
     nameserver: tuple[str, int] | None = None, *, timeout: float = 10.0
 ) -> dns.asyncresolver.Resolver:
-    """The system resolver, or one pointed at ``nameserver`` (tests' DNS stub)."""
+    """The system resolver, or one pointed at ``nameserver`` (tests' DNS stub); each
+    lookup ends within ``timeout`` seconds, retries included."""
     if nameserver is None:
         resolver = dns.asyncresolver.Resolver()
     else:
@@ -42,7 +60,10 @@ def make_resolver(
         resolver.nameservers = [nameserver[0]]
         resolver.port = nameserver[1]
     resolver.lifetime = timeout
-    resolver.timeout = timeout
+    resolver.timeout = min(timeout, QUERY_TIMEOUT)
+    # Answers (negative ones too) kept for their TTL: concurrent jobs to one domain ask
+    # once, as Postfix does behind the host's caching resolver.
+    resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
     return resolver
 
 
@@ -69,14 +90,32 @@ async def mx_hosts(resolver: dns.asyncresolver.Resolver, domain: str) -> list[Mx
 
 
 async def host_addresses(resolver: dns.asyncresolver.Resolver, host: str) -> list[str]:
-    """IPv4 then IPv6 addresses of one MX host; [] when it has none (try the next host)."""
-    addresses: list[str] = []
-    for rdtype in ("A", "AAAA"):
-        try:
-            answer = await resolver.resolve(host, rdtype)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            continue
-        except (dns.exception.Timeout, dns.resolver.NoNameservers):
-            continue
-        addresses.extend(r.to_text() for r in answer)
-    return addresses
+    """IPv4 then IPv6 addresses of one MX host, both asked at once; [] when it has none
+    (try the next host)."""
+    answers = await asyncio.gather(*(_addresses(resolver, host, rdtype)
+                                     for rdtype in ("A", "AAAA")))
+    return [address for answer in answers for address in answer]
+
+
+async def _addresses(resolver: dns.asyncresolver.Resolver, host: str,
+                     rdtype: str) -> list[str]:
+    try:
+        answer = await resolver.resolve(host, rdtype)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.exception.Timeout,
+            dns.resolver.NoNameservers):
+        return []
+    return [r.to_text() for r in answer]
+
+
+async def mx_addresses(resolver: dns.asyncresolver.Resolver, domain: str, *,
+                       limit: int) -> list[MxAddress]:
+    """Where to try mail for ``domain``, in order: at most ``limit`` addresses, from at
+    most ``limit`` MX hosts.  :class:`RouteError` when the domain itself has no route;
+    [] when its hosts have no address."""
+    found: list[MxAddress] = []
+    for host in (await mx_hosts(resolver, domain))[:limit]:
+        found.extend(MxAddress(host.name, address)
+                     for address in await host_addresses(resolver, host.name))
+        if len(found) >= limit:
+            break
+    return found[:limit]

@@ -2,7 +2,8 @@
 connection → retry with exponential backoff (60 s doubling, capped at
 ``outbound.max_backoff_seconds``); 5xx → failed; a recipient still failing temporarily
 after ``outbound.lifetime_hours`` → failed (5.4.7); failed recipients → one DSN
-(RFC 3464, :mod:`mailplane.outbound.bounces`) queued in the same transaction.
+(RFC 3464, :mod:`mailplane.outbound.bounces`) queued in the same transaction, and for a
+forward whose address kept no copy, the message back in that inbox with a notice.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Delivered:
     job: ClaimedJob
     message: bytes
     results: list[RecipientResult]
+    #: When the recipients to retry are due again, if not after the usual backoff: at
+    #: once for an attempt a stopping worker cut, at the end of a dead destination's
+    #: deferral for one that was not tried (the worker decides, issue 20).
+    retry_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +82,8 @@ def record(delivered: list[Delivered], *, session_factory: sessionmaker[Session]
                 owned = outbound_repo.mark_retry(
                     session, job_id=job.id, worker_id=worker_id,
                     recipients=[r.recipient for r in split.retry],
-                    next_attempt_at=now
-                    + backoff(job.attempts, max_seconds=out.max_backoff_seconds),
+                    next_attempt_at=outcome.retry_at if outcome.retry_at is not None
+                    else now + backoff(job.attempts, max_seconds=out.max_backoff_seconds),
                     error="; ".join(r.diagnostic for r in split.retry),
                 )
             elif split.failed and not split.sent:
@@ -95,6 +100,9 @@ def record(delivered: list[Delivered], *, session_factory: sessionmaker[Session]
                 continue
             if split.failed and bounces.stage(session, job, outcome.message, split.failed,
                                               now):
+                dsn_staged = True
+            if split.failed and bounces.stage_return(session, job, outcome.message,
+                                                     split.failed, now):
                 dsn_staged = True
             recorded.append((job, split))
         session.commit()

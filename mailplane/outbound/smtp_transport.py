@@ -3,7 +3,13 @@
 Host-level trouble (refused connection, timeout, 4xx greeting/EHLO/MAIL, TLS that fails to
 negotiate twice) moves on to the next candidate host; a 5xx to MAIL FROM fails every
 recipient; RCPT and DATA replies are per recipient: 2xx sent, 4xx retry, 5xx failed
-(RFC 5321 §4.2.1, §4.5.4.1).
+(RFC 5321 §4.2.1, §4.5.4.1).  A result with no ``remote_mta`` means no host answered.
+
+The TCP connection is opened here (``connect_timeout``) and handed to aiosmtplib, which
+then waits for the greeting (``timeout``): so a connection that reached a host is known,
+and at most ``session_limit`` of them are made per call (Postfix's smtp_mx_session_limit)
+— a list of hosts that accept and never greet costs that many greeting timeouts, not one
+per host.
 
 TLS: STARTTLS whenever the server offers it.  For MX hops certificates are *not* verified
 by default (opportunistic TLS, RFC 7435: most MX certificates don't match the MX name and a
@@ -14,8 +20,10 @@ it credentials.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Literal
@@ -49,10 +57,18 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class TransportOptions:
     local_hostname: str
+    #: The greeting and each reply.
     timeout: float
     verify_certs: bool = False
     username: str = ""
     password: str = ""
+    #: The TCP connect (None: ``timeout``).
+    connect_timeout: float | None = None
+    #: Connections that reached a host, per call (0: no limit).
+    session_limit: int = 0
+
+#: QUIT after a finished transaction waits at most this long (the outcome is known).
+QUIT_TIMEOUT = 5.0
 
 
 class _HostTempFail(Exception):
@@ -102,11 +118,25 @@ async def send_message(
 ) -> list[RecipientResult]:
     """Try ``candidates`` in order until one gives an answer for every recipient."""
     last_error = "no host to try"
+    sessions = 0
     for candidate in candidates:
         for use_tls in (True, False):
+            if options.session_limit and sessions >= options.session_limit:
+                log.info("outbound: %d session(s) without an answer, giving up: %s",
+                         sessions, last_error)
+                return [RecipientResult(r, "retry", "4.4.1",
+                                        f"{last_error} (session limit {sessions} reached)")
+                        for r in recipients]
+            try:
+                sock = await _open(candidate, options.connect_timeout or options.timeout)
+            except OSError as exc:  # TimeoutError included
+                last_error = (f"{candidate.name}[{candidate.address}]: connect: "
+                              f"{type(exc).__name__}: {exc}")
+                break
+            sessions += 1
             try:
                 return await _transaction(
-                    candidate, use_tls=use_tls, mail_from=mail_from,
+                    candidate, sock, use_tls=use_tls, mail_from=mail_from,
                     recipients=recipients, message=message, options=options,
                 )
             except _AllFailed as exc:
@@ -124,8 +154,34 @@ async def send_message(
     return [RecipientResult(r, "retry", "4.4.1", last_error) for r in recipients]
 
 
+async def _open(candidate: Candidate, seconds: float) -> socket.socket:
+    """A TCP connection to ``candidate`` (its address, or each address of a smarthost
+    name in turn), each try within ``seconds``."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(seconds):
+        infos = await loop.getaddrinfo(candidate.address, candidate.port,
+                                       type=socket.SOCK_STREAM)
+    error: OSError = OSError(f"no address for {candidate.address}")
+    for family, kind, proto, _name, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(seconds):
+                await loop.sock_connect(sock, sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise error
+
+
 async def _transaction(
     candidate: Candidate,
+    sock: socket.socket,
     *,
     use_tls: bool,
     mail_from: str,
@@ -134,8 +190,8 @@ async def _transaction(
     options: TransportOptions,
 ) -> list[RecipientResult]:
     smtp = aiosmtplib.SMTP(
-        hostname=candidate.address,
-        port=candidate.port,
+        hostname=candidate.name,
+        sock=sock,
         local_hostname=options.local_hostname,
         timeout=options.timeout,
         start_tls=False,
@@ -144,17 +200,24 @@ async def _transaction(
     try:
         await smtp.connect()
     except aiosmtplib.SMTPConnectResponseError as exc:
+        sock.close()
         raise _HostTempFail(_reply(exc.code, exc.message)) from None
+    except BaseException:
+        sock.close()
+        raise
     try:
-        return await _converse(
+        results = await _converse(
             smtp, candidate, use_tls=use_tls, mail_from=mail_from,
             recipients=recipients, message=message, options=options,
         )
-    finally:
-        try:
-            await smtp.quit()
-        except _CONNECTION_ERRORS:
-            smtp.close()
+    except BaseException:
+        smtp.close()  # no QUIT on a failed or cut session: it could wait a full timeout
+        raise
+    try:
+        await smtp.quit(timeout=min(options.timeout, QUIT_TIMEOUT))
+    except _CONNECTION_ERRORS:
+        smtp.close()
+    return results
 
 
 async def _converse(

@@ -15,7 +15,10 @@ from typing import Protocol
 
 def effective_status(address_status: str, contract_status: str) -> str:
     """An address's status as mail services, the API and the portal show it: a suspended
-    contract suspends its addresses (003 Art.16, Art.20(3)); ``deleted`` stays deleted."""
+    contract suspends its addresses (003 Art.16, Art.20(3)); a terminated one (解約,
+    003 Art.18-19) ends them whatever their own status; ``deleted`` stays deleted."""
+    if contract_status == "terminated" and address_status != "deleted":
+        return "terminated"
     if contract_status == "suspended" and address_status == "active":
         return "suspended"
     return address_status
@@ -67,6 +70,12 @@ class AddressPolicy:
     def accepts_logins(self) -> bool:
         """Suspended addresses keep receiving mail but nobody logs in (003 Art.20(3))."""
         return self.status == "active"
+
+    @property
+    def accepts_mail(self) -> bool:
+        """Mail for a deleted address, or one of a terminated contract (解約), is refused
+        like mail for an unknown one (5.1.1); a suspended address still receives."""
+        return self.status not in ("deleted", "terminated")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,13 @@ with any message's bytes, how failures become replies, and a graceful stop.
 - :class:`MailplaneSMTP` — :class:`~mailplane.smtp.protocol.FastSMTP` with every reply
   from :mod:`~mailplane.smtp.replies` (aiosmtpd's own size refusals re-worded), and DATA
   marked in flight so a stopping listener lets it finish (SPEC §8).
-- :func:`content_refusal` — bare CR/LF (SMTP smuggling, RFC 5321 §2.3.8) and the size
-  limit, checked before any other work; :func:`mime_refusal` — the MIME bounds
-  (``554 5.6.0``, once: a message too deep to walk is never retried into a 451 loop).
+- :func:`checked_content` — the one content check of both listeners, before any other
+  work: a bare LF normalised to CRLF (``mx.bare_newline``, SPEC §8a), then
+  :func:`content_refusal` — a bare CR or LF left (SMTP smuggling, RFC 5321 §2.3.8) and the
+  size limit — and :func:`mime_refusal` — the MIME bounds (``554 5.6.0``, once: a message
+  too deep to walk is never retried into a 451 loop).
+- :class:`~mailplane.smtp.transaction.Transaction` — the envelope aiosmtpd creates for each
+  transaction (``_create_envelope``), carrying the handlers' per-transaction state.
 - :func:`listener_gate` — the accept gate of a listener (:mod:`mailplane.net.gate`):
   connection limits per listener and per client IP, shedding idle sessions under
   pressure.
@@ -25,22 +29,28 @@ import weakref
 from collections.abc import Awaitable, Sequence
 from typing import Any, AnyStr, Protocol
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
 
 from mailplane import metrics
 from mailplane.config.limits import ListenerLimits
 from mailplane.config.settings import Settings
 from mailplane.delivery.local import DeliveryDeferred
-from mailplane.mail.message import has_bare_line_ending
+from mailplane.delivery.plan import RecipientsGone
+from mailplane.mail.message import has_bare_line_ending, normalise_bare_lf
 from mailplane.mail.mime import MimeLimits, MimeTooComplex, check_structure, within_cheap_bound
+from mailplane.mail.trace import transmission_type
 from mailplane.net.gate import Gate
-from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
+from mailplane.net.limits import ConnectionCounts, ConnectionLimiter, ConnectionLimits
+from mailplane.net.throttled_log import ThrottledLog
 from mailplane.smtp import replies
 from mailplane.smtp.guarded import GuardedSMTP, SessionLimits, pressure_shedder
 from mailplane.smtp.protocol import FastSMTP
-from mailplane.smtp.replies import SmtpReply
+from mailplane.smtp.replies import SmtpReply, with_enhanced_code
+from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
+_throttled = ThrottledLog(log)
 
 #: Why a delivery was deferred → what the sending side is told.
 DEFERRED_REPLIES: dict[str, SmtpReply] = {
@@ -78,20 +88,76 @@ async def mime_refusal(raw: bytes, settings: Settings, listener: str) -> SmtpRep
         await asyncio.to_thread(check_structure, raw, limits)
     except MimeTooComplex as exc:
         metrics.LIMIT_REFUSALS.labels(listener, "mime_structure").inc()
-        log.info("%s refused a message: %s", listener, exc)
+        _throttled.info((listener, "mime_structure"), "%s refused a message: %s", listener,
+                        exc)
         return replies.MIME_TOO_COMPLEX
     return None
 
 
+async def checked_content(server: SMTP, envelope: Envelope, settings: Settings,
+                          listener: str) -> tuple[bytes, SmtpReply | None]:
+    """The message's bytes as every listener stores them, and the refusal they get, if any
+    (SPEC §8a; MX and submission alike): a bare LF becomes CRLF when ``mx.bare_newline``
+    is "normalize" (FastSMTP did it while reading; stock aiosmtpd's content is normalised
+    here), then :func:`content_refusal` and :func:`mime_refusal`."""
+    raw = envelope.original_content or b""
+    checked = crlf_checked(server)
+    if not checked and settings.mx.bare_newline == "normalize":
+        raw = normalise_bare_lf(raw)
+    refused = content_refusal(raw, settings.mx.max_message_size, crlf_checked=checked)
+    if refused is None:
+        refused = await mime_refusal(raw, settings, listener)
+    return raw, refused
+
+
+def received_with(server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+    """The ``with`` keyword of this hop's ``Received`` (RFC 3848, RFC 6531): ESMTP,
+    ESMTPS, ESMTPSA, UTF8SMTPS, … from what the session really negotiated."""
+    tls = isinstance(server, MailplaneSMTP) and server.tls_in_use
+    return transmission_type(extended=session.extended_smtp, tls=tls,
+                             authenticated=bool(session.authenticated),
+                             smtputf8=envelope.smtp_utf8)
+
+
+#: Extensions both listeners add to aiosmtpd's (SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH):
+#: RFC 2920 — aiosmtpd reads commands from a stream, so a pipelined batch is answered in
+#: order — and RFC 2034 (see :func:`~mailplane.smtp.replies.with_enhanced_code`).
+EXTRA_EHLO_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+
+
+class EsmtpHandler:
+    """What an SMTP handler of ours says to EHLO (aiosmtpd's five-argument
+    ``handle_EHLO`` hook): aiosmtpd's keywords plus :data:`EXTRA_EHLO_KEYWORDS`."""
+
+    async def handle_EHLO(self, server: SMTP, session: SmtpSession, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname  # the hook's job when it is present
+        return [responses[0], *(f"250-{keyword}" for keyword in EXTRA_EHLO_KEYWORDS),
+                *responses[1:]]
+
+
+def too_many_recipients(server: SMTP, listener: str) -> str:
+    """``452 4.5.3`` for a RCPT past the per-message recipient limit (RFC 5321 §4.5.3.1.8:
+    the client sends the rest in another transaction), excused from the error tarpit up
+    to the overshoot limit (:meth:`~mailplane.smtp.guarded.GuardedSMTP.
+    recipient_over_limit`)."""
+    if isinstance(server, GuardedSMTP):
+        server.recipient_over_limit()
+    metrics.LIMIT_REFUSALS.labels(listener, "recipients_per_message").inc()
+    return replies.TOO_MANY_RECIPIENTS.line
+
+
 def listener_gate(listener: str, section: ListenerLimits, settings: Settings,
                   sessions: weakref.WeakSet[SMTP], *,
-                  tls: ssl.SSLContext | None = None) -> tuple[Gate, SessionLimits]:
+                  tls: ssl.SSLContext | None = None,
+                  counts: ConnectionCounts | None = None) -> tuple[Gate, SessionLimits]:
     """The accept gate of an SMTP listener and the limits of its sessions: refused
     connections get ``421 4.7.0`` at once; when the listener fills up, sessions idle
-    longer than the pressure timeout are shed."""
+    longer than the pressure timeout are shed.  ``counts``: the node's shared counts
+    (:mod:`mailplane.net.anvil`) when several processes serve the listener."""
     session_limits = SessionLimits.from_settings(listener, section)
     limiter = ConnectionLimiter(ConnectionLimits.from_settings(
-        listener, section, settings.security.limit_exempt_networks))
+        listener, section, settings.security.limit_exempt_networks), counts=counts)
     limiter.on_pressure = pressure_shedder(sessions, session_limits)
     refusal = (replies.TOO_MANY_CONNECTIONS.line + "\r\n").encode("ascii")
     gate = Gate(limiter, refusal, tls=tls, handshake_timeout=section.greeting_deadline_seconds)
@@ -106,6 +172,8 @@ async def answer_data(listener: str, work: Awaitable[SmtpReply]) -> str:
         reply = await work
     except DeliveryDeferred as exc:
         reply = DEFERRED_REPLIES[exc.reason]
+    except RecipientsGone:  # deleted since this node's last policy refresh (issue 20)
+        reply = replies.UNKNOWN_RECIPIENT
     except Exception as exc:
         reply = failure_reply(exc, listener)
     metrics.MESSAGES.labels(listener, metrics.outcome_of(reply.code)).inc()
@@ -122,10 +190,13 @@ def failure_reply(exc: BaseException, listener: str) -> SmtpReply:
     ``452 4.3.1`` (RFC 3463 "mail system full"; the sender retries later), anything else
     ``451 4.3.0``.  The delivery writer removed every partial write before this runs."""
     if isinstance(exc, OSError) and exc.errno in _STORAGE_FULL_ERRNOS:
-        log.error("%s delivery failed: storage full (%s); answering 452", listener,
-                  exc.strerror)
+        _throttled.error((listener, "storage_full"), "%s delivery failed: storage full (%s);"
+                         " answering 452", listener, exc.strerror)
         return replies.STORAGE_FULL
-    log.error("%s delivery failed; answering 451", listener, exc_info=exc)
+    # The first of a kind with its traceback, then one line a minute: a message that
+    # trips a bug can be sent again and again.
+    _throttled.error((listener, "delivery_failed", type(exc).__name__),
+                     "%s delivery failed; answering 451", listener, exc_info=exc)
     return replies.TEMPORARY_FAILURE
 
 
@@ -153,11 +224,25 @@ class MailplaneSMTP(GuardedSMTP):
     shutting_down = False
     _data_done: asyncio.Event | None = None
 
+    def _create_envelope(self) -> Transaction:
+        """aiosmtpd's hook for a new transaction's envelope: ours carries the handlers'
+        per-transaction state (:mod:`mailplane.smtp.transaction`)."""
+        return Transaction()
+
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str) and status.startswith(self._OWN_SIZE_REPLIES):
-            await super().push(replies.MESSAGE_TOO_BIG.line)
+        if isinstance(status, str):
+            if status.startswith(self._OWN_SIZE_REPLIES):
+                await super().push(replies.MESSAGE_TOO_BIG.line)
+                return
+            await super().push(with_enhanced_code(status, self.command_in_progress))
             return
         await super().push(status)
+
+    @property
+    def tls_in_use(self) -> bool:
+        """The session runs over TLS (after STARTTLS, or on an implicit-TLS port)."""
+        transport: Any = self.transport
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
 
     async def smtp_DATA(self, arg: str) -> None:
         """DATA, marked in flight from the command until its reply was written, so a
@@ -171,6 +256,14 @@ class MailplaneSMTP(GuardedSMTP):
             self._data_done.set()
         if self.shutting_down:
             self.say_shutting_down()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        # The transaction ends with the connection: a fresh envelope (the
+        # ``_create_envelope`` hook) releases the old one at once — not at the next
+        # garbage collection — and with it what hangs on it (the MX's pending sender
+        # checks are cancelled then, mailauth.verifier).
+        self.envelope = self._create_envelope()
 
     async def data_finished(self) -> None:
         if self.in_data and self._data_done is not None:

@@ -14,7 +14,9 @@ MailplaneSMTP` builds on.
 - **Error tarpit** — Postfix ``smtpd_error_sleep_time`` / ``smtpd_soft_error_limit`` /
   ``smtpd_hard_error_limit``: every 4xx/5xx reply counts; past the soft limit each error
   reply waits (``asyncio.sleep``, never blocking the loop) a growing delay; at the hard
-  limit ``421 4.7.0`` and close.  A delivered message resets the count.
+  limit ``421 4.7.0`` and close.  A delivered message resets the count.  RCPTs over the
+  per-message recipient limit are excused up to ``recipient_overshoot_limit``
+  (:meth:`GuardedSMTP.recipient_over_limit`).
 - **Command hygiene** — a command argument holding a control character (a bare CR, NUL,
   C1, U+2028/9) or invalid UTF-8 is refused ``501 5.5.2`` before aiosmtpd parses it, so
   such a value can never reach a header (a HELO name in ``Received``, an address in
@@ -35,11 +37,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
+from aiosmtpd.smtp import TLSSetupException
+
 from mailplane import metrics
 from mailplane.config.limits import ListenerLimits, SmtpErrorLimits
 from mailplane.net.gate import Admission
 from mailplane.net.limits import ConnectionLimiter
 from mailplane.net.throttled_log import ThrottledLog
+from mailplane.net.tls import handshake_failed
 from mailplane.smtp import replies
 from mailplane.smtp.protocol import FastSMTP
 
@@ -68,6 +73,7 @@ class SessionLimits:
     max_error_sleep: float
     soft_errors: int
     hard_errors: int
+    recipient_overshoot: int = 1000
 
     @classmethod
     def from_settings(cls, listener: str, section: Any) -> SessionLimits:
@@ -80,7 +86,8 @@ class SessionLimits:
                    error_sleep=section.error_sleep_seconds,
                    max_error_sleep=section.max_error_sleep_seconds,
                    soft_errors=section.soft_error_limit,
-                   hard_errors=section.hard_error_limit)
+                   hard_errors=section.hard_error_limit,
+                   recipient_overshoot=section.recipient_overshoot_limit)
 
     def error_delay(self, errors: int) -> float:
         """The wait before the ``errors``-th error reply: none up to the soft limit, then
@@ -95,7 +102,13 @@ class GuardedSMTP(FastSMTP, Admission):
     """FastSMTP with the session defences above; ``limits`` None = none (unit tests)."""
 
     in_data = False
+    #: The command being answered (None between commands): the enhanced status code of
+    #: a stock aiosmtpd reply depends on it (:func:`~mailplane.smtp.replies.
+    #: with_enhanced_code`).
+    command_in_progress: str | None = None
     _errors = 0
+    _recipients_over_limit = 0
+    _error_excused = False
     _closing = False
     _greeting_timer: asyncio.TimerHandle | None = None
     _session_limits: SessionLimits | None = None
@@ -198,6 +211,13 @@ class GuardedSMTP(FastSMTP, Admission):
     def _checked(self, command: str, method: Callable[[Any], Awaitable[None]]
                  ) -> Callable[[Any], Awaitable[None]]:
         async def run(arg: str | None) -> None:
+            self.command_in_progress = command
+            try:
+                await checked(arg)
+            finally:
+                self.command_in_progress = None
+
+        async def checked(arg: str | None) -> None:
             if arg and has_control_character(arg):
                 await self.push(replies.COMMAND_CONTROL_CHARACTER.line)
                 return
@@ -221,12 +241,32 @@ class GuardedSMTP(FastSMTP, Admission):
         address, _params = self._getaddr(rest.lstrip())
         return bool(address) and len(str(address).encode("utf-8", "surrogateescape")) > 254
 
+    def exhaust_error_budget(self) -> None:
+        """A hook for handlers that know the client is abusing — an IP that keeps
+        guessing SRS addresses (issue 20), whatever session it opens: the next error
+        reply comes after the tarpit's longest delay and closes the session."""
+        limits = self._session_limits
+        if limits is not None:
+            self._errors = max(self._errors, limits.hard_errors - 1)
+
+    def recipient_over_limit(self) -> None:
+        """A RCPT past the per-message recipient limit is being refused (``452 4.5.3``):
+        the first ``recipient_overshoot_limit`` of a session are no error (Postfix's
+        ``smtpd_recipient_overshoot_limit``, counted per session as there) — a client
+        with more recipients than the limit is honest, and sends the rest next."""
+        self._recipients_over_limit += 1
+        limits = self._session_limits
+        if limits is not None and self._recipients_over_limit <= limits.recipient_overshoot:
+            self._error_excused = True
+
     async def push(self, status: AnyStr) -> None:
         if self._closing:
             return
         text = status if isinstance(status, str) else status.decode("ascii", "replace")
         limits = self._session_limits
-        if limits is None or text[:1] not in ("4", "5") or text.startswith("421"):
+        excused, self._error_excused = self._error_excused, False
+        if (limits is None or text[:1] not in ("4", "5") or text.startswith("421")
+                or excused):
             if self.in_data and text.startswith("250"):
                 self._errors = 0  # Postfix: errors count "without delivering mail"
             await super().push(status)
@@ -247,6 +287,11 @@ class GuardedSMTP(FastSMTP, Admission):
     async def handle_exception(self, error: Exception) -> str:
         limits = self._session_limits
         listener = limits.listener if limits is not None else "smtp"
+        if isinstance(error, TLSSetupException):
+            # STARTTLS failed (a TLS 1.0 client, no common cipher, a scanner): the
+            # client's doing, one throttled line; aiosmtpd closes the connection.
+            handshake_failed(listener, self._peer_text(), error.__cause__)
+            return replies.TLS_HANDSHAKE_FAILED.line
         _throttled.error((listener, type(error).__name__),
                          "%s: unexpected error in a session from %s: %s", listener,
                          self._peer_text(), type(error).__name__, exc_info=error)

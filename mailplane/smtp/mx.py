@@ -3,12 +3,18 @@
 - **RCPT** — a dict hit on the policy snapshot: a domain not hosted here → ``554 5.7.1``
   (never an open relay); an unknown address → ``550 5.1.1``; a mailbox already full, or
   that the declared ``SIZE=`` would overflow → ``452 4.2.2``.  Suspended addresses still
-  receive (003 Art.20(3)).  A valid SRS address (a bounce to a forward) is accepted for
-  return to the original sender, from the null sender only (SPEC §5: anything else would
-  make a forwarding address an open relay to whoever it forwarded for,
-  ``550 5.7.1``); a forged or expired one gets ``550 5.1.1``.
+  receive (003 Art.20(3)).  An SRS address takes only real bounces of real forwards,
+  scanned and rate limited (:mod:`mailplane.smtp.srs_returns`, SPEC §5, issue 20).
+- **TLS** — STARTTLS (RFC 3207) with the node's certificate, TLS 1.2 or newer
+  (``mx.starttls``, ``[tls]``; SPEC §8b); a failed handshake is one throttled log line.
+  EHLO also offers PIPELINING and ENHANCEDSTATUSCODES; ``Received`` says ESMTP, ESMTPS,
+  UTF8SMTPS, … as negotiated (RFC 3848, RFC 6531).
 - **Connections** — behind the listener's gate (SPEC §8a, :func:`~mailplane.smtp.base.
   listener_gate`), with the session defences of :mod:`mailplane.smtp.guarded`.
+- **Sender authentication** — SPF starts at the first accepted RCPT, DKIM/DMARC/ARC at
+  the end of DATA, under one time budget (:mod:`mailplane.mailauth.verifier`); the
+  results go on ``MessageContext.auth`` and into the one ``Authentication-Results`` of
+  the stored copy (forged ones with our authserv-id removed, RFC 8601 §5).
 - **DATA** — a bare LF normalised to CRLF (``mx.bare_newline``, Postfix 3.9's default;
   the DATA reader ends a message only at ``<CRLF>.<CRLF>``), the bytes checked
   (:func:`~mailplane.smtp.base.content_refusal`: a bare CR is refused; the MIME bounds of
@@ -22,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 import weakref
+from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,135 +41,153 @@ from mailplane.config.settings import Settings
 from mailplane.delivery.local import LocalDelivery
 from mailplane.filters.engines.base import SpamEngine, VirusEngine
 from mailplane.filters.scan import Scanner
-from mailplane.mail.message import MessageContext, normalise_bare_lf
-from mailplane.mail.srs import Srs, SrsError, srs_from_settings
+from mailplane.mail.message import MessageContext
+from mailplane.mail.srs import Srs, srs_from_settings
+from mailplane.mailauth.verifier import InboundVerifier
+from mailplane.net.anvil import NodeCounts
 from mailplane.net.gate import GatedServer, start_gated_server
-from mailplane.policy.model import AddressPolicy, PolicySource
+from mailplane.net.throttled_log import ThrottledLog
+from mailplane.net.tls import server_ssl_context
+from mailplane.policy.model import PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
     SHUTDOWN_GRACE_SECONDS,
+    EsmtpHandler,
     MailplaneSMTP,
     answer_data,
+    checked_content,
     close_gracefully,
-    content_refusal,
-    crlf_checked,
     declared_size,
     listener_gate,
-    mime_refusal,
+    received_with,
+    too_many_recipients,
 )
 from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
+from mailplane.smtp.srs_returns import Accepted, SrsReturns
+from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
+#: Refusals any client can repeat at will are logged once a minute per kind (SPEC §8a).
+_throttled = ThrottledLog(log)
 
 LISTENER = "mx"
 
 
-class MxHandler:
-    """aiosmtpd handler: ``handle_RCPT`` and ``handle_DATA``."""
+class MxHandler(EsmtpHandler):
+    """aiosmtpd handler: ``handle_EHLO`` (:class:`~mailplane.smtp.base.EsmtpHandler`),
+    ``handle_RCPT`` and ``handle_DATA``."""
 
     def __init__(self, settings: Settings, policy_cache: PolicySource,
-                 delivery: LocalDelivery) -> None:
+                 delivery: LocalDelivery, session_factory: sessionmaker[Session]) -> None:
         self.settings = settings
         self.policy_cache = policy_cache
         self.delivery = delivery
         self.srs: Srs = delivery.srs
-        # Policies remembered at RCPT time (DESIGN step 1), per envelope.
-        self._policies: weakref.WeakKeyDictionary[Envelope, dict[str, AddressPolicy]] = (
-            weakref.WeakKeyDictionary()
-        )
-        # Bounces to our SRS addresses (SPEC §5): sent on to the original sender.
-        self._srs_returns: weakref.WeakKeyDictionary[Envelope, list[str]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.srs_returns = SrsReturns(settings, session_factory, delivery.clock,
+                                      srs=delivery.srs, scanner=delivery.scanner)
+        # Sender authentication (SPEC §8b), started at the first accepted RCPT.
+        self.verifier = InboundVerifier(
+            settings, hosted=lambda domain: policy_cache.snapshot.is_hosted_domain(domain))
+
+    def _begin_checks(self, session: SmtpSession, envelope: Transaction) -> None:
+        """SPF can start once a recipient is accepted (never for a stranger's MAIL FROM
+        alone); the checks end with the envelope (the transaction)."""
+        if envelope.auth_checks is None:
+            envelope.auth_checks = self.verifier.begin(
+                envelope, peer_ip=_peer_ip(session), helo=session.host_name,
+                mail_from=envelope.mail_from or "")
 
     async def handle_RCPT(
         self,
         server: SMTP,
         session: SmtpSession,
-        envelope: Envelope,
+        envelope: Transaction,
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        if len(envelope.rcpt_tos) >= self.settings.mx.max_recipients:
-            return replies.TOO_MANY_RECIPIENTS.line
+        if envelope.recipient_count >= self.settings.mx.max_recipients:
+            return too_many_recipients(server, LISTENER)
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
-        if self.srs.is_srs_address(normalised):
-            if (envelope.mail_from or "").strip().strip("<>").strip():
-                log.info("refused mail from a non-null sender to SRS address %s", normalised)
-                return replies.SRS_BOUNCES_ONLY.line
-            try:
-                self.srs.reverse(normalised)
-            except SrsError as exc:
-                log.info("refused SRS address %s: %s", normalised, exc)
-                return replies.UNKNOWN_RECIPIENT.line
-            returns = self._srs_returns.setdefault(envelope, [])
-            if normalised not in returns:
-                returns.append(normalised)
-                envelope.rcpt_tos.append(address)
-                envelope.rcpt_options.extend(rcpt_options)
+        if self.srs_returns.is_srs_address(normalised):
+            verdict = await self.srs_returns.rcpt(
+                server, address=normalised,
+                mail_from=(envelope.mail_from or "").strip().strip("<>").strip(),
+                peer_ip=_peer_ip(session))
+            if not isinstance(verdict, Accepted):
+                return verdict.line
+            self._begin_checks(session, envelope)
+            envelope.accept_srs_return(address, normalised, rcpt_options,
+                                       verdict.destinations)
             return replies.RCPT_OK.line
         snapshot = self.policy_cache.snapshot
         if not local_part or not domain or not snapshot.is_hosted_domain(domain):
             return replies.RELAY_DENIED.line
         policy = snapshot.lookup(normalised)
-        if policy is None or policy.status == "deleted":
+        if policy is None or not policy.accepts_mail:
             return replies.UNKNOWN_RECIPIENT.line
         if not await self.delivery.has_room(policy, declared_size(envelope.mail_options)):
             return replies.MAILBOX_FULL.line
-        remembered = self._policies.setdefault(envelope, {})
-        if normalised not in remembered:
-            envelope.rcpt_tos.append(address)
-            envelope.rcpt_options.extend(rcpt_options)
-        remembered[normalised] = policy
+        self._begin_checks(session, envelope)
+        envelope.accept_hosted(address, normalised, policy, rcpt_options)
         return replies.RCPT_OK.line
 
     async def handle_DATA(
-        self, server: SMTP, session: SmtpSession, envelope: Envelope
+        self, server: SMTP, session: SmtpSession, envelope: Transaction
     ) -> str:
-        return await answer_data(LISTENER, self._data(session, envelope, crlf_checked(server)))
+        return await answer_data(LISTENER, self._data(server, session, envelope))
 
-    async def _data(self, session: SmtpSession, envelope: Envelope,
-                    checked: bool) -> SmtpReply:
-        raw = envelope.original_content or b""
-        if not checked and self.settings.mx.bare_newline == "normalize":
-            raw = normalise_bare_lf(raw)  # done by FastSMTP already; stock aiosmtpd not
-        refused = content_refusal(raw, self.settings.mx.max_message_size,
-                                  crlf_checked=checked)
-        if refused is None:
-            refused = await mime_refusal(raw, self.settings, LISTENER)
+    async def _data(self, server: SMTP, session: SmtpSession,
+                    envelope: Transaction) -> SmtpReply:
+        raw, refused = await checked_content(server, envelope, self.settings, LISTENER)
         if refused is not None:
             return refused
-        recipients = list(self._policies.get(envelope, {}).items())
-        srs_returns = self._srs_returns.get(envelope, [])
+        recipients = list(envelope.hosted_recipients.items())
+        srs_returns = envelope.srs_returns
         if not recipients and not srs_returns:
             return replies.NO_VALID_RECIPIENTS
-        peer = session.peer
         ctx = MessageContext(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(address for address, _ in recipients),
             raw=raw,
             received_at=self.delivery.clock.now(),
-            peer_ip=str(peer[0]) if isinstance(peer, tuple) and peer else None,
+            peer_ip=_peer_ip(session),
             helo=session.host_name or None,
             queue_id=secrets.token_hex(8),
         )
+        refused = await self.srs_returns.data(ctx, srs_returns)
+        if refused is not None:
+            return refused
+        checks = envelope.auth_checks
+        if checks is not None:
+            ctx.auth = await checks.finish(ctx)
+            # Our header on top, forged ones gone.  The parsed header view stays the one
+            # of the message as received (parsing it again would cost as much as the
+            # checks): nothing reads Authentication-Results from it, engines get ``auth``.
+            ctx.raw = self.verifier.stamp(raw, ctx.auth, ctx)
         await self.delivery.deliver(
-            ctx, recipients, protocol="ESMTP" if session.extended_smtp else "SMTP",
-            listener=LISTENER, srs_returns=srs_returns)
+            ctx, recipients, protocol=received_with(server, session, envelope),
+            listener=LISTENER, srs_returns=list(srs_returns))
         return replies.MESSAGE_ACCEPTED
+
+
+def _peer_ip(session: SmtpSession) -> str | None:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 class MxServer:
     """A running MX listener on the current event loop."""
 
     def __init__(self, server: GatedServer, handler: MxHandler,
-                 protocols: weakref.WeakSet[SMTP], *, owns_delivery: bool) -> None:
+                 protocols: weakref.WeakSet[SMTP], *, owns_delivery: bool,
+                 counts: NodeCounts | None = None) -> None:
         self._server = server
         self.handler = handler
         self._protocols = protocols
         self._owns_delivery = owns_delivery
+        self._counts = counts
 
     @property
     def port(self) -> int:
@@ -170,6 +196,9 @@ class MxServer:
     async def aclose(self, grace_seconds: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Graceful stop: see :func:`~mailplane.smtp.base.close_gracefully`."""
         await close_gracefully([self._server], self._protocols, grace_seconds=grace_seconds)
+        if self._counts is not None:
+            self._counts.close()
+        await self.handler.verifier.aclose()
         if self._owns_delivery:
             await self.handler.delivery.aclose()
 
@@ -184,13 +213,22 @@ async def start_mx(
     virus_engine: VirusEngine | None = None,
     spam_engine: SpamEngine | None = None,
     srs: Srs | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    node_counts: Path | None = None,
 ) -> MxServer:
     """Listen on ``settings.mx.host:port`` (port 0 = any free port) inside the running loop.
 
     ``delivery`` is the node's :class:`LocalDelivery` (shared with submission and the
     queue); without one, a private one is built from the given engines and closed with
-    the listener (tests that start a lone MX)."""
+    the listener (tests that start a lone MX).  STARTTLS (``mx.starttls``) uses
+    ``ssl_context``, by default :func:`mailplane.net.tls.server_ssl_context` (the node's
+    certificate, self-signed if none is configured).  ``node_counts``: the node's shared
+    connection counts file (:mod:`mailplane.net.anvil`) when it runs several MX
+    processes, so the connection limits hold for the node, not for each process."""
     loop = asyncio.get_running_loop()
+    if ssl_context is None and settings.mx.starttls:
+        ssl_context = await asyncio.to_thread(server_ssl_context, settings)
+    tls_context = ssl_context if settings.mx.starttls else None
     owns_delivery = delivery is None
     if delivery is None:
         delivery = LocalDelivery(
@@ -199,9 +237,16 @@ async def start_mx(
                             spam=settings.spam),
             srs=srs if srs is not None else srs_from_settings(settings, clock),
             policy=policy_cache)
-    handler = MxHandler(settings, policy_cache, delivery)
+    handler = MxHandler(settings, policy_cache, delivery, session_factory)
     protocols: weakref.WeakSet[SMTP] = weakref.WeakSet()
-    gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols)
+    counts = None
+    if node_counts is not None:
+        try:
+            counts = NodeCounts(node_counts)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.error("MX connection limits are counted in this process only: %s", exc)
+    gate, session_limits = listener_gate(LISTENER, settings.mx, settings, protocols,
+                                         counts=counts)
 
     def factory() -> SMTP:
         protocol = MailplaneSMTP(
@@ -212,17 +257,25 @@ async def start_mx(
             enable_SMTPUTF8=True,
             hostname=settings.mx.hostname,
             ident="mailplane",
+            tls_context=tls_context,
             loop=loop,
         )
         protocol.normalise_bare_lf = settings.mx.bare_newline == "normalize"
         protocols.add(protocol)
         return protocol
 
-    server = await start_gated_server(
-        factory, listener=LISTENER, host=settings.mx.host, port=settings.mx.port, gate=gate,
-        backlog=settings.mx.listen_backlog, reuse_port=settings.mx.workers > 1,
-    )
-    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP); protocol: %s",
-             settings.mx.host, server.port, settings.mx.max_connections,
-             settings.mx.max_connections_per_ip, protocol_description())
-    return MxServer(server, handler, protocols, owns_delivery=owns_delivery)
+    try:
+        server = await start_gated_server(
+            factory, listener=LISTENER, host=settings.mx.host, port=settings.mx.port,
+            gate=gate, backlog=settings.mx.listen_backlog,
+            reuse_port=settings.mx.workers > 1)
+    except BaseException:
+        if counts is not None:
+            counts.close()
+        raise
+    log.info("MX listening on %s:%d (at most %d sessions, %d per client IP, counted %s;"
+             " STARTTLS %s); protocol: %s", settings.mx.host, server.port,
+             settings.mx.max_connections, settings.mx.max_connections_per_ip,
+             "for the node" if counts is not None else "in this process",
+             "on" if tls_context else "off", protocol_description())
+    return MxServer(server, handler, protocols, owns_delivery=owns_delivery, counts=counts)

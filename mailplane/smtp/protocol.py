@@ -39,6 +39,7 @@ import asyncio
 import inspect
 import logging
 import re
+import ssl
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -74,6 +75,14 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 #: (a test compares both on generated input).
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+
+
+def _server_side_tls(context: ssl.SSLContext | None) -> bool:
+    """No context, or one stock ``__init__`` would accept without a warning (it checks
+    only that a server context does not demand client certificates or host names)."""
+    return context is None or (
+        context.verify_mode in (ssl.CERT_NONE, ssl.CERT_OPTIONAL)
+        and not context.check_hostname)
 
 
 class _Tables(NamedTuple):
@@ -241,7 +250,7 @@ class FastSMTP(SMTP):
         proxy_protocol_timeout: float | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        if (tls_context is not None or command_call_limit is not None
+        if (not _server_side_tls(tls_context) or command_call_limit is not None
                 or proxy_protocol_timeout is not None or not hostname
                 or (auth_required and not auth_require_tls)):
             # Rare options keep the stock constructor (its checks and warnings).
@@ -267,8 +276,8 @@ class FastSMTP(SMTP):
         self._decode_data = decode_data
         self.command_size_limits.clear()
         self.hostname = hostname
-        self.tls_context = None
-        self.require_starttls = None
+        self.tls_context = tls_context
+        self.require_starttls = tls_context and require_starttls
         self._timeout_duration = timeout
         self._timeout_handle = None
         self._tls_handshake_okay = True
@@ -342,7 +351,7 @@ class FastSMTP(SMTP):
                 if ended:
                     break
         except asyncio.CancelledError:
-            log.info("Connection lost during DATA")
+            log.info("Connection lost during DATA")  # mail.log: WARNING and up only
             self._writer.close()
             raise
         await self._finish_data(acc)

@@ -2,10 +2,17 @@
 
 A reply carries the basic code (RFC 5321 §4.2), the enhanced status code (RFC 3463) and a
 text that tells the sending side what happened — never a traceback or a secret.
+
+Both listeners advertise ENHANCEDSTATUSCODES (RFC 2034), which promises an enhanced code
+on every reply but the greeting and the answer to HELO/EHLO.  The replies aiosmtpd writes
+itself ("250 OK", "503 Error: need MAIL command", "501 Syntax: …") carry none:
+:func:`with_enhanced_code` gives them the one RFC 3463 assigns, from the basic code and
+the command being answered, as Postfix's smtpd does.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 
@@ -37,6 +44,9 @@ COMMAND_CONTROL_CHARACTER = SmtpReply(
 BAD_MAIL_PARAMETERS = SmtpReply(501, "5.5.4", "Invalid MAIL FROM parameters")
 PATH_TOO_LONG = SmtpReply(501, "5.1.3", "Address too long (RFC 5321: at most 256 octets)")
 
+#: Not written to the client (the failed handshake left no channel); aiosmtpd closes.
+TLS_HANDSHAKE_FAILED = SmtpReply(421, "4.7.0", "TLS handshake failed, closing connection")
+
 # Success.
 RCPT_OK = SmtpReply(250, "2.1.5", "Recipient ok")
 MESSAGE_ACCEPTED = SmtpReply(250, "2.0.0", "Message accepted for delivery")
@@ -48,6 +58,14 @@ RELAY_DENIED = SmtpReply(554, "5.7.1", "Relay access denied: this domain is not 
 SRS_BOUNCES_ONLY = SmtpReply(
     550, "5.7.1", "This address accepts only delivery status notifications"
 )
+#: Issue 20: a bounce (DSN) to an SRS address must report a recipient we forwarded to.
+SRS_NOT_A_BOUNCE = SmtpReply(
+    550, "5.7.1", "Only delivery reports for mail forwarded from here are accepted here"
+)
+#: ``srs.returns_per_address_per_hour`` / ``returns_per_ip_per_hour``: the sender retries.
+SRS_RATE_LIMITED = SmtpReply(450, "4.7.1", "Too many reports to this address, try again later")
+INBOUND_VIRUS_REFUSED = SmtpReply(554, "5.7.1", "Message refused: a virus was found in it")
+SPAM_REFUSED = SmtpReply(550, "5.7.1", "Message refused as spam")
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients in one transaction")
 MAILBOX_FULL = SmtpReply(452, "4.2.2", "Mailbox full, try again later")
 
@@ -107,3 +125,37 @@ VIRUS_REFUSED = SmtpReply(
 )
 RECIPIENT_NEEDS_DOMAIN = SmtpReply(553, "5.1.3", "Recipient address needs a domain")
 AUTH_REQUIRED = SmtpReply(530, "5.7.0", "Authentication required")
+
+
+# --- enhanced codes for aiosmtpd's own replies (RFC 2034, RFC 3463) ------------------------
+
+_HAS_ENHANCED_CODE = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
+#: RFC 3463 by basic code: 5.5.x protocol errors (2 syntax, 4 arguments, 1 sequence or
+#: unknown command), 5.7.x security (7.0 other, 7.11 encryption required), 5.3.4 size,
+#: 5.1.3 address syntax, 4.7.0 TLS unavailable, 4.3.0 local trouble.
+_STATUS_BY_CODE = {
+    220: "2.0.0", 221: "2.0.0", 250: "2.0.0", 252: "2.0.0",
+    421: "4.3.0", 451: "4.3.0", 452: "4.3.1", 454: "4.7.0",
+    500: "5.5.2", 501: "5.5.4", 502: "5.5.1", 503: "5.5.1", 504: "5.5.4",
+    530: "5.7.0", 535: "5.7.8", 538: "5.7.11", 550: "5.0.0", 552: "5.3.4",
+    553: "5.1.3", 554: "5.7.0",
+}
+#: A success depends on what it answers (RFC 3463 §3.2: 2.1.0 sender, 2.1.5 recipient).
+_STATUS_BY_COMMAND = {("MAIL", 250): "2.1.0", ("RCPT", 250): "2.1.5"}
+#: Commands whose answer carries no enhanced code (RFC 2034 §4: HELO, EHLO).
+_EXEMPT_COMMANDS = frozenset({"HELO", "EHLO"})
+
+
+def with_enhanced_code(line: str, command: str | None) -> str:
+    """``line`` with the enhanced status code RFC 3463 gives it, unless it has one or
+    needs none: the greeting (a 220 outside STARTTLS), the HELO/EHLO answer and the
+    intermediate 3xx replies (334 AUTH challenges, 354)."""
+    if (command in _EXEMPT_COMMANDS or len(line) < 4 or not line[:3].isdigit()
+            or line[3] not in " -" or _HAS_ENHANCED_CODE.match(line)):
+        return line
+    code = int(line[:3])
+    if line[0] not in "245" or (code == 220 and command != "STARTTLS"):
+        return line
+    status = (_STATUS_BY_COMMAND.get((command or "", code))
+              or _STATUS_BY_CODE.get(code) or f"{line[0]}.0.0")
+    return f"{line[:4]}{status} {line[4:]}"

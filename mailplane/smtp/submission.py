@@ -14,13 +14,14 @@ handler both listeners share.  The protocol (AUTH, TLS rules) is
   not be suspended, and the overseas-send window (SPEC §7) is decided from the peer's country;
   an account or IP already over its hourly quota gets ``451 4.7.1`` (SPEC §8a).
 - **RCPT**: at most ``submission.max_recipients_per_message`` (``452 4.5.3``).
-- **DATA**: bare CR/LF and the MIME bounds refused as on the MX; header From, Sender,
+- **DATA**: the content check of the MX (:func:`~mailplane.smtp.base.checked_content`: a
+  bare LF normalised to CRLF, a bare CR and the MIME bounds refused); header From, Sender,
   Resent-From and Resent-Sender must be the authenticated address;
   the *sender's* virus-check setting decides the scan (infected → 554 5.7.1, scanner down →
   451 unless ``virus.on_error = accept``); the message is charged against the sending
   quotas (:mod:`mailplane.auth.send_quota`: ``451 4.7.1`` over them, refunded if delivery
-  fails); a ``Received … with ESMTPSA`` line (RFC 3848) and a missing Message-ID/Date are
-  added (RFC 6409 §8.2, §8.3).
+  fails); a ``Received … with ESMTPSA`` line (RFC 3848; UTF8SMTPSA for SMTPUTF8, RFC 6531;
+  never the login name) and a missing Message-ID/Date are added (RFC 6409 §8.2, §8.3).
 - **Routing**: hosted recipients are delivered by the node's
   :class:`~mailplane.delivery.local.LocalDelivery` with their own settings; every other
   recipient goes into one outbound job, committed in the same transaction as the local
@@ -32,12 +33,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-import weakref
-from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailplane import metrics
@@ -57,31 +56,28 @@ from mailplane.filters.sender_ownership import (
 )
 from mailplane.mail.message import MessageContext
 from mailplane.mail.trace import printable, received
+from mailplane.net.throttled_log import ThrottledLog
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
 from mailplane.smtp.base import (
+    EsmtpHandler,
     answer_data,
-    content_refusal,
-    crlf_checked,
-    mime_refusal,
+    checked_content,
+    received_with,
+    too_many_recipients,
 )
 from mailplane.smtp.replies import SmtpReply
 from mailplane.smtp.submission_protocol import AuthenticatedUser, peer_ip_of
+from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
+#: Refusals an authenticated client (or a thief with its password) can repeat at will:
+#: once a minute per account and kind (SPEC §8a).
+_throttled = ThrottledLog(log)
 
 LISTENER = "submission"
 OUTBOUND_KIND = "submission"
 # --- the handler ----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Recipients:
-    local: dict[str, AddressPolicy] = field(default_factory=dict)
-    remote: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.local) + len(self.remote)
 
 
 def _user(session: SmtpSession) -> AuthenticatedUser | None:
@@ -89,8 +85,9 @@ def _user(session: SmtpSession) -> AuthenticatedUser | None:
     return data if isinstance(data, AuthenticatedUser) else None
 
 
-class SubmissionHandler:
-    """aiosmtpd handler: ``handle_MAIL``, ``handle_RCPT``, ``handle_DATA``."""
+class SubmissionHandler(EsmtpHandler):
+    """aiosmtpd handler: ``handle_EHLO`` (:class:`~mailplane.smtp.base.EsmtpHandler`),
+    ``handle_MAIL``, ``handle_RCPT``, ``handle_DATA``."""
 
     def __init__(
         self,
@@ -109,9 +106,6 @@ class SubmissionHandler:
         self.delivery = delivery
         self.quota = quota
         self.overseas = OverseasRule.from_settings(settings.overseas, settings.webmail.networks)
-        self._recipients: weakref.WeakKeyDictionary[Envelope, _Recipients] = (
-            weakref.WeakKeyDictionary()
-        )
 
     # --- MAIL ---------------------------------------------------------------------------
 
@@ -119,7 +113,7 @@ class SubmissionHandler:
         self,
         server: SMTP,
         session: SmtpSession,
-        envelope: Envelope,
+        envelope: Transaction,
         address: str,
         mail_options: list[str],
     ) -> str:
@@ -127,7 +121,8 @@ class SubmissionHandler:
         if user is None:
             return replies.AUTH_REQUIRED.line
         if not envelope_sender_owned(authenticated=user.address, mail_from=address):
-            log.info("submission: %s tried to send as another sender", user.pop_account)
+            _throttled.info(("sender_not_owned", user.pop_account),
+                            "submission: %s tried to send as another sender", user.pop_account)
             return replies.SENDER_NOT_OWNED.line
         policy = self.policy_cache.snapshot.lookup(user.address)
         if policy is None or not policy.accepts_logins:
@@ -152,13 +147,15 @@ class SubmissionHandler:
             peer_ip=peer_ip, country=country, policy=policy, now=self.clock.now()
         )
         if verdict.reason == "unknown_country_allowed":
-            log.info("submission: %s from %s: country unknown, allowed by configuration",
-                     user.pop_account, peer_ip)
+            _throttled.info(("unknown_country", user.pop_account), "submission: %s from %s:"
+                            " country unknown, allowed by configuration", user.pop_account,
+                            peer_ip)
         if verdict.allowed:
             return None
         metrics.OVERSEAS_REFUSALS.labels(verdict.country or "unknown").inc()
-        log.warning("submission: overseas send refused for %s from %s (country %s, %s)",
-                    user.pop_account, peer_ip, verdict.country or "unknown", verdict.reason)
+        _throttled.warning(("overseas", user.pop_account), "submission: overseas send refused"
+                           " for %s from %s (country %s, %s)", user.pop_account, peer_ip,
+                           verdict.country or "unknown", verdict.reason)
         return replies.OVERSEAS_SEND_REFUSED
 
     # --- RCPT ---------------------------------------------------------------------------
@@ -167,13 +164,12 @@ class SubmissionHandler:
         self,
         server: SMTP,
         session: SmtpSession,
-        envelope: Envelope,
+        envelope: Transaction,
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        recipients = self._recipients.setdefault(envelope, _Recipients())
-        if len(recipients) >= self.settings.submission.max_recipients_per_message:
-            return replies.TOO_MANY_RECIPIENTS.line
+        if envelope.recipient_count >= self.settings.submission.max_recipients_per_message:
+            return too_many_recipients(server, LISTENER)
         normalised = address.strip().lower()
         local_part, _, domain = normalised.rpartition("@")
         if not local_part or not domain:
@@ -181,38 +177,31 @@ class SubmissionHandler:
         snapshot = self.policy_cache.snapshot
         if snapshot.is_hosted_domain(domain):
             policy = snapshot.lookup(normalised)
-            if policy is None or policy.status == "deleted":
+            if policy is None or not policy.accepts_mail:
                 return replies.UNKNOWN_RECIPIENT.line
-            if normalised not in recipients.local:
-                envelope.rcpt_tos.append(address)
-            recipients.local[normalised] = policy
-        elif normalised not in recipients.remote:
-            recipients.remote.append(normalised)
-            envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
+            envelope.accept_hosted(address, normalised, policy, rcpt_options)
+        else:
+            envelope.accept_remote(address, normalised, rcpt_options)
         return replies.RCPT_OK.line
 
     # --- DATA ---------------------------------------------------------------------------
 
     async def handle_DATA(
-        self, server: SMTP, session: SmtpSession, envelope: Envelope
+        self, server: SMTP, session: SmtpSession, envelope: Transaction
     ) -> str:
-        return await answer_data(LISTENER, self._data(session, envelope, crlf_checked(server)))
+        return await answer_data(LISTENER, self._data(server, session, envelope))
 
-    async def _data(self, session: SmtpSession, envelope: Envelope,
-                    checked: bool) -> SmtpReply:
+    async def _data(self, server: SMTP, session: SmtpSession,
+                    envelope: Transaction) -> SmtpReply:
         user = _user(session)
         if user is None:
             return replies.AUTH_REQUIRED
-        raw = envelope.original_content or b""
-        refused = content_refusal(raw, self.settings.mx.max_message_size,
-                                  crlf_checked=checked)
-        if refused is None:
-            refused = await mime_refusal(raw, self.settings, LISTENER)
+        raw, refused = await checked_content(server, envelope, self.settings, LISTENER)
         if refused is not None:
             return refused
-        recipients = self._recipients.get(envelope)
-        if not recipients:
+        local = envelope.hosted_recipients
+        remote = envelope.remote_recipients
+        if not local and not remote:
             return replies.NO_VALID_RECIPIENTS
         sender_policy = self.policy_cache.snapshot.lookup(user.address)
         if sender_policy is None or not sender_policy.accepts_logins:
@@ -228,30 +217,31 @@ class SubmissionHandler:
             name: original.header_addresses(name) for name in SENDER_HEADERS
             if original.raw_header(name)})
         if foreign is not None:
-            log.info("submission: %s tried to send with a foreign %s", user.pop_account,
-                     foreign)
+            _throttled.info(("foreign_header", user.pop_account), "submission: %s tried to "
+                            "send with a foreign %s", user.pop_account, foreign)
             return replies.HEADER_SENDER_NOT_OWNED
         refusal = await self._virus_refusal(raw, sender_policy)
         if refusal is not None:
             return refusal
         try:
             charge = await self.quota.charge(account=user.pop_account, peer_ip=peer_ip,
-                                             recipients=len(recipients))
+                                             recipients=envelope.recipient_count)
         except QuotaExceeded:
             return replies.SENDING_RATE_LIMITED
         queue_id = secrets.token_hex(8)
         helo = printable(session.host_name or "unknown")
-        message = self._submitted_copy(original, user, helo=helo, peer_ip=peer_ip,
-                                       queue_id=queue_id, now=now)
-        remote = [] if not recipients.remote else [PendingJob(
+        protocol = received_with(server, session, envelope)
+        message = self._submitted_copy(original, helo=helo, peer_ip=peer_ip,
+                                       protocol=protocol, queue_id=queue_id, now=now)
+        jobs = [] if not remote else [PendingJob(
             kind=OUTBOUND_KIND, mail_from=envelope.mail_from or user.address,
-            recipients=list(recipients.remote), message=message)]
-        ctx = MessageContext(mail_from=envelope.mail_from or "", rcpt_tos=tuple(recipients.local),
+            recipients=list(remote), message=message)]
+        ctx = MessageContext(mail_from=envelope.mail_from or "", rcpt_tos=tuple(local),
                              raw=message, received_at=now, peer_ip=peer_ip, helo=helo,
                              queue_id=queue_id)
         try:
-            await self.delivery.deliver(ctx, list(recipients.local.items()),
-                                        protocol="ESMTP", listener=LISTENER, extra_jobs=remote)
+            await self.delivery.deliver(ctx, list(local.items()),
+                                        protocol=protocol, listener=LISTENER, extra_jobs=jobs)
         except Exception:
             # Deferred or failed: nothing was stored.  (A client that hangs up cancels us
             # while the writer may still store the message: no refund then, or hanging up
@@ -259,7 +249,7 @@ class SubmissionHandler:
             await self.quota.refund(charge)
             raise
         log.info("submission %s accepted from %s: %d local, %d remote recipients",
-                 queue_id, user.pop_account, len(recipients.local), len(recipients.remote))
+                 queue_id, user.pop_account, len(local), len(remote))
         return replies.MESSAGE_ACCEPTED
 
     async def _virus_refusal(self, raw: bytes, sender: AddressPolicy) -> SmtpReply | None:
@@ -274,7 +264,8 @@ class SubmissionHandler:
             return None
         metrics.FILTER_HITS.labels(LISTENER, "virus").inc()
         signature = printable(result.signature, 100)
-        log.warning("submission refused from %s: virus %s", sender.pop_account, signature)
+        _throttled.warning(("virus", sender.pop_account), "submission refused from %s: "
+                           "virus %s", sender.pop_account, signature)
         if not signature:
             return replies.VIRUS_REFUSED
         return replies.VIRUS_REFUSED._replace(
@@ -284,22 +275,22 @@ class SubmissionHandler:
     def _submitted_copy(
         self,
         original: MessageContext,
-        user: AuthenticatedUser,
         *,
         helo: str,
         peer_ip: str,
+        protocol: str,
         queue_id: str,
         now: datetime,
     ) -> bytes:
-        """The message as it leaves the MSA: our trace line first (RFC 5321 §4.4, "ESMTPSA"
-        per RFC 3848, the login named, never the password), plus Date and Message-ID if the
-        client left them out (RFC 6409 §8.2, §8.3)."""
+        """The message as it leaves the MSA: our trace line first (RFC 5321 §4.4; "with
+        ESMTPSA" or "UTF8SMTPSA" says TLS and AUTH, RFC 3848 / RFC 6531 — never the login:
+        every recipient would learn the customer's POP account, SPEC §8b), plus Date and
+        Message-ID if the client left them out (RFC 6409 §8.2, §8.3)."""
         hostname = self.settings.mx.hostname
         local_time = format_datetime(now.astimezone(self.settings.tz))
         lines = ["Received: " + received(
-            helo=helo, peer_ip=peer_ip, hostname=hostname, protocol="ESMTPSA",
-            queue_id=queue_id, recipient=None, at=now, tz=self.settings.tz,
-            authenticated=user.pop_account)]
+            helo=helo, peer_ip=peer_ip, hostname=hostname, protocol=protocol,
+            queue_id=queue_id, recipient=None, at=now, tz=self.settings.tz)]
         if not original.raw_header("Date"):
             lines.append(f"Date: {local_time}")
         if not original.raw_header("Message-ID"):

@@ -136,6 +136,7 @@ async def start_submission(
             auth_require_tls=True,
             loop=loop,
         )
+        protocol.normalise_bare_lf = settings.mx.bare_newline == "normalize"
         protocols.add(protocol)
         return protocol
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -189,6 +189,30 @@ def find(session: Session, *, address: str) -> Address | None:
     return row
 
 
+def existing(session: Session, *, addresses: Collection[str], hold: bool) -> set[str]:
+    """Which of ``addresses`` exist now (the delivery's re-check, issue 20: a node's
+    policy snapshot may still hold an address deleted since its last refresh).
+
+    ``hold``: keep them until the transaction ends, so a deletion waits for the rows this
+    transaction is about to add for them (quarantine items, jobs) instead of leaving
+    them orphaned — PostgreSQL ``FOR KEY SHARE`` (deliveries on other nodes and updates
+    of other columns are not blocked); SQLite a no-op UPDATE that takes the database's
+    write lock first, as :func:`contracts_repo.lock_for_update` does."""
+    wanted = sorted({address.lower() for address in addresses})
+    if not wanted:
+        return set()
+    if hold and session.get_bind().dialect.name == "sqlite":
+        rows = session.execute(update(_A).where(_A.c.address.in_(wanted))
+                               .values(quota_bytes=_A.c.quota_bytes)
+                               .returning(_A.c.address)).scalars()
+    else:
+        statement = select(_A.c.address).where(_A.c.address.in_(wanted))
+        if hold:
+            statement = statement.with_for_update(read=True, key_share=True)
+        rows = session.execute(statement).scalars()
+    return {str(address) for address in rows}
+
+
 def delete_address(session: Session, *, address: Address, now: datetime) -> bool:
     """Remove the address and its settings; remember it for the cool-off.  False if it is
     already gone (a concurrent delete won): nothing was changed then."""
@@ -236,3 +260,19 @@ def first_of_contract(session: Session, *, contract_id: int) -> str | None:
                                        .where(Address.contract_id == contract_id)
                                        .order_by(Address.id))
     return found
+
+
+def retire_all_of_contract(session: Session, *, contract_id: int,
+                           retired_at: datetime) -> list[str]:
+    """Delete every address of a contract and its settings (a purged 解約), each kept as
+    retired from ``retired_at`` for the re-registration cool-off (SPEC §1, §9a); returns
+    the addresses, whose files the caller removes after the commit."""
+    addresses = list(session.scalars(select(_A.c.address).where(
+        _A.c.contract_id == contract_id)))
+    if not addresses:
+        return []
+    session.execute(delete(QuarantineItem).where(QuarantineItem.address.in_(addresses)))
+    session.execute(delete(_A).where(_A.c.contract_id == contract_id))
+    for address in addresses:
+        session.merge(RetiredAddress(address=address, deleted_at=retired_at))
+    return addresses

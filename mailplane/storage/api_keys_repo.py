@@ -77,3 +77,10 @@ def revoke(session: Session, *, key_id: str, now: datetime) -> bool:
     result = session.execute(update(_K).where(_K.c.key_id == key_id, _K.c.revoked_at.is_(None))
                              .values(revoked_at=now))
     return bool(getattr(result, "rowcount", 0))
+
+
+def revoke_for_contract(session: Session, *, contract_id: int, now: datetime) -> int:
+    """Revoke every key bound to a contract (解約: its keys log in to nothing)."""
+    result = session.execute(update(_K).where(_K.c.contract_id == contract_id,
+                                              _K.c.revoked_at.is_(None)).values(revoked_at=now))
+    return int(getattr(result, "rowcount", 0) or 0)

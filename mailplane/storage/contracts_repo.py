@@ -51,11 +51,14 @@ class ContractSlots:
     included_addresses: int
     extra_slots: int
     status: str = "active"
+    termination_effective_at: datetime | None = None
+    terminated_at: datetime | None = None
 
 
 _C = cast(Table, Contract.__table__)
 _SLOTS_BY_NUMBER = select(_C.c.id, _C.c.customer_number, _C.c.included_addresses,
-                          _C.c.extra_slots, _C.c.status
+                          _C.c.extra_slots, _C.c.status, _C.c.termination_effective_at,
+                          _C.c.terminated_at
                           ).where(_C.c.customer_number == bindparam("number"))
 
 
@@ -103,3 +106,63 @@ def release_paid_slot(session: Session, *, contract_id: int) -> bool:
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- 解約 (SPEC §9a; 003 Art.18-20) -------------------------------------------------------
+
+
+def request_termination(session: Session, *, contract_id: int, effective_at: datetime,
+                        now: datetime) -> bool:
+    """Record a customer's 解約 request; False if the contract is no longer active."""
+    result = session.execute(
+        update(_C).where(_C.c.id == contract_id, _C.c.status == "active")
+        .values(termination_effective_at=effective_at, termination_requested_at=now))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def cancel_termination(session: Session, *, contract_id: int) -> bool:
+    """Withdraw an open 解約 request; False when there was none (or it took effect)."""
+    result = session.execute(
+        update(_C).where(_C.c.id == contract_id, _C.c.status != "terminated",
+                         _C.c.termination_effective_at.is_not(None))
+        .values(termination_effective_at=None, termination_requested_at=None))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def set_terminated(session: Session, *, contract_id: int, now: datetime) -> bool:
+    """End the contract.  One conditional UPDATE: True only for the one call that ended
+    it, so concurrent requests and the periodic job audit and notify it once."""
+    result = session.execute(
+        update(_C).where(_C.c.id == contract_id, _C.c.status != "terminated")
+        .values(status="terminated", terminated_at=now))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def set_restored(session: Session, *, contract_id: int) -> bool:
+    """Bring a terminated contract back (operator only, before its data is purged)."""
+    result = session.execute(
+        update(_C).where(_C.c.id == contract_id, _C.c.status == "terminated",
+                         _C.c.purged_at.is_(None))
+        .values(status="active", terminated_at=None, termination_effective_at=None,
+                termination_requested_at=None))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def due_terminations(session: Session, *, now: datetime) -> list[int]:
+    """Contracts whose requested 解約 has taken effect."""
+    return list(session.scalars(select(_C.c.id).where(
+        _C.c.status != "terminated", _C.c.termination_effective_at.is_not(None),
+        _C.c.termination_effective_at <= now)))
+
+
+def purgeable(session: Session, *, terminated_before: datetime) -> list[int]:
+    return list(session.scalars(select(_C.c.id).where(
+        _C.c.status == "terminated", _C.c.purged_at.is_(None),
+        _C.c.terminated_at <= terminated_before)))
+
+
+def mark_purged(session: Session, *, contract_id: int, now: datetime) -> None:
+    """The contract row stays (its billing record and audit log refer to it); what would
+    let anyone act for it goes."""
+    session.execute(update(_C).where(_C.c.id == contract_id)
+                    .values(purged_at=now, password_hash=None, extra_slots=0))

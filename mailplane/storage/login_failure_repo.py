@@ -1,10 +1,11 @@
-"""SQL for the shared failed-login counters (issue 5, reworked in issue 15).
+"""SQL for the shared failed-login counters (issue 5, reworked in issues 15 and 22).
 
-One row per key (``ip:<address>`` or ``account:<name>``).  Every change is a single upsert
-or update of that row (``INSERT … ON CONFLICT DO UPDATE … RETURNING``), so two nodes
-counting at the same moment never lose an increment, on SQLite and PostgreSQL alike; the
-first statement of each transaction writes, so SQLite takes its write lock before anything
-is read.  Functions take an open session and do not commit: the caller owns the
+One row per key: a client IP, an account, or an (account, client IP) pair, each in its
+budget (the keys are :mod:`mailplane.auth.login_guard`'s).  Every change starts with one
+upsert of its row (``INSERT … ON CONFLICT DO UPDATE``), which takes the row's write lock
+(SQLite: the database's) before anything is read, so two nodes counting at the same moment
+never lose an increment and a read-decide-write of one row is atomic, on SQLite and
+PostgreSQL alike.  Functions take an open session and do not commit: the caller owns the
 transaction.
 """
 
@@ -25,31 +26,45 @@ from mailplane.storage.models import LoginFailure, UtcDateTime
 
 @dataclass(frozen=True, slots=True)
 class FailureCount:
-    """The counter after one more failure was recorded."""
+    """A counter after a failed attempt was recorded."""
 
     failures: int
     locked_until: datetime | None
+    #: False when the attempt's wrong password was already among the remembered ones:
+    #: nothing was added.
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """An IP's counter as one more attempt starts (``in_flight`` includes it)."""
+    """A counter as one more attempt starts (``in_flight`` includes it)."""
 
     failures: int
     in_flight: int
     locked_until: datetime | None
+    wrong_digests: tuple[str, ...] = ()
+    last_success_at: datetime | None = None
+
+
+#: How many wrong passwords a counter remembers (Azure AD smart lockout keeps the last
+#: three; two or three old passwords in a household's devices are the common case).
+REMEMBERED_WRONG_PASSWORDS = 3
+
+
+def _digests(value: str | None) -> tuple[str, ...]:
+    return tuple(part for part in (value or "").split(",") if part)
 
 
 def _starts_over(now: datetime, window_seconds: int) -> ColumnElement[bool]:
     """A counter whose first failure is older than the window, or whose lock has run out,
-    starts again: old mistakes do not add up forever."""
+    starts again: old mistakes do not add up forever.  A lock that is still running never
+    starts over (a doubled lock outlasts the window it was counted in)."""
     table = cast(Table, LoginFailure.__table__)
     window_start = literal(now - timedelta(seconds=window_seconds), UtcDateTime)
-    return or_(
-        table.c.first_failure_at < window_start,
-        and_(table.c.locked_until.is_not(None),
-             table.c.locked_until <= literal(now, UtcDateTime)),
-    )
+    now_param = literal(now, UtcDateTime)
+    not_locked = or_(table.c.locked_until.is_(None), table.c.locked_until <= now_param)
+    return and_(not_locked, or_(table.c.first_failure_at < window_start,
+                                table.c.locked_until.is_not(None)))
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -74,82 +89,82 @@ def reserve_attempt(session: Session, *, key: str, now: datetime,
                                      else_=table.c.first_failure_at),
             "locked_until": case((starts_over, None), else_=table.c.locked_until),
         },
-    ).returning(table.c.failures, table.c.in_flight, table.c.locked_until)
-    failures, in_flight, locked_until = session.execute(stmt).one()
-    return Reservation(int(failures), int(in_flight), _utc(locked_until))
+    ).returning(table.c.failures, table.c.in_flight, table.c.locked_until,
+                table.c.wrong_digests, table.c.last_success_at)
+    failures, in_flight, locked_until, digests, success = session.execute(stmt).one()
+    return Reservation(int(failures), int(in_flight), _utc(locked_until), _digests(digests),
+                       _utc(success))
 
 
-def release_attempt(session: Session, *, key: str) -> None:
-    """The attempt in flight ended without a failure (right password, or refused)."""
+def release_attempt(session: Session, *, key: str, succeeded_at: datetime | None = None) -> None:
+    """The attempt in flight ended without a failure (right password, or refused);
+    ``succeeded_at``: with the right password, remembered as the key's last success."""
     table = cast(Table, LoginFailure.__table__)
-    session.execute(update(table).where(table.c.key == key, table.c.in_flight > 0)
-                    .values(in_flight=table.c.in_flight - 1))
+    values: dict[str, Any] = {
+        "in_flight": case((table.c.in_flight > 0, table.c.in_flight - 1), else_=0)}
+    if succeeded_at is not None:
+        values["last_success_at"] = succeeded_at
+    session.execute(update(table).where(table.c.key == key).values(**values))
 
 
-def confirm_failure(session: Session, *, key: str, now: datetime, max_failures: int,
-                    lock_seconds: int, max_lock_seconds: int) -> FailureCount:
-    """The attempt in flight failed: count it; at ``max_failures`` lock the key for
-    ``lock_seconds`` doubled per earlier lock (capped at ``max_lock_seconds``)."""
-    table = cast(Table, LoginFailure.__table__)
-    row = session.execute(
-        update(table).where(table.c.key == key)
-        .values(failures=table.c.failures + 1, last_failure_at=now,
-                in_flight=case((table.c.in_flight > 0, table.c.in_flight - 1), else_=0))
-        .returning(table.c.failures, table.c.locked_until, table.c.lock_count)
-    ).one_or_none()
-    if row is None:  # purged while the password was checked: count it afresh
-        count = record_failure(session, key=key, now=now, window_seconds=lock_seconds,
-                               max_failures=max_failures, lock_seconds=lock_seconds)
-        return count
-    failures, locked_until, lock_count = int(row[0]), _utc(row[1]), int(row[2])
-    if failures < max_failures or (locked_until is not None and locked_until > now):
-        return FailureCount(failures, locked_until)
-    seconds = min(lock_seconds * 2 ** min(lock_count, 30), max_lock_seconds)
-    until = now + timedelta(seconds=seconds)
-    session.execute(update(table).where(table.c.key == key)
-                    .values(locked_until=until, lock_count=table.c.lock_count + 1))
-    return FailureCount(failures, until)
-
-
-def record_failure(
-    session: Session,
-    *,
-    key: str,
-    now: datetime,
-    window_seconds: int,
-    max_failures: int,
-    lock_seconds: int,
-) -> FailureCount:
-    """Count one failure for ``key``; lock it for ``lock_seconds`` at ``max_failures``."""
-    now_param = literal(now, UtcDateTime)
-    lock_end = literal(now + timedelta(seconds=lock_seconds), UtcDateTime)
+def _touch(session: Session, *, key: str, now: datetime, window_seconds: int) -> None:
+    """Make sure ``key`` has a row, started over if its window or lock has run out; the
+    first statement of a change, so it takes the row's (SQLite: the database's) write
+    lock before anything is read."""
     table = cast(Table, LoginFailure.__table__)
     starts_over = _starts_over(now, window_seconds)
-    first_locks = max_failures <= 1
-    stmt = _dialect_insert(session)(table).values(
-        key=key,
-        failures=1,
-        in_flight=0,
-        first_failure_at=now,
-        last_failure_at=now,
-        locked_until=now + timedelta(seconds=lock_seconds) if first_locks else None,
-        lock_count=1 if first_locks else 0,
-    )
-    stmt = stmt.on_conflict_do_update(
+    now_param = literal(now, UtcDateTime)
+    session.execute(_dialect_insert(session)(table).values(
+        key=key, failures=0, in_flight=0, first_failure_at=now, locked_until=None,
+        lock_count=0,
+    ).on_conflict_do_update(
         index_elements=[table.c.key],
         set_={
-            "failures": case((starts_over, 1), else_=table.c.failures + 1),
-            "first_failure_at": case((starts_over, now_param), else_=table.c.first_failure_at),
-            "last_failure_at": now_param,
-            "locked_until": case(
-                (starts_over, lock_end if first_locks else None),
-                (table.c.failures + 1 >= max_failures, lock_end),
-                else_=table.c.locked_until,
-            ),
+            "failures": case((starts_over, 0), else_=table.c.failures),
+            "first_failure_at": case((starts_over, now_param),
+                                     else_=table.c.first_failure_at),
+            "locked_until": case((starts_over, None), else_=table.c.locked_until),
         },
-    ).returning(table.c.failures, table.c.locked_until)
-    failures, locked_until = session.execute(stmt).one()
-    return FailureCount(failures=int(failures), locked_until=_utc(locked_until))
+    ))
+
+
+def count_failure(session: Session, *, key: str, now: datetime, window_seconds: int,
+                  max_failures: int, lock_seconds: int, max_lock_seconds: int | None = None,
+                  digest: str = "", in_flight: bool = False) -> FailureCount:
+    """Count one failure for ``key`` — unless ``digest`` (the wrong password's keyed
+    digest) is one this counter already remembers: the same old password again is not
+    another guess.  At ``max_failures`` the key is locked for ``lock_seconds``, doubled
+    for each earlier lock up to ``max_lock_seconds`` (None: never doubled).
+    ``in_flight``: the attempt was reserved (:func:`reserve_attempt`) and ends here."""
+    table = cast(Table, LoginFailure.__table__)
+    _touch(session, key=key, now=now, window_seconds=window_seconds)
+    failures, locked_until, lock_count, stored, flying = session.execute(
+        select(table.c.failures, table.c.locked_until, table.c.lock_count,
+               table.c.wrong_digests, table.c.in_flight).where(table.c.key == key)
+    ).one()
+    values: dict[str, Any] = {}
+    if in_flight:
+        values["in_flight"] = max(int(flying) - 1, 0)
+    failures, lock_count = int(failures), int(lock_count)
+    locked_until = _utc(locked_until)
+    remembered = _digests(stored)
+    if digest and digest in remembered:
+        if values:
+            session.execute(update(table).where(table.c.key == key).values(**values))
+        return FailureCount(failures, locked_until, counted=False)
+    failures += 1
+    values.update(failures=failures, last_failure_at=now)
+    if digest:
+        values["wrong_digests"] = ",".join(
+            (*remembered, digest)[-REMEMBERED_WRONG_PASSWORDS:])
+    if failures >= max_failures and not (locked_until is not None and locked_until > now):
+        ceiling = lock_seconds if max_lock_seconds is None else max(max_lock_seconds,
+                                                                   lock_seconds)
+        seconds = min(lock_seconds * 2 ** min(lock_count, 30), ceiling)
+        locked_until = now + timedelta(seconds=seconds)
+        values.update(locked_until=locked_until, lock_count=lock_count + 1)
+    session.execute(update(table).where(table.c.key == key).values(**values))
+    return FailureCount(failures, locked_until)
 
 
 def latest_lock(session: Session, *, keys: Sequence[str], now: datetime) -> datetime | None:
@@ -165,6 +180,19 @@ def latest_lock(session: Session, *, keys: Sequence[str], now: datetime) -> date
     ).all()
     locks = [as_utc(moment) for moment in found if moment is not None]
     return max(locks) if locks else None
+
+
+def read_counter(session: Session, *, key: str) -> Reservation | None:
+    """``key``'s counter as it is (no attempt added), or None when it has no row."""
+    table = cast(Table, LoginFailure.__table__)
+    row = session.execute(select(table.c.failures, table.c.in_flight, table.c.locked_until,
+                                 table.c.wrong_digests, table.c.last_success_at)
+                          .where(table.c.key == key)).first()
+    if row is None:
+        return None
+    failures, in_flight, locked_until, digests, success = row._tuple()
+    return Reservation(int(failures), int(in_flight), _utc(locked_until), _digests(digests),
+                       _utc(success))
 
 
 def failure_count(session: Session, *, key: str) -> int:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -43,7 +44,8 @@ class Contract(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_number: Mapped[str] = mapped_column(String(32), unique=True)
     contact_email: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active|suspended
+    #: active | suspended | terminated (SPEC §9a; 003 Art.16-20).
+    status: Mapped[str] = mapped_column(String(16), default="active")
     included_addresses: Mapped[int] = mapped_column(Integer)
     extra_slots: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -51,6 +53,15 @@ class Contract(Base):
     #: argon2id); None until an operator sets the first one.
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     password_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: A customer's 解約 request (003 Art.18): when it takes effect (the start of the day
+    #: after the chosen month end, local time) and when it was made; None when none is open.
+    termination_effective_at: Mapped[datetime | None] = mapped_column(UtcDateTime,
+                                                                      nullable=True)
+    termination_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime,
+                                                                      nullable=True)
+    #: When the contract ended (status ``terminated``), and when its data was purged.
+    terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     addresses: Mapped[list[Address]] = relationship(back_populates="contract")
 
@@ -298,12 +309,20 @@ class OutboundJob(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+    #: Whether a failure may be reported to ``mail_from`` (SPEC §5: a forward's DSN goes
+    #: only to a sender that authenticated at our MX; a forged sender gets nothing).
+    bounce_to_sender: Mapped[bool] = mapped_column(Boolean, default=True,
+                                                   server_default=true())
+    #: The hosted mailbox that keeps the message if this forward fails for good (its
+    #: keep-copy was OFF, so it stored nothing): "" when the message is stored already.
+    return_to: Mapped[str] = mapped_column(String(320), default="", server_default="")
 
     __table_args__ = (Index("ix_outbound_due", "status", "next_attempt_at"),)
 
 
 class LoginFailure(Base):
-    """Failed-login counters per IP and per account, shared by every node (issue 5)."""
+    """Failed-login counters, shared by every node (issue 5): per client IP, per account,
+    and per (account, client IP) pair, each budget's own (auth/login_guard.py)."""
 
     __tablename__ = "login_failures"
 
@@ -318,18 +337,41 @@ class LoginFailure(Base):
     #: How many times this key was locked: each IP lock lasts twice the one before.
     lock_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: Keyed digests of the last wrong passwords counted here (comma-separated): the same
+    #: old password sent again by a mail program is not another failure (issue 22).
+    wrong_digests: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    #: The last right password from this (account, client) pair: a familiar client is
+    #: not refused because strangers locked the account (issue 22).
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class RateCounter(Base):
-    """Hourly counters of the submission quotas (SPEC §8a), shared by every process and
-    node: ``key`` names the quota and the account or IP, ``window_start`` is the start of
-    the hour (epoch seconds) the count belongs to."""
+    """Counters of the limits shared by every process and node — the submission quotas
+    (SPEC §8a, hourly) and the auto-reply caps (SPEC §6, per minute and per day): ``key``
+    names the limit and who it counts, ``window_start`` is the start (epoch seconds) of
+    the window of ``window_seconds`` the count belongs to."""
 
     __tablename__ = "rate_counters"
 
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+    window_seconds: Mapped[int] = mapped_column(Integer, default=3600, server_default="3600")
+
+
+class SrsForward(Base):
+    """An SRS address mailplane emitted for a forward, and one destination it went to
+    (SPEC §5): a bounce to an SRS address is relayed only if this row says we really
+    forwarded to the recipient it reports, until ``expires_at`` (``srs.max_age_days``).
+    Shared by every node, so a bounce may arrive at any of them."""
+
+    __tablename__ = "srs_forwards"
+
+    srs_address: Mapped[str] = mapped_column(String(400), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(320), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_srs_forwards_expires", "expires_at"),)
 
 
 class WebSession(Base):
@@ -347,6 +389,10 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     #: The absolute end (sign-in + ``portal.session_absolute_hours``).
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Digests of the contract's and (mailbox users) the address's password hash at
+    #: sign-in: a change, reissue or reset of either ends the session (issue 20).
+    contract_stamp: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    address_stamp: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (Index("ix_web_sessions_expires", "expires_at"),)
 
@@ -378,3 +424,44 @@ class DkimSelector(Base):
               sqlite_where=text("state = 'active'"),
               postgresql_where=text("state = 'active'")),
     )
+
+
+class AccountCode(Base):
+    """A one-time code mailed for an account change (SPEC §9a): ``recovery`` of the
+    contract password (to the contact address) or ``contact`` change (to the new address,
+    held in ``new_value``).  Only a keyed digest of the code is stored; a code is void once
+    used, superseded, expired or tried ``account.code_max_attempts`` times."""
+
+    __tablename__ = "account_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(16))  # recovery|contact
+    code_digest: Mapped[str] = mapped_column(String(64))
+    new_value: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Set once, by the one request that used it (or by a newer code superseding it).
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_account_codes_contract", "contract_id", "purpose"),)
+
+
+class SlotPurchase(Base):
+    """One paid address slot bought (004 L474-485: each purchase is billed, no proration),
+    written in the same transaction as the address that needed it; ``ended_at`` when the
+    slot was given up (its address deleted, the operator lowered the slots, 解約).
+    Kept after a terminated contract is purged: it is the billing record."""
+
+    __tablename__ = "slot_purchases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id", ondelete="CASCADE"))
+    #: The address registered with it ("" for a slot the operator added ahead).
+    address: Mapped[str] = mapped_column(String(320), default="")
+    monthly_yen: Mapped[int] = mapped_column(Integer)
+    purchased_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_slot_purchases_contract", "contract_id", "purchased_at"),)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailplane.clock import as_utc
@@ -39,6 +39,10 @@ class ClaimedJob:
     attempts: int
     created_at: datetime
     message: bytes | None = None  # kept in the row instead of a spool file
+    #: SPEC §5: whether a failure may be reported to ``mail_from`` (see the model).
+    bounce_to_sender: bool = True
+    #: The mailbox that keeps a forward that failed for good ("" = none).
+    return_to: str = ""
 
 
 #: Compiled once: the ORM-enabled ``insert(OutboundJob).values(...)`` rebuilt its cache key
@@ -55,6 +59,8 @@ def job_row(
     spool_path: str,
     now: datetime,
     message: bytes | None = None,
+    bounce_to_sender: bool = True,
+    return_to: str = "",
 ) -> dict[str, object]:
     """A new queued job, as :func:`add_jobs` inserts it: its message in ``spool_path``,
     or (``spool_path=""``) in ``message``."""
@@ -72,6 +78,8 @@ def job_row(
         "claimed_by": None,
         "claimed_until": None,
         "last_error": "",
+        "bounce_to_sender": bounce_to_sender,
+        "return_to": return_to,
     }
 
 
@@ -87,12 +95,31 @@ def due_job_exists(session: Session, *, now: datetime) -> bool:
     write lock — what an idle worker asks before it tries to claim."""
     now = as_utc(now)
     found = session.scalar(
-        select(OutboundJob.id).where(
-            OutboundJob.status == "queued",
-            OutboundJob.next_attempt_at <= now,
-            or_(OutboundJob.claimed_until.is_(None), OutboundJob.claimed_until < now),
-        ).limit(1))
+        select(OutboundJob.id).where(*_due(now)).limit(1))
     return found is not None
+
+
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        OutboundJob.status == "queued",
+        OutboundJob.next_attempt_at <= now,
+        or_(OutboundJob.claimed_until.is_(None), OutboundJob.claimed_until < now),
+    )
+
+
+def peek_due_jobs(session: Session, *, now: datetime, limit: int,
+                  offset: int = 0) -> list[tuple[str, tuple[str, ...]]]:
+    """``(id, recipients)`` of due, unclaimed jobs, oldest first: a read (no lock) from
+    which a worker chooses what its lanes can take before it claims them by id
+    (:func:`claim_jobs`)."""
+    now = as_utc(now)
+    rows = session.execute(
+        select(OutboundJob.id, OutboundJob.recipients)
+        .where(*_due(now))
+        .order_by(OutboundJob.next_attempt_at, OutboundJob.id)
+        .limit(limit).offset(offset)
+    ).all()
+    return [(row.id, tuple(row.recipients)) for row in rows]
 
 
 def claim_due_jobs(
@@ -105,14 +132,26 @@ def claim_due_jobs(
     now = as_utc(now)
     due = (
         select(OutboundJob.id)
-        .where(
-            OutboundJob.status == "queued",
-            OutboundJob.next_attempt_at <= now,
-            or_(OutboundJob.claimed_until.is_(None), OutboundJob.claimed_until < now),
-        )
+        .where(*_due(now))
         .order_by(OutboundJob.next_attempt_at)
         .limit(limit)
     )
+    return _claim(session, due, worker_id=worker_id, now=now, lease=lease)
+
+
+def claim_jobs(session: Session, *, job_ids: list[str], worker_id: str, now: datetime,
+               lease: timedelta) -> list[ClaimedJob]:
+    """Claim those of ``job_ids`` that are still due and unclaimed (another worker may
+    have taken some since they were peeked); the caller commits right away."""
+    if not job_ids:
+        return []
+    now = as_utc(now)
+    due = select(OutboundJob.id).where(OutboundJob.id.in_(job_ids), *_due(now))
+    return _claim(session, due, worker_id=worker_id, now=now, lease=lease)
+
+
+def _claim(session: Session, due: Select[tuple[str]], *, worker_id: str, now: datetime,
+           lease: timedelta) -> list[ClaimedJob]:
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     statement = (
@@ -128,6 +167,8 @@ def claim_due_jobs(
             OutboundJob.attempts,
             OutboundJob.created_at,
             OutboundJob.message,
+            OutboundJob.bounce_to_sender,
+            OutboundJob.return_to,
         )
         .execution_options(synchronize_session=False)
     )
@@ -142,6 +183,8 @@ def claim_due_jobs(
             attempts=row.attempts,
             created_at=as_utc(row.created_at),
             message=row.message,
+            bounce_to_sender=bool(row.bounce_to_sender),
+            return_to=row.return_to or "",
         )
         for row in rows
     ]
@@ -207,6 +250,19 @@ def release_claim(session: Session, *, job_id: str, worker_id: str) -> bool:
         update(OutboundJob)
         .where(_owned(job_id, worker_id))
         .values(claimed_by=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def extend_claim(session: Session, *, job_id: str, worker_id: str, until: datetime) -> bool:
+    """Keep a job that waited for a delivery slot claimed until ``until``; False when the
+    claim was lost meanwhile (its lease ran out and another worker took it: then this
+    worker must not send it)."""
+    result = session.execute(
+        update(OutboundJob)
+        .where(_owned(job_id, worker_id), OutboundJob.status == "queued")
+        .values(claimed_until=as_utc(until))
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,9 +1,12 @@
-"""SQL for the hourly quota counters (``rate_counters``; SPEC §8a submission quotas).
+"""SQL for the shared rate counters (``rate_counters``): the submission quotas (SPEC §8a,
+hourly) and the auto-reply caps (SPEC §6, per minute and per day).
 
-One row per (key, hour).  Adding is a single upsert returning the new count, so counts
+One row per (key, window).  Adding is a single upsert returning the new count, so counts
 from every process and node add up exactly, on SQLite and PostgreSQL; callers make it the
 first statement of their transaction (SQLite then holds its write lock before reading).
-Functions take an open session and do not commit.
+A limit reads the sliding estimate ``current + previous × (1 − elapsed share of the
+current window)`` (:func:`window_of`, :func:`charge`).  Functions take an open session
+and do not commit.
 """
 
 from __future__ import annotations
@@ -18,12 +21,20 @@ from sqlalchemy.orm import Session
 from mailplane.storage.models import RateCounter
 
 
-def add(session: Session, *, key: str, window_start: int, amount: int) -> int:
-    """Add ``amount`` to ``key``'s count for the hour starting ``window_start``; the new
-    count."""
+def window_of(now: float, seconds: int) -> tuple[int, float]:
+    """The start (epoch seconds) of the window of ``seconds`` holding ``now``, and the
+    weight the previous window's count still has in the sliding estimate."""
+    start = int(now // seconds) * seconds
+    return start, 1.0 - (now - start) / seconds
+
+
+def add(session: Session, *, key: str, window_start: int, amount: int,
+        window_seconds: int = 3600) -> int:
+    """Add ``amount`` to ``key``'s count for the window starting ``window_start``; the
+    new count."""
     table = cast(Table, RateCounter.__table__)
     stmt = _dialect_insert(session)(table).values(
-        key=key, window_start=window_start, count=amount,
+        key=key, window_start=window_start, count=amount, window_seconds=window_seconds,
     ).on_conflict_do_update(
         index_elements=[table.c.key, table.c.window_start],
         set_={"count": table.c.count + amount},
@@ -46,9 +57,20 @@ def counts(session: Session, *, keys: Sequence[str], window_start: int) -> dict[
     return {str(key): int(count) for key, count in rows}
 
 
-def purge_before(session: Session, *, window_start: int) -> int:
-    """Delete hours that no window reaches any more."""
-    result = session.execute(delete(RateCounter).where(RateCounter.window_start < window_start))
+def charge(session: Session, *, key: str, seconds: int, now: float, amount: int) -> int:
+    """Add ``amount`` to ``key``'s current window of ``seconds``; the sliding estimate
+    with it (the caller compares it with its limit and :func:`subtract` s when over)."""
+    start, weight = window_of(now, seconds)
+    current = add(session, key=key, window_start=start, amount=amount, window_seconds=seconds)
+    previous = counts(session, keys=[key], window_start=start - seconds).get(key, 0)
+    return current + int(previous * weight)
+
+
+def purge_expired(session: Session, *, now: float) -> int:
+    """Delete the windows no estimate reads any more: each row is kept for two of its own
+    windows (the current and the previous one)."""
+    result = session.execute(delete(RateCounter).where(
+        RateCounter.window_start + 2 * RateCounter.window_seconds <= int(now)))
     return int(getattr(result, "rowcount", 0) or 0)
 
 

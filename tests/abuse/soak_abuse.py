@@ -1,6 +1,10 @@
 """The mixed-abuse phase of ``make soak`` (issue 15): good clients send, fetch, submit and
 manage while abusers flood every listener, guess passwords in parallel, harvest
-addresses and send hostile MIME and headers — all at once, against one real node.
+addresses and send hostile MIME and headers — all at once, against one real node.  A
+customer also keeps sending to hostile destinations (issue 20): a domain whose eight MX
+hosts accept and never greet, and one whose DNS never answers; the node routes by MX
+lookup (a DNS stub on loopback), so the good forwards to ``remote.example`` must still
+go out while those attempts hang, and the hostile mail must stay queued, not lost.
 
 It reports, for the good clients, every request and its answer class (no 5xx and no
 request left unanswered is the bar), and for the mail they sent, the same audit as the
@@ -38,7 +42,9 @@ from tests.durability.harness import (
     start_capture,
     wait_for_queue_drain,
 )
+from tests.factories.dns import DnsStub
 from tests.factories.messages import EICAR
+from tests.factories.outbound import Tarpit
 
 _TLS = ssl.create_default_context()
 _TLS.check_hostname = False
@@ -76,12 +82,16 @@ class AbuseReport:
     abuse: Counter[str]
     submitted_lost: list[str]
     tracebacks: int
+    #: Mail to hostile destinations (accepted by submission) that is neither queued nor
+    #: delivered: it must be none.
+    hostile_lost: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (not self.good.count("5xx") and not self.good.count("unanswered")
                 and not self.mail.lost and not self.submitted_lost and not self.tracebacks
-                and not self.mail.unexplained_duplicates and not self.mail.misplaced)
+                and not self.mail.unexplained_duplicates and not self.mail.misplaced
+                and not self.hostile_lost)
 
     def table(self) -> str:
         rows: list[tuple[str, object]] = [
@@ -92,7 +102,8 @@ class AbuseReport:
             ("  unanswered", self.good.count("unanswered")),
             ("good messages 250'd (MX)", self.mail.acknowledged),
             ("good messages 250'd (submission)", len(self.good.submitted)),
-            ("accepted messages lost", len(self.mail.lost) + len(self.submitted_lost)),
+            ("accepted messages lost",
+             len(self.mail.lost) + len(self.submitted_lost) + len(self.hostile_lost)),
             ("tracebacks in the node's log", self.tracebacks),
         ]
         rows += [(f"abuse: {name}", count) for name, count in sorted(self.abuse.items())]
@@ -222,6 +233,52 @@ def _hostile(node: Any, stop: threading.Event, stats: Counter[str]) -> None:
         time.sleep(0.2)
 
 
+#: Hosts of the domain whose MX hosts never greet (on the capture MX's port).
+TARPITS = [f"127.0.9.{n}" for n in range(1, 9)]
+HOSTILE_LIKE = "%.hostile.example%"
+
+
+def _hostile_dns(capture_host: str) -> DnsStub:
+    """Good destinations resolve to the capture MX; ``tarpit.hostile.example`` has eight
+    MX hosts that never greet; ``silent.hostile.example``'s DNS never answers."""
+    zone: dict[str, dict[str, list[Any]]] = {
+        "tarpit.hostile.example": {
+            "MX": [(10 * n, f"mx{n}.tarpit.hostile.example") for n in range(1, 9)]},
+        **{f"mx{n}.tarpit.hostile.example": {"A": [host]}
+           for n, host in enumerate(TARPITS, start=1)},
+    }
+    for domain in ("remote.example", "client.example", "contact.example.jp",
+                   "bad.example"):
+        zone[domain] = {"MX": [(10, f"mx.{domain}")]}
+        zone[f"mx.{domain}"] = {"A": [capture_host]}
+    return DnsStub(zone, silent_names=("silent.hostile.example",)).start()
+
+
+def _to_hostile(node: Any, address: str, account: str, password: str, stop: threading.Event,
+                stats: Counter[str], accepted: list[str]) -> None:
+    """A customer writing to a tarpit domain and a silent-DNS domain, again and again."""
+    n = 0
+    while not stop.is_set() and n < 30:
+        n += 1
+        mid = f"hostile-{n}-{random.randrange(1 << 30):x}@client.example"
+        raw = (f"From: {address}\r\nTo: x{n}@tarpit.hostile.example\r\n"
+               f"Subject: to a hostile destination {n}\r\nMessage-ID: <{mid}>\r\n\r\n"
+               "hello\r\n").encode()
+        try:
+            with smtplib.SMTP_SSL("127.0.0.1", node.ports["subtls"], timeout=60,
+                                  context=_TLS) as smtp:
+                smtp.login(account, password)
+                smtp.sendmail(address, [f"x{n}@tarpit.hostile.example",
+                                        f"y{n}@silent.hostile.example"], raw)
+            stats["hostile-destination mail accepted"] += 1
+            accepted.append(mid)
+        except smtplib.SMTPResponseException as exc:
+            stats[f"hostile-destination mail answered {exc.smtp_code}"] += 1
+        except (OSError, smtplib.SMTPException):
+            stats["hostile-destination connection errors"] += 1
+        stop.wait(0.3)
+
+
 def _auto_reply_address() -> str:
     return f"away@{SUBDOMAIN}.example.net"
 
@@ -306,7 +363,12 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
                     seed: int | None = None) -> AbuseReport:
     rng = random.Random(seed)
     controller, capture = start_capture()
-    node = crash_node(base, controller.port, MAILPLANE_SECURITY__LOGIN_BASE_DELAY_SECONDS="0.2",
+    dns = _hostile_dns("127.0.0.1")
+    pits = Tarpit(TARPITS, controller.port)
+    node = crash_node(base, controller.port, MAILPLANE_OUTBOUND__SMARTHOST="",
+                      MAILPLANE_OUTBOUND__DNS_NAMESERVER=f"{dns.host}:{dns.port}",
+                      MAILPLANE_OUTBOUND__MX_PORT=str(controller.port),
+                      MAILPLANE_SECURITY__LOGIN_BASE_DELAY_SECONDS="0.2",
                       MAILPLANE_SUBMISSION__ACCOUNT_MESSAGES_PER_HOUR="10000",
                       MAILPLANE_SUBMISSION__ACCOUNT_RECIPIENTS_PER_HOUR="10000",
                       MAILPLANE_SUBMISSION__IP_MESSAGES_PER_HOUR="10000",
@@ -332,6 +394,7 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
         abuse: Counter[str] = Counter()
         good = GoodClients()
         ledger = Ledger()
+        hostile_mail: list[str] = []
         abusers: list[Callable[[], None]] = [
             lambda: _flood(node.ports["mx"], [f"127.0.5.{n}" for n in range(1, 11)], 60, stop,
                            abuse, "mx flood"),
@@ -340,6 +403,7 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
             lambda: _harvest(node.ports["mx"], stop, abuse),
             lambda: _hostile(node, stop, abuse),
             *[lambda: _guess(node, account, stop, abuse) for _ in range(4)],
+            lambda: _to_hostile(node, owner, account, password, stop, abuse, hostile_mail),
         ]
         threads = [threading.Thread(target=target, daemon=True) for target in abusers]
         for thread in threads:
@@ -377,16 +441,24 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
         stop.set()
         for thread in threads:
             thread.join(60)
-        left = wait_for_queue_drain(node, seconds=120)
+        # Everything but the mail for hostile destinations is sent, while that mail's
+        # attempts hang or its destinations are deferred as dead.
+        left = wait_for_queue_drain(node, seconds=120, except_recipients_like=HOSTILE_LIKE)
         assert left == 0, f"{left} outbound job(s) still queued after the abuse run"
         result = audit(node, capture)
         mail = reconcile(ledger, result, 0)
         submitted_lost = [mid for mid in good.submitted if not result.copies.get(mid)]
+        hostile_lost = [mid for mid in hostile_mail if not result.copies.get(mid)]
+        abuse["hostile-destination connections (never greeted)"] = pits.total
+        abuse["hostile-destination DNS queries (never answered)"] = sum(
+            1 for name, _kind in dns.queries if name.endswith("silent.hostile.example"))
         return AbuseReport(good, mail, abuse, submitted_lost,
-                           node.log_text().count("Traceback"))
+                           node.log_text().count("Traceback"), hostile_lost)
     finally:
         stop.set()
         for client in node.clients:
             client.close()
         node.stop()
         controller.stop()
+        pits.close()
+        dns.close()

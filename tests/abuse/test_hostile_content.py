@@ -66,17 +66,28 @@ async def test_a_subject_no_reply_header_can_carry_fails_no_recipient(
 
 
 async def test_an_srs_address_takes_only_bounces(flow: Flow) -> None:
-    """A forwarding address hands out SRS addresses; anything but a bounce sent to one
-    would be relayed to the original sender (an open relay)."""
-    victim = flow.remote("victim.example")
+    """A forwarding address hands out SRS addresses; anything but a bounce of the forward
+    sent to one would be relayed to the original sender (an open relay).  An SRS address
+    we never emitted — a valid hash is not enough — takes nothing (issue 20)."""
+    victim = flow.remote("victim.example", "127.0.0.3")
+    destination = flow.remote("dest.example", "127.0.0.2")
     srs = srs_from_settings(flow.mx.settings, flow.mx.clock)
-    srs_address = srs.forward("bob@victim.example")
+    never_emitted = srs.forward("carol@victim.example")
+    bounce = message(sender="MAILER-DAEMON@dest.example", to=never_emitted,
+                     subject="Undelivered Mail Returned to Sender",
+                     body="<friend@dest.example>: user unknown\r\n")
+    code, text = await flow.mx.send_expect_error(bounce, mail_from="",
+                                                 rcpt_tos=(never_emitted,))
+    assert (code, text[:5]) == (550, "5.1.1")
+
+    flow.set_forwarding(TARO, ["friend@dest.example"], keep_copy=True)
+    await flow.mx.send(message(sender="bob@victim.example"), mail_from="bob@victim.example")
+    await flow.drain()
+    srs_address = destination.envelopes[0].mail_from
     spam = message(sender="spammer@bad.example", to=srs_address, subject="Buy now")
     code, text = await flow.mx.send_expect_error(spam, mail_from="spammer@bad.example",
                                                  rcpt_tos=(srs_address,))
     assert (code, text[:5]) == (550, "5.7.1")
-    bounce = message(sender="MAILER-DAEMON@dest.example", to=srs_address,
-                     subject="Undelivered Mail Returned to Sender")
     assert await flow.mx.send(bounce, mail_from="", rcpt_tos=(srs_address,)) == {}
     await flow.drain()
     assert [e.rcpt_tos for e in victim.envelopes] == [["bob@victim.example"]]

@@ -1,6 +1,7 @@
 """POP3 under hostile clients (issue 15, SPEC §8a), over real sockets: Unicode digits as
 message numbers, connection limits per client IP answered ``-ERR [SYS/TEMP]`` at once (on
-the TLS port: closed before any handshake), and the login deadline."""
+the TLS port inside TLS, at most 16 handshakes at once; a full listener closes before any
+handshake — docs/security.md), and the login deadline."""
 
 from __future__ import annotations
 
@@ -85,9 +86,12 @@ def test_one_client_ip_gets_its_share_and_then_a_temporary_refusal(
         held_sock.close()
 
 
-def test_the_tls_port_closes_refused_clients_before_any_handshake(
+def test_the_tls_port_tells_a_client_over_the_per_ip_limit_inside_tls(
     pop3_env: Pop3Env, limited: Pop3Server,
 ) -> None:
+    """Decision (docs/security.md, issue 20): a TLS client cannot read a refusal sent
+    before the handshake, so one over the per-IP limit gets the handshake and then
+    ``-ERR [SYS/TEMP]`` — a mail program shows why instead of a TLS error."""
     context = client_tls_context()
     held = []
     for _ in range(3):
@@ -98,6 +102,32 @@ def test_the_tls_port_closes_refused_clients_before_any_handshake(
         held.append(tls)
     raw = socket.create_connection(("127.0.0.1", limited.tls_port), timeout=20,
                                    source_address=("127.0.0.4", 0))
+    refused = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert refused.recv(100).startswith(b"-ERR [SYS/TEMP] too many connections")
+    refused.close()
+    for tls in held:
+        tls.close()
+
+
+def test_a_full_tls_listener_closes_refused_clients_before_any_handshake(
+    pop3_env: Pop3Env,
+) -> None:
+    """When the listener itself is full, no handshake is spent on a refusal: a flood from
+    many addresses never buys our CPU."""
+    pop3 = pop3_env.settings.pop3.model_copy(update={"max_connections": 2})
+    settings = pop3_env.settings.model_copy(update={"pop3": pop3})
+    authenticator = Authenticator(pop3_env.session_factory, pop3_env.hashing, pop3_env.guard)
+    full: Pop3Server = pop3_env.run(start_pop3(
+        settings, pop3_env.session_factory, authenticator, pop3_env.clock))
+    pop3_env.extra_servers.append(full)
+    context = client_tls_context()
+    held = [context.wrap_socket(socket.create_connection(
+        ("127.0.0.1", full.tls_port), timeout=20, source_address=(f"127.0.0.{n}", 0)),
+        server_hostname="127.0.0.1") for n in (6, 7)]
+    for tls in held:
+        assert tls.recv(100).startswith(b"+OK")
+    raw = socket.create_connection(("127.0.0.1", full.tls_port), timeout=20,
+                                   source_address=("127.0.0.8", 0))
     with pytest.raises((ssl.SSLError, OSError)):
         context.wrap_socket(raw, server_hostname="127.0.0.1").recv(100)
     raw.close()

@@ -1,6 +1,8 @@
 """A short run of ``make soak``'s mixed-abuse phase (issue 15): floods, parallel password
 guessing, harvesting and hostile MIME against a real node while good clients work —
-every good request answered without a 5xx, no accepted message lost."""
+every good request answered without a 5xx, no accepted message lost.  Mail to hostile
+destinations (MX hosts that never greet, DNS that never answers; issue 20) stays queued
+while the good forwards go out."""
 
 from __future__ import annotations
 
@@ -16,3 +18,5 @@ def test_good_clients_are_served_while_every_listener_is_abused(tmp_path: Path) 
     assert report.mail.acknowledged == 15 and report.good.submitted
     assert report.abuse["mx flood refused at once"] > 0
     assert report.abuse["hostile message answered 554"] > 0
+    assert report.abuse["hostile-destination mail accepted"] > 0
+    assert report.abuse["hostile-destination connections (never greeted)"] > 0

@@ -1,7 +1,11 @@
 """Submission under abuse (issue 15, SPEC §8a), over real sockets, on SQLite and PostgreSQL:
 parallel AUTH floods from one IP, lockout of an owner by someone who knows only the
 address, growing IP locks, and the hourly sending quotas shared by every server on the
-database (two servers here), with the recipients-per-message limit."""
+database (two servers here), with the recipients-per-message limit.
+
+Since issue 22 a guesser is a client trying *different* passwords (the same wrong password
+again counts once: a mail program with an old one, polling), and an IP is locked for
+*different accounts* failing from it."""
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ def submission_settings(db_settings: Settings) -> Settings:
         "submission": db_settings.submission.model_copy(update={
             "starttls_port": 0, "tls_port": 0, **QUOTAS}),
         "security": db_settings.security.model_copy(update={
-            "login_max_failures": 3, "login_ip_max_failures": 5, "login_lock_seconds": 60,
+            "login_max_failures": 3, "login_ip_max_accounts": 5, "login_lock_seconds": 60,
             "login_max_lock_seconds": 600, "login_base_delay_seconds": 0}),
     }
     return db_settings.model_copy(update=update)
@@ -83,9 +87,10 @@ async def test_forty_parallel_attempts_from_one_ip_get_at_most_the_ip_limit_chec
     sub: SubmissionEnv,
 ) -> None:
     """Counted before the password is checked, atomically: of 40 simultaneous wrong
-    attempts from one IP exactly 5 (``login_ip_max_failures``) are checked (535), the
+    attempts from one IP exactly 5 (``login_ip_max_accounts``) are checked (535), the
     rest are refused unchecked (454), and the IP is then locked.  Each guesses another
-    account, so no account lock (3 failures here) can cut the count short."""
+    account (credential stuffing), so no account lock (3 failures here) can cut the count
+    short."""
     codes = await in_parallel([
         partial(login_code, sub, f"guess{n}@example.net", "wrong-password", "127.0.0.2")
         for n in range(40)])
@@ -98,15 +103,18 @@ async def test_forty_parallel_attempts_from_one_ip_get_at_most_the_ip_limit_chec
     assert await asyncio.to_thread(login_code, sub, SENDER, PASSWORD, "127.0.0.3") == 235
 
 
-async def test_forty_parallel_attempts_on_one_account_get_at_most_the_ip_limit_checked(
+async def test_forty_parallel_attempts_on_one_account_get_exactly_the_account_limit_checked(
     sub: SubmissionEnv,
 ) -> None:
-    """The same flood on one account: the account's lock (3) may stop it sooner, never
-    later than the IP's limit."""
+    """The same flood on one account, each attempt another password: exactly the limit
+    for one account from one client (3 here) is checked, the rest refused unchecked
+    (issue 20: 10 were checked where the limit was 5).  tests/security/
+    test_household_sign_in.py repeats it at the default limit."""
     codes = await in_parallel([
-        partial(login_code, sub, SENDER, "wrong-password", "127.0.0.2") for _ in range(40)])
+        partial(login_code, sub, SENDER, f"wrong-password-{n}", "127.0.0.2")
+        for n in range(40)])
     assert set(codes) == {454, 535}
-    assert 3 <= codes.count(535) <= 5
+    assert codes.count(535) == 3
 
 
 async def test_a_clean_ip_logs_in_in_parallel_while_the_account_is_locked_elsewhere(
@@ -115,8 +123,9 @@ async def test_a_clean_ip_logs_in_in_parallel_while_the_account_is_locked_elsewh
     """Several mail clients of one household start together from a clean IP while an
     attacker has locked the account from another: attempts in flight are not failures,
     so every one of them logs in (the waits for the IP's budget included)."""
-    for _ in range(3):
-        assert await asyncio.to_thread(login_code, sub, SENDER, "guess", "127.0.0.6") == 535
+    for n in range(3):
+        assert await asyncio.to_thread(login_code, sub, SENDER, f"guess{n}",
+                                       "127.0.0.6") == 535
     assert await asyncio.to_thread(login_code, sub, SENDER, PASSWORD, "127.0.0.6") == 454
     codes = await in_parallel([
         partial(login_code, sub, SENDER, PASSWORD, "127.0.0.7") for _ in range(8)])
@@ -126,9 +135,10 @@ async def test_a_clean_ip_logs_in_in_parallel_while_the_account_is_locked_elsewh
 async def test_someone_who_knows_only_the_address_cannot_lock_its_owner_out(
     sub: SubmissionEnv,
 ) -> None:
-    for _round in range(3):  # again and again, as the attack "renewable for ever" did
-        for _ in range(4):
-            code = await asyncio.to_thread(login_code, sub, SENDER, "guess", "127.0.0.4")
+    for attack in range(3):  # again and again, as the attack "renewable for ever" did
+        for n in range(4):
+            code = await asyncio.to_thread(login_code, sub, SENDER, f"guess{attack}{n}",
+                                           "127.0.0.4")
             assert code in (535, 454)
         sub.clock.advance(timedelta(seconds=10))
         # The owner, from an IP with no failures, is never refused.
@@ -141,8 +151,8 @@ async def test_each_ip_lock_lasts_twice_as_long_as_the_one_before(sub: Submissio
     guard = LoginGuard.from_settings(sub.settings, sub.session_factory, sub.clock)
     expected = [60, 120, 240, 480, 600]  # doubling, capped at login_max_lock_seconds
     for seconds in expected:
-        for _ in range(5):
-            await guard.record_failure(peer_ip="192.0.2.7", account=f"m{seconds}")
+        for n in range(5):  # five different accounts: the IP's limit
+            await guard.record_failure(peer_ip="192.0.2.7", account=f"m{seconds}-{n}")
         locked = await guard.locked_until(peer_ip="192.0.2.7", account="anyone")
         assert locked == sub.clock.now() + timedelta(seconds=seconds)
         sub.clock.advance(timedelta(seconds=seconds))

@@ -17,18 +17,20 @@ from mailplane.config.settings import Settings
 from mailplane.delivery.local import LocalDelivery
 from mailplane.filters import auto_reply
 from mailplane.filters.auto_reply import (
-    REPLY_WINDOW,
     build_reply,
     choose_message,
     reply_subject,
     suppression_reason,
 )
+from mailplane.filters.auto_reply_gate import REPLY_WINDOW
 from mailplane.filters.scan import Scanner
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import srs_from_settings
 from mailplane.policy.model import AddressPolicy, AutoReplyPolicy
+from mailplane.storage import addresses_repo
 from mailplane.storage.auto_reply_ledger_repo import claim_reply
 from mailplane.storage.db import make_engine, make_session_factory
+from tests.factories.addresses import add_address
 from tests.factories.outbound import OutboundEnv
 from tests.factories.queue import jobs, parse
 
@@ -207,8 +209,13 @@ def test_two_concurrent_claims_for_the_same_sender_yield_exactly_one_reply(
 
 
 def _delivery(settings: Settings, clock: FrozenClock) -> LocalDelivery:
-    """A node's local delivery (no scanners wanted: the policy has the checks OFF)."""
+    """A node's local delivery (no scanners wanted: the policy has the checks OFF) for
+    the hosted address :data:`ADDRESS` (made here if it does not exist yet)."""
     factory = make_session_factory(make_engine(settings.database_url))
+    with factory() as session:
+        exists = addresses_repo.find(session, address=ADDRESS) is not None
+    if not exists:
+        add_address(factory, ADDRESS)
     return LocalDelivery(settings, factory, clock,
                          scanner=Scanner(None, None, virus=settings.virus, spam=settings.spam),
                          srs=srs_from_settings(settings, clock))
@@ -238,9 +245,9 @@ async def test_a_process_that_loses_the_claim_remembers_the_winners_reply_time(
     won_at = clock.now()
     await deliver(winner, clock)
     clock.advance(timedelta(hours=2))
-    assert loser.recent_replies.replied_recently(ADDRESS, SENDER, clock.now()) is False
+    assert loser.auto_replies.replied_recently(ADDRESS, SENDER, clock.now()) is False
     await deliver(loser, clock)
-    recent = loser.recent_replies
+    recent = loser.auto_replies
     assert recent.replied_recently(ADDRESS, SENDER.upper(), clock.now()) is True
     assert recent.replied_recently(ADDRESS, SENDER, won_at + timedelta(hours=24)) is False
     for delivery in (winner, loser):

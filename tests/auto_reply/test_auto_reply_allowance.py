@@ -21,7 +21,7 @@ from mailplane.delivery import store
 from mailplane.mailstore.maildir import PendingFile
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage.models import AutoReplyLedger, OutboundJob
-from tests.factories.flow import FLOW_MX_SETTINGS, Flow
+from tests.factories.flow import Flow, flow_settings_on
 from tests.factories.mx import make_message
 
 TARO = "taro_1@e06.example.net"
@@ -30,10 +30,7 @@ ALICE = "alice@sender.example"
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def mx_settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    overrides: dict[str, Any] = dict(FLOW_MX_SETTINGS)
-    if request.param == "postgresql":
-        overrides["database_url"] = request.getfixturevalue("pg_url")
-    return overrides
+    return flow_settings_on(request)
 
 
 class InboxRenameFault:
@@ -69,7 +66,7 @@ def _job_count(flow: Flow) -> int:
 
 def _delivery_replied(flow: Flow) -> bool:
     assert flow.mx.server is not None
-    recent = flow.mx.server.handler.delivery.recent_replies
+    recent = flow.mx.server.handler.delivery.auto_replies
     return recent.replied_recently(TARO, ALICE, flow.mx.clock.now())
 
 

@@ -97,17 +97,21 @@ def identify(content: bytes) -> tuple[str, str]:
 
 
 def crash_node(base: Path, capture_port: int, name: str = "node", **env: Any) -> Node:
-    """A started node whose outbound mail goes to the capture MX (see :func:`crash_node_on`)."""
-    node = build_node(
-        base, name=name,
-        MAILPLANE_OUTBOUND__SMARTHOST="127.0.0.1",
-        MAILPLANE_OUTBOUND__SMARTHOST_PORT=str(capture_port),
-        MAILPLANE_OUTBOUND__CONNECT_TIMEOUT_SECONDS="5",
-        MAILPLANE_SRS__SECRET="soak-srs-secret",
-        MAILPLANE_SRS__DOMAIN="srs.mailplane.test",
-        **env,
-    )
-    return crash_node_on(node)
+    """A started node whose outbound mail goes to the capture MX (see :func:`crash_node_on`);
+    ``env`` overrides, e.g. ``MAILPLANE_OUTBOUND__SMARTHOST=""`` to route by MX lookup."""
+    settings: dict[str, Any] = {
+        "MAILPLANE_OUTBOUND__SMARTHOST": "127.0.0.1",
+        "MAILPLANE_OUTBOUND__SMARTHOST_PORT": str(capture_port),
+        "MAILPLANE_OUTBOUND__CONNECT_TIMEOUT_SECONDS": "5",
+        "MAILPLANE_SRS__SECRET": "soak-srs-secret",
+        "MAILPLANE_SRS__DOMAIN": "srs.mailplane.test",
+        # Durability, not limits: every forward of a long soak must reach the capture MX
+        # (the hourly remote-forward limit has tests of its own).
+        "MAILPLANE_FORWARDING__REMOTE_MESSAGES_PER_HOUR": "0",
+        "MAILPLANE_FORWARDING__REMOTE_RECIPIENTS_PER_HOUR": "0",
+    }
+    settings.update(env)
+    return crash_node_on(build_node(base, name=name, **settings))
 
 
 def crash_node_on(node: Node) -> Node:
@@ -276,16 +280,22 @@ def _inbox_files(root: Path) -> Iterator[Path]:
         yield from (p for p in root.glob(f"*/*/{sub}/*") if p.is_file())
 
 
-def wait_for_queue_drain(node: Node, seconds: float = 60.0) -> int:
-    """Wait until the node's worker sent every queued job; return how many are left."""
+def wait_for_queue_drain(node: Node, seconds: float = 60.0, *,
+                         except_recipients_like: str = "") -> int:
+    """Wait until the node's worker sent every queued job; return how many are left.
+    ``except_recipients_like``: a LIKE pattern of jobs not waited for (mail for hostile
+    destinations, which stays queued by design)."""
     db_path = node.env["MAILPLANE_DATABASE_URL"].removeprefix("sqlite:///")
     deadline = time.monotonic() + seconds
     left = -1
+    query = "SELECT count(*) FROM outbound_jobs WHERE status = 'queued'"
+    if except_recipients_like:
+        query += " AND recipients NOT LIKE ?"
+    params = (except_recipients_like,) if except_recipients_like else ()
     while time.monotonic() < deadline:
         db = sqlite3.connect(db_path)
         try:
-            left = db.execute("SELECT count(*) FROM outbound_jobs WHERE status = 'queued'"
-                              ).fetchone()[0]
+            left = db.execute(query, params).fetchone()[0]
         finally:
             db.close()
         if left == 0:

@@ -23,11 +23,12 @@ from mailplane.delivery.jobs import PendingJob
 from mailplane.delivery.plan import DeliveryPlan, InboxWrite
 from mailplane.delivery.store import persist_batch
 from mailplane.delivery.writer import DeliveryWriter
-from mailplane.filters.auto_reply import ReplyClaim
+from mailplane.filters.auto_reply_gate import AutoReplyGate, ReplyClaim
 from mailplane.mailstore.durability import Syncfs, syncfs_supported
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage.db import make_engine, make_session_factory
 from mailplane.storage.models import OutboundJob
+from tests.factories.addresses import add_address
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -36,6 +37,20 @@ NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 def settings(db_settings: Settings) -> Settings:
     """Every test here runs on SQLite and on PostgreSQL (the shared transaction, claims)."""
     return db_settings
+
+
+#: The hosted addresses the plans below deliver to: a plan's recipients must exist when
+#: its transaction runs (the store re-checks them, issue 20).
+HOSTED = ["a0", "a1", "a2", "a3", "a4", "a5", "away", "bad", "blocked", "disk", "fine",
+          "late", "local", "mounted", "ok1", "ok2", "one", "other", "slow", "two"]
+
+
+@pytest.fixture(autouse=True)
+def hosted(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    for local_part in HOSTED:
+        add_address(make_session_factory(engine), f"{local_part}@e06.example.net")
+    engine.dispose()
 
 
 @pytest.fixture(params=["fsync", "syncfs"])
@@ -297,12 +312,14 @@ def test_two_plans_of_one_batch_replying_to_one_sender_queue_one_reply(
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
     plans = []
+    gate = AutoReplyGate.from_settings(settings)
     for _ in range(2):
         plan = _plan("away@e06.example.net")
         plan.outbound.append(PendingJob(
             kind="auto_reply", mail_from="", recipients=["bob@sender.test"],
             message=b"Subject: Re:\r\n\r\n\xe4\xb8\x8d\xe5\x9c\xa8\r\n",
-            reply_claim=ReplyClaim("away@e06.example.net", "bob@sender.test", NOW)))
+            condition=ReplyClaim(gate, "away@e06.example.net", "bob@sender.test", NOW),
+            origin="away@e06.example.net"))
         plans.append((plan, NOW))
     assert persist_batch(settings, factory, plans, syncfs=syncfs) == [1, 0]
     with factory() as session:

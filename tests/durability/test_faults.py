@@ -129,7 +129,7 @@ async def test_dns_timeout_keeps_the_job_queued_for_a_later_retry(
 ) -> None:
     from mailplane.outbound.worker import OutboundWorker
 
-    env = make_outbound_env(outbound={"connect_timeout_seconds": 1.0})
+    env = make_outbound_env(outbound={"dns_timeout_seconds": 1.0})
     job_id = stage(env, recipients=["bob@slow-dns.test"])
     worker = OutboundWorker(env.settings, env.session_factory, env.clock, worker_id="w1",
                             dns_nameserver=silent_dns)

@@ -6,8 +6,10 @@ Answers come from ``zone`` (``{name: {"MX": [(pref, host)], "A": [...], "AAAA": 
 255-octet strings here), built with dnspython's message classes: an unknown name →
 NXDOMAIN, a known name without the asked type → NOERROR with an empty answer (what makes
 a mailer fall back from MX to A).  ``silent=True`` reads queries and never answers (a
-resolver that times out).  ``queries`` records ``(name, type)`` of every question, names
-without the final dot.
+resolver that times out); ``silent_names`` does that only for those names and the names
+under them (a hostile domain whose nameservers never answer, next to domains that
+resolve).  ``queries`` records ``(name, type)`` of every question, names without the
+final dot.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ def txt_rdata(text: str) -> str:
 
 
 class DnsStub:
-    def __init__(self, zone: Zone | None = None, *, silent: bool = False) -> None:
+    def __init__(self, zone: Zone | None = None, *, silent: bool = False,
+                 silent_names: tuple[str, ...] = ()) -> None:
         self.zone: Zone = {k.lower().rstrip("."): v for k, v in (zone or {}).items()}
         self.silent = silent
+        self.silent_names: set[str] = {n.lower().rstrip(".") for n in silent_names}
         self.queries: list[tuple[str, str]] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
@@ -83,6 +87,10 @@ class DnsStub:
                 dns.rrset.from_text_list(name + ".", 60, dns.rdataclass.IN, rdtype, texts))
         return response
 
+    def is_silent(self, name: str) -> bool:
+        return self.silent or any(name == silent or name.endswith("." + silent)
+                                  for silent in self.silent_names)
+
     def start(self) -> Self:
         self._thread.start()
         return self
@@ -110,9 +118,9 @@ class DnsStub:
                 return
             query = dns.message.from_wire(wire)
             question = query.question[0]
-            self.queries.append((question.name.to_text().lower().rstrip("."),
-                                 dns.rdatatype.to_text(question.rdtype)))
-            if not self.silent:
+            name = question.name.to_text().lower().rstrip(".")
+            self.queries.append((name, dns.rdatatype.to_text(question.rdtype)))
+            if not self.is_silent(name):
                 self._sock.sendto(self.answer(query).to_wire(), peer)
 
 

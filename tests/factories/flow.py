@@ -21,6 +21,19 @@ FLOW_MX_SETTINGS: dict[str, Any] = {"srs": {"secret": SRS_SECRET, "domain": SRS_
                                     "outbound": {"connect_timeout_seconds": 5.0}}
 
 
+def flow_settings_on(request: pytest.FixtureRequest, **sections: Any) -> dict[str, Any]:
+    """:data:`FLOW_MX_SETTINGS` (with ``sections`` merged in) on the database a test is
+    parametrized for: ``"sqlite"`` (the default) or ``"postgresql"`` (a throwaway one).
+    For a module's ``mx_settings_overrides`` fixture with ``params=["sqlite",
+    "postgresql"]``."""
+    overrides: dict[str, Any] = dict(FLOW_MX_SETTINGS)
+    for name, values in sections.items():
+        overrides[name] = {**overrides.get(name, {}), **values}
+    if request.param == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("pg_url")
+    return overrides
+
+
 @dataclass
 class Flow:
     mx: MxEnv

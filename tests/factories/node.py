@@ -113,7 +113,12 @@ def build_node(base: Path, database_url: str | None = None, name: str = "node",
                state_dir: Path | None = None, **env_extra: Any) -> Node:
     """A migrated node (not started) under ``base``, with an operator key; usable outside
     pytest (the soak run in ``tests/durability/soak.py``).  Several nodes may share one
-    ``database_url`` (PostgreSQL) and one ``state_dir`` (the Maildir volume and spool)."""
+    ``database_url`` (PostgreSQL) and one ``state_dir`` (the Maildir volume and spool).
+
+    One MX process unless a test asks for more (``MAILPLANE_MX__WORKERS``): each MX
+    process polls its own policy cache, so a probe that one process accepts a new address
+    says nothing about the other (tests/abuse/test_node_connection_limits.py and
+    tests/performance/test_mx_workers.py run several), and every node starts faster."""
     state = state_dir or base / name
     ports = {k: free_port() for k in ("api", "mx", "sub", "subtls", "pop3", "pop3tls")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILPLANE_")}
@@ -125,12 +130,16 @@ def build_node(base: Path, database_url: str | None = None, name: str = "node",
         "MAILPLANE_API__PORT": str(ports["api"]),
         "MAILPLANE_MX__PORT": str(ports["mx"]),
         "MAILPLANE_MX__POLICY_REFRESH_SECONDS": "0.5",
+        "MAILPLANE_MX__WORKERS": "1",
         "MAILPLANE_SUBMISSION__STARTTLS_PORT": str(ports["sub"]),
         "MAILPLANE_SUBMISSION__TLS_PORT": str(ports["subtls"]),
         "MAILPLANE_POP3__PORT": str(ports["pop3"]),
         "MAILPLANE_POP3__TLS_PORT": str(ports["pop3tls"]),
         "MAILPLANE_SECURITY__ARGON2_MEMORY_KIB": "64",
         "MAILPLANE_SECURITY__ARGON2_TIME_COST": "1",
+        # Nothing may depend on public DNS: made-up destination domains (mobile.example.jp)
+        # would be NXDOMAIN there (the check has tests of its own, on a DNS stub).
+        "MAILPLANE_FORWARDING__CHECK_DESTINATION_DOMAINS": "false",
         # Dovecot and Roundcube only where a test asks for them (tests/factories/anywhere.py).
         "MAILPLANE_IMAP__ENABLED": "false",
         "MAILPLANE_WEBMAIL__ENABLED": "false",

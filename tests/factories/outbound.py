@@ -1,9 +1,13 @@
 """Outbound fixtures: capture MX servers (aiosmtpd on free loopback ports, recording envelopes,
-answering 451/550 on demand), and a migrated database with a worker factory.
+answering 451/550 on demand), tarpits (hosts that accept a connection and never greet),
+and a migrated database with a worker factory.
 """
 
 from __future__ import annotations
 
+import selectors
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,8 +114,9 @@ def capture_mx(mx_port: int) -> Iterator[CaptureFactory]:
     started: list[Controller] = []
 
     def factory(host: str = "127.0.0.2", *, port: int | None = None,
-                users: dict[str, str] | None = None) -> CaptureMx:
-        handler = CaptureHandler()
+                users: dict[str, str] | None = None,
+                handler: CaptureHandler | None = None) -> CaptureMx:
+        handler = handler or CaptureHandler()
         kwargs: dict[str, Any] = {}
         if users is not None:
             kwargs = {"authenticator": _authenticator(users, handler),
@@ -125,6 +130,100 @@ def capture_mx(mx_port: int) -> Iterator[CaptureFactory]:
     yield factory
     for controller in started:
         controller.stop()
+
+
+# --- tarpit ------------------------------------------------------------------------------
+
+
+class Tarpit:
+    """Hosts that accept TCP connections on ``port`` and never send a byte (an MX that
+    never greets).  ``accepted`` counts connections per host; ``open`` is how many the
+    client has not closed yet — nonzero while an attempt is stuck on one."""
+
+    def __init__(self, hosts: list[str], port: int) -> None:
+        self.port = port
+        self.accepted: dict[str, int] = dict.fromkeys(hosts, 0)
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._listeners: list[socket.socket] = []
+        for host in hosts:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(64)
+            listener.setblocking(False)
+            self._selector.register(listener, selectors.EVENT_READ, host)
+            self._listeners.append(listener)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="tarpit", daemon=True)
+        self._thread.start()
+
+    @property
+    def open(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.accepted.values())
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            for key, _events in self._selector.select(0.05):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if key.data is not None:  # a listener: take the connection, say nothing
+                    try:
+                        conn, _peer = sock.accept()
+                    except OSError:
+                        continue
+                    conn.setblocking(False)
+                    with self._lock:
+                        self.accepted[key.data] += 1
+                        self._open.add(conn)
+                    self._selector.register(conn, selectors.EVENT_READ, None)
+                    continue
+                try:
+                    data = sock.recv(4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:  # the client gave up
+                    self._selector.unregister(sock)
+                    sock.close()
+                    with self._lock:
+                        self._open.discard(sock)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+            self._open.clear()
+        for listener in self._listeners:
+            listener.close()
+        self._selector.close()
+
+
+TarpitFactory = Callable[[list[str]], Tarpit]
+
+
+@pytest.fixture
+def tarpit(mx_port: int) -> Iterator[TarpitFactory]:
+    """``tarpit(["127.0.1.1", …])``: never-greeting hosts on the MX port."""
+    started: list[Tarpit] = []
+
+    def factory(hosts: list[str]) -> Tarpit:
+        started.append(Tarpit(hosts, mx_port))
+        return started[-1]
+
+    yield factory
+    for pit in started:
+        pit.close()
 
 
 # --- database and worker ---------------------------------------------------------------

@@ -98,9 +98,9 @@ def test_merge_first_quarantine_reason_wins_and_stop_ends_the_fold() -> None:
     assert stopped.hits == ("virus",)
 
 
-def test_pipeline_order_is_virus_spam_deny_allow_forwarding_auto_reply() -> None:
+def test_pipeline_order_is_virus_spoofing_spam_deny_allow_forwarding_auto_reply() -> None:
     assert [f.name for f in PIPELINE] + [s.name for s in AFTER_DECISION] == [
-        "virus", "spam", "deny_list", "allow_list", "forwarding", "auto_reply"]
+        "virus", "spoofing", "spam", "deny_list", "allow_list", "forwarding", "auto_reply"]
 
 
 def test_virus_stops_the_pipeline_before_spam_tagging() -> None:

@@ -168,10 +168,17 @@ def test_auto_reply_and_a_bounce_reach_a_hosted_sender(demo: Demo) -> None:
     reply = demo.wait_for_mail("m0000001", lambda m: str(m["Subject"]) == "Re: 会議の件")
     assert reply["Auto-Submitted"] == "auto-replied" and reply["From"] == HANAKO
 
-    # A forward to a hosted address that does not exist: the DSN reaches the (hosted)
-    # original sender.
+    # A forward to a hosted address that no longer exists (saved while it did — a
+    # destination that never existed is refused when saved): the DSN reaches the
+    # (hosted) original sender.
+    assert api.put(f"{DEMO}/{HANAKO}/forwarding", json={
+        "destinations": ["ghost@e06.example.net"], "keep_copy": False}).status_code == 422
+    made = api.post(DEMO, json={"local_part": "ghost", "subdomain": "e06",
+                                "accept_terms": True, "accept_charge": True})
+    assert made.status_code == 201, made.text
     assert api.put(f"{DEMO}/{HANAKO}/forwarding", json={
         "destinations": ["ghost@e06.example.net"], "keep_copy": False}).status_code == 200
+    assert api.delete(f"{DEMO}/ghost@e06.example.net").status_code == 204
     demo.settle()
     demo.submit("m0000001", _mail("are you there", sender=TARO, to=HANAKO))
     bounce = demo.wait_for_mail(

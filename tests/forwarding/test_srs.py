@@ -97,3 +97,33 @@ def test_null_sender_is_never_rewritten() -> None:
 def test_malformed_or_foreign_addresses_are_refused(address: str) -> None:
     with pytest.raises(SrsError):
         make_srs(FrozenClock()).reverse(address)
+
+
+def test_the_hash_is_ten_base32_characters_and_the_old_four_character_form_is_refused(
+) -> None:
+    """Issue 20: 4 base64 characters compared ignoring case left about 2 million values;
+    10 base32 characters are 50 bits, case-insensitive by construction."""
+    import base64
+    import hashlib
+    import hmac
+
+    clock = FrozenClock()
+    srs = make_srs(clock)
+    rewritten = srs.forward("alice@sender.example")
+    _tag, digest, stamp, host, local_at = rewritten.split("=", 4)
+    assert len(digest) == 10
+    assert set(digest) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    assert srs.reverse(rewritten.lower()) == "alice@sender.example"
+    # What an earlier release emitted for the same sender that day (libsrs2's hash).
+    mac = hmac.new(b"k1", digestmod=hashlib.sha1)
+    for part in (stamp, host, local_at.partition("@")[0]):
+        mac.update(part.lower().encode())
+    old = base64.b64encode(mac.digest()).decode()[:4]
+    with pytest.raises(SrsError):
+        srs.reverse(f"SRS0={old}={stamp}={host}={local_at}")
+
+
+def test_an_srs_address_longer_than_a_path_may_be_is_not_made() -> None:
+    srs = make_srs(FrozenClock())
+    with pytest.raises(SrsError, match="RFC 5321"):
+        srs.forward("a" * 200 + "@" + "b" * 50 + ".example")

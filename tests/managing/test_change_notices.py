@@ -37,7 +37,7 @@ def test_create_reissue_forwarding_and_delete_each_notify_the_contact(api: ApiHa
                                 json={"current": reissued["password"], "new": "Sec.ret99"})
     assert changed.status_code == 200
     assert api.operator.put(f"{base}/forwarding",
-                            json={"destinations": ["x@example.org"],
+                            json={"destinations": ["x@mobile.example.jp"],
                                   "keep_copy": True}).status_code == 200
     assert api.operator.put(f"{base}/spam", json={"judge": True, "quarantine": False,
                                                   "notify": False}).status_code == 200

@@ -101,8 +101,8 @@ def _expired(box: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
 
 def _locked(box: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
     client = _as(box, None, headers)
-    for _ in range(2):
-        client.post("/v1/session", json={"customer_number": "C0009", "password": "x"})
+    for n in range(2):  # two different guesses (the same one again would count once)
+        client.post("/v1/session", json={"customer_number": "C0009", "password": f"x{n}"})
     return client.post("/v1/session", json={"customer_number": "C0009", "password": "x"})
 
 

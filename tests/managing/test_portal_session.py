@@ -22,8 +22,9 @@ ADDRESS = "taro@e06.example.net"
 @pytest.fixture
 def box(api_factory: ApiFactory) -> tuple[ApiHarness, str, str]:
     """Contract C0001 with one address; returns (api, contract password, POP password)."""
-    # Three failures from one browser lock it (issue 15: the per-IP limit is its own key).
-    api = api_factory(security={"login_max_failures": 3, "login_ip_max_failures": 3})
+    # Three different wrong passwords for one account from one browser lock it (issue 22:
+    # the per-IP limit counts different accounts, and is its own key).
+    api = api_factory(security={"login_max_failures": 3, "login_ip_max_accounts": 3})
     api.create_contract("C0001")
     created = api.create_address("C0001")
     response = api.operator.post("/v1/contracts/C0001/password")
@@ -156,7 +157,8 @@ def test_wrong_passwords_are_refused_alike_and_then_locked(box: Any) -> None:
     assert unknown.json()["error"] == wrong.json()["error"]
     assert wrong.json()["error"]["message"] == "お客さま番号またはパスワードが正しくありません"
     assert "mp_session" not in client.cookies
-    _sign_in(client, customer_number="C0001", password="whatever2")  # third failure: locked
+    _sign_in(client, customer_number="C0001", password="whatever2")
+    _sign_in(client, customer_number="C0001", password="whatever3")  # third: locked
     locked = _sign_in(client, customer_number="C0001", password=contract_password)
     assert locked.status_code == 429
     assert locked.json()["error"]["code"] == "locked"

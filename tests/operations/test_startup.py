@@ -78,7 +78,8 @@ def test_a_node_sends_from_a_process_of_its_own_and_its_crash_takes_it_along(
     (Postfix's qmgr/smtp split); ``kill -9`` of the node (its process group) ends both."""
     node = node_factory()
     node.start()
-    assert "started 1 extra process(es): mailplane-outbound (worker)" in node.log_text()
+    started = next(line for line in node.log_text().splitlines() if "extra process(es)" in line)
+    assert "mailplane-outbound (worker)" in started  # beside one MX process per extra CPU
     assert node.process is not None
     group = node.process.pid
     assert len(_processes_in_group(group)) >= 2  # the node, its sender (and spawn's tracker)

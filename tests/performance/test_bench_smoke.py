@@ -24,7 +24,10 @@ def test_quick_bench_delivers_through_every_server_and_writes_json(tmp_path: Pat
     report = json.loads(output.read_text())
     rows = report["smtp"]["rows"]
     servers = {row["server"] for row in rows}
-    assert {"baseline-durable", "mailplane"} <= servers
+    assert {"baseline-durable", "mailplane", "mailplane-auth"} <= servers
+    # Issue 21: authentication on (records from the bench's DNS server) ÷ off, measured.
+    assert report["smtp"]["auth_targets"]
+    assert "sender authentication (issue 21" in proc.stdout
     for row in rows:
         assert row["failed"] == 0, row
         assert row["sent"] > 0, row
@@ -42,6 +45,11 @@ def test_quick_bench_delivers_through_every_server_and_writes_json(tmp_path: Pat
     assert report["api"]["get_addresses"]["rps"] > 0
     assert report["signing"]["queue"]["sent"] > 0  # DKIM signing's figures (issue 21)
     assert "DKIM signing" in proc.stdout
+    # Issue 20: good outbound mail drained with and without hostile destinations ahead.
+    outbound = report["outbound"]["rows"]
+    assert set(outbound) == {"concurrent-clean", "concurrent-hostile", "serial-clean",
+                             "serial-hostile"}
+    assert all(row["msgs_per_s"] > 0 for row in outbound.values())
     assert "mailplane" in proc.stdout
 
 

@@ -108,6 +108,19 @@ class Portal:
         form.get_by_role("button", name="ログイン").click()
         self.page.get_by_role("heading", name="メールアドレスの設定").wait_for()
 
+    def wizard_to_confirm(self, local_part: str) -> None:
+        """新規登録 through the wizard's first three steps (the first subdomain candidate,
+        virus check ON, terms accepted) to the confirm step."""
+        page = self.page
+        page.get_by_role("link", name="新規登録").click()
+        page.get_by_label("メールアドレス (@ より前の部分)").fill(local_part)
+        page.get_by_role("button", name="次へ").click()
+        page.locator(".candidates input[type=radio]").first.check()
+        page.get_by_role("button", name="次へ").click()
+        page.get_by_label("契約約款を承諾する").check()
+        page.get_by_role("button", name="確認").click()
+        page.get_by_role("heading", name="登録内容の確認").wait_for()
+
     def row(self, address: str) -> Any:
         return self.page.locator(f'tr[data-address="{address}"]')
 
@@ -130,15 +143,16 @@ class Portal:
 
 
 @contextlib.contextmanager
-def run_mx(api: ApiHarness) -> Iterator[int]:
+def run_mx(api: ApiHarness, **overrides: Any) -> Iterator[int]:
     """The real MX service on the API's database, in its own event loop thread, so a
     test can put mail in a quarantine over SMTP; yields the port.  The policy is loaded
-    once at start: configure the addresses first."""
+    once at start: configure the addresses first.  ``overrides``: settings sections to
+    replace (e.g. ``authentication=...`` pointing at a DNS stub)."""
     from mailplane.filters.engines.factory import build_spam_engine, build_virus_engine
     from mailplane.node.policy_cache import PolicyCache
     from mailplane.smtp.mx import start_mx
 
-    settings = api.settings
+    settings = api.settings.model_copy(update=overrides)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -162,14 +176,36 @@ def run_mx(api: ApiHarness) -> Iterator[int]:
         loop.close()
 
 
+PORTAL_SETTINGS: dict[str, Any] = {
+    "mx": {"port": 0, "hostname": "mx.example.net"},
+    "public": {"pop3_host": "pop.example.net", "smtp_host": "smtp.example.net",
+               "pop3_tls_port": 995, "submission_tls_port": 465, "pop3_port": 110,
+               "submission_port": 587},
+}
+
+
 @pytest.fixture
 def portal(browser: Any, api_factory: Any) -> Iterator[Portal]:
     """Contract C0001 with one address (taro@e06.example.net) and a customer key; the
     settings let :func:`run_mx` listen on a free port."""
-    api = api_factory(mx={"port": 0, "hostname": "mx.example.net"},
-                      public={"pop3_host": "pop.example.net", "smtp_host": "smtp.example.net",
-                              "pop3_tls_port": 995, "submission_tls_port": 465,
-                              "pop3_port": 110, "submission_port": 587})
+    with open_portal(browser, api_factory(**PORTAL_SETTINGS)) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_portal(request: pytest.FixtureRequest, browser: Any,
+               api_factory: Any) -> Iterator[Portal]:
+    """:func:`portal` on SQLite and again on PostgreSQL, for screens that write."""
+    database = ({"database_url": request.getfixturevalue("pg_url")}
+                if request.param == "postgresql" else {})
+    with open_portal(browser, api_factory(**PORTAL_SETTINGS, **database)) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def open_portal(browser: Any, api: ApiHarness) -> Iterator[Portal]:
+    """A signed-out Japanese page on ``api`` with contract C0001 and taro@e06; on exit,
+    no script or console error may have happened."""
     api.create_contract("C0001")
     created = api.create_address("C0001", local_part="taro", subdomain="e06")
     response = api.operator.post("/v1/contracts/C0001/password")

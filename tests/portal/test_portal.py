@@ -11,6 +11,7 @@ import smtplib
 from datetime import timedelta
 
 from mailplane.clock import as_utc
+from tests.factories.dns import DnsStub
 from tests.factories.messages import GTUBE
 from tests.portal.conftest import PHONE, Portal, run_mx
 
@@ -320,6 +321,32 @@ def test_quarantined_message_is_opened_and_released_to_the_inbox(portal: Portal)
     assert len(delivered) == 1 and b"Buy now!" in delivered[0]
 
 
+def test_a_spoofed_message_is_shown_as_such_and_cannot_allow_its_sender(
+        portal: Portal) -> None:
+    """SPEC §8b: なりすまし in the list, a warning on the message, and no "allow the
+    sender" (the allow list would trust exactly the forged address)."""
+    from mailplane.config.sections import AuthenticationConfig
+
+    message = (b"From: Bank <security@bank.example>\r\nTo: " + ADDRESS.encode()
+               + b"\r\nSubject: Verify your account\r\nMessage-ID: <s1@evil.example>\r\n"
+               + b"\r\nClick here.\r\n")
+    with DnsStub({"_dmarc.bank.example": {"TXT": ["v=DMARC1; p=reject"]}}) as dns:
+        section = AuthenticationConfig(nameserver=f"{dns.host}:{dns.port}")
+        with run_mx(portal.api, authentication=section) as port, \
+                smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            assert smtp.sendmail("x@evil.example", [ADDRESS], message) == {}
+    page = portal.page
+    portal.sign_in()
+    portal.row(ADDRESS).get_by_role("link", name="隔離メール").click()
+    page.locator('td[data-label="件名"]', has_text="Verify your account").wait_for()
+    assert page.get_by_role("cell", name="なりすまし", exact=True).is_visible()
+    page.get_by_role("link", name=re.compile("開く")).click()
+    page.get_by_text("Click here.").wait_for()
+    assert page.get_by_role("note").filter(has_text="なりすまし").is_visible()
+    assert page.get_by_role("button", name="受信箱へ移動し、差出人を受信許可に追加").count() == 0
+    assert page.get_by_role("button", name="受信箱へ移動", exact=True).is_visible()
+
+
 def test_address_beyond_the_included_ones_needs_the_charge_confirmed(portal: Portal) -> None:
     portal.api.create_contract("C0002", included_addresses=1)
     portal.api.create_address("C0002", local_part="jiro", subdomain="b02")
@@ -327,18 +354,13 @@ def test_address_beyond_the_included_ones_needs_the_charge_confirmed(portal: Por
     page = portal.page
     portal.contract = "C0002"
     portal.sign_in(password=password)
-    page.get_by_role("link", name="新規登録").click()
-    page.get_by_label("メールアドレス (@ より前の部分)").fill("saburo")
-    page.get_by_role("button", name="次へ").click()
-    page.locator(".candidates input[type=radio]").first.check()
-    page.get_by_role("button", name="次へ").click()
-    page.get_by_label("契約約款を承諾する").check()
-    page.get_by_role("button", name="確認").click()
-    page.get_by_role("button", name="登録").click()
+    portal.wizard_to_confirm("saburo")
 
+    # The charge is on the confirm step before anything is pressed (issue 22 finding 5).
     charge = page.locator(".charge")
     charge.wait_for()
-    assert "月額330円" in charge.inner_text()
+    assert "月額 330円" in charge.inner_text()
+    assert not page.get_by_role("button", name="登録", exact=True).is_visible()
     portal.screenshot("18-wizard-charge-required")
     assert portal.get("/v1/contracts/C0002")["quota"]["used"] == 1
     page.get_by_role("button", name="追加料金に同意して登録").click()

@@ -28,6 +28,7 @@ from mailplane.filters.list_entries import (
 from mailplane.i18n import translate
 from mailplane.mail.address import email_rule_violation
 from mailplane.rules import RuleViolation
+from mailplane.rules.account import contract_password_violation
 from mailplane.rules.registration import local_part_violation
 from tests.portal.conftest import DESKTOP
 
@@ -39,7 +40,9 @@ HAND_PICKED = ["", "ab", "abc", "a" * 20, "a" * 21, "Taro", "-taro", "taro_", "t
                "user@example.jp", "user@example", "@example.jp", "@", "tarou", "123.jp",
                "a b@example.jp", ".a@example.jp", "a..b@example.jp", "a@-x.jp", "a@x-.jp",
                "ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ", "ﾌﾚﾝﾄﾞ", "セ", "x" * 300, "New.pass1",
-               "abc@def", "pass word", "a\x01b", "TARO@EXAMPLE.JP", OWN, OWN.upper()]
+               "abc@def", "pass word", "a\x01b", "TARO@EXAMPLE.JP", OWN, OWN.upper(),
+               "c0001", "C0001", "aaaaaaaa", "Haru-no-umi.2026", "y" * 64, "y" * 65,
+               "パスワード12345678"]
 
 
 def _random_strings(count: int, seed: int = 16) -> Iterator[str]:
@@ -92,6 +95,8 @@ def _js(page: Any, language: str, kind: str, values: list[Any]) -> list[Any]:
             const one = {
                 local: (v) => rules.text(rules.localPartViolation(v)),
                 password: (v) => rules.text(rules.passwordViolation(v)),
+                contract_password: (v) => rules.text(
+                    rules.contractPasswordViolation(v, "C0001")),
                 email: (v) => rules.text(rules.emailViolation(v)),
                 address_entry: (v) => rules.text(rules.addressEntryViolation(
                     rules.normaliseAddressEntry(v))),
@@ -128,6 +133,7 @@ def test_single_value_rules_agree(page: Any, language: str) -> None:
     checks = {
         "local": local_part_violation,
         "password": password_rule_violation,
+        "contract_password": lambda v: contract_password_violation(v, customer_number="C0001"),
         "email": email_rule_violation,
         "address_entry": lambda v: address_entry_violation(normalise_address_entry(v),
                                                            max_length=40)

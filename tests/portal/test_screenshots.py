@@ -10,6 +10,7 @@ import smtplib
 from datetime import timedelta
 from typing import Any
 
+from tests.factories.notices import NoticeInboxFactory
 from tests.portal.conftest import DESKTOP, SCREENSHOTS, Portal, run_mx
 
 ADDRESS = "taro@e06.example.net"
@@ -75,9 +76,10 @@ def test_tour_of_every_screen_at_two_widths(portal: Portal) -> None:
     page.get_by_role("button", name="確認").click()
     page.get_by_role("heading", name="登録内容の確認").wait_for()
     _shoot(page, "06-wizard-confirm")
+    # With every included slot in use, the charge is on the confirm step before 登録.
     for local, sub in (("saburo", "b01"), ("shiro", "b02"), ("goro", "b03")):
         api.create_address("C0001", local_part=local, subdomain=sub)
-    page.get_by_role("button", name="登録").click()
+    page.reload()
     page.locator(".charge").wait_for()
     _shoot(page, "07-wizard-charge")
     page.get_by_role("button", name="追加料金に同意して登録").click()
@@ -146,3 +148,71 @@ def test_tour_of_every_screen_at_two_widths(portal: Portal) -> None:
     _shoot(page, "22-session-expired")
     portal.sign_in_mailbox(ADDRESS, pop_password)
     _shoot(page, "23-mailbox-user-table")
+
+
+def test_tour_of_the_account_screens_at_two_widths(
+        portal: Portal, notice_inbox: NoticeInboxFactory) -> None:
+    """The account around the settings (SPEC §9a): recovery, the contract menu, the
+    contract password, the contact address, 料金明細, 解約."""
+    page = portal.page
+    api = portal.api
+    inbox = notice_inbox(api)
+    page.goto(portal.url)
+    page.get_by_role("link", name="パスワードをお忘れの方").click()
+    page.get_by_role("heading", name="パスワードをお忘れの方").wait_for()
+    _shoot(page, "24-forgot-password")
+    page.get_by_role("link", name="パスワードを再設定する").click()
+    page.get_by_label("お客さま番号").fill("C0001")
+    _shoot(page, "25-recovery-customer-number")
+    page.get_by_role("button", name="認証コードを送信").click()
+    page.get_by_label("認証コード").fill(inbox.code("c0001@contact.example.jp"))
+    page.get_by_label("新パスワード", exact=True).fill("short")
+    page.get_by_role("button", name="再設定").click()
+    page.locator(".field-error:visible").first.wait_for()
+    _shoot(page, "26-recovery-code-and-password")
+    page.get_by_label("新パスワード", exact=True).fill("Haru-no-umi.2026")
+    page.get_by_label("新パスワードの再入力").fill("Haru-no-umi.2026")
+    page.get_by_role("button", name="再設定").click()
+    page.get_by_text("再設定が完了しました").wait_for()
+    _shoot(page, "27-recovery-done")
+
+    for n, sub in enumerate(("a01", "a02", "a03", "a04", "a05")):
+        api.create_address("C0001", local_part=f"user{n}", subdomain=sub,
+                           accept_charge=True)
+    portal.sign_in(password="Haru-no-umi.2026")
+    _shoot(page, "28-address-table-with-paid-addresses")
+    page.get_by_role("link", name="ご契約情報・料金明細").click()
+    page.get_by_role("heading", name="ご契約情報").wait_for()
+    _shoot(page, "29-contract-menu")
+    page.get_by_role("link", name="パスワードを変更する >").click()
+    page.get_by_role("heading", name="お客さま番号のパスワード変更").wait_for()
+    _shoot(page, "30-contract-password")
+    page.goto(f"{portal.url}#/contact")
+    page.get_by_label("新しい連絡先メールアドレス", exact=True).fill("hanako@new.example.jp")
+    page.get_by_label("新しい連絡先メールアドレス (再入力)").fill("hanako@new.example.jp")
+    _shoot(page, "31-contact-input")
+    page.get_by_role("button", name="確認").click()
+    page.get_by_label("認証コード").fill(inbox.code("hanako@new.example.jp"))
+    _shoot(page, "32-contact-code")
+    page.get_by_role("button", name="次へ").click()
+    page.get_by_role("button", name="登録").wait_for()
+    _shoot(page, "33-contact-confirm")
+    page.get_by_role("button", name="登録").click()
+    page.get_by_text("連絡先メールアドレスの変更が完了しました").wait_for()
+    _shoot(page, "34-contact-done")
+    # Into January: the paid addresses bought in November are billed from December.
+    api.clock.advance(timedelta(days=43))
+    portal.sign_in(password="Haru-no-umi.2026")
+    page.goto(f"{portal.url}#/billing")
+    page.locator("table.billing").wait_for()
+    _shoot(page, "35-billing")
+    page.goto(f"{portal.url}#/terminate")
+    page.locator(".candidates input").first.check()
+    page.get_by_label("お客さま番号のパスワード").fill("Haru-no-umi.2026")
+    _shoot(page, "36-termination")
+    page.get_by_role("button", name="次へ").click()
+    page.get_by_role("button", name="申し込む").wait_for()
+    _shoot(page, "37-termination-confirm")
+    page.get_by_role("button", name="申し込む").click()
+    page.get_by_text("解約のお申し込みを受け付けました").wait_for()
+    _shoot(page, "38-termination-done")

@@ -33,7 +33,7 @@ from mailplane.mailstore.folders import (
     find_message,
     folder_dir,
 )
-from mailplane.mailstore.maildir import mailbox_size, publish
+from mailplane.mailstore.maildir import folder_size, mailbox_size, publish
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage import quarantine_repo
 from mailplane.storage.db import make_engine, make_session_factory
@@ -70,14 +70,17 @@ def test_a_message_is_found_again_after_a_reader_renamed_it(tmp_path: Path) -> N
     assert find_message(folder, "other") is None
 
 
-def test_the_quota_counts_every_folder_but_the_quarantine(tmp_path: Path) -> None:
+def test_the_quota_counts_every_folder_the_quarantine_too(tmp_path: Path) -> None:
+    """SPEC §8 and issue 20: quarantined mail counts against the quota, as Dovecot's quota
+    counts a Junk folder — and as Dovecot counts 送信済み and ごみ箱."""
     maildir = tmp_path / "taro"
     for name, size in ((None, 100), (SENT, 20), (TRASH, 3), (QUARANTINE, 5000)):
         root = maildir if name is None else folder_dir(maildir, name)
         (root / "cur").mkdir(parents=True)
         (root / "cur" / f"1.M1P1.h,S={size}:2,S").write_bytes(b"x")
     (maildir / ".pop3.lock").write_bytes(b"")
-    assert mailbox_size(maildir) == 123
+    assert mailbox_size(maildir) == 5123
+    assert folder_size(folder_dir(maildir, QUARANTINE)) == 5000
 
 
 @pytest.fixture

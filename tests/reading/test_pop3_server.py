@@ -239,11 +239,11 @@ def test_account_lockout_after_repeated_failures_and_unlock_after_lock_time(
 ) -> None:
     pop_account = pop3_env.add_address(ADDRESS)
     max_failures = pop3_env.settings.security.login_max_failures
-    for _ in range(max_failures):
+    for n in range(max_failures):  # different guesses: the same one again counts once
         client = connect(pop3_env)
         client.user(pop_account)
         with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
-            client.pass_("wrong-password")
+            client.pass_(f"wrong-password{n}")
         client.close()
     # Locked: even the right password is refused, and the client is told to come back later.
     client = connect(pop3_env)

@@ -16,7 +16,7 @@ def _notices(mx: MxEnv) -> list[bytes]:
 
 
 async def test_one_notice_when_the_mailbox_passes_90_percent(mx: MxEnv) -> None:
-    mx.add_address(SMALL, quota_bytes=12_000)
+    mx.add_address(SMALL, quota_bytes=12_600)  # four messages with our trace fit
     body = ("x" * 70 + "\r\n") * 35
     await mx.send(make_message(to=SMALL, body=body), rcpt_tos=[SMALL])
     await mx.send(make_message(to=SMALL, body=body), rcpt_tos=[SMALL])
@@ -35,7 +35,7 @@ async def test_one_notice_when_the_mailbox_passes_90_percent(mx: MxEnv) -> None:
 
 
 async def test_the_notice_is_sent_again_after_usage_dropped_below(mx: MxEnv) -> None:
-    mx.add_address(SMALL, quota_bytes=12_000)
+    mx.add_address(SMALL, quota_bytes=12_600)  # four messages with our trace fit
     body = ("x" * 70 + "\r\n") * 35
     for _ in range(4):
         await mx.send(make_message(to=SMALL, body=body), rcpt_tos=[SMALL])
@@ -45,7 +45,7 @@ async def test_the_notice_is_sent_again_after_usage_dropped_below(mx: MxEnv) -> 
     for sub in ("new", "cur"):
         shutil.rmtree(maildir / sub, ignore_errors=True)
     assert mx.server is not None
-    mx.server.handler.delivery.usage.forget(SMALL)
+    mx.server.handler.delivery.quota.usage.forget(SMALL)
     await mx.send(make_message(to=SMALL, body=body), rcpt_tos=[SMALL])
     assert _notices(mx) == []
     for _ in range(3):

@@ -1,7 +1,8 @@
 """Brute-force lockout works across listeners (issue 7; SPEC §1): failures counted on
 POP3 lock submission AUTH and the other way round — for the IP that failed; the owner's
 clean IP still logs in (issue 15, SPEC §8a).  Each test speaks from its own loopback
-addresses so the per-IP counter of one test does not lock the other."""
+addresses so the per-IP counter of one test does not lock the other.  Each failure is another
+password: the same wrong password again is no new guess and counts once (issue 22)."""
 
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ def _smtp_login(secure_node: SecureNode, account: str, password: str, source: st
 
 def test_pop3_failures_lock_submission_auth(secure_node: SecureNode) -> None:
     tenant = secure_node.tenants["C1"]
-    for _ in range(3):
-        reply = _pop_login(secure_node, tenant.pop_account, "wrong-password", "127.0.0.2")
+    for n in range(3):
+        reply = _pop_login(secure_node, tenant.pop_account, f"wrong-password{n}", "127.0.0.2")
         assert b"[AUTH]" in reply
     # The right password now fails on the OTHER listener from the failing IP: the account
     # is locked for it; from an IP with no failures the owner still logs in.
@@ -68,8 +69,8 @@ def test_pop3_failures_lock_submission_auth(secure_node: SecureNode) -> None:
 
 def test_submission_failures_lock_pop3(secure_node: SecureNode) -> None:
     tenant = secure_node.tenants["C2"]
-    for _ in range(3):
-        code = _smtp_login(secure_node, tenant.pop_account, "wrong-password", "127.0.0.4")
+    for n in range(3):
+        code = _smtp_login(secure_node, tenant.pop_account, f"wrong-password{n}", "127.0.0.4")
         assert code in (535, 454)
     reply = _pop_login(secure_node, tenant.pop_account, tenant.password, "127.0.0.4")
     assert b"[AUTH]" in reply or b"[SYS/TEMP]" in reply or b"lock" in reply.lower(), reply

@@ -1,4 +1,5 @@
-"""The shared login guard and credential check, on SQLite and PostgreSQL (issue 5)."""
+"""The shared login guard and credential check, on SQLite and PostgreSQL (issue 5;
+counters per (account, client), per account and per IP since issue 22)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.auth.credentials import Authenticator, AuthOutcome
-from mailplane.auth.login_guard import LoginGuard, account_key, ip_key
+from mailplane.auth.login_guard import PORTAL, LoginGuard, account_key, ip_key, pair_key
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
 from mailplane.config.settings import Settings
 from mailplane.storage.db import make_engine, make_session_factory
+from mailplane.storage.models import Address
 from tests.factories.pop3 import PASSWORD, add_address
 
 ADDRESS = "hanako@a01.example.net"
@@ -94,9 +97,10 @@ async def test_purge_drops_only_counters_that_no_longer_matter(
     clock.advance(timedelta(seconds=30))
     await guard.record_failure(peer_ip="192.0.2.77", account="recent")
     clock.advance(timedelta(seconds=31))
-    # The first IP and account are outside the window and their lock ran out.
-    assert await guard.purge_stale() == 2
+    # The first IP, pair and account are outside the window and their lock ran out.
+    assert await guard.purge_stale() == 3
     assert await guard.failures(key=account_key("locked")) == 0
+    assert await guard.failures(key=pair_key("locked", IP)) == 0
     assert await guard.failures(key=ip_key(IP)) == 0
     assert await guard.failures(key=account_key("recent")) == 1
 
@@ -124,7 +128,12 @@ async def test_concurrent_failures_are_all_counted(
     guard = make_guard(session_factory, FrozenClock(), max_failures=1000)
     await asyncio.gather(*(guard.record_failure(peer_ip=IP, account="m1") for _ in range(12)))
     assert await guard.failures(key=account_key("m1")) == 12
-    assert await guard.failures(key=ip_key(IP)) == 12
+    assert await guard.failures(key=pair_key("m1", IP)) == 12
+    # The IP counts different accounts: one so far, then twelve more at once.
+    assert await guard.failures(key=ip_key(IP)) == 1
+    await asyncio.gather(*(guard.record_failure(peer_ip=IP, account=f"n{n}")
+                           for n in range(12)))
+    assert await guard.failures(key=ip_key(IP)) == 13
 
 
 async def test_success_clears_the_account_counter_but_not_the_ip_counter(
@@ -135,7 +144,8 @@ async def test_success_clears_the_account_counter_but_not_the_ip_counter(
     await guard.record_failure(peer_ip=IP, account="m1")
     await guard.record_success(account="m1")
     assert await guard.failures(key=account_key("m1")) == 0
-    assert await guard.failures(key=ip_key(IP)) == 2
+    assert await guard.failures(key=pair_key("m1", IP)) == 2
+    assert await guard.failures(key=ip_key(IP)) == 1
 
 
 async def test_delay_grows_after_each_failure_and_is_capped(
@@ -168,12 +178,174 @@ async def test_authenticate_refuses_unknown_and_wrong_password_alike_and_locks(
     assert wrong == unknown
     assert wrong.outcome is AuthOutcome.BAD_CREDENTIALS
     # Failures under the address and the POP account count for the same account: locked
-    # for the IPs that failed, while the owner's clean IP still gets in (issue 15).
-    await auth.authenticate(ADDRESS, "nope!", peer_ip="192.0.2.50", listener="test")
-    await auth.authenticate(pop_account, "nope!", peer_ip="192.0.2.51", listener="test")
+    # for the IPs that failed, while the owner's clean IP still gets in (issue 15).  Each
+    # guess is another password: the same one again is no new guess (issue 22).
+    await auth.authenticate(ADDRESS, "nope2", peer_ip="192.0.2.50", listener="test")
+    await auth.authenticate(pop_account, "nope3", peer_ip="192.0.2.51", listener="test")
     locked = await auth.authenticate(pop_account, PASSWORD, peer_ip="192.0.2.50",
                                      listener="test")
     assert locked.outcome is AuthOutcome.LOCKED
     clean = await auth.authenticate(pop_account, PASSWORD, peer_ip="192.0.2.52",
                                     listener="test")
     assert clean.ok
+
+
+# --- telling attackers from families (issue 22) ----------------------------------------
+
+
+async def test_the_same_wrong_password_again_counts_once_and_is_not_checked_again(
+    db_settings: Settings, session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A phone with the old password polls every few minutes: Dovecot's auth penalty does
+    not grow for the same user and password, and neither does our count; the remembered
+    wrong password is answered without an argon2 check."""
+    hashing = PasswordHashing(db_settings.security)
+    pop_account = add_address(session_factory, hashing, ADDRESS)
+    checked: list[str] = []
+    verify = hashing.verify_or_spend
+
+    def spy(hashed: str | None, password: str) -> bool:
+        checked.append(password)
+        return verify(hashed, password)
+
+    monkeypatch.setattr(hashing, "verify_or_spend", spy)
+    guard = make_guard(session_factory, FrozenClock())
+    auth = Authenticator(session_factory, hashing, guard)
+    for _ in range(10):
+        result = await auth.authenticate(pop_account, "Old.pass1", peer_ip=IP, listener="t")
+        assert result.outcome is AuthOutcome.BAD_CREDENTIALS
+    assert checked == ["Old.pass1"]
+    assert await guard.failures(key=pair_key(pop_account, IP)) == 1
+    assert await guard.failures(key=account_key(pop_account)) == 1
+    assert (await auth.authenticate(pop_account, PASSWORD, peer_ip=IP, listener="t")).ok
+    # Different wrong passwords are guesses: three lock this client out of the account.
+    for n in range(2):
+        await auth.authenticate(pop_account, f"guess{n}", peer_ip=IP, listener="t")
+    locked = await auth.authenticate(pop_account, PASSWORD, peer_ip=IP, listener="t")
+    assert locked.outcome is AuthOutcome.LOCKED
+
+
+async def test_a_remembered_wrong_password_that_becomes_the_password_works(
+    db_settings: Settings, session_factory: sessionmaker[Session],
+) -> None:
+    """Remembered wrong passwords are bound to the stored hash: a customer who sets the
+    old password again (the one the phone still has) is let in at once."""
+    hashing = PasswordHashing(db_settings.security)
+    pop_account = add_address(session_factory, hashing, ADDRESS)
+    auth = Authenticator(session_factory, hashing, make_guard(session_factory, FrozenClock()))
+    for _ in range(2):
+        assert not (await auth.authenticate(pop_account, "Old.pass1", peer_ip=IP,
+                                            listener="t")).ok
+    with session_factory() as session, session.begin():
+        session.execute(update(Address).where(Address.pop_account == pop_account)
+                        .values(password_hash=hashing.hash("Old.pass1")))
+    assert (await auth.authenticate(pop_account, "Old.pass1", peer_ip=IP, listener="t")).ok
+
+
+async def test_an_ip_is_locked_only_when_many_different_accounts_fail_from_it(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock()
+    guard = make_guard(session_factory, clock, ip_max_accounts=4)
+    for n in range(10):  # one account, many guesses: that client and account only
+        await guard.record_failure(peer_ip=IP, account="m1", digest=f"{n:016x}")
+    assert await guard.locked_until(peer_ip=IP, account="m1") is not None
+    assert await guard.locked_until(peer_ip=IP, account="m2") is None
+    for account in ("m2", "m3"):
+        await guard.record_failure(peer_ip=IP, account=account)
+    assert await guard.locked_until(peer_ip=IP, account="m9") is None
+    await guard.record_failure(peer_ip=IP, account="m4")  # the fourth account: stuffing
+    assert await guard.locked_until(peer_ip=IP, account="m9") is not None
+    assert await guard.locked_until(peer_ip="192.0.2.11", account="m9") is None
+
+
+async def test_a_doubled_lock_outlasts_the_window_it_was_counted_in(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A lock longer than the counting window used to end at the next attempt after the
+    window: the counter "started over" and dropped its running lock."""
+    clock = FrozenClock()
+    guard = make_guard(session_factory, clock, ip_max_accounts=2, max_lock_seconds=600)
+    for account in ("a1", "a2"):
+        await guard.record_failure(peer_ip=IP, account=account)
+    clock.advance(timedelta(seconds=60))  # the first lock (60 s) is over
+    for account in ("a3", "a4"):
+        await guard.record_failure(peer_ip=IP, account=account)
+    until = await guard.locked_until(peer_ip=IP, account="a5")
+    assert until == clock.now() + timedelta(seconds=120)
+    clock.advance(timedelta(seconds=90))  # past the window, inside the lock
+    attempt = await guard.begin(peer_ip=IP, account="a5")
+    assert not attempt.allowed and attempt.locked_until == until
+    assert await guard.locked_until(peer_ip=IP, account="a5") == until
+
+
+async def test_exempt_networks_are_never_locked_as_a_whole(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The ISP's webmail signs every customer in from one address."""
+    guard = make_guard(session_factory, FrozenClock(), ip_max_accounts=2,
+                       exempt_networks=["192.0.2.0/24"])
+    for n in range(6):
+        await guard.record_failure(peer_ip=IP, account=f"w{n}")
+    assert await guard.locked_until(peer_ip=IP, account="fresh") is None
+    assert (await guard.begin(peer_ip=IP, account="fresh")).allowed
+    for n in range(3):  # one account guessed through it is still stopped
+        await guard.record_failure(peer_ip=IP, account="victim", digest=f"{n:016x}")
+    assert await guard.locked_until(peer_ip=IP, account="victim") is not None
+
+
+async def test_the_portal_and_the_mail_protocols_have_separate_budgets(
+    session_factory: sessionmaker[Session],
+) -> None:
+    guard = make_guard(session_factory, FrozenClock(), ip_max_accounts=2)
+    for account in ("m1", "m2"):  # the IP is locked for mail ...
+        for n in range(3):
+            await guard.record_failure(peer_ip=IP, account=account, digest=f"{n:016x}")
+    assert await guard.locked_until(peer_ip=IP, account="m3") is not None
+    # ... while the same router's portal sign-ins, even of those accounts, are not
+    # (the accounts are locked, but only for clients that failed them in that budget).
+    for account in ("m1", "m3", "contract:c0001"):
+        assert await guard.locked_until(peer_ip=IP, account=account, budget=PORTAL) is None
+        attempt = await guard.begin(peer_ip=IP, account=account, budget=PORTAL)
+        assert attempt.allowed
+        await guard.succeeded(attempt)
+
+
+async def test_full_width_user_names_are_the_ascii_ones(
+    db_settings: Settings, session_factory: sessionmaker[Session],
+) -> None:
+    """An IME left on types ｈａｎａｋｏ＠ａ０１．ｅｘａｍｐｌｅ．ｎｅｔ: the same
+    address, not a failure."""
+    hashing = PasswordHashing(db_settings.security)
+    pop_account = add_address(session_factory, hashing, ADDRESS)
+    guard = make_guard(session_factory, FrozenClock())
+    auth = Authenticator(session_factory, hashing, guard)
+    full_width = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in ADDRESS)
+    assert full_width != ADDRESS
+    result = await auth.authenticate(f" {full_width}\u3000", PASSWORD, peer_ip=IP,
+                                     listener="t")
+    assert result.ok and result.pop_account == pop_account
+    assert await guard.failures(key=ip_key(IP)) == 0
+
+
+async def test_a_familiar_client_is_not_refused_because_strangers_locked_the_account(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock()
+    guard = make_guard(session_factory, clock)
+    home = await guard.begin(peer_ip=IP, account="m1")
+    await guard.succeeded(home)  # the PC at home signed in
+    await guard.record_failure(peer_ip=IP, account="m1", digest="0" * 16)  # the phone
+    for n in range(3):  # strangers, one guess each
+        await guard.record_failure(peer_ip=f"198.51.100.{n}", account="m1",
+                                   digest=f"{n + 1:016x}")
+    assert await guard.locked_until(peer_ip="198.51.100.0", account="m1") is not None
+    assert await guard.locked_until(peer_ip=IP, account="m1") is None
+    assert (await guard.begin(peer_ip=IP, account="m1")).allowed
+    # Familiarity lasts login_max_lock_seconds (60 s here) after the last success.
+    clock.advance(timedelta(seconds=61))
+    for n in range(3):
+        await guard.record_failure(peer_ip=f"198.51.100.{n + 5}", account="m1",
+                                   digest=f"{n + 9:016x}")
+    assert await guard.locked_until(peer_ip=IP, account="m1") is not None

@@ -10,6 +10,8 @@ import ssl
 
 import pytest
 
+from mailplane.mail.message import has_bare_line_ending
+from mailplane.mailstore.paths import mailbox_dir
 from tests.factories.security import SecureNode
 
 FOREIGN_RECIPIENTS = [
@@ -60,19 +62,34 @@ def test_submission_without_auth_refuses_foreign_recipients(secure_node: SecureN
     b"Subject: x\r\n\r\nbody\r\n.\nRCPT TO:<v@example.org>\r\n.\r\n",
     b"Subject: x\r\n\r\nbody\r.\rDATA\r\n.\r\n",
 ])
-def test_submission_refuses_smtp_smuggling_payloads(secure_node: SecureNode,
-                                                    payload: bytes) -> None:
+def test_submission_never_lets_a_payload_smuggle_a_second_message(
+    secure_node: SecureNode, payload: bytes,
+) -> None:
+    """SMTP smuggling through submission: DATA ends only at ``<CRLF>.<CRLF>``.  A bare LF
+    is normalised as on the MX (SPEC §8a, issue 22 item 8) — the fake end and the
+    "commands" after it stay text inside the one message; a bare CR is refused 550 5.6.0."""
     tenant = secure_node.tenants["C1"]
+    new = mailbox_dir(secure_node.node.state_dir / "mail", tenant.address) / "new"
+    before = set(new.iterdir()) if new.is_dir() else set()
     with smtplib.SMTP("127.0.0.1", secure_node.node.ports["sub"], timeout=10) as smtp:
         smtp.starttls(context=_tls())
         smtp.login(tenant.pop_account, tenant.password)
         assert smtp.mail(tenant.address)[0] == 250
         assert smtp.rcpt(tenant.address)[0] == 250
         assert smtp.docmd("DATA")[0] == 354
-        smtp.send(payload)
+        smtp.send(f"From: {tenant.address}\r\n".encode() + payload)
         code, text = smtp.getreply()
+        assert smtp.noop()[0] == 250  # one transaction, nothing smuggled after it
+    added = (set(new.iterdir()) if new.is_dir() else set()) - before
+    if b"\r." in payload:
         assert code == 550 and text.startswith(b"5.6.0"), text
-        assert smtp.noop()[0] == 250  # one transaction refused, nothing smuggled after it
+        assert added == set()
+        return
+    assert code == 250 and text.startswith(b"2.0.0"), text
+    [stored] = [path.read_bytes() for path in added]
+    smuggled = payload.split(b"\n.\n" if b"\n.\n" in payload else b"\r\n.\n")[1]
+    assert smuggled.split(b"\r\n")[0] + b"\r\n" in stored  # text, not a command
+    assert not has_bare_line_ending(stored)
 
 
 def test_submission_refuses_auth_before_starttls(secure_node: SecureNode) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from mailplane.config.sections import SubmissionConfig, VirusConfig
 from mailplane.filters.engines.factory import build_virus_engine
+from mailplane.mail.message import has_bare_line_ending
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.storage.models import OutboundJob
 from tests.factories.submission import (
@@ -49,7 +50,10 @@ async def test_starttls_auth_plain_delivers_to_neighbour_through_the_mx_pipeline
     parsed = message_from_bytes(stored)
     assert parsed["Subject"] == "[spam] Lunch"  # the neighbour's own spam judge tagged it
     received = " ".join(str(v) for v in parsed.get_all("Received", []))
-    assert "with ESMTPSA" in received and "authenticated user m" in received
+    assert "with ESMTPSA" in received  # TLS and AUTH, RFC 3848
+    pop_account = sub.cache.snapshot.lookup(SENDER).pop_account  # type: ignore[union-attr]
+    # SPEC §8b: the login is nobody's business but ours; never in a header.
+    assert pop_account not in stored.decode() and "authenticated user" not in received
     assert PASSWORD not in stored.decode()
     assert parsed["Message-ID"] and parsed["Date"]  # added: the client sent neither
 
@@ -139,8 +143,8 @@ async def test_lockout_after_repeated_failures_refuses_even_the_right_password(
     def run() -> list[int]:
         codes = []
         with open_tls(sub.server.tls_port) as client:
-            for _ in range(sub.settings.security.login_max_failures):
-                codes.append(auth_plain(client, SENDER, "Wrong.pass9")[0])
+            for n in range(sub.settings.security.login_max_failures):
+                codes.append(auth_plain(client, SENDER, f"Wrong.pass{n}")[0])
         with open_tls(sub.server.tls_port) as client:
             codes.append(auth_plain(client, SENDER)[0])
         return codes
@@ -181,13 +185,29 @@ async def test_infected_mail_is_refused_with_554_saying_why(sub: SubmissionEnv) 
     assert sub.inbox(NEIGHBOUR) == []
 
 
-async def test_bare_line_feed_is_refused(sub: SubmissionEnv) -> None:
+async def test_bare_line_feed_is_normalised_as_on_the_mx(sub: SubmissionEnv) -> None:
+    """SPEC §8a, issue 22 item 8: scanners, NAS boxes and cron jobs send bare LF through
+    submission too; it is stored as CRLF, as the MX does (``mx.bare_newline``)."""
     def run() -> tuple[int, str]:
         with open_tls(sub.server.tls_port) as client:
             auth_plain(client, SENDER)
             return send_expect(client, make_message(body=b"one\ntwo\r\n"))
 
-    assert (await asyncio.to_thread(run))[0] == 550
+    assert (await asyncio.to_thread(run))[0] == 250
+    [stored] = sub.inbox(NEIGHBOUR)
+    assert b"\r\n\r\none\r\ntwo\r\n" in stored
+    assert not has_bare_line_ending(stored)
+
+
+async def test_a_bare_carriage_return_is_still_refused(sub: SubmissionEnv) -> None:
+    def run() -> tuple[int, str]:
+        with open_tls(sub.server.tls_port) as client:
+            auth_plain(client, SENDER)
+            return send_expect(client, make_message(body=b"one\rtwo\r\n"))
+
+    code, text = await asyncio.to_thread(run)
+    assert (code, text.split()[0]) == (550, "5.6.0")
+    assert sub.inbox(NEIGHBOUR) == []
 
 
 async def test_remote_recipient_becomes_an_outbound_job_with_a_spool_file(

@@ -147,7 +147,7 @@ def put_deny_list(
     conditions = body.conditions.model_dump()
     settings_repo.set_deny_conditions(session, address=row, **conditions)
     save_setting(session, scope, clock, "settings.deny_list",
-          {"addresses": len(addresses), "subjects": len(subjects), "conditions": conditions})
+                 {"addresses": len(addresses), "subjects": len(subjects), "conditions": conditions})
     return _deny_list_of(session, row)
 
 

@@ -11,7 +11,9 @@ deduplicated — so the portal shows exactly what the MX will apply.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 
 from mailplane.api.changes import record_change
 from mailplane.api.deps import (
@@ -36,12 +38,18 @@ from mailplane.api.schemas.settings import (
 from mailplane.api.views import overseas_summary
 from mailplane.clock import as_utc
 from mailplane.filters.auto_reply import clean_settings
-from mailplane.filters.forwarding import clean_destinations
+from mailplane.filters.forwarding import (
+    MAX_DESTINATIONS,
+    clean_destinations,
+    destination_domain,
+    normalise_destination,
+)
 from mailplane.filters.overseas_window import expiry_after, window_open
-from mailplane.notices.change import stage_change_notice
+from mailplane.mail.address import email_rule_violation
+from mailplane.net.domain_lookup import DomainLookup
 from mailplane.rules import RuleViolation
 from mailplane.rules.quota import check_quota
-from mailplane.storage import settings_repo
+from mailplane.storage import addresses_repo, settings_repo
 from mailplane.storage.models import Address
 
 router = APIRouter(prefix="/v1/contracts/{cn}/addresses/{address}", tags=["settings"])
@@ -55,19 +63,58 @@ def save_setting(
     action: str,
     detail: dict[str, object],
 ) -> None:
-    record_change(
-        session,
-        principal=scope.principal,
-        action=action,
-        now=clock.now(),
-        contract_id=scope.contract.id,
-        address=scope.address.address,
-        detail=detail,
-    )
-    session.commit()
+    """Record and commit a setting of ``scope``'s address (:func:`record_change`: audit,
+    policy revision, the notice where the spec asks for one)."""
+    record_change(session, principal=scope.principal, settings=scope.settings,
+                  contract=scope.contract, action=action, now=clock.now(),
+                  address=scope.address.address, detail=detail)
 
 
 # --- forwarding (SPEC §5, L4396-4523) ---------------------------------------------------
+
+
+def _in_base_domain(domain: str, base_domains: list[str]) -> bool:
+    domain = domain.lower()
+    return any(domain == base or domain.endswith("." + base) for base in base_domains)
+
+
+def _domain_lookup(request: Request) -> DomainLookup:
+    """The API's one lookup (its cache is shared by every request of the process)."""
+    lookup: DomainLookup | None = getattr(request.app.state, "domain_lookup", None)
+    if lookup is None:
+        settings = request.app.state.settings
+        lookup = DomainLookup(settings.outbound.nameserver(),
+                              timeout=settings.forwarding.dns_timeout_seconds)
+        request.app.state.domain_lookup = lookup
+    return lookup
+
+
+async def missing_destination_domains(request: Request,
+                                      settings: SettingsDep) -> frozenset[str]:
+    """Remote destination domains of the request that DNS says do not exist (issue 20).
+
+    Asked on the event loop, asynchronously, *before* the request takes a database turn
+    (declared before the scope): a slow resolver holds no session and no thread.  Only
+    the first destinations are looked at (more are refused anyway); a body that is not
+    what the schema wants is left to its validation."""
+    if not settings.forwarding.check_destination_domains:
+        return frozenset()
+    try:
+        data = await request.json()
+    except ValueError:
+        return frozenset()
+    raw = data.get("destinations") if isinstance(data, dict) else None
+    if not isinstance(raw, list):
+        return frozenset()
+    domains = {destination_domain(item) for item in raw[:MAX_DESTINATIONS]
+               if isinstance(item, str) and not email_rule_violation(normalise_destination(item))}
+    remote = {d for d in domains if d and not _in_base_domain(d, settings.base_domains)}
+    if not remote:
+        return frozenset()
+    return frozenset(await _domain_lookup(request).missing_domains(remote))
+
+
+MissingDomainsDep = Annotated[frozenset[str], Depends(missing_destination_domains)]
 
 
 def _forwarding_of(session: SessionDep, row: Address) -> Forwarding:
@@ -83,24 +130,28 @@ def get_forwarding(scope: AddressScopeDep, session: SessionDep) -> Forwarding:
 
 @router.put("/forwarding", response_model=Forwarding)
 def put_forwarding(
-    body: ForwardingUpdate, scope: AddressScopeDep, session: SessionDep, clock: ClockDep,
-    settings: SettingsDep,
+    body: ForwardingUpdate, missing_domains: MissingDomainsDep, scope: AddressScopeDep,
+    session: SessionDep, clock: ClockDep, settings: SettingsDep,
 ) -> Forwarding:
     """Up to 3 destinations, none of them the address itself or repeated (L4409); all
-    blank = forwarding OFF.  A mailbox key may change its own forwarding (004).  The
-    contract's contact address is told (SPEC §9): forwarding redirects someone's mail."""
+    blank = forwarding OFF.  A destination on the platform must be a registered address;
+    one elsewhere must be in a domain that exists (when DNS can tell; issue 20).  A
+    mailbox key may change its own forwarding (004).  The contract's contact address is
+    told (SPEC §9): forwarding redirects someone's mail."""
     try:
-        destinations = clean_destinations(body.destinations, scope.address.address)
+        destinations = clean_destinations(
+            body.destinations, scope.address.address,
+            hosted=lambda domain: _in_base_domain(domain, settings.base_domains),
+            hosted_exists=lambda address: addresses_repo.find(
+                session, address=address) is not None,
+            missing_domains=missing_domains)
     except RuleViolation as exc:
         raise rule_error(exc, "destinations") from None
     settings_repo.replace_forwarding(session, address=scope.address,
                                      destinations=destinations, keep_copy=body.keep_copy)
-    stage_change_notice(session, settings=settings, contract=scope.contract,
-                        action="settings.forwarding", address=scope.address.address,
-                        now=clock.now())
     save_setting(session, scope, clock, "settings.forwarding",
-          {"enabled": bool(destinations), "destinations": destinations,
-           "keep_copy": body.keep_copy})
+                 {"enabled": bool(destinations), "destinations": destinations,
+                  "keep_copy": body.keep_copy})
     # Exactly what was just committed: no query to read it back.
     return Forwarding(enabled=bool(destinations), destinations=destinations,
                       keep_copy=body.keep_copy)
@@ -151,8 +202,8 @@ def put_auto_reply(
                                  special_senders=senders, special_message=special,
                                  default_message=default)
     save_setting(session, scope, clock, "settings.auto_reply",
-          {"enabled": body.enabled, "special_senders": len(senders),
-           "special_message": bool(special), "default_message": bool(default)})
+                 {"enabled": body.enabled, "special_senders": len(senders),
+                  "special_message": bool(special), "default_message": bool(default)})
     return _auto_reply_of(session, scope.address)
 
 
@@ -190,8 +241,8 @@ def put_overseas(
                               window_days=settings.overseas.window_days)
     settings_repo.set_overseas_expiry(session, address=row, expires_at=expires_at)
     save_setting(session, scope, clock, "settings.overseas",
-          {"enabled": body.enabled,
-           "expires_at": as_utc(expires_at).isoformat() if expires_at else None})
+                 {"enabled": body.enabled,
+                  "expires_at": as_utc(expires_at).isoformat() if expires_at else None})
     return overseas_summary(expires_at, now, settings.tz)
 
 

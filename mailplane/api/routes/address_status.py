@@ -22,7 +22,6 @@ from mailplane.api.schemas.addresses import AddressRow, AddressUpdate
 from mailplane.api.views import address_row
 from mailplane.auth.api_keys import Principal
 from mailplane.config.settings import Settings
-from mailplane.notices.change import stage_change_notice
 from mailplane.storage import addresses_repo
 from mailplane.storage.addresses_repo import AddressSummary
 from mailplane.storage.models import Address, Contract
@@ -39,12 +38,9 @@ def apply_status(session: Session, *, principal: Principal, settings: Settings,
     (then nothing is audited or notified, however many requests race)."""
     if not addresses_repo.set_status(session, address_id=address.id, status=status):
         return False
-    action = ACTIONS[status]
-    record_change(session, principal=principal, action=action, now=now,
-                  contract_id=contract.id, address=address.address,
-                  detail={"status": status})
-    stage_change_notice(session, settings=settings, contract=contract, action=action,
-                        address=address.address, now=now)
+    record_change(session, principal=principal, settings=settings, contract=contract,
+                  action=ACTIONS[status], now=now, address=address.address,
+                  detail={"status": status}, commit=False)
     return True
 
 

@@ -31,14 +31,13 @@ from mailplane.api.schemas.addresses import (
     AddressList,
     AddressRow,
 )
-from mailplane.api.views import address_row, issued_password, quota
+from mailplane.api.views import address_row, charge_notes, charges, issued_password, quota
 from mailplane.auth.api_keys import Principal
 from mailplane.auth.passwords import generate_password
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.mailstore.maildir import MaildirUsage
 from mailplane.mailstore.paths import mailbox_dir, remove_tree
-from mailplane.notices.change import stage_change_notice
 from mailplane.rules import RuleViolation
 from mailplane.rules.registration import (
     ChargeRequired,
@@ -47,7 +46,7 @@ from mailplane.rules.registration import (
     next_slot,
     paid_slot_freed,
 )
-from mailplane.storage import addresses_repo, contracts_repo
+from mailplane.storage import addresses_repo, billing_repo, contracts_repo
 from mailplane.storage.addresses_repo import AddressSummary
 from mailplane.storage.models import Contract
 
@@ -86,6 +85,7 @@ def _address_list(session: Session, cn: str, principal: Principal, settings: Set
     return AddressList(
         contract=contract.customer_number,
         quota=quota(contract, used).model_dump(),
+        charges=charges(contract, used, settings.addresses.extra_monthly_charge_yen),
         addresses=[address_row(row, now, settings.tz, contract_status=contract.status,
                                used_bytes=usage.used(row.address)) for row in rows],
     )
@@ -190,6 +190,7 @@ def _register(session: Session, body: AddressCreate, contract: Contract, domain:
                          charge_yen=settings.addresses.extra_monthly_charge_yen)
     except ChargeRequired as exc:
         raise ApiError(409, "charge_required", exc.text, exc.field) from None
+    bought = slot.extra_slots - contract.extra_slots
     contract.extra_slots = slot.extra_slots
     plain, password_hash = password
     row = addresses_repo.create_address(
@@ -204,22 +205,29 @@ def _register(session: Session, body: AddressCreate, contract: Contract, domain:
         quota_bytes=settings.addresses.default_quota_bytes,
         now=now,
     )
+    charge = settings.addresses.extra_monthly_charge_yen
+    if bought:
+        # The billing record, in the address's own transaction (004 L474-485).
+        billing_repo.add(session, contract_id=contract.id, address=row.address,
+                         monthly_yen=charge, now=now, count=bought)
     record_change(
         session,
         principal=principal,
+        settings=settings,
+        contract=contract,
         action="address.create",
         now=now,
-        contract_id=contract.id,
         address=row.address,
         detail={"virus_check": body.virus_check, "paid_slot": slot.paid_slot},
+        notes=charge_notes(charge, contract.extra_slots) if bought else (),
+        commit=False,
     )
-    stage_change_notice(session, settings=settings, contract=contract,
-                        action="address.create", address=row.address, now=now)
     return AddressCreated(
         address=address_row(AddressSummary.of(row), now, settings.tz),
         pop_account=row.pop_account,
         initial_password=issued_password(plain, now, settings.tz),
         quota=quota(contract, used + 1).model_dump(),
+        charges=charges(contract, used + 1, charge),
     )
 
 
@@ -251,18 +259,17 @@ def delete_address(
         included=slots.included_addresses, extra_slots=slots.extra_slots, remaining=remaining)
     if freed:
         contracts_repo.release_paid_slot(session, contract_id=contract.id)
+        billing_repo.end(session, contract_id=contract.id, now=now, address=address)
     record_change(
         session,
         principal=scope.principal,
+        settings=settings,
+        contract=contract,
         action="address.delete",
         now=now,
-        contract_id=contract.id,
         address=address,
         detail={"paid_slot_freed": freed},
     )
-    stage_change_notice(session, settings=settings, contract=contract,
-                        action="address.delete", address=address, now=now)
-    session.commit()
     # After the commit: mail for the address is refused from the next policy refresh on,
     # and the files go away whole (rename, then delete).
     remove_tree(mailbox_dir(settings.maildir_root, address))

@@ -106,7 +106,7 @@ def delete_item(item_id: str, scope: AddressScopeDep, session: SessionDep,
 
 def _audit(session: SessionDep, scope: AddressScopeDep, action: str, item_id: str,
            clock: ClockDep) -> None:
-    record_change(session, principal=scope.principal, action=action, now=clock.now(),
-                  contract_id=scope.contract.id, address=scope.address.address,
-                  detail={"item": item_id}, affects_policy=False)
-    session.commit()
+    record_change(session, principal=scope.principal, settings=scope.settings,
+                  contract=scope.contract, action=action, now=clock.now(),
+                  address=scope.address.address, detail={"item": item_id},
+                  affects_policy=False)

@@ -22,6 +22,7 @@ from mailplane.auth.passwords import POP_PASSWORD_CHARS, POP_PASSWORD_MAX, POP_P
 from mailplane.filters.auto_reply import MAX_MESSAGE_CHARS
 from mailplane.filters.forwarding import MAX_DESTINATIONS
 from mailplane.i18n import translate, translations
+from mailplane.rules.account import CONTRACT_PASSWORD_MAX, CONTRACT_PASSWORD_MIN
 from mailplane.rules.registration import (
     LOCAL_PART_CHARS,
     LOCAL_PART_EDGE,
@@ -62,6 +63,8 @@ def rules(request: Request, settings: SettingsDep) -> dict[str, Any]:
                        "chars": LOCAL_PART_CHARS, "edge": LOCAL_PART_EDGE},
         "pop_password": {"min": POP_PASSWORD_MIN, "max": POP_PASSWORD_MAX,
                          "chars": POP_PASSWORD_CHARS, "forbidden": "@"},
+        "contract_password": {"min": CONTRACT_PASSWORD_MIN, "max": CONTRACT_PASSWORD_MAX},
+        "code_minutes": settings.account.code_minutes,
         "lists": {"max_entries": settings.addresses.max_list_entries,
                   "max_entry_length": settings.addresses.max_entry_length},
         "forwarding": {"max_destinations": MAX_DESTINATIONS},

@@ -52,6 +52,11 @@ router = APIRouter(prefix="/v1/session", tags=["portal session"])
 password_router = APIRouter(prefix="/v1/contracts/{cn}/password", tags=["contracts"])
 
 
+def _typable_password(password: str) -> bool:
+    """Printable ASCII only: a full-width password (an IME left on) can never be right."""
+    return password.isascii() and password.isprintable()
+
+
 def _out(live: LiveSession, settings: Settings) -> SessionOut:
     row = live.row
     return SessionOut(
@@ -79,6 +84,10 @@ async def sign_in(body: SignIn, request: Request, response: Response, settings: 
                   clock: ClockDep) -> SessionOut:
     if (body.customer_number is None) == (body.address is None):
         raise invalid("customer_number", "enter either the customer number or the mail address")
+    if not _typable_password(body.password):
+        # Never a password (they are half-width, SPEC §1): told, not counted as a failure.
+        raise invalid("password", "enter the password in half-width letters, digits and"
+                                  " symbols (turn the Japanese input off)")
     login: PortalLogin = request.app.state.portal_login
     peer_ip = request.client.host if request.client else "unknown"
     if body.customer_number is not None:
@@ -97,6 +106,10 @@ async def sign_in(body: SignIn, request: Request, response: Response, settings: 
         raise ApiError(429, "locked",
                        "too many failed sign-ins; try again in {minutes} minutes", field,
                        headers={"Retry-After": str(retry)}, minutes=max(1, (retry + 59) // 60))
+    if result.outcome is LoginOutcome.SUSPENDED and body.customer_number is not None:
+        raise ApiError(403, "contract_terminated",
+                       "this contract has been terminated; My Page can no longer be used",
+                       field)
     if result.outcome is LoginOutcome.SUSPENDED:
         raise ApiError(403, "address_suspended",
                        "this mail address is suspended; ask the contract holder", field)
@@ -118,7 +131,9 @@ async def sign_in(body: SignIn, request: Request, response: Response, settings: 
                                         idle_before=now - idle_limit(settings))
         web_sessions_repo.create(factory_session, id_hash=id_hash(token),
                                  contract_id=result.contract_id or 0,
-                                 address_id=result.address_id, now=now, expires_at=expires_at)
+                                 address_id=result.address_id, now=now, expires_at=expires_at,
+                                 contract_stamp=result.contract_stamp,
+                                 address_stamp=result.address_stamp)
         factory_session.commit()
         return web_sessions_repo.get(factory_session, id_hash=id_hash(token))
 
@@ -169,9 +184,8 @@ def set_contract_password(
     now = clock.now()
     password = issue_contract_password(session, hashing, contract_id=contract.id, now=now,
                                        length=settings.addresses.reissue_password_length)
-    record_change(session, principal=principal, action="contract.password_set", now=now,
-                  contract_id=contract.id, affects_policy=False)
-    session.commit()
+    record_change(session, principal=principal, settings=settings, contract=contract,
+                  action="contract.password_set", now=now, affects_policy=False)
     return ContractPasswordIssued(
         customer_number=contract.customer_number, password=password,
         reading=[ReadingChar.model_validate(item) for item in reading_of(password)],

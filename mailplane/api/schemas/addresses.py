@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from mailplane.api.schemas.common import StrictModel
+from mailplane.api.schemas.contracts import Charges
 from mailplane.auth.passwords import password_rule_violation
 from mailplane.rules.registration import local_part_violation
 
@@ -100,11 +101,13 @@ class AddressCreated(BaseModel):
         description="shown once; null when an Idempotency-Key request is replayed"
     )
     quota: dict[str, int]
+    charges: Charges | None = None
 
 
 class AddressList(BaseModel):
     contract: str
     quota: dict[str, int]
+    charges: Charges | None = None
     addresses: list[AddressRow]
 
 

@@ -31,7 +31,10 @@ class ContractCreate(StrictModel):
 
 
 class ContractUpdate(StrictModel):
-    status: Literal["active", "suspended"] | None = None
+    """Operator only.  ``status`` ``terminated`` ends the contract at once (003 Art.19);
+    ``active`` on a terminated contract restores it while its data is not yet purged."""
+
+    status: Literal["active", "suspended", "terminated"] | None = None
     contact_email: str | None = None
     extra_slots: int | None = Field(default=None, ge=0, le=1000)
 
@@ -50,9 +53,33 @@ class Quota(BaseModel):
     extra: int
 
 
+class Charges(BaseModel):
+    """What the paid slots cost (SPEC §9a; 004 L474-485): ``extra_monthly_yen`` per paid
+    slot, ``monthly_total_yen`` for the slots held now, and ``next_address_yen`` — what
+    registering one more address adds a month (0 while a contracted slot is free), so the
+    price is shown before the customer confirms."""
+
+    extra_monthly_yen: int
+    monthly_total_yen: int
+    next_address_yen: int
+
+
+class Termination(BaseModel):
+    """A 解約 (003 Art.18-19): requested for ``last_day`` (effective at ``effective_at``),
+    or done at ``terminated_at``; ``purge_at``: when the data goes."""
+
+    requested_at: datetime | None = None
+    last_day: str | None = Field(default=None, description="YYYY/MM/DD, local time")
+    effective_at: datetime | None = None
+    terminated_at: datetime | None = None
+    purge_at: datetime | None = None
+
+
 class ContractOut(BaseModel):
     customer_number: str
     contact_email: str
     status: str
     created_at: datetime
     quota: Quota
+    charges: Charges | None = None
+    termination: Termination | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class QuarantineItemOut(BaseModel):
@@ -13,7 +13,10 @@ class QuarantineItemOut(BaseModel):
     sender: str
     header_from: str
     subject: str
-    reason: str
+    reason: str = Field(description="Why it was quarantined: spam, deny (the deny list), "
+                                    "spoofed (なりすまし: a forged sender, SPEC §8b) or "
+                                    "moved (the customer put it into the 迷惑メール folder "
+                                    "with an IMAP client or the webmail, SPEC §9b).")
     size: int
     expires_at: datetime
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Protocol
 
+from mailplane.mail.auth_results import AuthResults
+
 
 class ScannerUnavailable(Exception):
     """The scanner could not give an answer (down, timed out, protocol error)."""
@@ -45,11 +47,14 @@ class SpamEngine(Protocol):
 
     async def check(
         self, data: bytes, *, client_ip: str | None = None, helo: str | None = None,
-        headers: Message | None = None,
+        headers: Message | None = None, mail_from: str | None = None,
+        auth: AuthResults | None = None,
     ) -> SpamScanResult:
         """Score a whole RFC 5322 message; ``client_ip`` feeds DNSBL checks.  ``headers``
         is the MX's compat32 parse of the header block (an engine may reuse it instead of
-        parsing again, or ignore it)."""
+        parsing again, or ignore it).  ``mail_from`` is the envelope sender and ``auth``
+        the MX's sender authentication (also in the message's Authentication-Results),
+        None for mail that did not come from the Internet."""
         ...
 
     async def aclose(self) -> None: ...

@@ -1,10 +1,12 @@
 """Built-in spam scorer: the embedded default verdict (SPEC §4).
 
-Modest on purpose: a handful of named header/structure rules, the GTUBE test string, and
-optional DNSBL lookups of the connecting IPv4 address.  Ordinary mail (From, Date,
-Message-ID, a plain-text part) scores 0; a rule adds its score when it fires and the rule
-names travel with the result so the trace header can say why.  DNS trouble never fails a
-message: a DNSBL that does not answer within ``spam.dns_timeout_seconds`` is skipped.
+Modest on purpose: a handful of named header/structure rules, the GTUBE test string,
+optional DNSBL lookups of the connecting IPv4 address, and the MX's sender authentication
+(:data:`AUTH_RULES`, scored as rspamd scores its SPF/DKIM/DMARC/ARC symbols).  Ordinary
+mail (From, Date, Message-ID, a plain-text part) scores 0; a rule adds its score when it
+fires and the rule names travel with the result so the trace header can say why.  DNS
+trouble never fails a message: a DNSBL that does not answer within
+``spam.dns_timeout_seconds`` is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import dns.resolver
 
 from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines.base import SpamScanResult
+from mailplane.mail.auth_results import AuthResults
 from mailplane.mail.message import decode_header_text, parse_headers
 from mailplane.mail.mime import MimeTooComplex, leaf_parts, parse
 
@@ -80,6 +83,45 @@ def _from_name_other_domain(message: Message) -> bool:
     return bool(actual and shown and shown.group(1).lower() != actual)
 
 
+@dataclass(frozen=True, slots=True)
+class AuthRule:
+    """One named check over the MX's sender authentication (SPEC §8b)."""
+
+    name: str
+    score: float
+    fires: Callable[[AuthResults], bool]
+
+
+def _dkim_broken(auth: AuthResults) -> bool:
+    """A signature that does not verify and none that does (a mailing list's footer on
+    mail signed elsewhere breaks one signature, rarely all)."""
+    results = {sig.result for sig in auth.dkim}
+    return "fail" in results and "pass" not in results
+
+
+def _dmarc_fail(policy: str) -> Callable[[AuthResults], bool]:
+    return lambda auth: auth.dmarc == "fail" and auth.dmarc_applied_policy == policy
+
+
+#: Scores of rspamd's defaults (R_SPF_FAIL, R_DKIM_REJECT, DMARC_POLICY_*, ARC_REJECT);
+#: passes earn nothing back (spammers authenticate their own domains with ease).
+AUTH_RULES: tuple[AuthRule, ...] = (
+    AuthRule("SPF_FAIL", 1.0, lambda auth: auth.spf == "fail"),
+    AuthRule("DKIM_FAIL", 1.0, _dkim_broken),
+    AuthRule("DMARC_POLICY_REJECT", 2.0, _dmarc_fail("reject")),
+    AuthRule("DMARC_POLICY_QUARANTINE", 1.5, _dmarc_fail("quarantine")),
+    AuthRule("DMARC_POLICY_NONE", 0.1, _dmarc_fail("none")),
+    AuthRule("ARC_FAIL", 1.0, lambda auth: auth.arc == "fail"),
+)
+
+
+def auth_hits(auth: AuthResults | None) -> list[tuple[str, float]]:
+    """The authentication rules that fire (none for mail that was not checked)."""
+    if auth is None or not auth.evaluated:
+        return []
+    return [(rule.name, rule.score) for rule in AUTH_RULES if rule.fires(auth)]
+
+
 RULES: tuple[HeuristicRule, ...] = (
     HeuristicRule("MISSING_FROM", 1.5, _missing("From")),
     HeuristicRule("MISSING_DATE", 1.0, _missing("Date")),
@@ -115,7 +157,8 @@ class BuiltinSpamEngine:
 
     async def check(
         self, data: bytes, *, client_ip: str | None = None, helo: str | None = None,
-        headers: Message | None = None,
+        headers: Message | None = None, mail_from: str | None = None,
+        auth: AuthResults | None = None,
     ) -> SpamScanResult:
         head = headers if headers is not None else parse_headers(data)
         if len(data) <= _INLINE_PARSE_LIMIT or not needs_full_parse(head):
@@ -125,6 +168,7 @@ class BuiltinSpamEngine:
             hits = _content_hits(data, head)
         else:
             hits = await asyncio.to_thread(_content_hits, data, head)
+        hits.extend(auth_hits(auth))
         if client_ip and self._zones:
             hits.extend(await self._dnsbl_hits(client_ip))
         score = round(sum(score for _, score in hits), 2)

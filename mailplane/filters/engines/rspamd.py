@@ -1,7 +1,9 @@
 """rspamd engine over its HTTP ``/checkv2`` API (SPEC §4: rspamd is a production engine).
 
-The message is POSTed raw; the connecting IP and HELO go in the ``IP`` and ``Helo`` request
-headers (rspamd "Protocol", request headers) so rspamd's own IP-based checks work.  The
+The message is POSTed raw — with our ``Authentication-Results`` on top when it came through
+the MX; the connecting IP, HELO and envelope sender go in the ``IP``, ``Helo`` and ``From``
+request headers (rspamd "Protocol", request headers) so rspamd's own IP-based and SPF
+checks see what the MX saw.  The
 answer's ``score`` is compared with OUR ``spam.threshold``; rspamd's ``required_score`` and
 ``action`` are only informational.  Any transport error, timeout, non-200 status or an
 answer without a score raises :class:`ScannerUnavailable`.
@@ -16,6 +18,8 @@ import httpx
 
 from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable, SpamScanResult
+from mailplane.mail.auth_results import AuthResults
+from mailplane.mail.trace import printable
 
 
 class RspamdEngine:
@@ -32,13 +36,16 @@ class RspamdEngine:
 
     async def check(
         self, data: bytes, *, client_ip: str | None = None, helo: str | None = None,
-        headers: Message | None = None,
+        headers: Message | None = None, mail_from: str | None = None,
+        auth: AuthResults | None = None,
     ) -> SpamScanResult:
         request_headers = {"Content-Type": "message/rfc822"}
         if client_ip:
             request_headers["IP"] = client_ip
         if helo:
             request_headers["Helo"] = helo
+        if mail_from:
+            request_headers["From"] = printable(mail_from, 320)
         try:
             response = await self._client.post(
                 self._url, content=data, headers=request_headers, timeout=self._timeout

@@ -16,6 +16,7 @@ import aiospamc
 
 from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines.base import ScannerUnavailable, SpamScanResult
+from mailplane.mail.auth_results import AuthResults
 
 DEFAULT_MAX_SIZE = 500 * 1024
 
@@ -38,9 +39,12 @@ class SpamdEngine:
 
     async def check(
         self, data: bytes, *, client_ip: str | None = None, helo: str | None = None,
-        headers: Message | None = None,
+        headers: Message | None = None, mail_from: str | None = None,
+        auth: AuthResults | None = None,
     ) -> SpamScanResult:
-        # client_ip/helo are already in the Received header the MX prepends; spamd reads it.
+        # client_ip/helo are in the Received header the MX prepends, and the MX's
+        # Authentication-Results is on top (SpamAssassin 4's AuthRes plugin uses it with
+        # `authres_trusted_authserv <our authserv-id>`, docs/operations.md).
         if len(data) > self._max_size:
             return SpamScanResult(
                 is_spam=False, score=0.0, threshold=self._threshold, rules=("TOO_BIG_NOT_SCANNED",)

@@ -13,6 +13,7 @@ import pytest
 from mailplane.config.sections import SpamConfig
 from mailplane.filters.engines import builtin_spam
 from mailplane.filters.engines.builtin_spam import BuiltinSpamEngine, make_resolver
+from mailplane.mail.auth_results import AuthResults, DkimSignatureResult
 from mailplane.mail.message import MessageContext
 from tests.factories.dns import DnsStub, a_records
 from tests.factories.messages import gtube_message, ordinary_message
@@ -175,3 +176,37 @@ def test_parsing_only_the_headers_of_plain_mail_fires_the_same_rules_as_a_full_p
             assert ((builtin_spam.GTUBE in data or builtin_spam._gtube_in_decoded_text(fast))
                     == (builtin_spam.GTUBE in data
                         or builtin_spam._gtube_in_decoded_text(full)))
+
+
+# --- sender authentication (SPEC §8b: the results feed the verdict) -----------------------
+
+
+def _sig(result: str, domain: str = "sender.example") -> DkimSignatureResult:
+    return DkimSignatureResult(domain, "s", result)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("auth", "rules"), [
+    (AuthResults(spf="pass", dkim=(_sig("pass"),), dmarc="pass"), ()),
+    (AuthResults(spf="fail"), ("SPF_FAIL",)),
+    (AuthResults(spf="softfail"), ()),
+    (AuthResults(dkim=(_sig("fail"),)), ("DKIM_FAIL",)),
+    (AuthResults(dkim=(_sig("fail"), _sig("pass", "list.example"))), ()),
+    (AuthResults(dmarc="fail", dmarc_policy="reject"), ("DMARC_POLICY_REJECT",)),
+    (AuthResults(dmarc="fail", dmarc_policy="reject", dmarc_testing=True),
+     ("DMARC_POLICY_QUARANTINE",)),
+    (AuthResults(dmarc="fail", dmarc_policy="none"), ("DMARC_POLICY_NONE",)),
+    (AuthResults(arc="fail"), ("ARC_FAIL",)),
+    (AuthResults(spf="fail", dmarc="fail", evaluated=False), ()),  # not checked: nothing
+])
+async def test_authentication_results_add_their_scores(auth: AuthResults,
+                                                       rules: tuple[str, ...]) -> None:
+    result = await BuiltinSpamEngine(SpamConfig()).check(ordinary_message(), auth=auth)
+    assert result.rules == rules
+    assert result.score == sum(dict(builtin_spam.auth_hits(auth)).values())
+
+
+async def test_failing_authentication_can_tip_a_message_over_the_threshold() -> None:
+    auth = AuthResults(spf="fail", dkim=(_sig("fail"),), dmarc="fail", dmarc_policy="reject")
+    result = await BuiltinSpamEngine(SpamConfig(threshold=4.0)).check(ordinary_message(),
+                                                                      auth=auth)
+    assert result.is_spam and result.score == 4.0

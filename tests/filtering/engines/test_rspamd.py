@@ -81,7 +81,8 @@ async def test_rspamd_score_and_symbols_make_the_verdict(rspamd: FakeRspamd) -> 
     rspamd.answer = SPAM_ANSWER
     engine = _engine(rspamd)
     try:
-        result = await engine.check(gtube_message(), client_ip="192.0.2.7", helo="mx.example.org")
+        result = await engine.check(gtube_message(), client_ip="192.0.2.7", helo="mx.example.org",
+                                    mail_from="alice@sender.example")
     finally:
         await engine.aclose()
     assert result.is_spam
@@ -91,6 +92,7 @@ async def test_rspamd_score_and_symbols_make_the_verdict(rspamd: FakeRspamd) -> 
     assert path == "/checkv2"
     assert headers["IP"] == "192.0.2.7"
     assert headers["Helo"] == "mx.example.org"
+    assert headers["From"] == "alice@sender.example"  # the envelope sender, for its SPF
     assert body == gtube_message()
 
 
@@ -108,6 +110,7 @@ async def test_ip_and_helo_headers_are_left_out_when_unknown(rspamd: FakeRspamd)
     headers = rspamd.requests[0][1]
     assert "IP" not in headers
     assert "Helo" not in headers
+    assert "From" not in headers
 
 
 async def test_http_error_status_is_scanner_unavailable(rspamd: FakeRspamd) -> None:

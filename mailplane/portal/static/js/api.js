@@ -98,4 +98,16 @@ export const api = {
   quarantineItem: (address, id) => request("GET", addressPath(address, `/quarantine/${enc(id)}`)),
   release: (address, id) => request("POST", addressPath(address, `/quarantine/${enc(id)}/release`)),
   discard: (address, id) => request("DELETE", addressPath(address, `/quarantine/${enc(id)}`)),
+  // the account around the settings (SPEC §9a)
+  startRecovery: (customerNumber) => request("POST", "/v1/recovery", { body: { customer_number: customerNumber } }),
+  finishRecovery: (body) => request("POST", "/v1/recovery/verify", { body }),
+  changeContractPassword: (body) => request("POST", `${contractPath()}/password/change`, { body }),
+  startContactChange: (email) =>
+    request("POST", `${contractPath()}/contact-email/verification`, { body: { contact_email: email } }),
+  checkContactCode: (code) => request("POST", `${contractPath()}/contact-email/verification/check`, { body: { code } }),
+  confirmContactChange: (code) => request("PUT", `${contractPath()}/contact-email`, { body: { code } }),
+  terminationOptions: () => request("GET", `${contractPath()}/termination`),
+  requestTermination: (body) => request("POST", `${contractPath()}/termination`, { body }),
+  withdrawTermination: () => request("DELETE", `${contractPath()}/termination`),
+  billing: () => request("GET", `${contractPath()}/billing`),
 };

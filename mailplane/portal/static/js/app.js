@@ -11,6 +11,8 @@ import { renderSpamMenu, renderSpam, renderDeny, renderAllow, renderForwarding, 
 import { renderPassword, renderReissue, renderDelete } from "./passwords.js";
 import { renderQuarantine } from "./quarantine.js";
 import { renderSetup } from "./setup.js";
+import { renderAccount, renderBilling, renderContact, renderContractPassword, renderTerminate } from "./account.js";
+import { renderForgot, renderRecovery } from "./recovery.js";
 import { clearErrors, failure, field, fill, focusFirst, formErrorBox, h, heading, showApiError, showErrors } from "./ui.js";
 
 const view = document.getElementById("view");
@@ -30,6 +32,17 @@ const ROUTES = {
   delete: { render: renderDelete, contract: true },
   quarantine: { render: renderQuarantine },
   setup: { render: renderSetup },
+  account: { render: renderAccount, contract: true },
+  "contract-password": { render: renderContractPassword, contract: true },
+  contact: { render: renderContact, contract: true },
+  billing: { render: renderBilling, contract: true },
+  terminate: { render: renderTerminate, contract: true },
+};
+
+// Screens for someone who cannot sign in (SPEC §9a): no session needed.
+const PUBLIC_ROUTES = {
+  forgot: renderForgot,
+  recovery: renderRecovery,
 };
 
 let notice = "";
@@ -92,7 +105,8 @@ function renderSignIn() {
   fill(view, heading(t("signInTitle")),
     notice ? h("p", { class: "notice", role: "status" }, notice) : null,
     h("p", { class: "help" }, t("signInHelp")),
-    h("div", { class: "sign-in-grid" }, contract, mailbox));
+    h("div", { class: "sign-in-grid" }, contract, mailbox),
+    h("p", { class: "forgot" }, h("a", { href: "#/forgot" }, t("forgotLink"))));
   focusFirst(view);
 }
 
@@ -116,11 +130,15 @@ export async function route() {
     return;
   }
   updateChrome();
+  const { name, params } = currentRoute();
+  if (PUBLIC_ROUTES[name]) {
+    PUBLIC_ROUTES[name](view, ...params);
+    return;
+  }
   if (!session.signedIn) {
     renderSignIn();
     return;
   }
-  const { name, params } = currentRoute();
   const entry = ROUTES[name];
   if (!entry || (entry.contract && session.isMailbox)) {
     // Unknown, or not this user's to change: the address table, without a failing screen.

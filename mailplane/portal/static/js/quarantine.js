@@ -1,6 +1,7 @@
 // Quarantine viewer (SPEC §4, §11): list with each message's expiry, open one message,
 // release it to the inbox (and, for the contract holder, add the sender to the allow list
-// in the same step), or delete it.
+// in the same step), or delete it.  A spoofed message (なりすまし, SPEC §8b) carries a
+// warning and no "allow the sender": its sender is exactly what it could not prove.
 
 import { api, session } from "./api.js";
 import { t } from "./i18n.js";
@@ -86,6 +87,7 @@ async function renderItem(view, address, itemId) {
   const box = formErrorBox();
   const listHref = `#/quarantine/${enc(address)}`;
   const sender = senderOf(item);
+  const spoofed = item.reason === "spoofed";
   const act = (label, cls, action, question, call, flash) => {
     const button = h("button", { type: "button", class: cls, "data-action": action }, label);
     button.addEventListener("click", () => {
@@ -115,6 +117,7 @@ async function renderItem(view, address, itemId) {
   };
   fill(view, heading(t("quarantineItemTitle")), h("p", { class: "subtitle" }, addressText(address)),
     h("article", { class: "card message-view" }, box,
+      spoofed ? h("p", { class: "warning", role: "note" }, t("spoofedWarning")) : null,
       h("dl", { class: "message-meta" },
         h("dt", {}, t("receivedAt")), h("dd", {}, when(item.received_at)),
         h("dt", {}, t("sender")), h("dd", {}, item.header_from || item.sender || ""),
@@ -127,7 +130,7 @@ async function renderItem(view, address, itemId) {
       h("pre", { class: "message" }, item.body_preview ?? ""),
       h("div", { class: "actions" },
         act(t("release"), "primary", "release", t("releaseConfirm"), () => api.release(address, itemId), t("released")),
-        session.isMailbox || !sender ? null
+        session.isMailbox || !sender || spoofed ? null
           : act(t("releaseAndAllow"), "", "release-allow", t("releaseAllowConfirm", { sender }),
             () => releaseAndAllow(address, itemId, sender), t("releasedAllowed", { sender })),
         act(t("delete"), "danger", "discard", t("deleteConfirm"), () => api.discard(address, itemId), t("deleted")),

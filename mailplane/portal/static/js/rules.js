@@ -54,6 +54,20 @@ export function passwordViolation(value) {
   return null;
 }
 
+// rules/account.py contract_password_violation: the contract password a customer chooses.
+export function contractPasswordViolation(value, customerNumber) {
+  const { min, max } = R.contract_password;
+  if (!(min <= length(value) && length(value) <= max)) return T("must be {min}-{max} characters", { min, max });
+  if (![...value].every((ch) => ch >= "!" && ch <= "~")) {
+    return T("may contain only half-width letters, digits and symbols (no spaces)");
+  }
+  if (value.toLowerCase() === (customerNumber || "").toLowerCase()) {
+    return T("must not be the same as the customer number");
+  }
+  if (new Set([...value]).size === 1) return T("must not repeat one character only");
+  return null;
+}
+
 // auth/passwords.py same_as_local_part: a POP password must not be the part of the
 // address before @ (004 L299); passwords are ASCII, so lower case equals casefold().
 export function localPartPasswordViolation(value, address) {

@@ -120,6 +120,7 @@ export async function renderTable(view, options = {}) {
   const [data, contract] = await Promise.all([api.addresses(), api.contract()]);
   const quota = data.quota;
   const suspended = contract.status === "suspended";
+  const charges = data.charges || contract.charges;
   const columns = ["colNo", "colAddress", "colPop", "colStatus", "colVirus", "colSpam",
     "colForward", "colAutoReply", "colOverseas", "colMailbox", "colActions"];
   const table = data.addresses.length
@@ -131,9 +132,13 @@ export async function renderTable(view, options = {}) {
   const counts = session.isMailbox ? null : h("section", { class: "card counts", "aria-labelledby": "counts-title" },
     h("h3", { id: "counts-title" }, t("accountCounts")),
     h("dl", { class: "count-list" },
-      h("div", {}, h("dt", {}, t("contracted")), h("dd", { id: "count-contracted" }, t("countUnit", { n: quota.contracted }))),
+      h("div", {}, h("dt", {}, t("contracted")), h("dd", { id: "count-contracted" }, t("countUnit", { n: quota.contracted }),
+        quota.extra ? h("span", { class: "extra-count" }, " ", t("extraCount", {
+          n: quota.extra, yen: Number(charges.monthly_total_yen).toLocaleString("ja-JP") })) : null)),
       h("div", {}, h("dt", {}, t("used")), h("dd", { id: "count-used" }, t("countUnit", { n: quota.used })))),
-    suspended ? null : h("a", { href: "#/new", class: "button primary" }, t("newAddress")));
+    h("div", { class: "counts-actions" },
+      suspended ? null : h("a", { href: "#/new", class: "button primary" }, t("newAddress")),
+      h("a", { href: "#/account", class: "button" }, t("accountLink"))));
   fill(view, 
     heading(session.isMailbox ? t("mailboxTitle") : t("addressesTitle")),
     suspended ? h("p", { class: "caution", role: "note" }, t("contractSuspended")) : null,

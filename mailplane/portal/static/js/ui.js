@@ -2,6 +2,7 @@
 // errors next to their field (all at once), and the manual's input → confirm → done flow
 // with each step at its own URL, so Back and reload keep the screen.
 
+import { ApiError } from "./api.js";
 import { go, replaceRoute } from "./router.js";
 import { t } from "./i18n.js";
 import { text } from "./rules.js";
@@ -229,8 +230,8 @@ export const drafts = {
  */
 export function settingsFlow(view, options) {
   const { title, subtitle, help, notes, build, collect, rows, save, backHref, backLabel,
-    current, base, step, persist = true, done } = options;
-  const labels = [t("step_input"), t("step_confirm"), t("step_done")];
+    current, base, step, persist = true, done, saveLabel, confirmHelp } = options;
+  const labels = options.labels || [t("step_input"), t("step_confirm"), t("step_done")];
   const key = base;
 
   const show = (index, ...content) => {
@@ -262,7 +263,7 @@ export function settingsFlow(view, options) {
   }
 
   function showConfirm(body) {
-    const saveButton = h("button", { type: "button", class: "primary", "data-action": "save" }, t("register"));
+    const saveButton = h("button", { type: "button", class: "primary", "data-action": "save" }, saveLabel || t("register"));
     saveButton.addEventListener("click", async () => {
       saveButton.disabled = true;
       try {
@@ -278,7 +279,7 @@ export function settingsFlow(view, options) {
       }
     });
     show(1, h("div", { class: "card" },
-      h("p", {}, t("formConfirmHelp")),
+      h("p", {}, confirmHelp || t("formConfirmHelp")),
       summary(rows(body)),
       h("div", { class: "actions" }, saveButton,
         h("a", { href: base, class: "button" }, t("back")))));
@@ -315,6 +316,25 @@ export function radioPair({ legend, name, yes, no, value, field: fieldName }) {
     noInput, h("label", { for: noInput.id }, no),
     h("ul", { class: "field-error", id: `${yesInput.id}-error`, hidden: true }));
   return { node, get: () => yesInput.checked, set: (v) => { (v ? yesInput : noInput).checked = true; } };
+}
+
+/** A form whose submit runs `work` once at a time (the button waits) and shows an API
+ *  refusal next to the fields it names; a 401 is left to the sign-in screen. */
+export function onSubmit(form, work) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      await work();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (error.status !== 401) showApiError(form, error);
+    } finally {
+      button.disabled = false;
+    }
+  });
 }
 
 /** Error screen for a failed load (e.g. an address that does not exist): the server's words. */

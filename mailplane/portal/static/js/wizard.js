@@ -1,6 +1,6 @@
 // New-address wizard (001 L3813-3920): local part → 3 subdomain candidates ("show others",
 // "previous candidates") → virus check and terms → confirm (with the charge, when one is
-// due, in the customer's language) → done with the password shown once.  Each step has its
+// due, shown before 登録 is pressed) → done with the password shown once.  Each step has its
 // own URL (#/new, #/new/domain, #/new/options, #/new/confirm, #/new/done) and the wizard's
 // state is kept in sessionStorage, so Back and reload stay on the step.
 
@@ -187,9 +187,17 @@ export async function renderWizard(view, step = "") {
     return;
   }
 
-  // confirm
+  // confirm: the charge of a paid slot is shown here, before 登録 (SPEC §9a), from the
+  // contract's charges; a 409 charge_required (another registration took the last free
+  // slot meanwhile) shows the server's words instead.
   const box = formErrorBox();
-  const charge = state.charge;
+  const contract = await api.contract();
+  const due = contract.charges ? contract.charges.next_address_yen : 0;
+  const number = (value) => Number(value).toLocaleString("ja-JP");
+  const charge = state.charge || (due ? t("chargeUpfront", {
+    n: contract.quota.extra + 1, yen: number(due),
+    total: number(contract.charges.monthly_total_yen + due),
+  }) : "");
   const register = h("button", { type: "button", class: "primary", "data-action": "register" },
     charge ? t("acceptCharge") : t("register"));
   register.addEventListener("click", async () => {

@@ -1,7 +1,7 @@
 """DKIM selectors: which keys sign mail leaving the platform, and their rotation
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-06 10:00:00
 
 Every node reads the active selectors from here (SPEC §8b, issue 21); the private keys
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0007"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
