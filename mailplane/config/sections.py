@@ -18,6 +18,7 @@ from mailplane.config.limits import (
     LimitExemptions,
     ListenerLimits,
     SmtpErrorLimits,
+    check_networks,
 )
 
 
@@ -215,7 +216,7 @@ class WebmailConfig(_Section):
     @field_validator("networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        return _ip_networks(value)
+        return check_networks(value)
 
     @field_validator("source_address")
     @classmethod
@@ -308,7 +309,7 @@ class PublicConfig(_Section):
     @field_validator("sending_addresses")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        return _ip_networks(value)
+        return check_networks(value)
 
     @field_validator("dmarc_rua")
     @classmethod
@@ -327,15 +328,6 @@ class PublicConfig(_Section):
 
 _MAILTO = re.compile(r"mailto:[^\s;,!@]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
 _HTTPS = re.compile(r"https://[^\s;,!]+")
-
-
-def _ip_networks(value: list[str]) -> list[str]:
-    for network in value:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError as exc:
-            raise ValueError(f"{network!r} is not an IP address or CIDR") from exc
-    return value
 
 
 def _host_name(value: str) -> str:
