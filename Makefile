@@ -8,12 +8,19 @@ PIP := $(VENV)/bin/pip
 MAILPLANE := $(VENV)/bin/mailplane
 STAMP := $(VENV)/.installed
 
-# Real daemons the test suite starts itself (clamd, spamd, Dovecot, rspamd) and the browser for the
-# portal tests.  Installed with apt when missing and we are root; tests that need a missing
+# どこでもメール (SPEC §9b), served by `make run` too: Dovecot's IMAP with its Lua passdb,
+# Roundcube with SQLite for its own state, and PHP's CLI and CGI (naming php8.2-cgi keeps apt
+# from choosing Apache's PHP module for Roundcube: no web server is installed or started).
+APT_RUN_PACKAGES := dovecot-imapd dovecot-auth-lua roundcube-core roundcube-sqlite3 php8.2-cli php8.2-cgi
+# Real daemons the test suite starts itself (clamd, spamd, Dovecot, rspamd), the browser for the
+# portal tests, swaks with its TLS module (an independent SMTP client for the tests), and what
+# `make run` serves.  Installed with apt when missing and we are root; tests that need a missing
 # one skip with the reason printed.
-APT_PACKAGES := clamav-daemon clamav spamassassin spamd spamc dovecot-pop3d chromium fonts-ipafont-gothic swaks libnet-ssleay-perl rspamd
+APT_PACKAGES := clamav-daemon clamav spamassassin spamd spamc dovecot-pop3d chromium fonts-ipafont-gothic swaks libnet-ssleay-perl rspamd $(APT_RUN_PACKAGES)
+# Roundcube's package would otherwise offer to create a database: its state is in var/.
+APT_PRESEED := roundcube-core roundcube/dbconfig-install boolean false
 
-.PHONY: run test lint typecheck venv apt-deps migrate seed clean bench bench-quick soak locale messages screenshots
+.PHONY: run test lint typecheck venv apt-deps apt-run-deps apt-install migrate seed clean bench bench-quick soak locale messages screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,19 +42,29 @@ messages: $(STAMP)
 	$(PY) -m mailplane.i18n.catalogue check || echo "translate the entries listed above"
 
 apt-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)" \
+	  WITHOUT="tests that need them will skip"
+
+# `make run` serves どこでもメール when these are installed (and installs them as root).
+apt-run-deps:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_RUN_PACKAGES)" \
+	  WITHOUT="make run serves the rest"
+
+apt-install:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "apt: installing$$missing"; \
+	    echo "$(APT_PRESEED)" | debconf-set-selections; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "apt: missing$$missing and not root; tests that need them will skip"; \
+	    echo "apt: missing$$missing and not root; $(WITHOUT)"; \
 	  fi; \
 	fi
 
-run: $(STAMP) locale
+run: $(STAMP) locale apt-run-deps
 	mkdir -p var
 	$(MAILPLANE) migrate
 	$(MAILPLANE) seed-demo

@@ -117,6 +117,28 @@ def _cmd_dns_records(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_imap_config(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.anywhere.dovecot import write_unit_config
+    from mailplane.anywhere.login_check import login_check_secret
+    from mailplane.net.tls import ensure_certificate
+
+    cert, key = ensure_certificate(settings)
+    for path in write_unit_config(settings, Path(args.directory),
+                                  secret=login_check_secret(settings), cert=cert, key=key):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_webmail_config(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.anywhere.login_check import login_check_secret
+    from mailplane.anywhere.roundcube import write_unit_config
+
+    for path in write_unit_config(settings, Path(args.directory),
+                                  secret=login_check_secret(settings)):
+        print(f"wrote {path}")
+    return 0
+
+
 def _add_dkim_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dkim = sub.add_parser(
         "dkim", help="DKIM selectors: generate, publish, activate, retire, list",
@@ -148,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the API and mail services")
     serve.add_argument("--role", default="all",
-                       help="comma-separated subset of mx,submission,pop3,api,worker (default all)")
+                       help="comma-separated subset of "
+                       "mx,submission,pop3,api,worker,imap,webmail (default all)")
     serve.set_defaults(func=_cmd_serve)
     sub.add_parser("migrate", help="upgrade the database schema").set_defaults(func=_cmd_migrate)
     seed = sub.add_parser("seed-demo", help="create the demo contract and an operator key")
@@ -183,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--gid", type=int, default=None)
     export.add_argument("--names", choices=["both", "pop_account", "address"], default="both")
     export.set_defaults(func=_cmd_export_dovecot)
+    imap = sub.add_parser(
+        "imap-config", help="write the configuration of a Dovecot under its own unit "
+        "(どこでもメール's IMAP; docs/operations.md)")
+    imap.add_argument("directory", help="e.g. /etc/dovecot/mailplane")
+    imap.set_defaults(func=_cmd_imap_config)
+    webmail = sub.add_parser(
+        "webmail-config", help="write the settings and sign-in plugin of a packaged "
+        "Roundcube (どこでもメール's webmail; docs/operations.md)")
+    webmail.add_argument("directory", help="e.g. /etc/mailplane/roundcube")
+    webmail.set_defaults(func=_cmd_webmail_config)
     _add_dkim_parser(sub)
     records = sub.add_parser(
         "dns-records", help="print the DNS records to publish (zone-file syntax)")

@@ -7,6 +7,7 @@ only where no server answers).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -24,6 +25,7 @@ from mailplane.storage.migrate import upgrade
 # are rewritten like the tests' own.
 pytest.register_assert_rewrite("tests.factories")
 pytest_plugins = [
+    "tests.factories.anywhere",
     "tests.factories.daemons",
     "tests.factories.api",
     "tests.factories.attack",
@@ -98,9 +100,10 @@ def _pg_admin_engine() -> Any:
     return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database, created and dropped around the test."""
+@contextlib.contextmanager
+def throwaway_pg_database() -> Iterator[str]:
+    """A PostgreSQL database created for the caller and dropped afterwards (skipping, with
+    the reason, where no server answers)."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
@@ -119,6 +122,13 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database, created and dropped around the test."""
+    with throwaway_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -3,8 +3,10 @@ automatic formats — Thunderbird autoconfig (clientConfig 1.1), Microsoft Autod
 and an Apple configuration profile — all built from ``[public]`` (the names and ports the
 world reaches, not the bind addresses).
 
-POP3 over TLS (RFC 8314 implicit TLS) and submission over TLS come first; the STARTTLS
-ports are offered as the alternative.  Passwords never appear in any of them.
+IMAP comes first where it is offered (``[public] imap_host``; どこでもメール, SPEC §9b):
+mail stays on the server, so a phone, a PC and the webmail see the same mail and the same
+迷惑メール folder — the recommended choice; POP3 follows.  Implicit TLS (RFC 8314) comes
+before STARTTLS for each.  Passwords never appear in any of them.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from mailplane.config.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    protocol: str  # "POP3" or "SMTP"
+    protocol: str  # "IMAP", "POP3" or "SMTP"
     host: str
     port: int
     security: str  # "SSL" (implicit TLS) or "STARTTLS"
+    #: The incoming protocol to choose: IMAP where it is offered, else POP3.
+    recommended: bool = False
 
 
 def provider(settings: Settings) -> str:
@@ -30,13 +34,27 @@ def provider(settings: Settings) -> str:
 
 
 def endpoints(settings: Settings) -> list[Endpoint]:
+    """Incoming first (IMAP, then POP3), then outgoing; implicit TLS first in each."""
     public = settings.public
+    imap = bool(public.imap_host)
+    offered = [
+        Endpoint("IMAP", public.imap_host, public.imap_tls_port, "SSL", True),
+        Endpoint("IMAP", public.imap_host, public.imap_port, "STARTTLS", True),
+    ] if imap else []
     return [
-        Endpoint("POP3", public.pop3_host, public.pop3_tls_port, "SSL"),
-        Endpoint("POP3", public.pop3_host, public.pop3_port, "STARTTLS"),
+        *offered,
+        Endpoint("POP3", public.pop3_host, public.pop3_tls_port, "SSL", not imap),
+        Endpoint("POP3", public.pop3_host, public.pop3_port, "STARTTLS", not imap),
         Endpoint("SMTP", public.smtp_host, public.submission_tls_port, "SSL"),
         Endpoint("SMTP", public.smtp_host, public.submission_port, "STARTTLS"),
     ]
+
+
+def _first(settings: Settings, *, incoming: bool) -> Endpoint:
+    """The implicit-TLS endpoint to put into a profile: the recommended incoming one, or
+    submission."""
+    return next(e for e in endpoints(settings) if e.security == "SSL" and (
+        e.recommended if incoming else e.protocol == "SMTP"))
 
 
 def hosted_domain(address: str, settings: Settings) -> str | None:
@@ -60,15 +78,16 @@ def _sub(parent: ET.Element, tag: str, text: str | int | None = None,
 
 
 def autoconfig_xml(settings: Settings, domain: str) -> bytes:
-    """Thunderbird's clientConfig v1.1; the user name is the address (POP3 and submission
-    accept it as well as the POP account, and it reveals nothing)."""
+    """Thunderbird's clientConfig v1.1 (the first incoming server is the one it offers);
+    the user name is the address (IMAP, POP3 and submission accept it as well as the POP
+    account, and it reveals nothing)."""
     root = ET.Element("clientConfig", version="1.1")
     provider_node = _sub(root, "emailProvider", id=provider(settings))
     _sub(provider_node, "domain", domain)
     _sub(provider_node, "displayName", provider(settings))
     _sub(provider_node, "displayShortName", provider(settings))
     for endpoint in endpoints(settings):
-        tag = "incomingServer" if endpoint.protocol == "POP3" else "outgoingServer"
+        tag = "outgoingServer" if endpoint.protocol == "SMTP" else "incomingServer"
         server = _sub(provider_node, tag, type=endpoint.protocol.lower())
         _sub(server, "hostname", endpoint.host)
         _sub(server, "port", endpoint.port)
@@ -136,11 +155,11 @@ def autodiscover_xml(settings: Settings, address: str) -> bytes:
 
 
 def mobileconfig(settings: Settings, *, address: str, username: str) -> bytes:
-    """An Apple configuration profile with one POP mail account (no password: the device
-    asks for it).  UUIDs are derived from the address, so downloading twice replaces the
-    same profile instead of adding a second one."""
-    incoming = endpoints(settings)[0]
-    outgoing = endpoints(settings)[2]
+    """An Apple configuration profile with one mail account — IMAP where it is offered,
+    else POP — (no password: the device asks for it).  UUIDs are derived from the address,
+    so downloading twice replaces the same profile instead of adding a second one."""
+    incoming = _first(settings, incoming=True)
+    outgoing = _first(settings, incoming=False)
     name = provider(settings)
     identifier = ".".join(reversed(name.split("."))) + ".mailplane"
     account = {
@@ -150,7 +169,7 @@ def mobileconfig(settings: Settings, *, address: str, username: str) -> bytes:
         "PayloadUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"mail:{address}")).upper(),
         "PayloadDisplayName": address,
         "EmailAccountDescription": f"{name} ({address})",
-        "EmailAccountType": "EmailTypePOP",
+        "EmailAccountType": "EmailTypeIMAP" if incoming.protocol == "IMAP" else "EmailTypePOP",
         "EmailAddress": address,
         "IncomingMailServerHostName": incoming.host,
         "IncomingMailServerPortNumber": incoming.port,

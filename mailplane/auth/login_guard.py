@@ -1,4 +1,4 @@
-"""Brute-force protection for every sign-in — POP3, submission (later IMAP) and the portal —
+"""Brute-force protection for every sign-in — POP3, submission, IMAP and the portal —
 that tells attackers from families (issues 5, 15, 22; SPEC §8a).
 
 After Dovecot's auth penalty (the same user and password again does not raise the
@@ -175,7 +175,11 @@ class LoginGuard:
         settings: Settings,
         session_factory: sessionmaker[Session],
         clock: Clock,
+        *,
+        sleep: Sleep = asyncio.sleep,
     ) -> LoginGuard:
+        """``sleep``: how a delay is waited (a caller whose client applies its own delay —
+        Dovecot's ``auth_failure_delay`` — passes one that returns at once)."""
         security = settings.security
         return cls(
             session_factory,
@@ -188,6 +192,7 @@ class LoginGuard:
             max_delay_seconds=security.login_max_delay_seconds,
             secret=login_secret(settings),
             exempt_networks=security.limit_exempt_networks,
+            sleep=sleep,
         )
 
     def delay_after(self, failures: int) -> float:

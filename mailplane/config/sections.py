@@ -18,6 +18,7 @@ from mailplane.config.limits import (
     LimitExemptions,
     ListenerLimits,
     SmtpErrorLimits,
+    check_networks,
 )
 
 
@@ -141,6 +142,100 @@ class Pop3Config(ListenerLimits, _Section):
     greeting_deadline_seconds: float = Field(default=60.0, gt=0)
 
 
+class ImapConfig(_Section):
+    """どこでもメール's IMAP (SPEC §9b): Dovecot over the same Maildirs, every login checked
+    by mailplane itself (docs/architecture.md, "IMAP and webmail")."""
+
+    enabled: bool = True
+    #: Start a private Dovecot with the node and stop it by its PID (``make run``, one
+    #: machine); false = Dovecot runs under its own service unit (production,
+    #: ``mailplane imap-config``) and the node serves only the login check.
+    run_dovecot: bool = True
+    host: str = "127.0.0.1"
+    #: IMAP with STARTTLS (RFC 9051 §6.2.1) and IMAP over TLS (RFC 8314).
+    port: int = Field(default=2143, ge=1, le=65535)
+    tls_port: int = Field(default=2993, ge=1, le=65535)
+    #: The login check Dovecot's passdb (and the webmail's sign-in) call: HTTP on a loopback
+    #: or internal address, never a public one.
+    auth_host: str = "127.0.0.1"
+    auth_port: int = Field(default=2144, ge=1, le=65535)
+    #: Bearer secret of the login check; "" = generated once into
+    #: ``<state_dir>/imap-auth.secret`` (mode 600).  The same on every node.
+    auth_secret: SecretStr = SecretStr("")
+    #: Login checks at once; more wait, and after ``auth_timeout_seconds`` Dovecot is told
+    #: "try again later" (a flood never takes the database connections delivery needs).
+    max_concurrent_checks: int = Field(default=16, ge=1, le=1024)
+    auth_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    #: Who owns the Maildirs when mailplane runs as root: Dovecot never reads or writes
+    #: mail as root, so a root node hands the mail tree to this system user.
+    mail_owner: str = "mail"
+    #: IMAP sessions of one user from one IP (Dovecot ``mail_max_userip_connections``).
+    max_connections_per_user_ip: int = Field(default=20, ge=1)
+    #: Several nodes sharing the mail volume: Dovecot's indexes in this directory on the
+    #: node's own disk (the Maildirs and their ``dovecot-uidlist`` stay shared), with
+    #: Dovecot's settings for mail on NFS.  "" = indexes inside the Maildirs (one node).
+    index_dir: str = ""
+    dovecot_binary: str = "/usr/sbin/dovecot"
+
+    @field_validator("mail_owner")
+    @classmethod
+    def _user_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
+            raise ValueError(f"{value!r} is not a system user name")
+        return value
+
+
+class WebmailConfig(_Section):
+    """どこでもメール, the webmail (SPEC §9b): Roundcube from Debian, in Japanese, over the
+    IMAP above and mailplane's submission."""
+
+    enabled: bool = True
+    #: Serve Roundcube with PHP's built-in server from the node (``make run``); false =
+    #: Roundcube runs under its own units (php-fpm behind the web server, production).
+    run_php: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=1, le=65535)
+    #: Where customers open the webmail: the portal links here (quarantine and overseas
+    #: screens).  "" = not offered.
+    public_url: str = "http://127.0.0.1:8090/"
+    #: Addresses the webmail hosts connect from.  Their submission is not subject to the
+    #: overseas-send window (001 L4645-4647: the window is for the customer's own mail
+    #: program, not for どこでもメール); every other check applies.  Dovecot takes the
+    #: browser's address from them (``login_trusted_networks``), for the login guard.
+    networks: list[str] = Field(default_factory=list)
+    #: The local address the node's own Roundcube connects from ("" = the system's choice).
+    source_address: str = ""
+    #: Sessions end after this long without a request.
+    session_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    product_name: str = "どこでもメール"
+    roundcube_dir: str = "/usr/share/roundcube"
+    php_binary: str = "php"
+    #: PHP built-in server processes (``PHP_CLI_SERVER_WORKERS``).
+    php_workers: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return check_networks(value)
+
+    @field_validator("source_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IP address") from exc
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s\"'<>]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
 class PortalConfig(_Section):
     """The customer portal's sign-in (SPEC §10: My Page sessions)."""
 
@@ -214,12 +309,7 @@ class PublicConfig(_Section):
     @field_validator("sending_addresses")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for network in value:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{network!r} is not an IP address or CIDR") from exc
-        return value
+        return check_networks(value)
 
     @field_validator("dmarc_rua")
     @classmethod

@@ -41,6 +41,7 @@ from mailplane.config.sections import (
     AuthenticationConfig,
     DkimConfig,
     ForwardingConfig,
+    ImapConfig,
     MtaStsConfig,
     MxConfig,
     OutboundConfig,
@@ -55,6 +56,7 @@ from mailplane.config.sections import (
     SubmissionConfig,
     TlsConfig,
     VirusConfig,
+    WebmailConfig,
 )
 
 DEFAULT_CONFIG_PATH = Path("config/mailplane.toml")
@@ -93,6 +95,8 @@ class Settings(BaseSettings):
     mx: MxConfig = Field(default_factory=MxConfig)
     submission: SubmissionConfig = Field(default_factory=SubmissionConfig)
     pop3: Pop3Config = Field(default_factory=Pop3Config)
+    imap: ImapConfig = Field(default_factory=ImapConfig)
+    webmail: WebmailConfig = Field(default_factory=WebmailConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     portal: PortalConfig = Field(default_factory=PortalConfig)
     public: PublicConfig = Field(default_factory=PublicConfig)
@@ -187,7 +191,8 @@ class Settings(BaseSettings):
 
 #: SecretStr settings that may instead be read from a file named by ``..._FILE``.
 SECRET_KEYS = (("srs", "secret"), ("outbound", "smarthost_password"),
-               ("api", "replay_secret"), ("security", "login_secret"))
+               ("api", "replay_secret"), ("security", "login_secret"),
+               ("imap", "auth_secret"))
 
 
 class _EnvWithoutSecretFiles(EnvSettingsSource):

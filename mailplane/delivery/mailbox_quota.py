@@ -2,9 +2,10 @@
 The admission rule itself is :func:`mailplane.rules.quota.fits`; here is who it is asked
 for, when, and what follows.
 
-- **What counts**: the inbox and the quarantine together (:class:`MaildirUsage` with both
-  roots), as Dovecot counts a Junk folder — denied or spam mail cannot fill the disk
-  past the address's quota.
+- **What counts**: the whole mailbox — the inbox, the quarantine (the folder 迷惑メール)
+  and the folders IMAP clients keep (:class:`MaildirUsage`) — as Dovecot counts a Junk
+  folder and its quota plugin counts every folder: denied or spam mail cannot fill the
+  disk past the address's quota.
 - **RCPT** (:meth:`MailboxQuota.has_room`): a mailbox already full, or that the declared
   ``SIZE=`` would overflow, gets ``452 4.2.2`` for that recipient only; the others of
   the transaction go on.
@@ -74,8 +75,8 @@ class MailboxQuota:
         self._notice_armed: dict[str, bool] = {}
 
     async def used(self, address: str) -> int:
-        """Bytes in the inbox and quarantine: the cached figure on the loop, a directory
-        scan in a thread only when that figure is stale."""
+        """Bytes in the mailbox, quarantine included: the cached figure on the loop, a
+        directory scan in a thread only when that figure is stale."""
         used = self.usage.cached(address)
         if used is None:
             used = await asyncio.to_thread(self.usage.used, address)

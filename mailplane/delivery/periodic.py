@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.delivery.housekeeping import housekeeping
+from mailplane.delivery.quarantine import reconcile_addresses
 from mailplane.delivery.retention import purge
 from mailplane.notices.digest import send_quarantine_digests
 
@@ -41,6 +42,14 @@ class BackgroundJobs:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+def _digests(settings: Settings, session_factory: sessionmaker[Session],
+             clock: Clock) -> int:
+    """The digest lists what is still quarantined: the index first follows the 迷惑メール
+    folders (an IMAP client may have moved items out, SPEC §9b)."""
+    reconcile_addresses(settings, session_factory, clock, unnotified_only=True)
+    return send_quarantine_digests(settings, session_factory, clock)
+
+
 def start_background_jobs(
     settings: Settings, session_factory: sessionmaker[Session], clock: Clock
 ) -> BackgroundJobs:
@@ -55,7 +64,7 @@ def start_background_jobs(
         ),
         asyncio.create_task(
             run_every(retention.notify_interval_seconds, "quarantine-digest",
-                      lambda: send_quarantine_digests(settings, session_factory, clock)),
+                      lambda: _digests(settings, session_factory, clock)),
             name="mailplane-digest",
         ),
         asyncio.create_task(

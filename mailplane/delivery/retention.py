@@ -18,14 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.delivery.lifecycle import run_lifecycle
+from mailplane.delivery.quarantine import purge_expired
 from mailplane.mailstore.maildir import delivered_at
-from mailplane.storage import (
-    account_codes_repo,
-    idempotency_repo,
-    outbound_repo,
-    policy_repo,
-    quarantine_repo,
-)
+from mailplane.storage import account_codes_repo, idempotency_repo, outbound_repo, policy_repo
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +76,7 @@ def purge_quarantine(
     settings: Settings, session_factory: sessionmaker[Session], clock: Clock
 ) -> int:
     cutoff = clock.now() - timedelta(days=settings.retention.quarantine_days)
-    with session_factory() as session:
-        items = quarantine_repo.list_received_before(session, cutoff=cutoff)
-        quarantine_repo.delete_items(session, item_ids=[item.id for item in items])
-        session.commit()
-    for item in items:
-        Path(item.path).unlink(missing_ok=True)
-    return len(items)
+    return purge_expired(settings, session_factory, cutoff=cutoff)
 
 
 def purge_outbound_history(

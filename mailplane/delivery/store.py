@@ -1,12 +1,14 @@
 """Persist everything SMTP transactions produced, all or nothing per transaction (DESIGN
 step 3), many transactions at a time (group commit).
 
-For each transaction ("plan"): inbox copies written in ``tmp/``, quarantine files and
+For each transaction ("plan"): inbox and quarantine copies written in ``tmp/`` (the
+quarantine is the address's 迷惑メール folder, :mod:`~mailplane.delivery.quarantine`),
 spooled outbound jobs written, spool files renamed into place, and all of it made durable
 → the recipients' addresses re-checked, then quarantine index, outbound job rows and their
-claims (an auto-reply's 24 h gate and caps) committed in the same transaction → inbox
-copies renamed into ``new/`` and those names made durable.  "Durable" is an fsync per file
-and per directory, or one ``syncfs`` per filesystem (``mx.durability``,
+claims (an auto-reply's 24 h gate and caps) committed in the same transaction → inbox and
+quarantine copies renamed into ``new/`` and those names made durable.  A quarantined
+message thus becomes visible to IMAP only once its index row exists.  "Durable" is an
+fsync per file and per directory, or one ``syncfs`` per filesystem (``mx.durability``,
 :mod:`~mailplane.mailstore.durability`).  Only then may the MX answer 250.  A failure
 anywhere removes what that plan wrote (and its rows, if they were already committed) and
 is returned as that plan's result, so its MX session answers 451 with nothing
@@ -22,16 +24,18 @@ transaction starts.  :class:`~mailplane.delivery.writer.DeliveryWriter` feeds it
 hold an address deleted since its last refresh, so the transaction first reads which of
 the plans' recipients still exist (holding them when it adds rows, so a concurrent
 deletion waits for it — ``addresses_repo.existing``).  A recipient that is gone is left
-out as if its RCPT had been refused: its files are removed before any is published, the
-directories its write created are removed again (a deleted mailbox is never recreated),
-its jobs are not queued; ``plan.gone`` names it.  A plan left with nothing fails with
-:class:`~mailplane.delivery.plan.RecipientsGone` (``550 5.1.1``).  While the database
-cannot answer, a plan with no rows of its own (inbox copies only) trusts the policy
-snapshot, as it did before the re-check: inbox mail is still accepted in an outage.
+out as if its RCPT had been refused: its files (inbox and 迷惑メール copies) are removed
+before any is published, the directories its write created are removed again (a deleted
+mailbox is never recreated), its jobs are not queued; ``plan.gone`` names it.  A plan
+left with nothing fails with :class:`~mailplane.delivery.plan.RecipientsGone`
+(``550 5.1.1``).  While the database cannot answer, a plan with no rows of its own (inbox
+copies only) trusts the policy snapshot, as it did before the re-check: inbox mail is
+still accepted in an outage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -45,8 +49,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailplane import metrics
 from mailplane.config.settings import Settings
 from mailplane.delivery.plan import DeliveryPlan, RecipientsGone
-from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_file
+from mailplane.delivery.quarantine import new_item_id, quarantine_dir, write_item_tmp
 from mailplane.mailstore.durability import Syncfs
+from mailplane.mailstore.folders import FOLDER_MARKER, QUARANTINE, folder_dir
 from mailplane.mailstore.maildir import (
     PendingFile,
     discard,
@@ -77,7 +82,7 @@ class _Progress:
     plan: DeliveryPlan
     now: datetime
     inbox: list[PendingFile] = field(default_factory=list)
-    quarantine_files: list[Path] = field(default_factory=list)
+    quarantine: list[PendingFile] = field(default_factory=list)
     items: list[QuarantineItem] = field(default_factory=list)
     spool: list[PendingFile] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
@@ -121,19 +126,20 @@ def persist_batch(
         _write_files(settings, p, fsync=syncfs is None)
     _rename(_live(progress), lambda p: p.spool)
     if syncfs is None:
-        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent for f in p.spool}
-                    | {path.parent for path in p.quarantine_files})
+        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent for f in p.spool})
     else:
         _syncfs(syncfs, _live(progress), _written_files)
     _commit_rows(session_factory, [p for p in _live(progress) if p.checked])
     for p in _live(progress):
         if p.gone:
             _leave_out_gone(settings, p)
-    _rename(_live(progress), lambda p: p.inbox)
+    _rename(_live(progress), lambda p: [*p.inbox, *p.quarantine])
     if syncfs is None:
-        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent for f in p.inbox})
+        _fsync_dirs(_live(progress), lambda p: {f.final_path.parent
+                                                for f in (*p.inbox, *p.quarantine)})
     else:
-        _syncfs(syncfs, _live(progress), lambda p: [f.final_path for f in p.inbox])
+        _syncfs(syncfs, _live(progress),
+                lambda p: [f.final_path for f in (*p.inbox, *p.quarantine)])
     results: list[PersistResult] = []
     for p in progress:
         if p.error is not None:
@@ -148,8 +154,9 @@ def persist_batch(
 
 
 def _written_files(p: _Progress) -> list[Path]:
-    """Where each file of ``p`` is after the spool renames (inbox copies still in tmp/)."""
-    return ([f.tmp_path for f in p.inbox] + p.quarantine_files
+    """Where each file of ``p`` is after the spool renames (inbox and quarantine copies
+    still in tmp/)."""
+    return ([f.tmp_path for f in (*p.inbox, *p.quarantine)]
             + [f.final_path for f in p.spool])
 
 
@@ -184,15 +191,14 @@ def _write_files(settings: Settings, p: _Progress, *, fsync: bool) -> None:
             p.inbox.append(write_tmp(mailbox_dir(settings.maildir_root, write.address),
                                      write.data, now=p.now, fsync=fsync))
         for q in p.plan.quarantine:
-            item_id = new_item_id(p.now)
-            path = write_item_file(quarantine_dir(settings, q.address), item_id, q.data,
-                                   fsync=fsync)
-            p.quarantine_files.append(path)
+            pending = write_item_tmp(quarantine_dir(settings, q.address), q.data,
+                                     now=p.now, fsync=fsync)
+            p.quarantine.append(pending)
             p.items.append(QuarantineItem(
-                id=item_id, address=q.address, received_at=p.now, sender=q.sender[:320],
-                header_from=q.header_from[:_MAX_HEADER_TEXT],
+                id=new_item_id(p.now), address=q.address, received_at=p.now,
+                sender=q.sender[:320], header_from=q.header_from[:_MAX_HEADER_TEXT],
                 subject=q.subject[:_MAX_HEADER_TEXT], reason=q.reason, size=len(q.data),
-                path=str(path), notified=False,
+                path=str(pending.final_path), notified=False,
             ))
         for job in p.plan.outbound:
             p.spool.append(job.spool_tmp(settings.spool_dir, fsync=fsync))
@@ -318,43 +324,50 @@ def _leave_out_gone(settings: Settings, p: _Progress) -> None:
         else:
             kept_inbox.append(pending)
     p.inbox = kept_inbox
-    kept_files, kept_items = [], []
-    for item, path in zip(p.items, p.quarantine_files, strict=True):
+    kept_quarantine, kept_items = [], []
+    for item, pending in zip(p.items, p.quarantine, strict=True):
         if item.address in gone:
-            path.unlink(missing_ok=True)
+            discard([pending])  # still in 迷惑メール's tmp/: never seen by IMAP
         else:
-            kept_files.append(path)
+            kept_quarantine.append(pending)
             kept_items.append(item)
-    p.quarantine_files, p.items = kept_files, kept_items
+    p.quarantine, p.items = kept_quarantine, kept_items
     for job in p.plan.outbound:
         if job.origin in gone:
             job.discard()
     p.plan.leave_out(gone)
     p.plan.gone = gone
     for address in gone:
-        _remove_if_empty(mailbox_dir(settings.maildir_root, address), ("tmp", "new", "cur"))
-        _remove_if_empty(mailbox_dir(settings.quarantine_root, address), ())
+        maildir = mailbox_dir(settings.maildir_root, address)
+        _remove_if_empty(folder_dir(maildir, QUARANTINE), ("tmp", "new", "cur"),
+                         marker=FOLDER_MARKER)
+        _remove_if_empty(maildir, ("tmp", "new", "cur"))
     log.info("delivery %s: not stored for %s: the address was deleted",
              "failed" if p.plan.empty else "goes on", ", ".join(sorted(gone)))
     if p.plan.empty:
         p.error = RecipientsGone(gone)
 
 
-def _remove_if_empty(directory: Path, subdirectories: tuple[str, ...]) -> None:
-    """Remove ``directory`` (with the named subdirectories) only where nothing is in
-    them: a concurrent delivery's file, or a mailbox created again since, stays."""
-    for name in (*subdirectories, ""):
+def _remove_if_empty(directory: Path, subdirectories: tuple[str, ...], *,
+                     marker: str = "") -> None:
+    """Remove ``directory`` (with the named subdirectories, and a Maildir++ folder's
+    ``marker`` file) only where nothing is in them: a concurrent delivery's file, or a
+    mailbox created again since, stays."""
+    for name in subdirectories:
         try:
-            (directory / name if name else directory).rmdir()
+            (directory / name).rmdir()
         except OSError:  # not empty, or already gone
             continue
+    if marker and not any((directory / name).exists() for name in subdirectories):
+        (directory / marker).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        directory.rmdir()
 
 
 def _undo(session_factory: sessionmaker[Session], p: _Progress) -> None:
     """Remove every trace of a failed plan: files, and rows if they were committed."""
     discard(p.inbox)
-    for path in p.quarantine_files:
-        path.unlink(missing_ok=True)
+    discard(p.quarantine)
     for job in p.plan.outbound:
         job.discard()
     if p.committed:

@@ -31,6 +31,7 @@ from mailplane.config.settings import Settings
 from mailplane.delivery.plan import DeliveryPlan
 from mailplane.delivery.store import PersistResult, persist_batch
 from mailplane.mailstore.durability import Syncfs, use_syncfs
+from mailplane.mailstore.owner import make_dirs
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class DeliveryWriter:
         try:
             settings = self._settings
             roots = [settings.maildir_root, settings.spool_dir, settings.quarantine_root]
+            make_dirs(settings.maildir_root)  # the mail owner's (mailstore/owner.py)
             for root in roots:
                 root.mkdir(parents=True, exist_ok=True)
             if use_syncfs(settings.mx.durability, roots):

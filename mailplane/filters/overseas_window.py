@@ -3,6 +3,9 @@
 Pure: the peer's country is looked up by the caller (:mod:`mailplane.filters.geo`); this module only
 decides, in this order:
 
+0. a peer in ``[webmail] networks`` is どこでもメール sending for the customer: the window
+   is for the customer's own mail program, and the manual sends customers abroad to the
+   webmail instead (L4645-4647, SPEC §9b) — allowed, and only this check is skipped;
 1. a peer in a trusted network (loopback, the ISP's own ranges) is always allowed;
 2. a peer in a home country (default ``JP``) is allowed;
 3. an unknown country follows ``overseas.unknown_country`` (default allow, and the caller
@@ -28,6 +31,7 @@ from mailplane.filters.geo import Network, in_networks, parse_networks
 from mailplane.policy.model import AddressPolicy
 
 Reason = Literal[
+    "webmail",
     "trusted_network",
     "home_country",
     "unknown_country_allowed",
@@ -65,22 +69,29 @@ class OverseasRule:
     home_countries: frozenset[str]
     trusted_networks: tuple[Network, ...]
     unknown_country: Literal["allow", "deny"]
+    webmail_networks: tuple[Network, ...] = ()
 
     @classmethod
-    def from_settings(cls, overseas: OverseasConfig) -> OverseasRule:
+    def from_settings(cls, overseas: OverseasConfig,
+                      webmail_networks: list[str] | None = None) -> OverseasRule:
         return cls(
             home_countries=frozenset(c.upper() for c in overseas.home_countries),
             trusted_networks=parse_networks(overseas.trusted_networks),
             unknown_country=overseas.unknown_country,
+            webmail_networks=parse_networks(webmail_networks or []),
         )
 
     def is_trusted(self, peer_ip: str) -> bool:
-        return in_networks(peer_ip, self.trusted_networks)
+        """No country needed: a trusted network, or the webmail."""
+        return (in_networks(peer_ip, self.trusted_networks)
+                or in_networks(peer_ip, self.webmail_networks))
 
     def decide(
         self, *, peer_ip: str, country: str | None, policy: AddressPolicy, now: datetime
     ) -> OverseasVerdict:
-        if self.is_trusted(peer_ip):
+        if in_networks(peer_ip, self.webmail_networks):
+            return OverseasVerdict(True, "webmail", country)
+        if in_networks(peer_ip, self.trusted_networks):
             return OverseasVerdict(True, "trusted_network", country)
         if country is None:
             if self.unknown_country == "allow":

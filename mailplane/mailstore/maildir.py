@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mailplane.mailstore.owner import adopt_fd, make_dirs
 from mailplane.mailstore.paths import mailbox_dir
 
 _COUNTER = itertools.count()
@@ -31,7 +32,7 @@ _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "loc
 
 def ensure_maildir(path: Path) -> None:
     for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+        make_dirs(path / sub)
 
 
 def write_new_file(path: Path, data: bytes, *, make_parent: Callable[[], None],
@@ -47,6 +48,7 @@ def write_new_file(path: Path, data: bytes, *, make_parent: Callable[[], None],
         make_parent()
         fd = os.open(path, flags, 0o600)
     try:
+        adopt_fd(fd)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -67,7 +69,7 @@ def rename_into(item: PendingFile) -> None:
     except FileNotFoundError:
         if not item.tmp_path.exists():
             raise
-        item.final_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(item.final_path.parent)
         os.rename(item.tmp_path, item.final_path)
 
 
@@ -164,12 +166,13 @@ TMP_ORPHAN_SECONDS = 36 * 3600
 
 def remove_tmp_orphans(root: Path, *, now: float,
                        older_than: float = TMP_ORPHAN_SECONDS) -> int:
-    """Remove files in every ``{root}/{domain}/{local}/tmp/`` last accessed or modified
-    more than ``older_than`` seconds before ``now`` (wall-clock epoch seconds); returns
-    how many.  A live delivery's tmp file is seconds old, so this is safe while other
-    processes and nodes deliver (blocking: run it in a thread)."""
+    """Remove files in every ``{root}/{domain}/{local}/tmp/`` — and the ``tmp/`` of each
+    of its folders (``.迷惑メール/tmp``, :mod:`~mailplane.mailstore.folders`) — last
+    accessed or modified more than ``older_than`` seconds before ``now`` (wall-clock epoch
+    seconds); returns how many.  A live delivery's tmp file is seconds old, so this is
+    safe while other processes and nodes deliver (blocking: run it in a thread)."""
     removed = 0
-    for tmp in root.glob("*/*/tmp"):
+    for tmp in itertools.chain(root.glob("*/*/tmp"), root.glob("*/*/.*/tmp")):
         try:
             entries = list(os.scandir(tmp))
         except OSError:
@@ -187,11 +190,36 @@ def remove_tmp_orphans(root: Path, *, now: float,
     return removed
 
 
+def _counted_dirs(maildir: Path) -> list[Path]:
+    """The inbox and every folder (迷惑メール — the quarantine —, 送信済み, 下書き, the
+    customer's own): the mailbox quota is the whole mailbox's (SPEC §8), quarantined mail
+    included (issue 20), as Dovecot's quota counts every folder."""
+    roots = [maildir]
+    try:
+        roots += [Path(entry.path) for entry in os.scandir(maildir)
+                  if entry.name.startswith(".") and entry.name not in (".", "..")
+                  and entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+    return [root / sub for root in roots for sub in ("new", "cur")]
+
+
 def mailbox_size(maildir: Path) -> int:
+    """Bytes in the whole mailbox: the inbox and every folder (:func:`_counted_dirs`)."""
+    return _messages_size(_counted_dirs(maildir))
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes in one folder's messages (``new/`` and ``cur/``), e.g. 迷惑メール's."""
+    return _messages_size([folder / "new", folder / "cur"])
+
+
+def _messages_size(directories: Iterable[Path]) -> int:
+    """Sizes from the Maildir names (``S=``), else from the files."""
     total = 0
-    for sub in ("new", "cur"):
+    for directory in directories:
         try:
-            entries = list(os.scandir(maildir / sub))
+            entries = list(os.scandir(directory))
         except FileNotFoundError:
             continue
         for entry in entries:
@@ -222,12 +250,15 @@ def directory_size(directory: Path) -> int:
 
 
 class MaildirUsage:
-    """Cheap per-address usage for the quota check (SPEC §8, ``452 4.2.2``): the inbox
-    and, given ``quarantine_root``, the address's quarantine — both count against the
-    quota (as Dovecot counts a Junk folder; issue 20).
+    """Cheap per-address usage for the quota check (SPEC §8, ``452 4.2.2``): the whole
+    mailbox — the inbox, the quarantine (the folder 迷惑メール) and every other folder —
+    counts against the quota (as Dovecot counts a Junk folder; issue 20).  Given
+    ``quarantine_root``, quarantined items still in the layout before 迷惑メール was a
+    folder (``{quarantine_root}/{domain}/{local}/``, moved into the folder when the
+    address is next reconciled) count too.
 
-    Inbox sizes are summed from file names, quarantine sizes from the files; the figure is
-    cached for ``ttl_seconds``.  Our own deliveries add to the cached figure, so only
+    Maildir sizes are summed from file names, old-layout quarantine sizes from the files;
+    the figure is cached for ``ttl_seconds``.  Our own deliveries add to the cached figure, so only
     deletions by readers (POP3, purge, quarantine release or delete) are seen late —
     which errs on the side of a retried 452, never a lost message.
     """

@@ -31,11 +31,10 @@ from mailplane.clock import Clock, SystemClock
 from mailplane.config.settings import ConfigError, Settings
 from mailplane.node.policy_cache import PolicyCache
 from mailplane.storage.db import make_engine, make_session_factory
-from mailplane.storage.state_dir import private_dir
 
 log = logging.getLogger(__name__)
 
-ALL_ROLES = ("api", "mx", "submission", "pop3", "worker")
+ALL_ROLES = ("api", "mx", "submission", "pop3", "worker", "imap", "webmail")
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -68,9 +67,13 @@ async def run_node(settings: Settings, roles: tuple[str, ...], stop: asyncio.Eve
 
     install_loop_exception_handler(asyncio.get_running_loop(),
                                    ThrottledLog(logging.getLogger("mailplane.loop")))
+    from mailplane.node.anywhere import prepare_state_dir
+
     settings = fit_connection_limits(settings, roles, raise_fd_limit())
     clock = SystemClock()
-    private_dir(settings.state_dir)  # database, secrets, mail: owner only (issue 15)
+    # Database, secrets, mail: owner only (issue 15) — and before any mail is written, a
+    # root node hands the mail tree to Dovecot's user (SPEC §9b).
+    prepare_state_dir(settings)
     engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
     session_factory = make_session_factory(engine)
     policy = PolicyCache(session_factory, base_domains=tuple(settings.base_domains),
@@ -176,6 +179,14 @@ async def _start_services(
         closers.append(pop3.close)
     if "api" in roles:
         closers.append(_start_api(settings, policy, clock, tasks))
+    if "imap" in roles and settings.imap.enabled:
+        from mailplane.node.anywhere import start_imap
+
+        closers.extend(await start_imap(settings, session_factory, policy, clock, tasks))
+    if "webmail" in roles and settings.webmail.enabled:
+        from mailplane.node.anywhere import start_webmail
+
+        closers.extend(await start_webmail(settings))
     return closers
 
 

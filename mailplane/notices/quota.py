@@ -15,7 +15,8 @@ import os
 from datetime import datetime
 
 from mailplane.config.settings import Settings
-from mailplane.mailstore.maildir import deliver, directory_size
+from mailplane.mailstore.folders import QUARANTINE, folder_dir
+from mailplane.mailstore.maildir import deliver, directory_size, folder_size
 from mailplane.mailstore.paths import mailbox_dir
 from mailplane.notices.render import build_notice, local_time, render_template
 
@@ -44,7 +45,9 @@ def update_quota_notice(settings: Settings, *, address: str, used: int, quota: i
     except FileExistsError:
         return False  # already told (by this or another process)
     os.close(fd)
-    quarantined = directory_size(mailbox_dir(settings.quarantine_root, address))
+    # 迷惑メール, and items still in the layout before it was a folder.
+    quarantined = (folder_size(folder_dir(maildir, QUARANTINE))
+                   + directory_size(mailbox_dir(settings.quarantine_root, address)))
     try:
         subject, body = render_template(settings.templates_dir, "quota_notice.txt", {
             "address": address,

@@ -4,7 +4,13 @@ Blocking on purpose — every call here runs in a thread.  The mailbox is locked
 session with ``flock`` on ``{maildir}/.pop3.lock``: the lock is held by an open file, so it is
 released by the kernel if the process dies, and it is honoured by every process and node that
 mounts the same volume (RFC 1939 §8 asks for an exclusive-access lock).  Only the inbox
-Maildir is visible; the quarantine is a different tree and never appears here.
+is visible: the quarantine and the other folders IMAP clients see (``.迷惑メール/``,
+``.送信済み/``, :mod:`mailplane.mailstore.folders`) are never listed here.
+
+Dovecot serves the same Maildir over IMAP (SPEC §9b) and does not take this lock: while a
+POP3 session runs, an IMAP client may rename a message (``new/`` → ``cur/``, a flag
+change).  A message keeps its unique name through such renames, and RETR, TOP and DELE
+find it by that name (:meth:`Mailbox.locate`), so the two readers at once lose nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from mailplane.mailstore.folders import find_message
 from mailplane.mailstore.maildir import ensure_maildir, fsync_dir
 from mailplane.pop3.encoding import wire_size
 
@@ -73,17 +80,33 @@ class Mailbox:
             raise
         return cls(root, lock, messages)
 
+    def locate(self, message: StoredMessage) -> Path | None:
+        """Where the message is now: where it was listed, or renamed by an IMAP client;
+        None once it was deleted (by IMAP, or the retention purge)."""
+        if message.path.exists():
+            return message.path
+        base = message.path.name.split(":", 1)[0]
+        return find_message(self.root, base)
+
     def delete(self, messages: list[StoredMessage]) -> int:
         """Remove the messages (the UPDATE state); returns how many could not be removed."""
         failed = 0
+        directories: set[Path] = {self.root / "cur"}
         for message in messages:
-            try:
-                message.path.unlink()
-            except FileNotFoundError:
-                pass  # already gone (retention purge): the intent is met
-            except OSError:
-                failed += 1
-        fsync_dir(self.root / "cur")
+            for _ in range(3):
+                path = self.locate(message)
+                if path is None:
+                    break  # already gone (IMAP, retention purge): the intent is met
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue  # renamed by an IMAP client between the look and the unlink
+                except OSError:
+                    failed += 1
+                directories.add(path.parent)
+                break
+        for directory in directories:
+            fsync_dir(directory)
         return failed
 
     def close(self) -> None:

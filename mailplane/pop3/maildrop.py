@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import BinaryIO
 
 from mailplane.pop3.encoding import CHUNK_SIZE, WireEncoder
 from mailplane.pop3.mailbox import Mailbox, StoredMessage
@@ -97,7 +98,7 @@ class MaildropCommands:
     async def _stream(self, message: StoredMessage, encoder: WireEncoder, first: str) -> None:
         """Send the message chunk by chunk; memory stays at one chunk whatever its size."""
         try:
-            handle = await asyncio.to_thread(open, message.path, "rb")
+            handle = await asyncio.to_thread(self._open_message, message)
         except FileNotFoundError:
             await self._send("-ERR message is no longer available")
             return
@@ -116,6 +117,19 @@ class MaildropCommands:
             await self._writer.drain()
         finally:
             await asyncio.to_thread(handle.close)
+
+    def _open_message(self, message: StoredMessage) -> BinaryIO:
+        """Open the message where it is now (an IMAP client may have renamed it since the
+        listing; blocking)."""
+        for _ in range(3):
+            path = self._mailbox.locate(message) if self._mailbox else None
+            if path is None:
+                break
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(str(message.path))
 
     async def _dele(self, argument: str) -> None:
         number = await self._message_number(argument)

@@ -105,7 +105,7 @@ class SubmissionHandler(EsmtpHandler):
         self.country_lookup = country_lookup
         self.delivery = delivery
         self.quota = quota
-        self.overseas = OverseasRule.from_settings(settings.overseas)
+        self.overseas = OverseasRule.from_settings(settings.overseas, settings.webmail.networks)
 
     # --- MAIL ---------------------------------------------------------------------------
 

@@ -8,14 +8,50 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from mailplane.storage.models import Address, QuarantineItem
 
 
 def add_items(session: Session, *, items: Iterable[QuarantineItem]) -> None:
     session.add_all(list(items))
+
+
+def add_items_once(session: Session, *, items: Iterable[QuarantineItem]) -> None:
+    """Insert rows whose id may already be there (two nodes reconciling one folder at
+    once: the same message found twice is one row)."""
+    rows = [{column.name: getattr(item, column.name)
+             for column in QuarantineItem.__table__.columns} for item in items]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    statement: Executable
+    if dialect == "postgresql":
+        statement = postgresql.insert(QuarantineItem).on_conflict_do_nothing(
+            index_elements=["id"])
+    elif dialect == "sqlite":
+        statement = sqlite.insert(QuarantineItem).on_conflict_do_nothing(
+            index_elements=["id"])
+    else:  # pragma: no cover - the two supported databases are above
+        statement = insert(QuarantineItem)
+    session.execute(statement, rows)
+
+
+def move_item(session: Session, *, item_id: str, path: str) -> None:
+    """The item's message is now at ``path``."""
+    session.execute(update(QuarantineItem).where(QuarantineItem.id == item_id)
+                    .values(path=path))
+
+
+def addresses_with_items(session: Session, *, unnotified_only: bool = False) -> list[str]:
+    """Addresses that have quarantine rows (all, or only ones not yet in a digest)."""
+    query = select(QuarantineItem.address).distinct().order_by(QuarantineItem.address)
+    if unnotified_only:
+        query = query.where(QuarantineItem.notified.is_(False))
+    return list(session.scalars(query))
 
 
 def list_for_address(session: Session, *, address: str) -> list[QuarantineItem]:

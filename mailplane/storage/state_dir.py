@@ -10,6 +10,7 @@ older release created.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -19,6 +20,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PRIVATE_DIR_MODE = 0o700
+TRAVERSABLE_DIR_MODE = 0o711
 PRIVATE_FILE_MODE = 0o600
 
 
@@ -34,10 +36,19 @@ def _tighten(path: Path, mode: int) -> None:
                     path, mode)
 
 
-def private_dir(path: Path) -> None:
-    """``path`` exists and only its owner may enter it."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    _tighten(path, PRIVATE_DIR_MODE)
+def private_dir(path: Path, *, traversable: bool = False) -> None:
+    """``path`` exists and only its owner may enter it — or, ``traversable``, others may
+    pass through it to what they own below (never list it): the mail tree's owner when a
+    root node hands the Maildirs to Dovecot's user (SPEC §9b)."""
+    mode = TRAVERSABLE_DIR_MODE if traversable else PRIVATE_DIR_MODE
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    if traversable:
+        os.chmod(path, mode)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_IMODE(path.stat().st_mode) == TRAVERSABLE_DIR_MODE:
+            return  # made passable on purpose by a root node (above): kept
+    _tighten(path, mode)
 
 
 def private_file(path: Path) -> None:

@@ -89,10 +89,12 @@ class MxEnv:
         return list(tmp.iterdir()) if tmp.is_dir() else []
 
     def quarantine_files(self, address: str) -> list[bytes]:
-        directory = mailbox_dir(self.settings.quarantine_root, address)
-        if not directory.is_dir():
-            return []
-        return [p.read_bytes() for p in sorted(directory.iterdir())]
+        """The messages of the address's quarantine, its 迷惑メール folder (SPEC §9b)."""
+        from mailplane.delivery.quarantine import quarantine_dir
+
+        folder = quarantine_dir(self.settings, address)
+        return [p.read_bytes() for sub in ("new", "cur") if (folder / sub).is_dir()
+                for p in sorted((folder / sub).iterdir())]
 
     async def send(
         self, message: bytes, *, mail_from: str = "alice@sender.example",

@@ -140,6 +140,9 @@ def build_node(base: Path, database_url: str | None = None, name: str = "node",
         # Nothing may depend on public DNS: made-up destination domains (mobile.example.jp)
         # would be NXDOMAIN there (the check has tests of its own, on a DNS stub).
         "MAILPLANE_FORWARDING__CHECK_DESTINATION_DOMAINS": "false",
+        # Dovecot and Roundcube only where a test asks for them (tests/factories/anywhere.py).
+        "MAILPLANE_IMAP__ENABLED": "false",
+        "MAILPLANE_WEBMAIL__ENABLED": "false",
         **{k: str(v) for k, v in env_extra.items()},
     })
     node = Node(env=env, api_url=f"http://127.0.0.1:{ports['api']}", ports=ports,

@@ -29,20 +29,23 @@ async def quarantine_two(mx: MxEnv) -> list[str]:
     await mx.send(make_message(subject="first spam", body=GTUBE.decode() + "\r\n"))
     mx.clock.advance(timedelta(minutes=5))
     await mx.send(make_message(subject="second spam", body=GTUBE.decode() + "\r\n"))
-    return [entry.id for entry in list_quarantine(mx.session_factory, address=TARO)]
+    return [entry.id for entry in list_quarantine(mx.settings, mx.session_factory, address=TARO,
+                                              clock=mx.clock)]
 
 
 async def test_list_is_newest_first_and_show_gives_headers_and_preview(mx: MxEnv) -> None:
     ids = await quarantine_two(mx)
-    entries = list_quarantine(mx.session_factory, address=TARO)
+    entries = list_quarantine(mx.settings, mx.session_factory, address=TARO,
+                                              clock=mx.clock)
     assert [e.subject for e in entries] == ["second spam", "first spam"]
-    detail = show_quarantine(mx.session_factory, address=TARO, item_id=ids[0])
+    detail = show_quarantine(mx.settings, mx.session_factory, address=TARO, item_id=ids[0],
+                             clock=mx.clock)
     assert detail is not None
     assert ("Subject", "[spam] second spam") in detail.headers
     assert "GTUBE" in detail.body_preview
     assert detail.raw.startswith(b"Return-Path: <alice@sender.example>")
-    assert show_quarantine(mx.session_factory, address="other@e06.example.net",
-                           item_id=ids[0]) is None
+    assert show_quarantine(mx.settings, mx.session_factory, address="other@e06.example.net",
+                           item_id=ids[0], clock=mx.clock) is None
 
 
 async def test_release_delivers_to_inbox_unfiltered_and_removes_the_item(mx: MxEnv) -> None:
@@ -51,7 +54,8 @@ async def test_release_delivers_to_inbox_unfiltered_and_removes_the_item(mx: MxE
                               item_id=ids[0], clock=mx.clock)
     [released] = mx.inbox(TARO)
     assert b"GTUBE" in released  # still spam: no second filtering
-    assert [e.id for e in list_quarantine(mx.session_factory, address=TARO)] == ids[1:]
+    assert [e.id for e in list_quarantine(mx.settings, mx.session_factory, address=TARO,
+                                              clock=mx.clock)] == ids[1:]
     assert len(mx.quarantine_files(TARO)) == 1
     assert not release_quarantine(mx.settings, mx.session_factory, address=TARO,
                                   item_id=ids[0], clock=mx.clock)
@@ -59,8 +63,10 @@ async def test_release_delivers_to_inbox_unfiltered_and_removes_the_item(mx: MxE
 
 async def test_delete_removes_index_row_and_file(mx: MxEnv) -> None:
     ids = await quarantine_two(mx)
-    assert delete_quarantine(mx.session_factory, address=TARO, item_id=ids[1])
-    assert [e.id for e in list_quarantine(mx.session_factory, address=TARO)] == ids[:1]
+    assert delete_quarantine(mx.settings, mx.session_factory, address=TARO, item_id=ids[1],
+                             clock=mx.clock)
+    assert [e.id for e in list_quarantine(mx.settings, mx.session_factory, address=TARO,
+                                              clock=mx.clock)] == ids[:1]
     assert len(mx.quarantine_files(TARO)) == 1
     assert mx.inbox(TARO) == []
 
@@ -73,7 +79,8 @@ async def test_purge_deletes_only_expired_quarantine_and_inbox_mail(mx: MxEnv) -
     await mx.send(make_message(subject="new inbox mail"))
     result = purge(mx.settings, mx.session_factory, mx.clock)
     assert (result.quarantine_deleted, result.inbox_deleted) == (1, 0)
-    assert [e.subject for e in list_quarantine(mx.session_factory, address=TARO)] == [
+    assert [e.subject for e in list_quarantine(mx.settings, mx.session_factory, address=TARO,
+                                              clock=mx.clock)] == [
         "second spam"
     ]
     mx.clock.advance(timedelta(days=21, minutes=5))  # old inbox mail is now > 28 days old

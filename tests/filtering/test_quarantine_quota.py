@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from mailplane.mailstore.paths import mailbox_dir
+from mailplane.delivery.quarantine import quarantine_dir
 from mailplane.storage.models import QuarantineItem
 from tests.factories.mx import MxEnv, make_message
 
@@ -34,8 +34,10 @@ def _quarantine(mx: MxEnv, address: str) -> tuple[list[QuarantineItem], int]:
     with mx.session_factory() as session:
         rows = list(session.scalars(select(QuarantineItem)
                                     .where(QuarantineItem.address == address)))
-    directory = mailbox_dir(mx.settings.quarantine_root, address)
-    size = sum(p.stat().st_size for p in directory.iterdir()) if directory.is_dir() else 0
+    # The quarantine is the address's 迷惑メール folder (SPEC §9b): its new/ and cur/.
+    folder = quarantine_dir(mx.settings, address)
+    size = sum(p.stat().st_size for sub in ("new", "cur") if (folder / sub).is_dir()
+               for p in (folder / sub).iterdir())
     return rows, size
 
 

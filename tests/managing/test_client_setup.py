@@ -138,3 +138,58 @@ def test_public_host_names_are_checked_at_start_up() -> None:
 
     with pytest.raises(ConfigError, match=r"public\.smtp_host"):
         load_settings(public={"smtp_host": "smtp example"})
+
+
+IMAP = {**PUBLIC, "imap_host": "imap.example.net", "imap_port": 143, "imap_tls_port": 993}
+
+
+@pytest.fixture
+def imap_box(api_factory: ApiFactory) -> tuple[ApiHarness, dict[str, Any]]:
+    """A deployment that offers IMAP (どこでもメール, SPEC §9b)."""
+    api = api_factory(public=IMAP, pop3={"port": 0, "tls_port": 0})
+    api.create_contract("C0001")
+    return api, api.create_address("C0001")
+
+
+def test_imap_is_offered_first_and_recommended_with_pop3_after_it(imap_box: Any) -> None:
+    api, created = imap_box
+    data = api.operator.get(f"/v1/contracts/C0001/addresses/{ADDRESS}/client-setup").json()
+    assert [(s["protocol"], s["port"], s["security"], s["recommended"])
+            for s in data["servers"]] == [
+        ("IMAP", 993, "SSL", True), ("IMAP", 143, "STARTTLS", True),
+        ("POP3", 995, "SSL", False), ("POP3", 110, "STARTTLS", False),
+        ("SMTP", 465, "SSL", False), ("SMTP", 587, "STARTTLS", False)]
+
+    autoconfig = ET.fromstring(api.client().get(
+        "/.well-known/autoconfig/mail/config-v1.1.xml", params={"emailaddress": ADDRESS}
+    ).content)
+    provider = autoconfig.find("emailProvider")
+    assert provider is not None
+    incoming = [(s.get("type"), s.findtext("hostname"), s.findtext("port"))
+                for s in provider.findall("incomingServer")]
+    assert incoming == [("imap", "imap.example.net", "993"), ("imap", "imap.example.net", "143"),
+                        ("pop3", "pop.example.net", "995"), ("pop3", "pop.example.net", "110")]
+
+    discovered = ET.fromstring(api.client().post(
+        "/autodiscover/autodiscover.xml", content=AUTODISCOVER_REQUEST % ADDRESS.encode()
+    ).content)
+    assert [p.findtext(f"{NS}Type") for p in discovered.iter(f"{NS}Protocol")] == [
+        "IMAP", "POP3", "SMTP"]
+
+    profile = plistlib.loads(api.operator.get(
+        f"/v1/contracts/C0001/addresses/{ADDRESS}/client-setup.mobileconfig").content)
+    (account,) = profile["PayloadContent"]
+    assert account["EmailAccountType"] == "EmailTypeIMAP"
+    assert (account["IncomingMailServerHostName"], account["IncomingMailServerPortNumber"],
+            account["IncomingMailServerUseSSL"]) == ("imap.example.net", 993, True)
+    assert (account["OutgoingMailServerHostName"], account["OutgoingMailServerPortNumber"]) == (
+        "smtp.example.net", 465)
+    assert account["IncomingMailServerUsername"] == created["pop_account"]
+
+
+def test_rules_publish_the_webmail_address_only_when_it_is_offered(
+        api_factory: ApiFactory) -> None:
+    offered = api_factory(webmail={"enabled": True, "public_url": "https://webmail.example.net/"})
+    assert offered.client().get("/v1/rules").json()["webmail_url"] == (
+        "https://webmail.example.net/")
+    assert api_factory().client().get("/v1/rules").json()["webmail_url"] == ""

@@ -12,6 +12,7 @@ from typing import cast
 
 import pytest
 
+from mailplane.mailstore.folders import QUARANTINE, SENT, folder_dir
 from tests.factories.pop3 import PASSWORD, Pop3Env, client_tls_context
 
 ADDRESS = "taro_1@e06.example.net"
@@ -302,9 +303,13 @@ def test_auth_plain_logs_in(pop3_env: Pop3Env) -> None:
 def test_quarantine_is_never_visible(pop3_env: Pop3Env) -> None:
     pop_account = pop3_env.add_address(ADDRESS)
     pop3_env.deliver(ADDRESS, message("inbox"))
-    quarantined = pop3_env.settings.quarantine_root / "e06.example.net" / "taro_1" / "new"
-    quarantined.mkdir(parents=True)
-    (quarantined / "1763866800.Mq.node1").write_bytes(message("spam"))
+    # The quarantine is the 迷惑メール folder of the same Maildir (SPEC §9b), and so are
+    # the webmail's folders: POP3 sees the inbox alone.
+    maildir = pop3_env.settings.maildir_root / "e06.example.net" / "taro_1"
+    for folder in (QUARANTINE, SENT):
+        new = folder_dir(maildir, folder) / "new"
+        new.mkdir(parents=True)
+        (new / "1763866800.Mq.node1").write_bytes(message("spam"))
     client = login(pop3_env, pop_account)
     assert client.stat()[0] == 1
     assert b"Subject: inbox" in client.retr(1)[1]

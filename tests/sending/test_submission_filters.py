@@ -42,6 +42,21 @@ def test_unknown_country_follows_configuration() -> None:
     assert not deny.decide(peer_ip="192.0.2.1", country=None, policy=_policy(), now=NOW).allowed
 
 
+def test_the_webmail_hosts_are_not_subject_to_the_window() -> None:
+    """どこでもメール (001 L4645-4647): its hosts send for customers abroad with the
+    window closed; only they — a client next to them is still refused."""
+    rule = OverseasRule.from_settings(OverseasConfig(trusted_networks=[]),
+                                      ["198.51.100.20/32", "2001:db8:20::/64"])
+    for webmail in ("198.51.100.20", "::ffff:198.51.100.20", "2001:db8:20::5"):
+        verdict = rule.decide(peer_ip=webmail, country="US", policy=_policy(), now=NOW)
+        assert (verdict.allowed, verdict.reason) == (True, "webmail")
+        assert rule.is_trusted(webmail)  # no country lookup needed
+    neighbour = rule.decide(peer_ip="198.51.100.21", country="US", policy=_policy(), now=NOW)
+    assert (neighbour.allowed, neighbour.reason) == (False, "window_closed")
+    assert not RULE.decide(peer_ip="198.51.100.20", country="US", policy=_policy(),
+                           now=NOW).allowed  # without [webmail] networks
+
+
 def test_sender_must_be_the_authenticated_address_case_insensitively() -> None:
     me = "taro_1@e06.example.net"
     assert envelope_sender_owned(authenticated=me, mail_from="<Taro_1@E06.example.net>")

@@ -36,6 +36,7 @@ class ServerSetting(BaseModel):
     host: str
     port: int
     security: str
+    recommended: bool = False
 
 
 class ClientSetup(BaseModel):
@@ -47,12 +48,14 @@ class ClientSetup(BaseModel):
 
 @router.get("", response_model=ClientSetup)
 def client_setup(scope: AddressScopeDep, settings: SettingsDep) -> ClientSetup:
-    """What to type into a mail program: user name = the POP account (SPEC §1)."""
+    """What to type into a mail program: user name = the POP account (SPEC §1); IMAP
+    (recommended) where it is offered, and POP3."""
     return ClientSetup(
         address=scope.address.address, username=scope.address.pop_account,
         provider=provider(settings),
         servers=[ServerSetting(protocol=e.protocol, host=e.host, port=e.port,
-                               security=e.security) for e in endpoints(settings)],
+                               security=e.security, recommended=e.recommended)
+                 for e in endpoints(settings)],
     )
 
 

@@ -3,7 +3,9 @@
 Release delivers to the inbox without filtering again; items are scoped to the address in
 the path, so another address's item id is a 404.  The item view gives the text and the
 sanitised HTML (mail/preview.py: nothing in it runs or fetches); ``POST …/delete`` deletes
-several items at once.
+several items at once.  The quarantine is the address's 迷惑メール folder (SPEC §9b):
+every call first brings the index in line with it, so what an IMAP client moved out is
+gone here too.
 """
 
 from __future__ import annotations
@@ -54,20 +56,23 @@ def _item_out(entry: quarantine.QuarantineEntry, settings: Settings) -> Quaranti
 
 @router.get("", response_model=QuarantineList)
 def list_items(scope: AddressScopeDep, factory: SessionFactoryDep,
-               settings: SettingsDep) -> QuarantineList:
-    entries = quarantine.list_quarantine(factory, address=scope.address.address)
+               settings: SettingsDep, clock: ClockDep) -> QuarantineList:
+    entries = quarantine.list_quarantine(settings, factory, address=scope.address.address,
+                                         clock=clock)
     return QuarantineList(address=scope.address.address,
                           items=[_item_out(e, settings) for e in entries])
 
 
 @router.post("/delete", response_model=QuarantineDeleted)
 def delete_items(body: QuarantineDeleteMany, scope: AddressScopeDep, session: SessionDep,
-                 factory: SessionFactoryDep, clock: ClockDep) -> QuarantineDeleted:
+                 factory: SessionFactoryDep, settings: SettingsDep,
+                 clock: ClockDep) -> QuarantineDeleted:
     """Delete the chosen messages at once (the list's 選択削除).  Ids that are not this
     address's, or already deleted, are skipped: repeating the request is harmless."""
     ids = list(dict.fromkeys(body.ids))
-    deleted = quarantine.delete_quarantine_many(factory, address=scope.address.address,
-                                                item_ids=ids)
+    deleted = quarantine.delete_quarantine_many(settings, factory,
+                                                address=scope.address.address,
+                                                item_ids=ids, clock=clock)
     if deleted:
         record_change(session, principal=scope.principal, settings=scope.settings,
                       contract=scope.contract, action="quarantine.delete", now=clock.now(),
@@ -84,10 +89,11 @@ def show_item(
     scope: AddressScopeDep,
     factory: SessionFactoryDep,
     settings: SettingsDep,
+    clock: ClockDep,
     raw: Annotated[bool, Query(description="return the message itself")] = False,
 ) -> QuarantineDetailOut | Response:
-    detail = quarantine.show_quarantine(factory, address=scope.address.address,
-                                        item_id=item_id)
+    detail = quarantine.show_quarantine(settings, factory, address=scope.address.address,
+                                        item_id=item_id, clock=clock)
     if detail is None:
         raise not_found("quarantined message not found")
     if raw:
@@ -118,9 +124,10 @@ def release_item(item_id: str, scope: AddressScopeDep, session: SessionDep,
 
 @router.delete("/{item_id}", status_code=204)
 def delete_item(item_id: str, scope: AddressScopeDep, session: SessionDep,
-                factory: SessionFactoryDep, clock: ClockDep) -> Response:
-    if not quarantine.delete_quarantine(factory, address=scope.address.address,
-                                        item_id=item_id):
+                factory: SessionFactoryDep, settings: SettingsDep,
+                clock: ClockDep) -> Response:
+    if not quarantine.delete_quarantine(settings, factory, address=scope.address.address,
+                                        item_id=item_id, clock=clock):
         raise not_found("quarantined message not found")
     _audit(session, scope, "quarantine.delete", item_id, clock)
     return Response(status_code=204)

@@ -78,5 +78,7 @@ def rules(request: Request, settings: SettingsDep) -> dict[str, Any]:
         "overseas_window_days": settings.overseas.window_days,
         "extra_monthly_charge_yen": settings.addresses.extra_monthly_charge_yen,
         "terms_url": settings.portal.terms_url,
+        # どこでもメール (SPEC §9b): where the quarantine and overseas screens link.
+        "webmail_url": settings.webmail.public_url if settings.webmail.enabled else "",
         "messages": {msgid: translate(msgid, language) for msgid in _msgids()},
     }

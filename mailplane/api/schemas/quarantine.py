@@ -16,8 +16,10 @@ class QuarantineItemOut(BaseModel):
     sender: str
     header_from: str
     subject: str
-    reason: str = Field(description="Why it was quarantined: spam, deny (the deny list) or "
-                                    "spoofed (なりすまし: a forged sender, SPEC §8b).")
+    reason: str = Field(description="Why it was quarantined: spam, deny (the deny list), "
+                                    "spoofed (なりすまし: a forged sender, SPEC §8b) or "
+                                    "moved (the customer put it into the 迷惑メール folder "
+                                    "with an IMAP client or the webmail, SPEC §9b).")
     size: int
     expires_at: datetime
 

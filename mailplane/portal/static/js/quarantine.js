@@ -10,6 +10,7 @@ import { t } from "./i18n.js";
 import { replaceRoute } from "./router.js";
 import { rules } from "./rules.js";
 import { addressText, fill, focusFirst, formErrorBox, h, heading, headingText, statusLine } from "./ui.js";
+import { webmailNote } from "./webmail.js";
 
 const enc = encodeURIComponent;
 /** Headers mailplane adds for itself: of no use to the customer. */
@@ -49,6 +50,7 @@ export async function renderQuarantine(view, address, itemId) {
   fill(view, heading(t("quarantineTitle")), h("p", { class: "subtitle" }, addressText(address)),
     statusLine(status),
     h("p", { class: "help" }, t("quarantineDesc", { days: rules().quarantine_days })),
+    webmailNote("webmailQuarantine"),
     items.length ? quarantineList(view, address, items) : h("p", { class: "card" }, t("quarantineEmpty")),
     h("div", { class: "actions" },
       session.isMailbox ? null : h("a", { href: `#/spam/${enc(address)}`, class: "button" }, t("toSpamMenu")),

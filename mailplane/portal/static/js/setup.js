@@ -1,5 +1,6 @@
 // Mail client setup for one address (issue 16): what to type into a mail program, built by
-// the server from its public host names and ports, plus the Apple profile download and a
+// the server from its public host names and ports — IMAP first and recommended where it is
+// offered (どこでもメール, SPEC §9b), then POP3 — plus the Apple profile download and a
 // word on the automatic setup of Thunderbird and Outlook.
 
 import { api } from "./api.js";
@@ -28,6 +29,9 @@ export async function renderSetup(view, address) {
         [t("userName"), h("code", { "data-testid": "username" }, data.username)],
         [t("password"), t("setupPassword")],
       ])),
+    servers("IMAP").length
+      ? serverTable(t("incomingServerImap"), "IMAP", [[t("setupNote"), t("imapHelp")]])
+      : null,
     serverTable(t("incomingServer"), "POP3", []),
     serverTable(t("outgoingServer"), "SMTP", [[t("smtpAuth"), t("smtpAuthValue")]]),
     h("section", { class: "card setup-block", "aria-labelledby": "setup-auto" },

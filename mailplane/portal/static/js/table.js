@@ -6,6 +6,7 @@
 import { api, session } from "./api.js";
 import { t } from "./i18n.js";
 import { addressText, fill, focusFirst, h, heading, headingText, onOff, statusLine } from "./ui.js";
+import { webmailNote } from "./webmail.js";
 
 const enc = encodeURIComponent;
 
@@ -147,6 +148,7 @@ export async function renderTable(view, options = {}) {
     counts,
     h("p", { class: "help" }, session.isMailbox ? t("tableHelpMailbox") : t("tableHelp")),
     session.isMailbox ? h("p", { class: "help" }, t("overseasMailboxHelp")) : null,
+    webmailNote("webmailOverseas"),
     statusLine(options.status),
     table);
   if (options.focus) {

@@ -1,0 +1,444 @@
+"""どこでもメール's IMAP (SPEC §9b): Dovecot over the Maildirs POP3 reads, every login
+checked live by mailplane, the quarantine as the folder 迷惑メール.
+
+Each test runs a whole node (``mailplane serve`` with the ``imap`` role) and its own
+Dovecot on free loopback ports, and talks to them over real sockets: IMAP (STARTTLS and
+implicit TLS), POP3, SMTP and the management API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import imaplib
+import poplib
+import re
+import socket
+import threading
+import time
+from email.message import EmailMessage
+
+import httpx
+import pytest
+
+from mailplane.mailstore.folders import QUARANTINE, SENT, encode_mutf7
+from tests.factories.anywhere import (
+    AnywhereFactory,
+    AnywhereNode,
+    Mailbox,
+    imap_folders,
+    stop_node,
+)
+
+pytestmark = [pytest.mark.daemon]
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+JAPANESE_SUBJECT = "来週の打ち合わせについて"
+JAPANESE_BODY = "山田様\n\nいつもお世話になっております。来週の火曜日でいかがでしょうか。\n"
+
+
+def japanese_message(to: str, subject: str = JAPANESE_SUBJECT,
+                     body: str = JAPANESE_BODY) -> bytes:
+    message = EmailMessage()
+    message["From"] = "山田 太郎 <yamada@sender.example>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = email.utils.make_msgid(domain="sender.example")
+    message.set_content(body, charset="utf-8")
+    return message.as_bytes(policy=email.policy.SMTP)
+
+
+def fetch_all(client: imaplib.IMAP4, folder: str = "INBOX") -> list[EmailMessage]:
+    status, _ = client.select(folder)
+    assert status == "OK", folder
+    status, data = client.uid("SEARCH", "ALL")
+    assert status == "OK"
+    found = []
+    for uid in data[0].split():
+        status, parts = client.uid("FETCH", uid, "(BODY.PEEK[])")
+        assert status == "OK"
+        raw = next(part[1] for part in parts if isinstance(part, tuple))
+        found.append(email.message_from_bytes(raw, policy=email.policy.default))
+    return found
+
+
+def subjects(messages: list[EmailMessage]) -> list[str]:
+    return [str(m["Subject"]) for m in messages]
+
+
+@pytest.fixture
+def imap_node(shared_imap_node: AnywhereNode) -> AnywhereNode:
+    """One node per database for the module (SQLite and PostgreSQL: the login check reads
+    the credentials from the database); each test has mailboxes and contracts of its
+    own, and a loopback address of its own where it fails logins on purpose."""
+    return shared_imap_node
+
+
+def test_login_with_the_pop_password_and_fetch_a_japanese_message(
+        imap_node: AnywhereNode) -> None:
+    taro = imap_node.create_mailbox("taro")
+    imap_node.deliver(taro.address, japanese_message(taro.address))
+
+    # STARTTLS with the POP account, TLS with the address: the same credential as POP3.
+    for user, tls in ((taro.pop_account, "starttls"), (taro.address.upper(), "implicit")):
+        client = imap_node.imap(user, taro.password, tls=tls)
+        capabilities = client.capabilities
+        assert "IMAP4REV1" in capabilities and "IDLE" in capabilities
+        [message] = fetch_all(client)
+        assert str(message["Subject"]) == JAPANESE_SUBJECT
+        assert message.get_body(("plain",)).get_content() == JAPANESE_BODY  # type: ignore[union-attr]
+        assert "山田 太郎" in str(message["From"])
+        client.logout()
+
+    # The folders: INBOX, the quarantine and the webmail's, named in modified UTF-7.
+    client = imap_node.imap(taro.address, taro.password)
+    folders = imap_folders(client)
+    assert {"INBOX", QUARANTINE, SENT} <= set(folders)
+    assert folders[QUARANTINE] == "&j,dg0TDhMPww6w-" == encode_mutf7(QUARANTINE)
+    client.logout()
+
+
+def test_a_wrong_password_and_an_unknown_user_are_refused_alike(
+        imap_node: AnywhereNode) -> None:
+    taro = imap_node.create_mailbox("taro")
+    wrong = imap_node.imap_refusal(taro.address, "not-the-password", source="127.0.0.8")
+    unknown = imap_node.imap_refusal("nobody_here@e06.example.net", taro.password,
+                                     source="127.0.0.8")
+    assert "AUTHENTICATIONFAILED" in wrong and "AUTHENTICATIONFAILED" in unknown
+
+
+def test_plain_login_without_tls_is_refused_off_loopback(imap_node: AnywhereNode) -> None:
+    """Passwords only over TLS: a client that is not the server itself (another local
+    address) is offered LOGINDISABLED until STARTTLS."""
+    with socket.create_connection(("127.0.0.1", imap_node.ports["imap"]), timeout=10,
+                                  source_address=("127.0.0.3", 0)) as sock:
+        greeting = sock.recv(4096)
+    assert b"LOGINDISABLED" in greeting and b"STARTTLS" in greeting
+
+
+def test_idle_sees_mail_the_mx_delivers(imap_node: AnywhereNode) -> None:
+    """IMAP IDLE (RFC 2177) on the Maildir mailplane's MX writes into."""
+    taro = imap_node.create_mailbox("taro")
+    client = imap_node.imap(taro.pop_account, taro.password)
+    client.select("INBOX")
+    tag = client._new_tag().decode()  # type: ignore[attr-defined]
+    client.send(f"{tag} IDLE\r\n".encode())
+    assert client.readline().startswith(b"+")
+    imap_node.deliver(taro.address, japanese_message(taro.address))
+    deadline = time.monotonic() + 30
+    seen = b""
+    while b"EXISTS" not in seen and time.monotonic() < deadline:
+        seen += client.readline()
+    assert re.search(rb"\* 1 EXISTS", seen), seen
+    client.send(b"DONE\r\n")
+    while not (line := client.readline()).startswith(tag.encode()):
+        assert line.startswith(b"* "), line
+    assert line.startswith(tag.encode() + b" OK"), line
+    client.logout()
+
+
+def test_a_password_change_refuses_the_old_password_at_once(imap_node: AnywhereNode) -> None:
+    taro = imap_node.create_mailbox("taro")
+    imap_node.imap(taro.address, taro.password).logout()
+    changed = imap_node.api().post(imap_node.address_path(taro, "/password"),
+                                   json={"current": taro.password, "new": "NewPass.2026"})
+    assert changed.status_code == 200, changed.text
+    # No export, no cache: the very next login reads the new hash.
+    assert "AUTHENTICATIONFAILED" in imap_node.imap_refusal(taro.address, taro.password,
+                                                            source="127.0.0.10")
+    imap_node.imap(taro.pop_account, "NewPass.2026").logout()
+
+    reissued = imap_node.api().post(imap_node.address_path(taro, "/password/reissue"))
+    assert reissued.status_code == 200, reissued.text
+    assert "AUTHENTICATIONFAILED" in imap_node.imap_refusal(taro.address, "NewPass.2026",
+                                                            source="127.0.0.10")
+    imap_node.imap(taro.address, reissued.json()["password"]).logout()
+
+
+def test_a_suspended_address_or_contract_is_refused(imap_node: AnywhereNode) -> None:
+    taro = imap_node.create_mailbox("taro")
+    api = imap_node.api()
+    client = imap_node.imap(taro.address, taro.password)
+    client.logout()
+
+    suspended = api.patch(imap_node.address_path(taro), json={"status": "suspended"})
+    assert suspended.status_code == 200, suspended.text
+    refusal = imap_node.imap_refusal(taro.address, taro.password, source="127.0.0.11")
+    assert "suspended" in refusal.lower() and "AUTHENTICATIONFAILED" not in refusal
+    # A suspension reveals itself only to the right password.
+    assert "AUTHENTICATIONFAILED" in imap_node.imap_refusal(taro.address, "a-guess-1",
+                                                            source="127.0.0.11")
+    assert api.patch(imap_node.address_path(taro),
+                     json={"status": "active"}).status_code == 200
+    imap_node.imap(taro.address, taro.password).logout()
+
+    # The contract's status counts too (003 Art.20(3)), and so does its end (解約, 003
+    # Art.18-20: from the termination nobody logs in; the operator may restore it).
+    for status in ("suspended", "terminated"):
+        changed = api.patch(f"/v1/contracts/{taro.contract}", json={"status": status})
+        assert changed.status_code == 200, changed.text
+        refusal = imap_node.imap_refusal(taro.pop_account, taro.password, source="127.0.0.11")
+        assert "suspended" in refusal.lower() and "AUTHENTICATIONFAILED" not in refusal
+        restored = api.patch(f"/v1/contracts/{taro.contract}", json={"status": "active"})
+        assert restored.status_code == 200, restored.text
+        imap_node.imap(taro.pop_account, taro.password).logout()
+
+
+def _quarantine_one(node: AnywhereNode, mailbox: Mailbox, subject: str) -> dict[str, object]:
+    saved = node.api().put(node.address_path(mailbox, "/spam"),
+                           json={"judge": True, "quarantine": True, "notify": False})
+    assert saved.status_code == 200, saved.text
+    node.node.settle()
+    node.deliver(mailbox.address, japanese_message(mailbox.address, subject=subject,
+                                                   body=f"{GTUBE}\n"))
+    [item] = node.quarantine(mailbox)
+    return item
+
+
+def test_moving_from_the_junk_folder_to_the_inbox_releases_the_item(
+        imap_node: AnywhereNode) -> None:
+    """迷惑メール is the quarantine: an IMAP move to INBOX is the portal's 受信箱へ移動 —
+    no filtering again — and the API's quarantine list agrees at once."""
+    taro = imap_node.create_mailbox("taro")
+    item = _quarantine_one(imap_node, taro, "当選のお知らせ")
+    assert item["reason"] == "spam"
+
+    client = imap_node.imap(taro.address, taro.password)
+    junk = imap_folders(client)[QUARANTINE]
+    assert subjects(fetch_all(client, "INBOX")) == []
+    [quarantined] = fetch_all(client, junk)
+    assert str(quarantined["Subject"]) == "[spam] 当選のお知らせ"
+    # POP3 still sees the inbox only.
+    pop = imap_node.pop3(taro.pop_account, taro.password)
+    assert pop.stat()[0] == 0
+    pop.quit()
+
+    client.select(junk)
+    status, data = client.uid("SEARCH", "ALL")
+    status, _ = client.uid("MOVE", data[0].split()[0].decode(), "INBOX")
+    assert status == "OK"
+    client.logout()
+
+    assert imap_node.quarantine(taro) == []  # the API's list follows the folder
+    shown = imap_node.api().get(imap_node.address_path(taro, f"/quarantine/{item['id']}"))
+    assert shown.status_code == 404
+    released = imap_node.api().post(
+        imap_node.address_path(taro, f"/quarantine/{item['id']}/release"))
+    assert released.status_code == 404  # released once, not twice
+    pop = imap_node.pop3(taro.pop_account, taro.password)
+    assert pop.stat()[0] == 1
+    assert b"GTUBE" in b"\n".join(pop.retr(1)[1])  # delivered as it was: not filtered again
+    pop.quit()
+    assert imap_node.folder(taro, QUARANTINE) == []
+
+
+def test_the_portals_release_and_an_imap_client_see_one_quarantine(
+        imap_node: AnywhereNode) -> None:
+    """Released through the API: gone from 迷惑メール, in the IMAP inbox.  Put into 迷惑メール
+    by an IMAP client: in the API's list (reason "moved"), and the API releases it."""
+    taro = imap_node.create_mailbox("taro")
+    item = _quarantine_one(imap_node, taro, "セール情報")
+    client = imap_node.imap(taro.address, taro.password)
+    junk = imap_folders(client)[QUARANTINE]
+    client.select(junk)
+    client.uid("STORE", "1:*", "+FLAGS", r"(\Seen)")  # renamed on disk: still found
+    client.close()
+    released = imap_node.api().post(
+        imap_node.address_path(taro, f"/quarantine/{item['id']}/release"))
+    assert released.status_code == 204, released.text
+    assert subjects(fetch_all(client, junk)) == []
+    assert subjects(fetch_all(client, "INBOX")) == ["[spam] セール情報"]
+
+    client.select("INBOX")
+    _status, data = client.uid("SEARCH", "ALL")
+    assert client.uid("COPY", data[0].split()[0].decode(), junk)[0] == "OK"
+    client.uid("STORE", data[0].split()[0].decode(), "+FLAGS", r"(\Deleted)")
+    client.expunge()
+    [moved] = imap_node.quarantine(taro)
+    assert moved["reason"] == "moved" and moved["subject"] == "[spam] セール情報"
+    released = imap_node.api().post(
+        imap_node.address_path(taro, f"/quarantine/{moved['id']}/release"))
+    assert released.status_code == 204, released.text
+    assert subjects(fetch_all(client, "INBOX")) == ["[spam] セール情報"]
+    assert subjects(fetch_all(client, junk)) == []
+    assert imap_node.quarantine(taro) == []
+    client.logout()
+
+
+def test_pop3_and_imap_on_one_mailbox_at_once_lose_nothing(imap_node: AnywhereNode) -> None:
+    """A POP3 session holds the inbox while an IMAP client reads it, flags every message
+    (Dovecot renames the files) and new mail arrives: POP3 retrieves and deletes what it
+    listed, IMAP keeps what arrived since, nothing is lost or duplicated."""
+    taro = imap_node.create_mailbox("taro")
+    for n in range(6):
+        imap_node.deliver(taro.address, japanese_message(taro.address, subject=f"第{n}便"))
+    pop = imap_node.pop3(taro.pop_account, taro.password)
+    listed = pop.stat()[0]
+    assert listed == 6
+
+    errors: list[BaseException] = []
+
+    def imap_reader() -> None:
+        try:
+            client = imap_node.imap(taro.address, taro.password)
+            client.select("INBOX")
+            for _ in range(3):
+                client.uid("STORE", "1:*", "+FLAGS", r"(\Seen \Flagged)")
+                client.uid("STORE", "1:*", "-FLAGS", r"(\Flagged)")
+                client.noop()
+            client.logout()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    reader = threading.Thread(target=imap_reader)
+    reader.start()
+    for n in range(6, 9):
+        imap_node.deliver(taro.address, japanese_message(taro.address, subject=f"第{n}便"))
+    reader.join(60)
+    assert not errors, errors
+    retrieved = []
+    for number in range(1, listed + 1):
+        lines = pop.retr(number)[1]
+        retrieved.append(email.message_from_bytes(b"\r\n".join(lines),
+                                                  policy=email.policy.default))
+        pop.dele(number)
+    assert pop.quit().startswith(b"+OK")
+    assert sorted(subjects(retrieved)) == sorted(f"第{n}便" for n in range(6))
+
+    client = imap_node.imap(taro.address, taro.password)
+    assert sorted(subjects(fetch_all(client))) == sorted(f"第{n}便" for n in range(6, 9))
+    client.logout()
+    pop = imap_node.pop3(taro.pop_account, taro.password)
+    assert pop.stat()[0] == 3
+    pop.quit()
+
+
+def test_imap_failures_are_counted_by_the_login_guard(imap_node: AnywhereNode) -> None:
+    """Wrong IMAP passwords count in mailplane's guard, shared with POP3: after
+    ``security.login_max_failures`` of them the account is locked for this client —
+    over IMAP (a temporary failure) and over POP3 alike — while the owner at another
+    address still logs in."""
+    taro = imap_node.create_mailbox("taro")
+    guesser = "127.0.0.9"
+    for n in range(int(imap_node.node.env["MAILPLANE_SECURITY__LOGIN_MAX_FAILURES"])):
+        assert "AUTHENTICATIONFAILED" in imap_node.imap_refusal(taro.address, f"guess-{n}",
+                                                                source=guesser)
+    refusal = imap_node.imap_refusal(taro.address, taro.password, source=guesser)
+    assert "UNAVAILABLE" in refusal, refusal
+    with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+        imap_node.pop3(taro.pop_account, taro.password, source=guesser)
+    imap_node.imap(taro.address, taro.password).logout()  # from a clean address: fine
+
+
+def test_the_login_check_answers_only_its_callers(imap_node: AnywhereNode) -> None:
+    """The check Dovecot asks: a bearer secret, small bodies, known fields — a stranger
+    on the machine gets 401, hostile input 4xx, never a 500 or a password oracle."""
+    taro = imap_node.create_mailbox("taro")
+    url = f"http://127.0.0.1:{imap_node.ports['auth']}/v1/login"
+    secret = (imap_node.node.state_dir / "imap-auth.secret").read_text().strip()
+    form = {"user": taro.address, "password": taro.password, "ip": "198.51.100.7",
+            "service": "imap"}
+    assert httpx.post(url, data=form).status_code == 401
+    assert httpx.post(url, data=form, headers={"Authorization": "Bearer wrong"}
+                      ).status_code == 401
+    auth = {"Authorization": f"Bearer {secret}"}
+    ok = httpx.post(url, data=form, headers=auth)
+    assert ok.status_code == 200 and ok.text.startswith("ok\n")
+    assert f"user={taro.address}\n" in ok.text and "userdb_home=" in ok.text
+    assert taro.password not in ok.text
+    assert httpx.post(url, data={**form, "password": "x"}, headers=auth).text == "fail\n"
+    for bad in ({**form, "service": "pop3"}, {**form, "ip": "not-an-ip"},
+                {"user": taro.address}, {**form, "extra": "1"}):
+        assert httpx.post(url, data=bad, headers=auth).status_code == 400
+    huge = httpx.post(url, content=b"user=" + b"a" * 10000, headers=auth)
+    assert huge.status_code == 413
+    nul = httpx.post(url, data={**form, "user": "taro\x00@e06.example.net"}, headers=auth)
+    assert nul.status_code == 200 and nul.text == "fail\n"
+
+
+def test_the_node_stops_its_dovecot_by_pid(anywhere_factory: AnywhereFactory) -> None:
+    """Processes mailplane starts are stopped by their PID when it stops."""
+    node = anywhere_factory()
+    pids = node.child_pids()
+    assert set(pids) == {"dovecot"}
+    stop_node(node)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pids['dovecot']}/stat", "rb") as handle:
+                if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("Dovecot still runs after the node stopped")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", node.ports["imap"]), timeout=2).close()
+    assert not (node.node.state_dir / "dovecot" / "dovecot.node.pid").exists()
+
+
+def test_sent_folder_is_kept_apart_from_pop3(imap_node: AnywhereNode) -> None:
+    """What an IMAP client (the webmail) saves in 送信済み is never offered to POP3."""
+    taro = imap_node.create_mailbox("taro")
+    client = imap_node.imap(taro.address, taro.password)
+    sent = imap_folders(client)[SENT]
+    appended = client.append(sent, r"(\Seen)", None,
+                             japanese_message("hanako@e06.example.net", subject="送った"))
+    assert appended[0] == "OK"
+    assert subjects(fetch_all(client, sent)) == ["送った"]
+    client.logout()
+    pop = imap_node.pop3(taro.pop_account, taro.password)
+    assert pop.stat()[0] == 0
+    pop.quit()
+
+
+async def test_forty_parallel_guesses_through_the_login_check_are_bounded(
+        imap_node: AnywhereNode) -> None:
+    """A password-guessing burst from one client (as Dovecot reports it): every guess is
+    answered (no 5xx), only a bounded number are checked before the client is locked,
+    and the owner elsewhere still logs in."""
+    taro = imap_node.create_mailbox("taro")
+    url = f"http://127.0.0.1:{imap_node.ports['auth']}/v1/login"
+    secret = (imap_node.node.state_dir / "imap-auth.secret").read_text().strip()
+    auth = {"Authorization": f"Bearer {secret}"}
+
+    def form(password: str, ip: str) -> dict[str, str]:
+        return {"user": taro.address, "password": password, "ip": ip, "service": "imap"}
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        answers = await asyncio.gather(*(
+            client.post(url, data=form(f"guess-{n}", "203.0.113.40"), headers=auth)
+            for n in range(40)))
+        assert {answer.status_code for answer in answers} == {200}
+        outcomes = [answer.text.split("\n", 1)[0] for answer in answers]
+        assert set(outcomes) <= {"fail", "locked"}
+        # Exactly security.login_max_failures guesses of one client at one account are
+        # checked (counted before the check, in the mail budget POP3 shares); the rest wait
+        # or are refused unchecked.
+        assert outcomes.count("fail") == int(
+            imap_node.node.env["MAILPLANE_SECURITY__LOGIN_MAX_FAILURES"])
+        locked = await client.post(url, data=form(taro.password, "203.0.113.40"), headers=auth)
+        assert locked.text.startswith("locked\nretry_after=")
+        owner = await client.post(url, data=form(taro.password, "198.51.100.9"), headers=auth)
+        assert owner.text.startswith("ok\n")
+
+
+def test_what_a_client_stores_is_bounded_by_the_quota_in_every_folder(
+        imap_node: AnywhereNode) -> None:
+    """APPEND is an IMAP client's own delivery: bounded by the address's quota (SPEC §8),
+    in 送信済み and in 迷惑メール alike."""
+    taro = imap_node.create_mailbox("taro")
+    saved = imap_node.api().put(imap_node.address_path(taro, "/quota"),
+                                json={"quota_bytes": 1024**2})
+    assert saved.status_code == 200, saved.text
+    imap_node.node.settle()
+    client = imap_node.imap(taro.address, taro.password)
+    folders = imap_folders(client)
+    big = japanese_message("hanako@e06.example.net", body="あ" * 200_000)  # ~600 KB
+    assert client.append(folders[SENT], None, None, big)[0] == "OK"
+    for folder in (SENT, QUARANTINE):
+        status, detail = client.append(folders[folder], None, None, big)
+        assert status == "NO" and b"OVERQUOTA" in detail[0], detail
+    client.logout()
