@@ -129,18 +129,20 @@ def _read(settings: Settings, item: QuarantineItem) -> bytes | None:
     return None
 
 
-def _remove_file(settings: Settings, item: QuarantineItem) -> None:
-    """Unlink the item's message wherever it is now (following renames)."""
+def _remove_file(settings: Settings, item: QuarantineItem) -> bool:
+    """Unlink the item's message wherever it is now (following renames); True if this
+    call removed it (of several removing at once, exactly one does)."""
     for _ in range(3):
         path = locate(settings, item)
         if path is None:
-            return
+            return False
         try:
             path.unlink()
         except FileNotFoundError:
             continue
         fsync_dir(path.parent)
-        return
+        return True
+    return False
 
 
 # --- the index follows the folder ------------------------------------------------------
@@ -389,13 +391,13 @@ def delete_quarantine_many(
     """Delete several quarantined messages of one address (files first, then their rows
     in one transaction); returns how many this call deleted.  Ids of other addresses, and
     ids already gone, are left alone: a repeated request deletes nothing more."""
-    reconcile(settings, session_factory, address=address, clock=clock)
     with session_factory() as session:
         items = quarantine_repo.items_of(session, address=address, item_ids=item_ids)
-    for item in items:
-        _remove_file(settings, item)
+    # Counted by the file: a delete running at the same time (or a reconcile that saw the
+    # file gone) may take the row, but only one unlink of a file succeeds.
+    deleted = sum(_remove_file(settings, item) for item in items)
     with session_factory() as session:
-        deleted = quarantine_repo.delete_items(session, item_ids=[item.id for item in items])
+        quarantine_repo.delete_items(session, item_ids=[item.id for item in items])
         session.commit()
     return deleted
 
