@@ -12,7 +12,8 @@ import pytest
 from mailplane.clock import FrozenClock
 from mailplane.mail.srs import srs_from_settings
 from mailplane.notices.digest import send_quarantine_digests
-from tests.factories.flow import FLOW_MX_SETTINGS, Flow
+from tests.factories.dns import DnsStub
+from tests.factories.flow import FLOW_MX_SETTINGS, Flow, senders_authenticated
 from tests.factories.messages import message
 from tests.factories.mx import EICAR, MxEnv
 
@@ -21,8 +22,9 @@ JIRO = "jiro_2@e06.example.net"
 
 
 @pytest.fixture
-def mx_settings_overrides() -> dict[str, Any]:
-    return {**FLOW_MX_SETTINGS, "mx": {"max_mime_depth": 40, "max_mime_parts": 200}}
+def mx_settings_overrides(dns_stub: DnsStub) -> dict[str, Any]:
+    return {**FLOW_MX_SETTINGS, "mx": {"max_mime_depth": 40, "max_mime_parts": 200},
+            **senders_authenticated(dns_stub, "victim.example")}
 
 
 def deep(levels: int, leaf: bytes = b"hello", *, to: str = TARO) -> bytes:

@@ -21,6 +21,22 @@ FLOW_MX_SETTINGS: dict[str, Any] = {"srs": {"secret": SRS_SECRET, "domain": SRS_
                                     "outbound": {"connect_timeout_seconds": 5.0}}
 
 
+#: The SPF policy of a sender domain in :func:`senders_authenticated`: the tests' SMTP
+#: clients connect from 127.0.0.1.
+LOOPBACK_SPF = "v=spf1 ip4:127.0.0.1 -all"
+
+
+def senders_authenticated(dns_stub: DnsStub, *domains: str) -> dict[str, Any]:
+    """``[authentication]`` for a flow test whose Internet senders pass SPF at the MX:
+    ``domains`` publish :data:`LOOPBACK_SPF` in the flow's DNS stub and the MX asks it.
+    A forward records its SRS address, and a failed forward draws a DSN, only for a
+    sender that authenticated (SPEC §5): with ``nameserver = "none"`` (the tests'
+    default) nothing is verified, so no sender is."""
+    for domain in domains:
+        dns_stub.zone.setdefault(domain, {})["TXT"] = [LOOPBACK_SPF]
+    return {"authentication": {"nameserver": f"{dns_stub.host}:{dns_stub.port}"}}
+
+
 def flow_settings_on(request: pytest.FixtureRequest, **sections: Any) -> dict[str, Any]:
     """:data:`FLOW_MX_SETTINGS` (with ``sections`` merged in) on the database a test is
     parametrized for: ``"sqlite"`` (the default) or ``"postgresql"`` (a throwaway one).
@@ -44,7 +60,7 @@ class Flow:
     def remote(self, domain: str, host: str = "127.0.0.2") -> CaptureMx:
         """A remote domain whose MX is a capture server on ``host``."""
         self.dns.zone[f"mx.{domain}"] = {"A": [host]}
-        self.dns.zone[domain] = {"MX": [(10, f"mx.{domain}")]}
+        self.dns.zone.setdefault(domain, {})["MX"] = [(10, f"mx.{domain}")]
         return self.capture(host)
 
     def set_forwarding(self, address: str, destinations: list[str], *, keep_copy: bool) -> None:

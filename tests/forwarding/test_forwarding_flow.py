@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 
 from mailplane.mail.srs import Srs
-from tests.factories.flow import FLOW_MX_SETTINGS, Flow
+from tests.factories.dns import DnsStub
+from tests.factories.flow import FLOW_MX_SETTINGS, Flow, senders_authenticated
 from tests.factories.mx import GTUBE, make_message
 from tests.factories.outbound import SRS_DOMAIN, SRS_SECRET
 
 
 @pytest.fixture
-def mx_settings_overrides() -> dict[str, Any]:
-    """The flow tests' MX settings (a known SRS secret and domain)."""
-    return FLOW_MX_SETTINGS
+def mx_settings_overrides(dns_stub: DnsStub) -> dict[str, Any]:
+    """The flow tests' MX settings (a known SRS secret and domain); Alice passes SPF."""
+    return {**FLOW_MX_SETTINGS, **senders_authenticated(dns_stub, "sender.example")}
 
 TARO = "taro_1@e06.example.net"
 DESTINATIONS = ["a@dest-one.example", "b@dest-two.example", "c@dest-one.example"]

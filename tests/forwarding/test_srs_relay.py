@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from mailplane.mail.srs import Srs
-from tests.factories.flow import FLOW_MX_SETTINGS, Flow
+from tests.factories.dns import DnsStub
+from tests.factories.flow import FLOW_MX_SETTINGS, Flow, senders_authenticated
 from tests.factories.messages import EICAR
 from tests.factories.mx import make_message
 from tests.factories.outbound import SRS_DOMAIN, SRS_SECRET, CaptureMx
@@ -24,9 +25,12 @@ DESTINATION = "a@dest-one.example"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def mx_settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+def mx_settings_overrides(request: pytest.FixtureRequest,
+                          dns_stub: DnsStub) -> dict[str, Any]:
     overrides: dict[str, Any] = {
         **FLOW_MX_SETTINGS,
+        # The senders whose forwards these bounces return pass SPF (SPEC §5).
+        **senders_authenticated(dns_stub, "sender.example", "second.example"),
         "srs": {**FLOW_MX_SETTINGS["srs"], "returns_per_address_per_hour": 3,
                 "returns_per_ip_per_hour": 5, "invalid_per_ip_per_hour": 5},
         # The tarpit's delays, shortened: the test counts replies, not seconds.

@@ -51,10 +51,13 @@ def test_a_full_width_customer_number_and_address_sign_in(box: Any) -> None:
         "address": full_width(ADDRESS).replace("．", "。", 1), "password": pop_password})
     assert mailbox.status_code == 200, mailbox.text
     assert mailbox.json()["address"] == ADDRESS
-    # The password itself is never folded: its full-width form is a wrong password.
+    # The password itself is never folded: its full-width form does not sign in; the
+    # customer is told to turn the input method off (a password is half-width only).
     wrong = _browser(api).post("/v1/session", json={
         "customer_number": "C0001", "password": full_width(contract_password)})
-    assert wrong.status_code == 401
+    assert wrong.status_code == 422, wrong.text
+    assert wrong.json()["error"]["field"] == "password"
+    assert "日本語入力をオフ" in wrong.json()["error"]["message"]
 
 
 def test_forwarding_and_both_lists_fold_full_width_the_same_way(box: Any) -> None:

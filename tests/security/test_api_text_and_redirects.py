@@ -58,6 +58,8 @@ CALLS: list[tuple[str, str, str, dict[str, Any]]] = [
      {"enabled": False}),
     ("PUT", "/v1/contracts/{cn}/addresses/{address}/quota", f"{BASE}/quota",
      {"quota_bytes": 2_000_000_000}),
+    ("POST", "/v1/contracts/{cn}/addresses/{address}/quarantine/delete",
+     f"{BASE}/quarantine/delete", {"ids": ["q-1", "q-2"]}),
     ("POST", "/v1/session", "/v1/session", {"customer_number": CN, "password": "x-x-x-x"}),
     ("POST", "/v1/session", "/v1/session", {"address": ADDRESS, "password": "x-x-x-x"}),
     # The account around the settings (issue 22): recovery, contact change, 解約.

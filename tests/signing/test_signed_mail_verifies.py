@@ -35,6 +35,7 @@ from tests.conftest import free_port
 from tests.factories.daemons import RspamdDaemon
 from tests.factories.dkimpy_cli import dkimverify
 from tests.factories.dns import DnsStub
+from tests.factories.flow import LOOPBACK_SPF
 from tests.factories.node import Node, build_node, close_node
 from tests.factories.signing import publish, txt_records
 
@@ -105,6 +106,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     zone: dict[str, dict[str, list[Any]]] = {"mx.capture.test": {"A": [CAPTURE_HOST]}}
     for domain in REMOTE_DOMAINS:
         zone[domain] = {"MX": [(10, "mx.capture.test")]}
+    # The Internet senders of these tests pass SPF, so a failed forward draws a DSN
+    # (SPEC §5: none to a sender that did not authenticate).
+    zone["sender.test"]["TXT"] = [LOOPBACK_SPF]
     dns = DnsStub(zone).start()
     capture = Capture()
     port = free_port()
@@ -115,6 +119,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         MAILPLANE_MX__HOSTNAME="mx.example.net",
         MAILPLANE_SRS__SECRET="signing-test-srs", MAILPLANE_SRS__DOMAIN="srs.example.net",
         MAILPLANE_OUTBOUND__DNS_NAMESERVER=f"{dns.host}:{dns.port}",
+        MAILPLANE_AUTHENTICATION__NAMESERVER=f"{dns.host}:{dns.port}",
         MAILPLANE_OUTBOUND__MX_PORT=port, MAILPLANE_OUTBOUND__POLL_SECONDS="0.5",
         MAILPLANE_OUTBOUND__CONNECT_TIMEOUT_SECONDS="5",
         MAILPLANE_OUTBOUND__MAX_BACKOFF_SECONDS="1",
