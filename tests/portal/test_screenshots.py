@@ -186,7 +186,9 @@ def test_tour_of_the_account_screens_at_two_widths(
     page.get_by_role("heading", name="パスワードをお忘れの方").wait_for()
     _shoot(page, "24-forgot-password")
     page.get_by_role("link", name="パスワードを再設定する").click()
-    page.get_by_label("お客さま番号").fill("C0001")
+    # The next screen, not the card of this one whose heading also names お客さま番号.
+    page.get_by_role("heading", name="お客さま番号のパスワード再設定").wait_for()
+    page.get_by_label("お客さま番号", exact=True).fill("C0001")
     _shoot(page, "25-recovery-customer-number")
     page.get_by_role("button", name="認証コードを送信").click()
     page.get_by_label("認証コード").fill(inbox.code("c0001@contact.example.jp"))
