@@ -31,6 +31,7 @@ import email.header
 import email.policy
 import hashlib
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +58,7 @@ from mailplane.mailstore.maildir import (
     deliver,
     fsync_dir,
     publish,
+    unfinished,
     unique_name,
     write_new_file,
 )
@@ -195,6 +197,49 @@ def _adopt_old_item(settings: Settings, session_factory: sessionmaker[Session],
         quarantine_repo.move_item(session, item_id=item.id, path=str(pending.final_path))
         session.commit()
     old.unlink(missing_ok=True)
+
+
+def finish_interrupted(settings: Settings, session_factory: sessionmaker[Session], *,
+                       now: float) -> int:
+    """Publish the 迷惑メール copies whose index rows committed but whose rename into
+    ``new/`` never happened: the delivery died between the two (``delivery/store.py``
+    commits the rows, then renames).  The committed row is the commit point — the portal
+    lists the item and the digest may name it — so its file is moved where the row says,
+    as the delivery would have.  Only abandoned writes are touched
+    (:func:`~mailplane.mailstore.maildir.unfinished`: their process is gone, or they are
+    a minute old); a file with no row is an uncommitted write, left to the 36-hour orphan
+    sweep.  Run at start and by housekeeping (blocking); returns how many it published."""
+    folder_name = folder_dir(Path("."), QUARANTINE).name
+    abandoned: dict[str, PendingFile] = {}
+    for tmp in settings.maildir_root.glob(f"*/*/{folder_name}/tmp"):
+        try:
+            entries = list(os.scandir(tmp))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if entry.is_file(follow_symlinks=False) and unfinished(
+                    entry.name, age_seconds=now - info.st_mtime):
+                final = tmp.parent / "new" / entry.name
+                abandoned[str(final)] = PendingFile(Path(entry.path), final, info.st_size)
+    if not abandoned:
+        return 0
+    with session_factory() as session:
+        committed = quarantine_repo.committed_paths(session, paths=abandoned)
+    finished = 0
+    for path in sorted(committed):
+        try:
+            publish([abandoned[path]])
+        except FileNotFoundError:  # finished meanwhile (another node's housekeeping)
+            continue
+        finished += 1
+    if finished:
+        log.warning("published %d quarantined message(s) whose delivery was interrupted"
+                    " after its commit", finished)
+    return finished
 
 
 def reconcile(settings: Settings, session_factory: sessionmaker[Session], *,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 import socket
 import threading
@@ -88,6 +89,35 @@ def fsync_file(path: Path) -> None:
 def fsync_dir(path: Path) -> None:
     """Make the names in ``path`` durable (a rename into it, maildir(5))."""
     _fsync_path(path, os.O_DIRECTORY)
+
+
+#: A file in ``tmp/`` this old is not being written any more, whoever wrote it: a
+#: delivery's write, commit and rename take milliseconds (``unfinished`` below).
+UNFINISHED_SECONDS = 60.0
+
+_WRITER = re.compile(r"P(?P<pid>\d+)Q\d+R[0-9a-f]+\.(?P<host>[^,]+),")
+
+
+def unfinished(name: str, *, age_seconds: float) -> bool:
+    """Whether the write of ``tmp/`` file ``name`` (one of :func:`unique_name`'s) was
+    abandoned: its writer — the process and host in the name, maildir(5) — no longer runs
+    on this host, or the file is older than :data:`UNFINISHED_SECONDS` (written on another
+    host, or a reused pid)."""
+    if age_seconds > UNFINISHED_SECONDS:
+        return True
+    match = _WRITER.search(name)
+    if match is None or match["host"] != _HOST:
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: running
+        return False
+    return False
 
 
 def unique_name(now: datetime, size: int) -> str:

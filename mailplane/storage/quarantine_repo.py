@@ -40,6 +40,16 @@ def add_items_once(session: Session, *, items: Iterable[QuarantineItem]) -> None
     session.execute(statement, rows)
 
 
+def committed_paths(session: Session, *, paths: Iterable[str]) -> set[str]:
+    """Which of ``paths`` an index row points at."""
+    wanted = list(paths)
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        found.update(session.scalars(select(QuarantineItem.path).where(
+            QuarantineItem.path.in_(wanted[start:start + 500]))))
+    return found
+
+
 def move_item(session: Session, *, item_id: str, path: str) -> None:
     """The item's message is now at ``path``."""
     session.execute(update(QuarantineItem).where(QuarantineItem.id == item_id)
