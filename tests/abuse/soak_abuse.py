@@ -6,6 +6,24 @@ hosts accept and never greet, and one whose DNS never answers; the node routes b
 lookup (a DNS stub on loopback), so the good forwards to ``remote.example`` must still
 go out while those attempts hang, and the hostile mail must stay queued, not lost.
 
+Two more abusers try to make the node send what its customers did not (issue 20):
+
+- **SRS guessing**: a client with no account sends null-sender "bounces" to forged SRS
+  addresses of the node's SRS domain as fast as the node answers — random hashes with
+  today's timestamp, the old 4-character form, SRS1 built on a forged SRS0, and addresses
+  whose hash verifies (the secret leaked) but that the node never emitted.  Every one must
+  be refused (``550 5.1.1``, the tarpit's 4xx, ``421``), none relayed (counted at the
+  capture MX that stands for every remote domain), and the node's log must not grow with
+  the guesses (its growth during the phase is measured: the lines about SRS or naming the
+  guesser are bounded by the log's once-a-minute-per-kind throttle).
+- **A forwarding graph**: eight hosted addresses of the contract forward to each other —
+  each to the next three (a ring and its chords), three of them to one external address
+  instead of their third neighbour, with keep-copy OFF — and anonymous MX mail is sprayed
+  into it.  Each mailbox must get at most one copy of a message and the external address
+  at most one; the addresses that keep a copy get exactly one, and of the three exits
+  exactly one has each message (the one that sent it out, or kept it when over its limit);
+  the forwards out stop at ``forwarding.remote_messages_per_hour``, exactly.
+
 It reports, for the good clients, every request and its answer class (no 5xx and no
 request left unanswered is the bar), and for the mail they sent, the same audit as the
 crash run (0 accepted messages lost).  Abusers speak from their own loopback addresses
@@ -14,6 +32,8 @@ crash run (0 accepted messages lost).  Abusers speak from their own loopback add
 
 from __future__ import annotations
 
+import itertools
+import math
 import poplib
 import random
 import smtplib
@@ -22,21 +42,24 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from mailplane.mail.srs import Srs
 from tests.durability.harness import (
     CONTRACT,
     SUBDOMAIN,
+    CaptureLog,
     Ledger,
     Report,
     audit,
     crash_node,
     hosted,
+    identify,
     message,
     reconcile,
     start_capture,
@@ -75,6 +98,43 @@ class GoodClients:
         return sum(n for (_service, k), n in self.answers.items() if k == kind)
 
 
+@dataclass(frozen=True)
+class LogGrowth:
+    """What the node's log grew by while the abusers ran."""
+
+    bytes: int
+    lines: int
+    #: Lines about SRS or naming an SRS guesser's host, and their bound: every such line
+    #: is throttled to one a minute per kind, however many guesses arrive.
+    srs_lines: int
+    srs_bound: int
+
+
+@dataclass
+class GraphReport:
+    """Anonymous mail sprayed into the forwarding graph, counted per copy."""
+
+    #: Messages the sprayer saw 250 for.
+    accepted: int
+    #: Most copies of one message in one mailbox, or at the external address.
+    most_copies: int
+    #: forwarder -> messages it sent to the external address (captured there), and
+    #: messages it kept in its inbox instead, over its hourly limit.
+    external: Counter[str]
+    withheld: Counter[str]
+    #: ``forwarding.remote_messages_per_hour`` and what one forwarder may send out in the
+    #: phase (the limit; more only by the sliding window's rounding if an hour began).
+    limit: int
+    bound: int
+    exact: bool
+    problems: list[str]
+
+    def at_limit(self) -> list[str]:
+        """Forwarders that had more messages to send out than the limit allows."""
+        return sorted(f for f in set(self.external) | set(self.withheld)
+                      if self.external[f] + self.withheld[f] > self.limit)
+
+
 @dataclass
 class AbuseReport:
     good: GoodClients
@@ -85,13 +145,36 @@ class AbuseReport:
     #: Mail to hostile destinations (accepted by submission) that is neither queued nor
     #: delivered: it must be none.
     hostile_lost: list[str] = field(default_factory=list)
+    #: Forged "bounces" to SRS addresses that reached the capture MX: none may.
+    srs_relayed: int = 0
+    log: LogGrowth | None = None
+    graph: GraphReport | None = None
+
+    @property
+    def srs_ok(self) -> bool:
+        """Every SRS guess refused, none relayed, and the log not growing with them."""
+        return (not self.abuse["srs guesses accepted"] and not self.srs_relayed
+                and not self.abuse["srs guesses answered otherwise"]
+                and (self.log is None or self.log.srs_lines <= self.log.srs_bound))
 
     @property
     def ok(self) -> bool:
         return (not self.good.count("5xx") and not self.good.count("unanswered")
                 and not self.mail.lost and not self.submitted_lost and not self.tracebacks
                 and not self.mail.unexplained_duplicates and not self.mail.misplaced
-                and not self.hostile_lost)
+                and not self.hostile_lost and self.srs_ok
+                and (self.graph is None or not self.graph.problems))
+
+    def problems(self) -> list[str]:
+        """Every problem line, for a failure message."""
+        found = [*self.good.problems, *self.mail.lost, *self.submitted_lost,
+                 *self.mail.unexplained_duplicates, *self.mail.misplaced,
+                 *(f"hostile-destination mail lost: {mid}" for mid in self.hostile_lost)]
+        if not self.srs_ok:
+            found.append("SRS guessing: a guess accepted or relayed, or the log grew with them")
+        if self.graph is not None:
+            found += self.graph.problems
+        return found
 
     def table(self) -> str:
         rows: list[tuple[str, object]] = [
@@ -105,7 +188,22 @@ class AbuseReport:
             ("accepted messages lost",
              len(self.mail.lost) + len(self.submitted_lost) + len(self.hostile_lost)),
             ("tracebacks in the node's log", self.tracebacks),
+            ("SRS guesses relayed (at the capture MX)", self.srs_relayed),
         ]
+        if self.log is not None:
+            rows += [("node log growth during the phase (bytes)", self.log.bytes),
+                     ("  lines", self.log.lines),
+                     ("  lines about SRS or an SRS guesser", self.log.srs_lines),
+                     ("  bound on those (throttled)", self.log.srs_bound)]
+        if self.graph is not None:
+            graph = self.graph
+            rows += [("forwarding graph: messages 250'd", graph.accepted),
+                     ("  most copies of one message in one place", graph.most_copies),
+                     ("  forwarded out, per forwarder at most", graph.bound),
+                     *((f"  forwarded out by {f}", n) for f, n in sorted(graph.external.items())),
+                     *((f"  kept in {f} over its limit", n)
+                       for f, n in sorted(graph.withheld.items())),
+                     ("  problems", len(graph.problems))]
         rows += [(f"abuse: {name}", count) for name, count in sorted(self.abuse.items())]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value:>8}" for name, value in rows)
@@ -248,7 +346,7 @@ def _hostile_dns(capture_host: str) -> DnsStub:
            for n, host in enumerate(TARPITS, start=1)},
     }
     for domain in ("remote.example", "client.example", "contact.example.jp",
-                   "bad.example"):
+                   "bad.example", SRS_OTHER_FORWARDER):
         zone[domain] = {"MX": [(10, f"mx.{domain}")]}
         zone[f"mx.{domain}"] = {"A": [capture_host]}
     return DnsStub(zone, silent_names=("silent.hostile.example",)).start()
@@ -281,6 +379,288 @@ def _to_hostile(node: Any, address: str, account: str, password: str, stop: thre
 
 def _auto_reply_address() -> str:
     return f"away@{SUBDOMAIN}.example.net"
+
+
+# --- SRS guessing (issue 20) -----------------------------------------------------------
+
+#: The guesser's hosts (the node's budget of invalid SRS recipients is per client IP) and
+#: the sessions it keeps open from each.
+SRS_GUESSER_NET = b"127.0.10."
+SRS_GUESSERS = [f"{SRS_GUESSER_NET.decode()}{n}" for n in range(1, 5)]
+SRS_SESSIONS_PER_HOST = 2
+#: RCPTs sent at once (pipelined, RFC 2920) before their replies are read.
+SRS_BATCH = 10
+#: Where the forged addresses say a bounce goes: domains routed to the capture MX, so a
+#: relayed bounce is counted there.
+SRS_VICTIM_DOMAIN = "remote.example"
+SRS_OTHER_FORWARDER = "forwarder.example"
+SRS_MESSAGE_IDS = "srs-guess-"
+#: Kinds of SRS refusal the node logs each once a minute (mailplane/smtp/srs_returns.py:
+#: not_null, invalid, not_emitted, rate_address, rate_ip, not_a_bounce, virus, spam), the
+#: MX's "closing a session after N errors" and its connection refusals, with room for the
+#: lines that fold repeats.
+SRS_LOG_KINDS = 12
+
+
+def srs_guesses(domain: str, secret: str, rng: random.Random) -> Iterator[str]:
+    """Forged SRS addresses of ``domain``, endlessly: a random 10-character hash with
+    today's timestamp (as good as a guess gets without the secret), the old 4-character
+    form, an SRS1 built on another forwarder's forged SRS0, the first kind lower-cased,
+    and one whose hash verifies (``secret`` leaked) that the node never emitted."""
+    for n in itertools.count():
+        victim = f"victim{n}@{SRS_VICTIM_DOMAIN}"
+        guessed = Srs(secret=f"guess-{rng.random()}", domain=domain)
+        kind = n % 5
+        if kind == 0:
+            yield guessed.forward(victim)
+        elif kind == 1:
+            tag, digest, rest = guessed.forward(victim).split("=", 2)
+            yield f"{tag}={digest[:4]}={rest}"
+        elif kind == 2:
+            elsewhere = Srs(secret="elsewhere", domain=SRS_OTHER_FORWARDER).forward(victim)
+            yield guessed.forward(elsewhere)
+        elif kind == 3:
+            yield guessed.forward(victim).lower()
+        else:
+            yield Srs(secret=secret, domain=domain).forward(victim)
+
+
+class _Replies:
+    """SMTP replies off a raw socket with a short timeout, so a tarpitted reply does not
+    hold an abuser past the end of the phase."""
+
+    def __init__(self, sock: socket.socket, stop: threading.Event) -> None:
+        self.sock, self.stop, self.buffer = sock, stop, b""
+        sock.settimeout(1.0)
+
+    def line(self) -> bytes:
+        """One line; b"" when the server closed the connection or the phase ended."""
+        while b"\n" not in self.buffer:
+            if self.stop.is_set():
+                return b""
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return b""
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
+
+    def reply(self) -> bytes:
+        """A whole reply (its last line)."""
+        while True:
+            line = self.line()
+            if len(line) < 4 or line[3:4] != b"-":
+                return line
+
+
+def _bounce(address: str, n: int) -> bytes:
+    """A delivery report (RFC 3464) as a relay attempt would send it."""
+    return (f"From: MAILER-DAEMON@{SRS_VICTIM_DOMAIN}\r\nTo: <{address}>\r\n"
+            f"Subject: Undelivered Mail Returned to Sender\r\n"
+            f"Message-ID: <{SRS_MESSAGE_IDS}{n}@{SRS_VICTIM_DOMAIN}>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n'
+            "\r\n--b\r\nContent-Type: text/plain\r\n\r\nBuy now.\r\n"
+            "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+            f"Reporting-MTA: dns; mx.{SRS_VICTIM_DOMAIN}\r\n\r\n"
+            f"Final-Recipient: rfc822; {MESH_OUT}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            "--b--\r\n.\r\n").encode()
+
+
+def _guess_srs(node: Any, source: str, guesses: Callable[[], str], stop: threading.Event,
+               stats: Counter[str]) -> None:
+    """Null-sender mail to forged SRS addresses as fast as the node answers: RCPTs in
+    pipelined batches, DATA if one is ever accepted, a new session as soon as the node
+    closes one."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", node.ports["mx"]), timeout=30,
+                                          source_address=(source, 0)) as sock:
+                replies = _Replies(sock, stop)
+                if not replies.reply().startswith(b"220"):
+                    stats["srs guess sessions refused at once"] += 1
+                    continue
+                sock.sendall(b"EHLO guesser.example\r\n")
+                replies.reply()
+                sock.sendall(b"MAIL FROM:<>\r\n")
+                if not replies.reply().startswith(b"250"):
+                    continue
+                stats["srs guess sessions"] += 1
+                while not stop.is_set() and _guess_batch(sock, replies, guesses, stats):
+                    pass
+        except OSError:
+            stats["srs guess connection errors"] += 1
+
+
+def _guess_batch(sock: socket.socket, replies: _Replies, guesses: Callable[[], str],
+                 stats: Counter[str]) -> bool:
+    """One batch of guesses; False when the session is over."""
+    batch = [guesses() for _ in range(SRS_BATCH)]
+    sock.sendall(b"".join(b"RCPT TO:<%s>\r\n" % a.encode() for a in batch))
+    stats["srs guesses sent"] += len(batch)
+    accepted: list[str] = []
+    for address in batch:
+        reply = replies.reply()
+        if not reply:
+            return False
+        code = reply[:3].decode("ascii", "replace")
+        stats["srs guesses answered"] += 1
+        if code == "250":
+            stats["srs guesses accepted"] += 1
+            accepted.append(address)
+        elif code in ("550", "421") or code.startswith("4"):
+            stats[f"srs guesses answered {code}"] += 1
+        else:
+            stats["srs guesses answered otherwise"] += 1
+        if code == "421":
+            return False
+    if accepted:  # must never happen: try to have it relayed
+        sock.sendall(b"DATA\r\n")
+        if replies.reply().startswith(b"354"):
+            sock.sendall(_bounce(accepted[0], stats["srs guesses sent"]))
+            stats["srs bounce answered " + replies.reply()[:3].decode("ascii", "replace")] += 1
+        return False
+    return True
+
+
+# --- the forwarding graph (issue 20) ---------------------------------------------------
+
+#: Hosted addresses forwarding to each other: each to the next three (a ring and its
+#: chords), except MESH_EXITS, which forward to the next two and to MESH_OUT, with
+#: keep-copy OFF.
+MESH = [f"mesh{n}" for n in range(8)]
+MESH_EXITS = (2, 5, 7)
+MESH_OUT = f"mesh-out@{SRS_VICTIM_DOMAIN}"
+MESH_SPRAYERS = ["127.0.12.1", "127.0.12.2"]
+MESH_MESSAGE_IDS = "mesh-"
+
+
+def mesh(n: int) -> str:
+    return f"{MESH[n % len(MESH)]}@{SUBDOMAIN}.example.net"
+
+
+def _forwarding_graph(api: httpx.Client) -> None:
+    """The graph, through the API (a hosted destination must exist first)."""
+    addresses = f"/v1/contracts/{CONTRACT}/addresses"
+    for local in MESH:
+        made = api.post(addresses, json={"local_part": local, "subdomain": SUBDOMAIN,
+                                          "accept_terms": True, "accept_charge": True})
+        assert made.status_code == 201, made.text
+    for n in range(len(MESH)):
+        exit_ = n in MESH_EXITS
+        hops = [mesh(n + 1), mesh(n + 2), MESH_OUT if exit_ else mesh(n + 3)]
+        answer = api.put(f"{addresses}/{mesh(n)}/forwarding",
+                         json={"destinations": hops, "keep_copy": not exit_})
+        assert answer.status_code == 200, answer.text
+
+
+def _spray(node: Any, source: str, numbers: Iterator[int], stop: threading.Event,
+           stats: Counter[str], accepted: list[str]) -> None:
+    """Anonymous MX mail into the graph as fast as the node takes it, message after
+    message in one session, entering it at one address, at two, or at all eight."""
+    while not stop.is_set():
+        try:
+            with smtplib.SMTP("127.0.0.1", node.ports["mx"], timeout=60,
+                              source_address=(source, 0)) as smtp:
+                smtp.ehlo("spray.example")
+                while not stop.is_set():
+                    n = next(numbers)
+                    entry = n * 3 % len(MESH)
+                    recipients = [mesh(entry + i) for i in
+                                  {0: [0], 1: [0, 4], 2: [0], 3: range(len(MESH))}[n % 4]]
+                    mid = f"{MESH_MESSAGE_IDS}{n}@spray.example"
+                    raw = (f"From: spray@bad.example\r\nTo: {', '.join(recipients)}\r\n"
+                           f"Subject: into the graph {n}\r\nMessage-ID: <{mid}>\r\n\r\n"
+                           "once, or a hundred times?\r\n").encode()
+                    try:
+                        refused = smtp.sendmail("spray@bad.example", recipients, raw)
+                        stats["graph messages accepted"] += 1
+                        stats["graph recipients refused"] += len(refused)
+                        accepted.append(mid)
+                    except smtplib.SMTPResponseException as exc:
+                        stats[f"graph messages answered {exc.smtp_code}"] += 1
+                    except smtplib.SMTPRecipientsRefused:
+                        stats["graph messages refused at RCPT"] += 1
+        except (OSError, smtplib.SMTPException):
+            stats["graph connection errors"] += 1
+            stop.wait(0.2)
+
+
+def _graph_report(node: Any, capture: CaptureLog, accepted: list[str], *, limit: int,
+                  seconds: float, exact: bool) -> GraphReport:
+    """Every copy of the sprayed messages: in the graph's mailboxes (by Message-ID) and at
+    the external address (with the forwarder that sent it, its top ``Delivered-To``)."""
+    copies: Counter[tuple[str, str]] = Counter()
+    for local in MESH:
+        for sub in ("new", "cur"):
+            folder = node.state_dir / "mail" / f"{SUBDOMAIN}.example.net" / local / sub
+            for path in folder.glob("*"):
+                mid, _queue_id = identify(path.read_bytes())
+                if mid.startswith(MESH_MESSAGE_IDS):
+                    copies[(mid, local)] += 1
+    out: Counter[str] = Counter()
+    external: Counter[str] = Counter()
+    with capture.lock:
+        envelopes = list(capture.envelopes)
+    for envelope in envelopes:
+        if MESH_OUT in envelope.recipients:
+            out[envelope.message_id] += 1
+            external[envelope.delivered_to] += 1
+    problems: list[str] = []
+    withheld: Counter[str] = Counter()
+    keepers = [local for n, local in enumerate(MESH) if n not in MESH_EXITS]
+    exits = [MESH[n] for n in MESH_EXITS]
+    acknowledged = set(accepted)
+    for mid in sorted(acknowledged | {mid for mid, _ in copies} | set(out)):
+        many = [f"{local} x{copies[(mid, local)]}" for local in MESH
+                if copies[(mid, local)] > 1]
+        if out[mid] > 1:
+            many.append(f"{MESH_OUT} x{out[mid]}")
+        if many:
+            problems.append(f"graph: {mid} multiplied: {', '.join(many)}")
+        for local in exits:
+            if copies[(mid, local)]:
+                withheld[mesh(MESH.index(local))] += 1
+        if mid not in acknowledged:
+            continue  # the sprayer never saw its 250: at most one copy is all we can ask
+        missing = [local for local in keepers if not copies[(mid, local)]]
+        if missing:
+            problems.append(f"graph: {mid} lost from {', '.join(missing)}")
+        at_exits = sum(copies[(mid, local)] for local in exits) + out[mid]
+        if at_exits != 1:
+            problems.append(f"graph: {mid} has {at_exits} copies among the exits and "
+                            f"{MESH_OUT} (one: sent out, or kept over the limit)")
+    # The sliding window: an hour that began during the phase lets the rounding of the
+    # previous hour's weighted count through (send_quota.charge_in).
+    bound = limit if exact else limit + 1 + math.ceil(limit * seconds / 3600)
+    for forwarder in sorted(set(external) | set(withheld)):
+        sent, kept = external[forwarder], withheld[forwarder]
+        if sent > bound:
+            problems.append(f"graph: {forwarder} forwarded {sent} out (limit {limit})")
+        elif exact and sent != min(limit, sent + kept):
+            problems.append(f"graph: {forwarder} forwarded {sent} out and kept {kept}: "
+                            f"expected exactly min({limit}, {sent + kept})")
+    if set(external) - {mesh(n) for n in MESH_EXITS}:
+        problems.append(f"graph: forwarded out by {sorted(external)}")
+    return GraphReport(
+        accepted=len(accepted),
+        most_copies=max([*copies.values(), *out.values(), 0]),
+        external=external, withheld=withheld, limit=limit, bound=bound, exact=exact,
+        problems=problems)
+
+
+def _log_growth(node: Any, start: int, *, seconds: float) -> LogGrowth:
+    """The node's log since offset ``start``."""
+    assert node.log_path is not None
+    with node.log_path.open("rb") as log:
+        log.seek(start)
+        grown = log.read()
+    lines = grown.splitlines()
+    srs_lines = sum(1 for line in lines if b"SRS" in line or SRS_GUESSER_NET in line)
+    return LogGrowth(bytes=len(grown), lines=len(lines), srs_lines=srs_lines,
+                     srs_bound=SRS_LOG_KINDS * (math.ceil(seconds / 60) + 1))
 
 
 # --- good clients ----------------------------------------------------------------------
@@ -360,8 +740,12 @@ def _good_api(node: Any, good: GoodClients) -> None:
 
 
 def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
-                    seed: int | None = None) -> AbuseReport:
+                    seed: int | None = None, forward_limit: int | None = None) -> AbuseReport:
+    """``forward_limit``: ``forwarding.remote_messages_per_hour`` of the node (recipients:
+    three times it); by default just above the good forwards (a third of ``messages``,
+    which must all go out), so a short phase shows the sprayed graph reaching it."""
     rng = random.Random(seed)
+    limit = forward_limit if forward_limit is not None else messages // 3 + 5
     controller, capture = start_capture()
     dns = _hostile_dns("127.0.0.1")
     pits = Tarpit(TARPITS, controller.port)
@@ -372,7 +756,9 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
                       MAILPLANE_SUBMISSION__ACCOUNT_MESSAGES_PER_HOUR="10000",
                       MAILPLANE_SUBMISSION__ACCOUNT_RECIPIENTS_PER_HOUR="10000",
                       MAILPLANE_SUBMISSION__IP_MESSAGES_PER_HOUR="10000",
-                      MAILPLANE_SUBMISSION__IP_RECIPIENTS_PER_HOUR="10000")
+                      MAILPLANE_SUBMISSION__IP_RECIPIENTS_PER_HOUR="10000",
+                      MAILPLANE_FORWARDING__REMOTE_MESSAGES_PER_HOUR=str(limit),
+                      MAILPLANE_FORWARDING__REMOTE_RECIPIENTS_PER_HOUR=str(3 * limit))
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
@@ -390,11 +776,23 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
                         json={"enabled": True, "special_senders": [], "special_message": "",
                               "default_message": "Away this week."})
         assert reply.status_code == 200, reply.text
+        _forwarding_graph(api)
         time.sleep(1.5)  # the policy cache picks the new addresses up
+        node.settle()
         abuse: Counter[str] = Counter()
         good = GoodClients()
         ledger = Ledger()
         hostile_mail: list[str] = []
+        guess_lock = threading.Lock()
+        forged = srs_guesses(node.env["MAILPLANE_SRS__DOMAIN"],
+                             node.env["MAILPLANE_SRS__SECRET"], rng)
+
+        def guesses() -> str:
+            with guess_lock:
+                return next(forged)
+
+        numbers = itertools.count()
+        sprayed: list[str] = []
         abusers: list[Callable[[], None]] = [
             lambda: _flood(node.ports["mx"], [f"127.0.5.{n}" for n in range(1, 11)], 60, stop,
                            abuse, "mx flood"),
@@ -404,7 +802,14 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
             lambda: _hostile(node, stop, abuse),
             *[lambda: _guess(node, account, stop, abuse) for _ in range(4)],
             lambda: _to_hostile(node, owner, account, password, stop, abuse, hostile_mail),
+            *[lambda host=host: _guess_srs(node, host, guesses, stop, abuse)
+              for host in SRS_GUESSERS for _ in range(SRS_SESSIONS_PER_HOST)],
+            *[lambda host=host: _spray(node, host, numbers, stop, abuse, sprayed)
+              for host in MESH_SPRAYERS],
         ]
+        assert node.log_path is not None
+        log_start = node.log_path.stat().st_size
+        started, started_at = time.monotonic(), time.time()
         threads = [threading.Thread(target=target, daemon=True) for target in abusers]
         for thread in threads:
             thread.start()
@@ -441,6 +846,9 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
         stop.set()
         for thread in threads:
             thread.join(60)
+        phase = time.monotonic() - started
+        same_hour = int(started_at // 3600) == int(time.time() // 3600)
+        log = _log_growth(node, log_start, seconds=phase)
         # Everything but the mail for hostile destinations is sent, while that mail's
         # attempts hang or its destinations are deferred as dead.
         left = wait_for_queue_drain(node, seconds=120, except_recipients_like=HOSTILE_LIKE)
@@ -452,8 +860,17 @@ def run_mixed_abuse(base: Path, *, seconds: float, messages: int, clients: int,
         abuse["hostile-destination connections (never greeted)"] = pits.total
         abuse["hostile-destination DNS queries (never answered)"] = sum(
             1 for name, _kind in dns.queries if name.endswith("silent.hostile.example"))
+        with capture.lock:
+            srs_relayed = sum(
+                1 for e in capture.envelopes
+                if e.message_id.startswith(SRS_MESSAGE_IDS)
+                or any(r.startswith("victim") or r.endswith(f"@{SRS_OTHER_FORWARDER}")
+                       for r in e.recipients))
+        graph = _graph_report(node, capture, list(sprayed), limit=limit, seconds=phase,
+                              exact=same_hour)
         return AbuseReport(good, mail, abuse, submitted_lost,
-                           node.log_text().count("Traceback"), hostile_lost)
+                           node.log_text().count("Traceback"), hostile_lost,
+                           srs_relayed=srs_relayed, log=log, graph=graph)
     finally:
         stop.set()
         for client in node.clients:

@@ -52,6 +52,7 @@ SUBDOMAIN = "r01"
 
 _MID = re.compile(rb"^Message-ID:\s*<([^>]+)>", re.IGNORECASE | re.MULTILINE)
 _QUEUE_ID = re.compile(rb"by [^\s]+ \(mailplane\) with E?SMTP id ([0-9a-f]{16})")
+_DELIVERED_TO = re.compile(rb"^Delivered-To:\s*<?([^>\r\n]+)", re.IGNORECASE | re.MULTILINE)
 
 
 def hosted(kind: str) -> str:
@@ -61,11 +62,23 @@ def hosted(kind: str) -> str:
 # --- capture MX (the Internet) -----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Captured:
+    """One DATA the remote side answered 250, by destination: who it went to and which
+    hosted address forwarded it (its top ``Delivered-To``, "" if none)."""
+
+    message_id: str
+    recipients: tuple[str, ...]
+    delivered_to: str
+
+
 @dataclass
 class CaptureLog:
-    """What the remote side acknowledged: (message-id, queue id) per DATA it answered 250."""
+    """What the remote side acknowledged: (message-id, queue id) per DATA it answered 250,
+    and the same DATA by envelope (:class:`Captured`)."""
 
     delivered: list[tuple[str, str]] = field(default_factory=list)
+    envelopes: list[Captured] = field(default_factory=list)
     delay_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -74,8 +87,13 @@ class CaptureLog:
             await asyncio.sleep(self.delay_seconds)  # a slow remote: kills land mid-delivery
         content = envelope.original_content or b""
         assert isinstance(content, bytes)
+        mid, queue_id = identify(content)
+        forwarder = _DELIVERED_TO.search(content.split(b"\r\n\r\n", 1)[0])
+        captured = Captured(mid, tuple(r.lower() for r in envelope.rcpt_tos),
+                            forwarder.group(1).decode().strip().lower() if forwarder else "")
         with self.lock:
-            self.delivered.append(identify(content))
+            self.delivered.append((mid, queue_id))
+            self.envelopes.append(captured)
         return "250 2.0.0 queued"
 
 

@@ -7,7 +7,9 @@ Bounded in count and time, loopback only.
 
 Prints one table per scenario and exits 1 if any accepted message was lost, duplicated
 without cause, or stored in the wrong place — or, in the abuse run, if a good client's
-request got a 5xx or no answer (:mod:`tests.abuse.soak_abuse`).
+request got a 5xx or no answer, a forged SRS address was accepted or relayed, or mail
+sprayed into the forwarding graph was multiplied or sent out past the hourly limit
+(:mod:`tests.abuse.soak_abuse`).
 """
 
 from __future__ import annotations
@@ -71,11 +73,11 @@ def _abuse(base: Path, args: argparse.Namespace) -> bool:
     report = run_mixed_abuse(base / "abuse", seconds=args.abuse_seconds,
                              messages=args.abuse_messages, clients=args.clients,
                              seed=args.seed)
-    print(f"\n== mixed abuse: floods, parallel guessing, harvesting and hostile MIME while "
-          f"{args.clients} good clients work ({time.monotonic() - started:.0f} s)")
+    print(f"\n== mixed abuse: floods, parallel guessing, harvesting, hostile MIME, SRS "
+          f"guessing and a forwarding graph while {args.clients} good clients work "
+          f"({time.monotonic() - started:.0f} s)")
     print(report.table())
-    for line in (report.good.problems + report.mail.lost + report.submitted_lost
-                 + report.mail.unexplained_duplicates + report.mail.misplaced)[:50]:
+    for line in report.problems()[:50]:
         print("PROBLEM", line)
     print("abuse phase:", "OK — good clients all answered, no 5xx, lost 0" if report.ok
           else "FAILED")
