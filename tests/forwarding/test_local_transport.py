@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes
 from typing import Any
@@ -21,7 +22,8 @@ from mailplane.mailstore.spool import stage_job
 from mailplane.outbound.local_transport import LocalTransport
 from mailplane.outbound.worker import OutboundWorker
 from mailplane.storage.models import OutboundJob
-from tests.factories.flow import FLOW_MX_SETTINGS, Flow
+from tests.factories.dns import DnsStub
+from tests.factories.flow import FLOW_MX_SETTINGS, LOOPBACK_SPF, Flow
 from tests.factories.mx import GTUBE, make_message
 from tests.factories.outbound import SRS_DOMAIN, SRS_SECRET
 
@@ -30,9 +32,21 @@ HANAKO = "hanako_2@e06.example.net"
 ALICE = "alice@sender.example"
 
 
+@pytest.fixture
+def sender_dns() -> Iterator[DnsStub]:
+    """Where the MX verifies senders: Hanako's domain passes SPF, as a sender must for a
+    DSN to come back to it (SPEC §5) — in a stub of its own, so the routing stub
+    (``flow.dns``) still knows no hosted domain."""
+    with DnsStub({"e06.example.net": {"TXT": [LOOPBACK_SPF]}}) as stub:
+        yield stub
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def mx_settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    overrides: dict[str, Any] = dict(FLOW_MX_SETTINGS)
+def mx_settings_overrides(request: pytest.FixtureRequest,
+                          sender_dns: DnsStub) -> dict[str, Any]:
+    overrides: dict[str, Any] = {
+        **FLOW_MX_SETTINGS,
+        "authentication": {"nameserver": f"{sender_dns.host}:{sender_dns.port}"}}
     if request.param == "postgresql":
         overrides["database_url"] = request.getfixturevalue("pg_url")
     return overrides
