@@ -85,6 +85,13 @@ LIMIT_REFUSALS = Counter(
     ["listener", "limit"],
     registry=REGISTRY,
 )
+LOGIN_FAILURES = Counter(
+    "mailplane_login_failures",
+    "Failed logins by listener and reason (wrong_password, same_password, locked); the"
+    " log shows a bounded number of them per minute.",
+    ["listener", "reason"],
+    registry=REGISTRY,
+)
 CONNECTIONS = Gauge(
     "mailplane_connections_active",
     "Sessions open on a listener in this process.",

@@ -16,6 +16,10 @@ Unknown users cost the same as known ones: the password is verified against a du
 the same failure is returned, so neither the reply nor its timing tells whether an account
 exists.  A suspended address (or one under a suspended contract, 003 Art.20(3)) is refused
 only after the right password, which reveals nothing to someone who does not know it.
+
+Every failure is counted (``mailplane_login_failures_total``) and logged within a budget
+per listener (:mod:`mailplane.auth.failed_logins`): guessing from many addresses cannot
+grow the log without bound.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane import metrics
+from mailplane.auth.failed_logins import FailedLogins
 from mailplane.auth.login_guard import MAIL, Budget, LoginGuard
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.storage import credentials_repo
 from mailplane.storage.credentials_repo import Credential
 
 log = logging.getLogger(__name__)
+_failed = FailedLogins(log)
 
 #: Longest username worth a database lookup (an address is at most 320 octets).
 MAX_USERNAME_LENGTH = 320
@@ -104,7 +110,8 @@ class Authenticator:
         try:
             credential = await asyncio.to_thread(self._lookup, username)
         except SQLAlchemyError as exc:
-            log.error("%s login: credential store unavailable: %s", listener, type(exc).__name__)
+            _failed.unavailable(listener, "%s login: credential store unavailable: %s", listener,
+                                type(exc).__name__)
             return AuthResult(AuthOutcome.UNAVAILABLE)
         # Unknown users are counted under the name they gave, known ones under their POP
         # account whichever name they used: both lock the same way, so locking leaks nothing.
@@ -117,15 +124,17 @@ class Authenticator:
             attempt = await self._guard.begin(peer_ip=peer_ip, account=account, digest=digest,
                                               budget=self._budget)
         except SQLAlchemyError as exc:
-            log.error("%s login: guard unavailable: %s", listener, type(exc).__name__)
+            _failed.unavailable(listener, "%s login: guard unavailable: %s", listener,
+                                type(exc).__name__)
             return AuthResult(AuthOutcome.UNAVAILABLE)
         if attempt.repeated:
-            log.info("%s login failed again with the same password: peer %s", listener,
-                     peer_ip)
+            _failed.record(listener, "same_password", "%s login failed again with the same "
+                           "password: peer %s", listener, peer_ip)
             await self._guard.refused(attempt)
             return AuthResult(AuthOutcome.BAD_CREDENTIALS)
         if not attempt.allowed:
-            log.info("%s login refused while locked: peer %s", listener, peer_ip)
+            _failed.record(listener, "locked", "%s login refused while locked: peer %s",
+                           listener, peer_ip)
             metrics.LIMIT_REFUSALS.labels(listener, attempt.refusal or "login").inc()
             await self._guard.refused(attempt)
             return AuthResult(AuthOutcome.LOCKED, locked_until=attempt.locked_until)
@@ -139,12 +148,14 @@ class Authenticator:
                 await asyncio.shield(self._guard.failed(attempt, delay=False))
                 raise
             if not matches or credential is None:
-                log.info("%s login failed: peer %s", listener, peer_ip)
+                _failed.record(listener, "wrong_password", "%s login failed: peer %s",
+                               listener, peer_ip)
                 await self._guard.failed(attempt)
                 return AuthResult(AuthOutcome.BAD_CREDENTIALS)
             await self._guard.succeeded(attempt)
         except SQLAlchemyError as exc:
-            log.error("%s login: guard unavailable: %s", listener, type(exc).__name__)
+            _failed.unavailable(listener, "%s login: guard unavailable: %s", listener,
+                                type(exc).__name__)
             return AuthResult(AuthOutcome.UNAVAILABLE)
         outcome = AuthOutcome.OK if credential.active else AuthOutcome.SUSPENDED
         log.info("%s login %s: %s from %s", listener, outcome.value, credential.pop_account,

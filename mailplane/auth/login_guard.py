@@ -57,6 +57,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailplane.auth.failed_logins import login_log
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
 from mailplane.net.limits import client_key, in_networks, parse_networks
@@ -64,6 +65,8 @@ from mailplane.storage import login_failure_repo
 from mailplane.storage.state_dir import secret_file
 
 log = logging.getLogger(__name__)
+#: A refusal or a lock per attempt under attack: within the failed-login line budget.
+_throttled = login_log(log)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -104,6 +107,13 @@ def account_key(account: str) -> str:
 def pair_key(account: str, peer_ip: str, budget: Budget = MAIL) -> str:
     """The counter of one account from one client (the IP never holds a space)."""
     return f"{_prefix(budget)}pair:{client_key(peer_ip)} {account.lower()}"
+
+
+def _kind(key: str) -> str:
+    """A counter's kind — ``ip``, ``pair``, ``account``, ``portal:ip``, ``portal:pair`` —
+    without the client or the account (the throttle key of its lock lines)."""
+    head, _, rest = key.partition(":")
+    return f"{head}:{rest.partition(':')[0]}" if head == "portal" else head
 
 
 def login_secret(settings: Settings) -> str:
@@ -237,8 +247,8 @@ class LoginGuard:
             waited += step
             step = min(step * 2, 0.5)
         if not attempt.allowed and not attempt.repeated:
-            log.info("login refused unchecked (%s): peer %s, %s budget", attempt.refusal,
-                     peer_ip, budget)
+            _throttled.info(("refused", budget), "login refused unchecked (%s): peer %s, %s "
+                            "budget", attempt.refusal, peer_ip, budget)
         return attempt
 
     async def _reserve(self, *, peer_ip: str, account: str, digest: str,
@@ -326,8 +336,9 @@ class LoginGuard:
             for key, count in counted:
                 if count.counted and count.locked_until is not None \
                         and count.locked_until > now:
-                    log.warning("login locked for %s until %s after %d failures", key,
-                                count.locked_until.isoformat(), count.failures)
+                    _throttled.warning(("locked", _kind(key)), "login locked "
+                                       "for %s until %s after %d failures", key,
+                                       count.locked_until.isoformat(), count.failures)
             return max(count.failures for _key, count in counted)
 
         failures = await asyncio.to_thread(write)

@@ -25,11 +25,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane import metrics
 from mailplane.auth.credentials import Authenticator, AuthOutcome, login_name
+from mailplane.auth.failed_logins import FailedLogins
 from mailplane.auth.login_guard import PORTAL, LoginGuard
 from mailplane.auth.passwords import PasswordHashing, generate_password
 from mailplane.storage import web_sessions_repo
 
 log = logging.getLogger(__name__)
+_failed = FailedLogins(log)
+#: The listener label of the portal's sign-ins (metrics, log lines, the guard's budget).
+LISTENER = "portal"
 
 #: Longest customer number worth a lookup (the column is 32 characters).
 MAX_CUSTOMER_NUMBER = 32
@@ -90,25 +94,30 @@ class PortalLogin:
             attempt = await self._guard.begin(peer_ip=peer_ip, account=account,
                                               digest=digest, budget=PORTAL)
         except SQLAlchemyError as exc:
-            log.error("portal sign-in: database unavailable: %s", type(exc).__name__)
+            _failed.unavailable(LISTENER, "portal sign-in: database unavailable: %s",
+                                type(exc).__name__)
             return LoginResult(LoginOutcome.UNAVAILABLE)
         if attempt.repeated:
+            metrics.LOGIN_FAILURES.labels(LISTENER, "same_password").inc()
             await self._guard.refused(attempt)
             return LoginResult(LoginOutcome.BAD_CREDENTIALS)
         if not attempt.allowed:
-            log.info("portal sign-in refused while locked: peer %s", peer_ip)
-            metrics.LIMIT_REFUSALS.labels("portal", attempt.refusal or "login").inc()
+            _failed.record(LISTENER, "locked", "portal sign-in refused while locked: peer %s",
+                           peer_ip)
+            metrics.LIMIT_REFUSALS.labels(LISTENER, attempt.refusal or "login").inc()
             await self._guard.refused(attempt)
             return LoginResult(LoginOutcome.LOCKED, locked_until=attempt.locked_until)
         try:
             matches = await asyncio.to_thread(self._hashing.verify_or_spend, hashed, password)
             if not matches or found is None:
-                log.info("portal contract sign-in failed: peer %s", peer_ip)
+                _failed.record(LISTENER, "wrong_password", "portal contract sign-in failed: "
+                               "peer %s", peer_ip)
                 await self._guard.failed(attempt)
                 return LoginResult(LoginOutcome.BAD_CREDENTIALS)
             await self._guard.succeeded(attempt)
         except SQLAlchemyError as exc:
-            log.error("portal sign-in: guard unavailable: %s", type(exc).__name__)
+            _failed.unavailable(LISTENER, "portal sign-in: guard unavailable: %s",
+                                type(exc).__name__)
             return LoginResult(LoginOutcome.UNAVAILABLE)
         if found.status == "terminated":
             # 003 Art.20(4): after 解約 the ID and password open nothing — said only to
@@ -123,7 +132,7 @@ class PortalLogin:
 
     async def mailbox(self, username: str, password: str, *, peer_ip: str) -> LoginResult:
         result = await self._mailboxes.authenticate(username, password, peer_ip=peer_ip,
-                                                    listener="portal")
+                                                    listener=LISTENER)
         outcome = result.outcome
         if outcome is not LoginOutcome.OK or result.address_id is None:
             return LoginResult(outcome, locked_until=result.locked_until)

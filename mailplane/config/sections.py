@@ -539,8 +539,15 @@ class OutboundConfig(_Section):
     #: greets costs at most this many greeting timeouts.
     mx_session_limit: int = Field(default=2, ge=1)
     #: The whole of one attempt to one destination — DNS, connects, greetings and the
-    #: transaction — ends within this; a cut attempt is retried with backoff.
+    #: transaction up to the final "." — ends within this; a cut attempt is retried with
+    #: backoff.  The reply to the final "." has ``data_done_timeout_seconds`` on top.
     attempt_budget_seconds: float = Field(default=300.0, gt=0)
+    #: The wait for the reply to the final "." of DATA, and only that wait (Postfix's
+    #: smtp_data_done_timeout, 600 s): receivers scan the message then.  Given up, the
+    #: recipients are retried later (4.4.2) — the receiver may have taken the message
+    #: after all, so a retry can deliver it twice (RFC 1047); a shorter wait makes that
+    #: likelier, never a loss.  Only the destination's own slot waits (lanes).
+    data_done_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
     #: A destination where no host answered (DNS timeout, no connection, no greeting,
     #: the budget used up) is "dead" for this long: its other jobs are deferred without
     #: an attempt until then, never retried in a loop (Postfix's dead destination,

@@ -7,7 +7,10 @@ authenticated), the spam verdict and the なりすまし quarantine.
 
 ``MessageContext.auth`` is ``None`` where nothing was evaluated: mail that did not come
 from the Internet (submission after AUTH, the queue's local transport).  Rules treat
-``None`` by where the mail came from, never as a pass of the checks.
+``None`` by where the mail came from, never as a pass of the checks.  One exception: a
+forward the queue's local transport delivers to a hosted address carries the MX's
+verdict on to that second hop as far as the queue kept it —
+:data:`UNAUTHENTICATED_IN_QUEUE` when the sender did not authenticate.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ class AuthResults:
     #: domain as every hosted domain claimed; ``fail``: not; ``temperror``: a check that
     #: could have proven it did not answer in time; ``none``: no claim (or not evaluated).
     hosted_claim_result: HostedClaimResult = "none"
+    #: The MX did not authenticate the sender, and the queue kept only that (a job's
+    #: ``bounce_to_sender``), not the results: see :data:`UNAUTHENTICATED_IN_QUEUE`.
+    unauthenticated_in_queue: bool = False
 
     def dkim_pass_aligned(self, domain: str) -> bool:
         """A passing signature whose ``d=`` is ``domain`` or shares its organisational
@@ -100,5 +106,13 @@ class AuthResults:
     @property
     def sender_fails(self) -> bool:
         """SPEC §6: the sender's domain says the mail is not theirs (SPF ``fail`` or DMARC
-        ``fail``): never auto-reply or bounce to it."""
-        return self.spf == "fail" or self.dmarc == "fail"
+        ``fail``): never auto-reply or bounce to it.  A sender the MX did not
+        authenticate, met again after the queue, is taken as failing: whether it failed
+        or only did not pass is no longer known, and a reply to a forgery is backscatter."""
+        return self.unauthenticated_in_queue or self.spf == "fail" or self.dmarc == "fail"
+
+
+#: What a hop after the queue knows of a sender the MX did not authenticate (SPEC §5,
+#: §6): no DSN, no auto-reply, no SRS record.  Not ``evaluated``: no filter reads its
+#: empty results as a failure (no spam points, no なりすまし quarantine).
+UNAUTHENTICATED_IN_QUEUE = AuthResults(evaluated=False, unauthenticated_in_queue=True)

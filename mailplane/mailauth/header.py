@@ -9,6 +9,11 @@ authserv-ids are left alone (they are other ADMDs' claims, which we neither trus
 hide).  ``ARC-Authentication-Results`` are not touched: they belong to an ARC set, and
 removing one would break the chain (RFC 8617).
 
+The MX is not the only way in: submission removes them too (:func:`remove_ours`, with
+:func:`node_authserv_id`), so a customer — or whoever stole a POP password — cannot hand
+another customer, through the queue's local transport, or a remote receiver a message
+that says ``dmarc=pass`` in our name.
+
 Values copied from the message (a ``d=``, the envelope sender) are written as RFC 8601
 ``pvalue``\\ s: plain when they are a domain or a simple address, otherwise a
 quoted-string with every control character replaced — nothing a sender chooses can fold
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import re
 
+from mailplane.config.settings import Settings
 from mailplane.mail.auth_results import AuthResults
 from mailplane.mail.message import header_block
 from mailplane.mail.rewrite import field_name, header_line, split_message
@@ -29,6 +35,12 @@ _NAME = b"authentication-results"
 _PLAIN = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@)?"
                     r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+
+
+def node_authserv_id(settings: Settings) -> str:
+    """Our authserv-id (RFC 8601 §2.5): ``[authentication] authserv_id``, else the node's
+    ``mx.hostname`` — what the MX writes, and what the MX and submission remove."""
+    return settings.authentication.authserv_id or settings.mx.hostname
 
 
 def pvalue(text: str) -> str:
@@ -99,14 +111,22 @@ def authserv_id_of(value: bytes) -> str:
     return ident.strip().lower().rstrip(".")
 
 
+def remove_ours(raw: bytes, authserv_id: str) -> bytes:
+    """``raw`` without any ``Authentication-Results`` claiming ``authserv_id`` (RFC 8601
+    §5), however it is spelled (case, comments, a quoted-string, a final dot); ``raw``
+    itself when it has none."""
+    if _NAME not in header_block(raw).lower():
+        return raw
+    ours = authserv_id.lower().rstrip(".")
+    fields, rest = split_message(raw)
+    kept = [f for f in fields if field_name(f) != _NAME.decode()
+            or authserv_id_of(f.partition(b":")[2]) != ours]
+    if len(kept) == len(fields):
+        return raw
+    return b"".join(kept) + (rest or b"\r\n")
+
+
 def stamp(raw: bytes, value: str, authserv_id: str) -> bytes:
     """``raw`` without any ``Authentication-Results`` claiming ``authserv_id``, with ours
     (``value``) on top."""
-    ours = authserv_id.lower().rstrip(".")
-    if _NAME in header_block(raw).lower():
-        fields, rest = split_message(raw)
-        kept = [f for f in fields if field_name(f) != _NAME.decode()
-                or authserv_id_of(f.split(b":", 1)[1]) != ours]
-        if len(kept) != len(fields):
-            raw = b"".join(kept) + (rest or b"\r\n")
-    return header_line(HEADER, value) + raw
+    return header_line(HEADER, value) + remove_ours(raw, authserv_id)

@@ -67,7 +67,7 @@ class InboundVerifier:
         section = settings.authentication
         self.base_domains = tuple(settings.base_domains)
         self.hosted = hosted or self._under_base_domain
-        self.authserv_id = section.authserv_id or settings.mx.hostname
+        self.authserv_id = header.node_authserv_id(settings)
         self.budget = section.time_budget_seconds
         self.max_dkim_signatures = section.max_dkim_signatures
         nameserver = section.nameserver_address(settings.outbound)

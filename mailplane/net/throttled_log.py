@@ -2,8 +2,10 @@
 
 Under attack the same error repeats per connection or per command: a client over its
 limit, ``accept()`` failing with EMFILE, a hostile command.  :class:`ThrottledLog` writes
-the first occurrence of a *key* at once, then at most one line per interval saying how
-many were folded into it (and counts them in ``mailplane_log_lines_suppressed_total``).
+the first occurrence of a *key* at once (the first ``burst`` of an interval, where single
+events matter to someone — a customer's failed logins), then folds the rest: the next
+line written, an interval on, says how many were folded into it (and each is counted in
+``mailplane_log_lines_suppressed_total``).
 The asyncio exception handler installed by :func:`install_loop_exception_handler` routes
 the event loop's own reports (``socket.accept() out of system resource``) through it.
 """
@@ -27,22 +29,27 @@ REPEATS_SUFFIX = " (and %d more like it in the last %.0f s)"
 
 
 class ThrottledLog:
-    """A logger wrapper that folds repeats of the same key into one line per interval."""
+    """A logger wrapper that folds repeats of the same key: ``burst`` lines per interval
+    (one by default), the count of the rest on the next line written."""
 
     def __init__(self, logger: logging.Logger, *,
-                 interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
+                 interval_seconds: float = DEFAULT_INTERVAL_SECONDS, burst: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``burst``: lines of one key written per interval before the rest are folded."""
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
         self._logger = logger
         self._interval = interval_seconds
+        self._burst = burst
         self._clock = clock
-        # key -> (time of the last line written, repeats folded since)
-        self._seen: dict[Hashable, tuple[float, int]] = {}
+        # key -> (start of its interval, lines written in it, repeats folded since)
+        self._seen: dict[Hashable, tuple[float, int, int]] = {}
         self._lock = threading.Lock()
 
     def log(self, level: int, key: Hashable, message: str, *args: object,
             exc_info: BaseException | None = None) -> bool:
-        """Write ``message`` unless ``key`` was written less than an interval ago;
-        return whether a line was written."""
+        """Write ``message`` unless ``key`` has had its ``burst`` of lines in its
+        interval; return whether a line was written."""
         repeats = self.admit(key)
         if repeats is None:
             return False
@@ -53,20 +60,25 @@ class ThrottledLog:
         return True
 
     def admit(self, key: Hashable) -> int | None:
-        """None if a line for ``key`` is due no sooner than an interval after the last
-        one (the repeat is counted), else how many repeats were folded since."""
+        """None if ``key`` has had its ``burst`` of lines in its interval (the repeat is
+        counted), else how many repeats were folded since its last line."""
         now = self._clock()
+        repeats = 0
         with self._lock:
             last = self._seen.get(key)
             if last is not None and now - last[0] < self._interval:
-                self._seen[key] = (last[0], last[1] + 1)
-                folded = True
+                start, written, folded_since = last
+                folded = written >= self._burst
+                if folded:
+                    self._seen[key] = (start, written, folded_since + 1)
+                else:
+                    self._seen[key] = (start, written + 1, folded_since)
             else:
                 folded = False
-                repeats = last[1] if last is not None else 0
+                repeats = last[2] if last is not None else 0
                 if len(self._seen) >= MAX_KEYS and key not in self._seen:
                     self._forget_oldest()
-                self._seen[key] = (now, 0)
+                self._seen[key] = (now, 1, 0)
         if folded:
             metrics.SUPPRESSED_LOG_LINES.labels(self._logger.name).inc()
             return None

@@ -16,6 +16,10 @@ An address the node's policy snapshot does not know yet is looked up in the data
 before it is declared unknown: one created a moment ago (the snapshot refreshes every
 ``mx.policy_refresh_seconds``) is retried, never bounced.
 Each recipient is delivered on its own, so one full mailbox never holds back the others.
+A job whose sender did not authenticate at the MX (its ``bounce_to_sender`` is False) is
+delivered as from such a sender (:data:`~mailplane.mail.auth_results.
+UNAUTHENTICATED_IN_QUEUE`): the recipient's auto-reply and its own forwards' DSNs do not
+go back to a forged sender on this second hop either (SPEC §5, §6).
 
 Forwards between hosted addresses are no longer queued (the delivery that received the
 message expands them at once, issue 20).  What still comes here for a hosted address: a
@@ -37,6 +41,7 @@ from mailplane.clock import Clock
 from mailplane.delivery.jobs import STORED_AS_IS
 from mailplane.delivery.local import DeliveryDeferred, LocalDelivery
 from mailplane.delivery.plan import RecipientsGone
+from mailplane.mail.auth_results import UNAUTHENTICATED_IN_QUEUE
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import SrsError
 from mailplane.outbound.smtp_transport import RecipientResult
@@ -93,6 +98,7 @@ class LocalTransport:
             mail_from=self.envelope_sender(job.mail_from), rcpt_tos=(policy.address,),
             raw=message, received_at=self.clock.now(), helo=hostname, peer_ip=None,
             queue_id=job.id[:16],
+            auth=None if job.bounce_to_sender else UNAUTHENTICATED_IN_QUEUE,
         )
         try:
             if job.kind in STORED_AS_IS:

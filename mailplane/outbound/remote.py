@@ -7,9 +7,13 @@ routes (MX lookup, at most ``mx_address_limit`` addresses) and hands the message
 :meth:`mailplane.outbound.lanes.Lanes._remote_attempt`, decides the bytes sent (DKIM
 signing, SPEC §8b, goes there).
 
-Everything the attempt does — DNS, connects, greetings, the whole transaction — runs
-under one ``asyncio.timeout`` of ``attempt_budget_seconds``; a hostile destination that
-answers every step just before its own timeout still costs one budget, then a deferral.
+Everything the attempt does — DNS, connects, greetings, the transaction up to the final
+"." — runs under one ``asyncio.timeout`` of ``attempt_budget_seconds``; a hostile
+destination that answers every step just before its own timeout still costs one budget,
+then a deferral.  Once the final "." is out the message is in the receiver's hands: the
+budget is moved on to leave the reply its ``data_done_timeout_seconds`` (cutting that
+wait short is what makes a receiver deliver a message we then send again, RFC 1047), so
+one attempt holds its destination's slot for at most the two together.
 A stopping worker shortens every budget in flight to its grace period
 (:meth:`RemoteDelivery.cut`): the attempt ends with :class:`AttemptInterrupted`.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import dns.asyncresolver
 
@@ -37,6 +41,9 @@ from mailplane.outbound.smtp_transport import (
 log = logging.getLogger(__name__)
 
 SMARTHOST = "smarthost"
+#: How much later than the reply to the final "." may take the budget then ends: the
+#: transport's own timeout decides that wait (a result with the host), not the budget.
+END_OF_DATA_MARGIN = 1.0
 
 
 class AttemptInterrupted(Exception):
@@ -86,7 +93,9 @@ class RemoteDelivery:
                         return self._route_failure(recipients, candidates)
                     return await send_message(
                         candidates, mail_from=mail_from, recipients=recipients,
-                        message=message, options=self._options(destination),
+                        message=message, options=self._options(
+                            destination, on_end_of_data=lambda seconds: self._extend(
+                                budget, seconds)),
                     )
                 except RouteError as exc:
                     outcome: Outcome = "failed" if exc.permanent else "retry"
@@ -105,6 +114,17 @@ class RemoteDelivery:
             log.info("outbound: %s", text)
             metrics.OUTBOUND_DEFERRALS.labels("attempt_budget").inc()
             return [RecipientResult(r, "retry", "4.4.1", text) for r in recipients]
+
+    def _extend(self, budget: asyncio.Timeout, seconds: float) -> None:
+        """The final "." is out: the budget ends no sooner than ``seconds`` (and a margin,
+        so the transport's own timeout is what ends the wait) from now — unless the
+        worker is stopping (:meth:`cut` still applies)."""
+        wanted = asyncio.get_running_loop().time() + seconds + END_OF_DATA_MARGIN
+        if self._cut_at is not None:
+            wanted = min(wanted, self._cut_at)
+        when = budget.when()
+        if when is not None and wanted > when:
+            budget.reschedule(wanted)
 
     def cut(self, grace: float) -> None:
         """Stopping: every attempt in flight, and any that starts now, ends within
@@ -129,7 +149,8 @@ class RemoteDelivery:
     def _route_failure(recipients: list[str], why: str) -> list[RecipientResult]:
         return [RecipientResult(r, "retry", "4.4.4", why) for r in recipients]
 
-    def _options(self, destination: str) -> TransportOptions:
+    def _options(self, destination: str, *,
+                 on_end_of_data: Callable[[float], None] | None = None) -> TransportOptions:
         out = self.out
         smarthost = destination == SMARTHOST
         return TransportOptions(
@@ -137,6 +158,8 @@ class RemoteDelivery:
             timeout=out.connect_timeout_seconds,
             connect_timeout=out.connect_timeout_seconds,
             session_limit=out.mx_session_limit,
+            data_done_timeout=out.data_done_timeout_seconds,
+            on_end_of_data=on_end_of_data,
             verify_certs=smarthost,
             username=out.smarthost_username if smarthost else "",
             password=out.smarthost_password.get_secret_value() if smarthost else "",

@@ -11,6 +11,15 @@ and at most ``session_limit`` of them are made per call (Postfix's smtp_mx_sessi
 — a list of hosts that accept and never greet costs that many greeting timeouts, not one
 per host.
 
+**The reply to the final "."** has its own timeout (``data_done_timeout``, Postfix's
+smtp_data_done_timeout: receivers scan the message before they answer), and only that
+step has it: the ``DATA`` command's ``354`` is a reply like any other (``timeout``).  The
+caller is told when the dot goes out (``on_end_of_data``) so that its own budget for the
+whole attempt leaves room for that wait.  No reply in time: the accepted recipients are
+retried later (``4.4.2``).  The receiver may have taken the message all the same and the
+retry then delivers it twice — the duplicate RFC 1047 describes, the price of never
+losing a message; a long wait is what keeps it rare.
+
 TLS: STARTTLS whenever the server offers it.  For MX hops certificates are *not* verified
 by default (opportunistic TLS, RFC 7435: most MX certificates don't match the MX name and a
 failed check would only push the mail back to plain text); if the handshake itself fails we
@@ -25,10 +34,12 @@ import logging
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +77,11 @@ class TransportOptions:
     connect_timeout: float | None = None
     #: Connections that reached a host, per call (0: no limit).
     session_limit: int = 0
+    #: The reply to the final "." of DATA (None: ``timeout``).
+    data_done_timeout: float | None = None
+    #: Called with ``data_done_timeout`` as the final "." goes out: the caller's budget
+    #: for the whole attempt must leave that long for the reply.
+    on_end_of_data: Callable[[float], None] | None = None
 
 #: QUIT after a finished transaction waits at most this long (the outcome is known).
 QUIT_TIMEOUT = 5.0
@@ -73,6 +89,14 @@ QUIT_TIMEOUT = 5.0
 
 class _HostTempFail(Exception):
     pass
+
+
+class _NoReplyAfterData(Exception):
+    """The final "." went out and no reply came within ``data_done_timeout``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no reply to the end of data within {seconds:g}s")
+        self.seconds = seconds
 
 
 class _AllFailed(Exception):
@@ -264,10 +288,18 @@ async def _converse(
             accepted.append(recipient)
     if accepted:
         try:
-            response = await smtp.data(message)
+            response = await _data(smtp, message, options)
         except aiosmtplib.SMTPResponseException as exc:
             for recipient in accepted:
                 results[recipient] = _result(recipient, exc.code, exc.message, host)
+        except _NoReplyAfterData as exc:
+            log.info("outbound: %s gave no reply to the end of data within %gs; retried "
+                     "later (it may have taken the message: a duplicate, RFC 1047)",
+                     host, exc.seconds)
+            for recipient in accepted:
+                results[recipient] = RecipientResult(
+                    recipient, "retry", "4.4.2",
+                    f"{host}: {exc} (the message may have been delivered; RFC 1047)", host)
         except _CONNECTION_ERRORS as exc:
             for recipient in accepted:
                 results[recipient] = RecipientResult(
@@ -277,3 +309,45 @@ async def _converse(
             for recipient in accepted:
                 results[recipient] = _result(recipient, response.code, response.message, host)
     return [results[r] for r in recipients]
+
+
+async def _data(smtp: aiosmtplib.SMTP, message: bytes,
+                options: TransportOptions) -> aiosmtplib.SMTPResponse:
+    """``DATA``, the content, and the reply to its final "." — that wait alone under
+    ``data_done_timeout`` (aiosmtplib's ``data()`` has one timeout for both replies).
+    A reply other than ``250`` raises ``SMTPDataError`` as ``data()`` does."""
+    start = await smtp.execute_command(b"DATA", timeout=options.timeout)
+    if start.code != SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost after DATA")
+    seconds = options.data_done_timeout or options.timeout
+    if options.on_end_of_data is not None:
+        options.on_end_of_data(seconds)
+    # No await between the write and the read: the reply cannot arrive unexpected.
+    protocol.write(data_payload(message))
+    try:
+        response = await protocol.read_response(timeout=seconds)
+    except aiosmtplib.SMTPTimeoutError:
+        smtp.close()  # the session is out of step: no QUIT, no reuse
+        raise _NoReplyAfterData(seconds) from None
+    except aiosmtplib.SMTPServerDisconnected:
+        smtp.close()
+        raise
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def data_payload(message: bytes) -> bytes:
+    """``message`` as DATA sends it (RFC 5321 §4.5.2): CRLF line ends, a leading "."
+    doubled, ending with ``CRLF.CRLF``."""
+    text = _LINE_END.sub(b"\r\n", message)
+    if not text.endswith(b"\r\n"):
+        text += b"\r\n"
+    return _LEADING_DOT.sub(b"..", text) + b".\r\n"

@@ -21,7 +21,10 @@ handler both listeners share.  The protocol (AUTH, TLS rules) is
   451 unless ``virus.on_error = accept``); the message is charged against the sending
   quotas (:mod:`mailplane.auth.send_quota`: ``451 4.7.1`` over them, refunded if delivery
   fails); a ``Received … with ESMTPSA`` line (RFC 3848; UTF8SMTPSA for SMTPUTF8, RFC 6531;
-  never the login name) and a missing Message-ID/Date are added (RFC 6409 §8.2, §8.3).
+  never the login name) and a missing Message-ID/Date are added (RFC 6409 §8.2, §8.3);
+  every ``Authentication-Results`` claiming our authserv-id is removed (RFC 8601 §5,
+  :func:`mailplane.mailauth.header.remove_ours`, as on the MX): a customer's message
+  must not tell the hosted recipient, or a remote one, that we verified ``dmarc=pass``.
 - **Routing**: hosted recipients are delivered by the node's
   :class:`~mailplane.delivery.local.LocalDelivery` with their own settings; every other
   recipient goes into one outbound job, committed in the same transaction as the local
@@ -56,6 +59,7 @@ from mailplane.filters.sender_ownership import (
 )
 from mailplane.mail.message import MessageContext
 from mailplane.mail.trace import printable, received
+from mailplane.mailauth import header
 from mailplane.net.throttled_log import ThrottledLog
 from mailplane.policy.model import AddressPolicy, PolicySource
 from mailplane.smtp import replies
@@ -106,6 +110,7 @@ class SubmissionHandler(EsmtpHandler):
         self.delivery = delivery
         self.quota = quota
         self.overseas = OverseasRule.from_settings(settings.overseas, settings.webmail.networks)
+        self.authserv_id = header.node_authserv_id(settings)
 
     # --- MAIL ---------------------------------------------------------------------------
 
@@ -232,7 +237,8 @@ class SubmissionHandler(EsmtpHandler):
         helo = printable(session.host_name or "unknown")
         protocol = received_with(server, session, envelope)
         message = self._submitted_copy(original, helo=helo, peer_ip=peer_ip,
-                                       protocol=protocol, queue_id=queue_id, now=now)
+                                       protocol=protocol, queue_id=queue_id, now=now,
+                                       account=user.pop_account)
         jobs = [] if not remote else [PendingJob(
             kind=OUTBOUND_KIND, mail_from=envelope.mail_from or user.address,
             recipients=list(remote), message=message)]
@@ -281,11 +287,15 @@ class SubmissionHandler(EsmtpHandler):
         protocol: str,
         queue_id: str,
         now: datetime,
+        account: str,
     ) -> bytes:
         """The message as it leaves the MSA: our trace line first (RFC 5321 §4.4; "with
         ESMTPSA" or "UTF8SMTPSA" says TLS and AUTH, RFC 3848 / RFC 6531 — never the login:
         every recipient would learn the customer's POP account, SPEC §8b), plus Date and
-        Message-ID if the client left them out (RFC 6409 §8.2, §8.3)."""
+        Message-ID if the client left them out (RFC 6409 §8.2, §8.3), without any
+        ``Authentication-Results`` in our name (RFC 8601 §5: only the MX writes those).
+        Done before the message is stored or queued, so the hosted recipients' copies, the
+        queued job and the DKIM signature added when it leaves all see it without them."""
         hostname = self.settings.mx.hostname
         local_time = format_datetime(now.astimezone(self.settings.tz))
         lines = ["Received: " + received(
@@ -295,4 +305,11 @@ class SubmissionHandler(EsmtpHandler):
             lines.append(f"Date: {local_time}")
         if not original.raw_header("Message-ID"):
             lines.append(f"Message-ID: {make_msgid(idstring=queue_id, domain=hostname)}")
-        return ("\r\n".join(lines) + "\r\n").encode("ascii") + original.raw
+        content = header.remove_ours(original.raw, self.authserv_id)
+        if content is not original.raw:
+            # A client that redirects ("resends") a message it received keeps our header
+            # too; a forgery looks the same from here.  Either way it goes, quietly.
+            _throttled.info(("authentication_results", account), "submission: removed an "
+                            "Authentication-Results claiming %s from a message of %s",
+                            self.authserv_id, account)
+        return ("\r\n".join(lines) + "\r\n").encode("ascii") + content

@@ -63,6 +63,25 @@ def test_repeats_are_folded_into_one_line_per_interval(caplog: pytest.LogCapture
                      "another kind"]
 
 
+def test_a_burst_of_lines_per_interval_then_the_count(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    throttle = ThrottledLog(logging.getLogger("test.burst"), interval_seconds=60, burst=3,
+                            clock=lambda: now[0])
+    caplog.set_level(logging.INFO)
+    written = [throttle.info("key", "failed %s", n) for n in range(100)]
+    assert written == [True] * 3 + [False] * 97
+    now[0] = 30.0
+    assert not throttle.info("key", "still folded")  # the burst is per interval
+    now[0] = 61.0
+    assert [throttle.info("key", "failed %s", n) for n in ("a", "b", "c", "d")] == [
+        True, True, True, False]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["failed 0", "failed 1", "failed 2",
+                     "failed a (and 98 more like it in the last 60 s)", "failed b", "failed c"]
+    with pytest.raises(ValueError):
+        ThrottledLog(logging.getLogger("test.burst"), burst=0)
+
+
 def test_per_ip_places_are_counted_and_given_back() -> None:
     limiter = ConnectionLimiter(ConnectionLimits("t", max_connections=4, max_per_ip=2))
     first, second = limiter.admit("192.0.2.1"), limiter.admit("::ffff:192.0.2.1")

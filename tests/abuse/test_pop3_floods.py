@@ -1,19 +1,25 @@
 """POP3 under hostile clients (issue 15, SPEC §8a), over real sockets: Unicode digits as
 message numbers, connection limits per client IP answered ``-ERR [SYS/TEMP]`` at once (on
 the TLS port inside TLS, at most 16 handshakes at once; a full listener closes before any
-handshake — docs/security.md), and the login deadline."""
+handshake — docs/security.md), the login deadline, and password guessing from many
+addresses that cannot grow the log without bound."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from mailplane import metrics
+from mailplane.auth import credentials, login_guard
 from mailplane.auth.credentials import Authenticator
+from mailplane.auth.failed_logins import FAILED_LOGINS_LOGGED_PER_MINUTE, FailedLogins, login_log
 from mailplane.pop3.server import Pop3Server, start_pop3
 from tests.factories.pop3 import PASSWORD, Pop3Env, client_tls_context
 
@@ -169,3 +175,67 @@ def test_a_stream_of_invalid_commands_ends_the_session(pop3_env: Pop3Env) -> Non
     assert len(replies) == 20
     assert replies[-1].startswith(b"-ERR too many invalid commands")
     sock.close()
+
+
+def login_failures(listener: str) -> float:
+    return sum(metrics.REGISTRY.get_sample_value(
+        "mailplane_login_failures_total", {"listener": listener, "reason": reason}) or 0.0
+        for reason in ("wrong_password", "same_password", "locked"))
+
+
+def test_300_guesses_from_30_addresses_make_a_bounded_log_and_are_all_counted(
+    pop3_env: Pop3Env, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, each failed login was an INFO line (and each refused one two): the log grew
+    with the attack.  Now every failure is counted; the log gets the first
+    ``FAILED_LOGINS_LOGGED_PER_MINUTE`` of the listener a minute, then one line with the
+    count of the rest — never a password, and no more of what was typed than before (the
+    guard's lock lines name their counter, for an unknown user the name typed)."""
+    now = [0.0]
+    # Fresh throttles on a clock of our own (another test may have used the keys).
+    monkeypatch.setattr(credentials, "_failed",
+                        FailedLogins(logging.getLogger(credentials.__name__),
+                                     clock=lambda: now[0]))
+    monkeypatch.setattr(login_guard, "_throttled",
+                        login_log(logging.getLogger(login_guard.__name__)))
+    caplog.set_level(logging.INFO, logger="mailplane")
+    pop3_env.add_address(ADDRESS)
+    typed = [ADDRESS, "nobody@a01.example.net"]
+    before = login_failures("pop3")
+
+    def guess(source: str) -> None:
+        """Ten wrong passwords, three a session (the session's limit)."""
+        for first in (0, 3, 6, 9):
+            sock, reader = open_from(pop3_env.port, source)
+            assert reader.readline().startswith(b"+OK")
+            for n in range(first, min(first + 3, 10)):
+                ask(sock, reader, f"USER {typed[n % 2]}".encode())
+                reply = ask(sock, reader, f"PASS guess-{source}-{n}".encode())
+                assert reply.startswith(b"-ERR"), reply
+            sock.close()
+
+    sources = [f"127.0.{n // 10 + 10}.{n % 10 + 1}" for n in range(30)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(guess, sources))
+
+    assert login_failures("pop3") - before == 300
+    lines = [r for r in caplog.records if r.name.startswith("mailplane.auth")]
+    per_logger = {name: sum(1 for r in lines if r.name == name)
+                  for name in {r.name for r in lines}}
+    # The per-attempt lines: exactly one minute's budget for the listener.
+    assert per_logger[credentials.__name__] == FAILED_LOGINS_LOGGED_PER_MINUTE
+    # The guard's refusals (one budget) and locks (ip, pair, account): each a budget too.
+    assert per_logger.get(login_guard.__name__, 0) <= 4 * FAILED_LOGINS_LOGGED_PER_MINUTE
+    assert not any("guess-" in r.getMessage() for r in lines)  # no password, ever
+    # The per-attempt lines name the listener and the client, not what was typed.
+    assert not any(name in r.getMessage() for r in lines for name in typed
+                   if r.name == credentials.__name__)
+
+    # A minute later the next failure's line says how many were folded.
+    now[0] = 61.0
+    caplog.clear()
+    guess("127.0.20.1")
+    [summary, *_rest] = [r.getMessage() for r in caplog.records
+                         if r.name == credentials.__name__]
+    assert summary.endswith(f"(and {300 - FAILED_LOGINS_LOGGED_PER_MINUTE} more like it in "
+                            "the last 60 s)")

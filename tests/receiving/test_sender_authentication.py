@@ -336,3 +336,12 @@ class TestOffline:
         assert our_results(stored).startswith(f"{AUTHSERV}; none")
         assert forged.encode() not in stored
 
+
+
+async def test_a_field_named_like_ours_without_a_colon_is_no_reason_to_defer(
+        mx: MxEnv) -> None:
+    """A line ``Authentication-Results`` with no colon is a malformed field, not ours: it
+    stays, and the message is delivered (reading its value used to raise: 451 for ever)."""
+    await mx.send(make_message(extra_headers="Authentication-Results\r\n"))
+    [stored] = mx.inbox(TARO)
+    assert b"\r\nAuthentication-Results\r\n" in stored
