@@ -328,8 +328,10 @@ def shared_imap_node(request: pytest.FixtureRequest) -> Iterator[AnywhereNode]:
     database, so SQLite and PostgreSQL both."""
     nodes = AnywhereNodes()
     # Two failures lock an account for the client that made them: the guard test needs
-    # no more of Dovecot's growing failure delays than that.
-    limits = {"MAILPLANE_SECURITY__LOGIN_MAX_FAILURES": "2"}
+    # no more of Dovecot's growing failure delays than that.  Changes that end open
+    # sessions are looked for twice a second.
+    limits = {"MAILPLANE_SECURITY__LOGIN_MAX_FAILURES": "2",
+              "MAILPLANE_SECURITY__SESSION_END_CHECK_SECONDS": "0.5"}
     if request.param == "sqlite":
         try:
             yield nodes.start(**limits)

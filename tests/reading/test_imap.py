@@ -30,6 +30,7 @@ from tests.factories.anywhere import (
     imap_folders,
     stop_node,
 )
+from tests.factories.node import NodeFactory
 
 pytestmark = [pytest.mark.daemon]
 
@@ -183,6 +184,127 @@ def test_a_suspended_address_or_contract_is_refused(imap_node: AnywhereNode) -> 
         restored = api.patch(f"/v1/contracts/{taro.contract}", json={"status": "active"})
         assert restored.status_code == 200, restored.text
         imap_node.imap(taro.pop_account, taro.password).logout()
+
+
+# --- open sessions end with the change (a thief's IDLE after a reissue) ---------------
+
+#: The longest an open session may outlive a change: the nodes here look for changes
+#: twice a second (``session_end_check_seconds``), doveadm takes milliseconds.
+SESSION_END_SECONDS = 10.0
+
+
+def idling(node: AnywhereNode, user: str, password: str) -> imaplib.IMAP4:
+    """Logged in, INBOX selected, in IDLE (RFC 2177): a phone left reading the mailbox."""
+    client = node.imap(user, password)
+    assert client.select("INBOX")[0] == "OK"
+    tag = client._new_tag().decode()  # type: ignore[attr-defined]
+    client.send(f"{tag} IDLE\r\n".encode())
+    assert client.readline().startswith(b"+")
+    return client
+
+
+def ended_within(client: imaplib.IMAP4, seconds: float) -> tuple[float, bytes]:
+    """Wait for the server to end the session: how long it took, and what it said last
+    (Dovecot's ``* BYE``) before the end of the stream."""
+    started = time.monotonic()
+    said = b""
+    while True:
+        left = seconds - (time.monotonic() - started)
+        assert left > 0, f"the session is still open after {seconds:g} s: {said!r}"
+        client.sock.settimeout(left)
+        try:
+            line = client.readline()
+        except TimeoutError:
+            raise AssertionError(f"the session is still open after {seconds:g} s") from None
+        except OSError:
+            line = b""
+        if not line:
+            return time.monotonic() - started, said
+        said += line
+
+
+def still_open(client: imaplib.IMAP4) -> None:
+    """The session answers: leave IDLE, NOOP."""
+    client.sock.settimeout(30)
+    client.send(b"DONE\r\n")
+    assert client.readline().split(b" ", 2)[1] == b"OK"
+    assert client.noop()[0] == "OK"
+    client.logout()
+
+
+def pop3_ended_within(pop: poplib.POP3, seconds: float) -> float:
+    """NOOP the session (never idle, so no autologout) until the server closes it."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        try:
+            pop.noop()
+        except (poplib.error_proto, OSError, EOFError):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"the POP3 session is still open after {seconds:g} s")
+
+
+def test_a_reissue_on_another_node_ends_the_thiefs_open_session(
+        anywhere_factory: AnywhereFactory, node_factory: NodeFactory, pg_url: str) -> None:
+    """003 Art.20(3), a stolen password: the thief is logged in and idling; the customer
+    has the password reissued through the API of another node (several nodes, one
+    database).  The thief's session is closed — ``* BYE``, then the end of the stream —
+    within seconds, and the stolen password no longer logs in."""
+    imap = anywhere_factory(database_url=pg_url,
+                            MAILPLANE_SECURITY__SESSION_END_CHECK_SECONDS="0.5")
+    api_node = node_factory(pg_url, name="api-node")
+    api_node.start()
+    taro = imap.create_mailbox("taro")
+    imap.deliver(taro.address, japanese_message(taro.address))
+    thief = idling(imap, taro.address, taro.password)
+
+    reissued = api_node.api().post(imap.address_path(taro, "/password/reissue"))
+    assert reissued.status_code == 200, reissued.text
+    took, said = ended_within(thief, SESSION_END_SECONDS)
+    assert said.startswith(b"* BYE"), said
+    assert took < SESSION_END_SECONDS
+    assert "AUTHENTICATIONFAILED" in imap.imap_refusal(taro.address, taro.password,
+                                                       source="127.0.0.12")
+    owner = imap.imap(taro.pop_account, reissued.json()["password"])
+    assert len(fetch_all(owner)) == 1
+    owner.logout()
+
+
+def test_open_sessions_end_when_the_address_is_suspended_terminated_or_deleted(
+        imap_node: AnywhereNode) -> None:
+    """A session opened before the change never logs in again, so the change ends it:
+    the suspended address's IMAP IDLE and POP3 session (which could otherwise RETR on and
+    hold the mailbox lock), a terminated contract's sessions, a deleted address's — while
+    another address of the same contract reads on."""
+    taro = imap_node.create_mailbox("taro")
+    hanako = imap_node.create_mailbox("hanako", same_contract=True)
+    imap_node.deliver(taro.address, japanese_message(taro.address))
+    api = imap_node.api()
+
+    phone, neighbour = idling(imap_node, taro.address, taro.password), idling(
+        imap_node, hanako.pop_account, hanako.password)
+    pop = imap_node.pop3(taro.pop_account, taro.password)
+    assert pop.stat()[0] == 1 and pop.retr(1)[0].startswith(b"+OK")
+    assert api.patch(imap_node.address_path(taro),
+                     json={"status": "suspended"}).status_code == 200
+    _took, said = ended_within(phone, SESSION_END_SECONDS)
+    assert b"* BYE" in said, said
+    assert pop3_ended_within(pop, SESSION_END_SECONDS) < SESSION_END_SECONDS
+    still_open(neighbour)
+    assert "suspended" in imap_node.imap_refusal(taro.address, taro.password,
+                                                 source="127.0.0.13").lower()
+
+    # The contract's end (解約) ends the sessions of each of its addresses.
+    phone = idling(imap_node, hanako.address, hanako.password)
+    assert api.patch(f"/v1/contracts/{hanako.contract}",
+                     json={"status": "terminated"}).status_code == 200
+    ended_within(phone, SESSION_END_SECONDS)
+
+    # A deleted address's session goes with its mailbox.
+    jiro = imap_node.create_mailbox("jiro")
+    phone = idling(imap_node, jiro.address, jiro.password)
+    assert api.delete(imap_node.address_path(jiro)).status_code == 204
+    ended_within(phone, SESSION_END_SECONDS)
 
 
 def _quarantine_one(node: AnywhereNode, mailbox: Mailbox, subject: str) -> dict[str, object]:
