@@ -208,8 +208,10 @@ class WebmailConfig(_Section):
     public_url: str = "http://127.0.0.1:8090/"
     #: Addresses the webmail hosts connect from.  Their submission is not subject to the
     #: overseas-send window (001 L4645-4647: the window is for the customer's own mail
-    #: program, not for どこでもメール); every other check applies.  Dovecot takes the
-    #: browser's address from them (``login_trusted_networks``), for the login guard.
+    #: program, not for どこでもメール); every other check applies.  Dovecot
+    #: (``login_trusted_networks``) and submission (``XCLIENT ADDR``) take the browser's
+    #: address from them, and the login guard counts it instead: a webmail host is never
+    #: locked as one address (auth/login_guard.py).
     networks: list[str] = Field(default_factory=list)
     #: The local address the node's own Roundcube connects from ("" = the system's choice).
     source_address: str = ""

@@ -17,6 +17,7 @@ import re
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
 import httpx
@@ -24,6 +25,7 @@ import pytest
 
 from mailplane.mailstore.folders import QUARANTINE, SENT, encode_mutf7
 from tests.factories.anywhere import (
+    WEBMAIL_HOST,
     AnywhereFactory,
     AnywhereNode,
     Mailbox,
@@ -451,6 +453,44 @@ def test_imap_failures_are_counted_by_the_login_guard(imap_node: AnywhereNode) -
     with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
         imap_node.pop3(taro.pop_account, taro.password, source=guesser)
     imap_node.imap(taro.address, taro.password).logout()  # from a clean address: fine
+
+
+def _fail_at_once(node: AnywhereNode, source: str, accounts: list[str],
+                  client_ip: str | None = None) -> None:
+    """Each account fails once from ``source``, all at once (Dovecot delays each failure
+    by seconds; in parallel they are counted as they would be one after the other)."""
+    with ThreadPoolExecutor(max_workers=len(accounts)) as pool:
+        outcomes = list(pool.map(
+            lambda user: node.imap_outcome(source, user, "Summer2026!", client_ip=client_ip),
+            accounts))
+    assert all("AUTHENTICATIONFAILED" in outcome for outcome in outcomes), outcomes
+
+
+def test_users_failing_through_the_webmail_host_lock_out_nobody_else(
+        imap_node: AnywhereNode) -> None:
+    """The webmail host ([webmail] networks) logs in to IMAP for all its users, passing
+    each browser's address in IMAP ID.  As many accounts failing through it as lock an
+    ordinary address (``login_ip_max_accounts``) lock neither the host nor another
+    user's right password through it; the browser that failed on them is locked, its
+    neighbour is not.  The same failures from an ordinary address lock that address (the
+    control)."""
+    taro = imap_node.create_mailbox("taro")
+    limit = int(imap_node.node.env["MAILPLANE_SECURITY__LOGIN_IP_MAX_ACCOUNTS"])
+    accounts = [f"webmail-stuffed{n}@e06.example.net" for n in range(limit)]
+    _fail_at_once(imap_node, WEBMAIL_HOST, accounts)  # no browser address passed on
+    assert imap_node.imap_outcome(WEBMAIL_HOST, taro.address, taro.password) == "OK"
+
+    stuffer, neighbour = "198.51.100.66", "198.51.100.67"
+    _fail_at_once(imap_node, WEBMAIL_HOST, accounts, client_ip=stuffer)
+    assert "UNAVAILABLE" in imap_node.imap_outcome(WEBMAIL_HOST, taro.address, taro.password,
+                                                   client_ip=stuffer)
+    assert imap_node.imap_outcome(WEBMAIL_HOST, taro.address, taro.password,
+                                  client_ip=neighbour) == "OK"
+    assert imap_node.imap_outcome(WEBMAIL_HOST, taro.address, taro.password) == "OK"
+
+    ordinary = "127.0.0.14"
+    _fail_at_once(imap_node, ordinary, accounts)
+    assert "UNAVAILABLE" in imap_node.imap_outcome(ordinary, taro.address, taro.password)
 
 
 def test_the_login_check_answers_only_its_callers(imap_node: AnywhereNode) -> None:
