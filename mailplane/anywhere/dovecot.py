@@ -171,11 +171,19 @@ def _mailbox(name: str, special_use: str, extra: str = "") -> str:
             f"    auto = subscribe\n{extra}  }}\n")
 
 
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
 def render_config(settings: Settings, layout: DovecotLayout, users: Accounts, *,
                   cert: Path, key: Path) -> str:
     """dovecot.conf for the IMAP of どこでもメール (Dovecot 2.3)."""
     imap = settings.imap
     unprivileged = not users.privileged
+    owner = _user_name(users.mail_uid) if users.privileged else None
     lines = [
         "# Written by mailplane (mailplane/anywhere/dovecot.py). Logins are checked by",
         "# mailplane; the folders are mailplane's Maildir folders (docs/operations.md).",
@@ -263,8 +271,15 @@ def render_config(settings: Settings, layout: DovecotLayout, users: Accounts, *,
         "    ssl = yes",
         "  }",
         "}",
-        # Unprivileged (a node that is not root): nothing can chroot.
-        *(["service anvil {", "  chroot =", "}"] if unprivileged else []),
+        # Anvil knows who is logged in: its socket is the mail owner's (the node's user in
+        # production), whose ``doveadm kick`` ends the sessions of a changed address
+        # (anywhere/sessions.py).  Unprivileged (a node that is not root): nothing can
+        # chroot, and every socket is the node's user's anyway.
+        "service anvil {",
+        *(["  chroot ="] if unprivileged else []),
+        *(["  unix_listener anvil {", f"    user = {owner}", "    mode = 0600", "  }"]
+          if owner is not None else []),
+        "}",
         # Nothing but IMAP: no LMTP, POP3 or doveadm listeners on the network.
         "service lmtp {",
         "  unix_listener lmtp {",

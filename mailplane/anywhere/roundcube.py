@@ -117,6 +117,9 @@ def render_config(settings: Settings, places: WebmailPlaces | None, *, imap_host
         ("smtp_user", _php("%u")),
         ("smtp_pass", _php("%p")),
         ("smtp_conn_options", connection),
+        # Whose login it relays: submission counts the browser's address in the login
+        # guard, not the webmail host's (XCLIENT, offered to [webmail] networks over TLS).
+        ("smtp_xclient_addr", _php(True)),
         ("smtp_helo_host", _php("webmail." + settings.base_domains[0])),
         ("product_name", _php(webmail.product_name)),
         ("support_url", _php("")),
@@ -250,8 +253,8 @@ class NodeWebmail(NodeProgram):
             des_key=secret_file(self.root / "des.key", nbytes=18)[:24])
         config = render_config(
             settings, places, imap_host=f"{_host(imap.host)}:{imap.port}",
-            smtp_host=f"tls://{_host(settings.submission.host)}:"
-                      f"{settings.submission.starttls_port}",
+            smtp_host=f"ssl://{_host(settings.submission.host)}:"
+                      f"{settings.submission.tls_port}",
             verify_tls=bool(settings.tls.cert_file), login_check_secret=self._secret)
         write_private(self.install / "config" / "config.inc.php", config)
         owner = self._owner()
@@ -293,15 +296,16 @@ def write_unit_config(settings: Settings, directory: Path, *, secret: str) -> li
     """``mailplane webmail-config``: for Roundcube from the Debian package under php-fpm
     (production): ``mailplane.inc.php`` to include at the end of
     /etc/roundcube/config.inc.php, and the sign-in plugin in ``plugins/mailplane`` to link
-    into Roundcube's plugin directory.  IMAP and submission by their public names, with
-    STARTTLS and the certificate checked.  Blocking; returns what was written."""
+    into Roundcube's plugin directory.  IMAP (STARTTLS) and submission (implicit TLS, so
+    Roundcube's XCLIENT comes inside TLS) by their public names, the certificate checked.
+    Blocking; returns what was written."""
     public = settings.public
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     fragment = directory / "mailplane.inc.php"
     imap_host = public.imap_host or settings.imap.host
     text = render_config(
         settings, None, imap_host=f"tls://{_host(imap_host)}:{public.imap_port}",
-        smtp_host=f"tls://{_host(public.smtp_host)}:{public.submission_port}",
+        smtp_host=f"ssl://{_host(public.smtp_host)}:{public.submission_tls_port}",
         verify_tls=True, login_check_secret=secret)
     write_private(fragment, text.replace("$config = [];\n", ""), mode=0o640)
     plugin = directory / "plugins" / "mailplane"

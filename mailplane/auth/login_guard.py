@@ -29,8 +29,18 @@ own, so a family's phones failing over POP3 never touch the contract holder's si
   a handful of addresses; credential stuffing tries hundreds.  At
   ``login_ip_max_accounts`` the IP is locked for every account (growing locks); its
   attempts in flight count against that budget until they end, so a parallel burst is
-  bounded too.  Networks in ``security.limit_exempt_networks`` (the ISP's webmail) are
-  never locked as a whole; their pairs and accounts are.
+  bounded too.  Networks in ``security.limit_exempt_networks`` are never locked as a
+  whole; their pairs and accounts are.
+
+**The webmail hosts** (``[webmail] networks``) relay their users' logins to IMAP and
+submission: an address among them is no household but every webmail user at once, so in
+the mail budget it is never counted or locked as one IP — many users failing through the
+webmail must not lock out the rest.  What is counted instead is the real client, which
+the webmail reports and the callers pass as ``peer_ip``: the browser's address in the
+webmail's own sign-in, Dovecot's ``rip`` (from Roundcube's IMAP ID ``x-originating-ip``,
+Dovecot's ``login_trusted_networks``), submission's ``XCLIENT ADDR``
+(:mod:`mailplane.smtp.submission_protocol`).  A login that arrives from a webmail host
+without the client's address still counts for its pair and its account.
 
 An attempt that finds a budget taken only by attempts still in flight waits for them (up
 to :data:`BUSY_WAIT_SECONDS`) instead of being refused, so a burst of right passwords
@@ -163,6 +173,7 @@ class LoginGuard:
         max_delay_seconds: float = 5.0,
         secret: str | None = None,
         exempt_networks: Iterable[str] = (),
+        relay_networks: Iterable[str] = (),
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._session_factory = session_factory
@@ -177,6 +188,7 @@ class LoginGuard:
             b"mailplane login digests\0" + (secret or secrets.token_urlsafe(32)).encode()
         ).digest()
         self._exempt = parse_networks(exempt_networks)
+        self._relays = parse_networks(relay_networks)
         self._sleep = sleep
 
     @classmethod
@@ -202,6 +214,7 @@ class LoginGuard:
             max_delay_seconds=security.login_max_delay_seconds,
             secret=login_secret(settings),
             exempt_networks=security.limit_exempt_networks,
+            relay_networks=settings.webmail.networks,
             sleep=sleep,
         )
 
@@ -227,8 +240,12 @@ class LoginGuard:
             now - pair.last_success_at).total_seconds() < self.max_lock_seconds
         return pair.failures > 0 and not familiar
 
-    def _exempt_ip(self, peer_ip: str) -> bool:
-        return bool(self._exempt) and in_networks(peer_ip, self._exempt)
+    def _exempt_ip(self, peer_ip: str, budget: Budget) -> bool:
+        """Never counted or locked as a whole IP: an exempt network, or — for the mail
+        protocols — a webmail host speaking for its users (see the module docstring)."""
+        if self._exempt and in_networks(peer_ip, self._exempt):
+            return True
+        return budget == MAIL and bool(self._relays) and in_networks(peer_ip, self._relays)
 
     # --- one attempt ----------------------------------------------------------------
 
@@ -254,7 +271,7 @@ class LoginGuard:
     async def _reserve(self, *, peer_ip: str, account: str, digest: str,
                        budget: Budget) -> Attempt:
         now = self._clock.now()
-        exempt = self._exempt_ip(peer_ip)
+        exempt = self._exempt_ip(peer_ip, budget)
         ip, pair = ip_key(peer_ip, budget), pair_key(account, peer_ip, budget)
 
         def write() -> Attempt:
@@ -307,7 +324,7 @@ class LoginGuard:
         pair or the account already remembers this wrong password — and, for the pair's
         first failure, one more failing account for the IP; then the delay."""
         now = self._clock.now()
-        exempt = self._exempt_ip(attempt.peer_ip)
+        exempt = self._exempt_ip(attempt.peer_ip, attempt.budget)
         ip = ip_key(attempt.peer_ip, attempt.budget)
         pair = pair_key(attempt.account, attempt.peer_ip, attempt.budget)
         account = account_key(attempt.account)
@@ -378,7 +395,7 @@ class LoginGuard:
         """When a login from ``peer_ip`` to ``account`` is allowed again: the IP's lock,
         the pair's, or the account's if it applies to this client; None if allowed now."""
         now = self._clock.now()
-        exempt = self._exempt_ip(peer_ip)
+        exempt = self._exempt_ip(peer_ip, budget)
 
         def read() -> datetime | None:
             with self._session_factory() as session:

@@ -176,6 +176,14 @@ class ImapConfig(_Section):
     #: Dovecot's settings for mail on NFS.  "" = indexes inside the Maildirs (one node).
     index_dir: str = ""
     dovecot_binary: str = "/usr/sbin/dovecot"
+    #: Ends the open IMAP sessions of an address whose password was changed or reissued,
+    #: or that was suspended, terminated or deleted (``doveadm kick``,
+    #: :mod:`mailplane.anywhere.sessions`).
+    doveadm_binary: str = "/usr/bin/doveadm"
+    #: Dovecot's anvil socket, which knows who is logged in: "" = the node's own
+    #: Dovecot's (``run_dovecot``), or Debian's ``/run/dovecot/anvil`` for Dovecot under
+    #: its own unit.
+    anvil_socket: str = ""
 
     @field_validator("mail_owner")
     @classmethod
@@ -200,8 +208,10 @@ class WebmailConfig(_Section):
     public_url: str = "http://127.0.0.1:8090/"
     #: Addresses the webmail hosts connect from.  Their submission is not subject to the
     #: overseas-send window (001 L4645-4647: the window is for the customer's own mail
-    #: program, not for どこでもメール); every other check applies.  Dovecot takes the
-    #: browser's address from them (``login_trusted_networks``), for the login guard.
+    #: program, not for どこでもメール); every other check applies.  Dovecot
+    #: (``login_trusted_networks``) and submission (``XCLIENT ADDR``) take the browser's
+    #: address from them, and the login guard counts it instead: a webmail host is never
+    #: locked as one address (auth/login_guard.py).
     networks: list[str] = Field(default_factory=list)
     #: The local address the node's own Roundcube connects from ("" = the system's choice).
     source_address: str = ""
@@ -739,6 +749,11 @@ class SecurityConfig(LimitExemptions, _Section):
     #: alone never lets anyone test guesses against them.  Every node must use the same
     #: value; empty = generated once into ``<state_dir>/login-guard.secret``.
     login_secret: SecretStr = SecretStr("")
+    #: How often each node with open mail sessions (Dovecot's IMAP, POP3) looks for
+    #: changes that end them — a password changed or reissued, an address or contract
+    #: suspended, terminated or deleted — made on any node (:mod:`mailplane.delivery.
+    #: session_ends`).  The longest an open session outlives such a change, plus a moment.
+    session_end_check_seconds: float = Field(default=2.0, gt=0, le=60)
 
     @model_validator(mode="before")
     @classmethod

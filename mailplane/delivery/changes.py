@@ -25,6 +25,18 @@ from mailplane.storage import audit_repo, policy_repo
 #: What the audit log names as the actor of a change the node made by itself.
 SYSTEM_ACTOR = "system:lifecycle"
 
+#: Changes after which no session opened before may go on reading the mailbox: what let
+#: it log in is no longer valid.  A reissue after a theft must shut the thief's IMAP IDLE
+#: out too, not only the next login (SPEC §9b; 003 Art.20(3)); a contract's change ends
+#: the sessions of each of its addresses.  Every node holding sessions finds them in the
+#: audit log (:mod:`mailplane.delivery.session_ends`), so the change may be made on any
+#: node.
+ENDS_SESSIONS = frozenset({
+    "address.password_change", "address.password_reissue", "address.suspend",
+    "address.delete", "address.purge", "contract.suspend", "contract.terminate",
+    "contract.purge",
+})
+
 
 class ChangedContract(Protocol):
     @property

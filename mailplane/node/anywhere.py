@@ -14,6 +14,8 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +25,9 @@ from mailplane.config.settings import Settings
 from mailplane.mailstore import owner
 from mailplane.policy.model import PolicySource
 from mailplane.storage.state_dir import private_dir
+
+if TYPE_CHECKING:
+    from mailplane.delivery.session_ends import SessionEnds
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,27 @@ async def _no_wait(_seconds: float) -> None:
     """Dovecot delays failed logins itself, without holding an auth worker."""
 
 
+def _end_imap_sessions(settings: Settings, session_ends: SessionEnds | None,
+                       base_dir: Path | None) -> None:
+    """Kick the open IMAP sessions of a changed address on the Dovecot beside this node:
+    its own (``base_dir``), or the one under its own unit (Debian's socket, or ``[imap]
+    anvil_socket``)."""
+    from mailplane.anywhere.sessions import DovecotSessions, anvil_socket
+
+    if session_ends is None:
+        return
+    if not Path(settings.imap.doveadm_binary).exists():
+        log.warning("open IMAP sessions will not end on a password change or suspension: "
+                    "%s is not installed", settings.imap.doveadm_binary)
+        return
+    kicker = DovecotSessions(settings.imap.doveadm_binary, anvil_socket(settings, base_dir))
+    session_ends.subscribe("imap", kicker.end)
+
+
 async def start_imap(settings: Settings, session_factory: sessionmaker[Session],
                      policy: PolicySource, clock: Clock,
-                     tasks: list[asyncio.Task[None]]) -> list[Closer]:
+                     tasks: list[asyncio.Task[None]], *,
+                     session_ends: SessionEnds | None = None) -> list[Closer]:
     from mailplane.anywhere.children import ChildFailed
     from mailplane.anywhere.dovecot import PACKAGES, NodeDovecot, missing_parts
     from mailplane.anywhere.login_check import LoginCheck, login_check_app, login_check_secret
@@ -99,6 +122,7 @@ async def start_imap(settings: Settings, session_factory: sessionmaker[Session],
 
     closers: list[Closer] = [stop_check]
     if not imap.run_dovecot:
+        _end_imap_sessions(settings, session_ends, None)
         return closers
     missing = missing_parts(settings)
     if missing is not None:
@@ -115,6 +139,7 @@ async def start_imap(settings: Settings, session_factory: sessionmaker[Session],
     log.info("IMAP listening on %s:%d (STARTTLS) and %d (TLS), Dovecot pid %s", imap.host,
              imap.port, imap.tls_port, dovecot.pid)
     closers.append(dovecot.stop)
+    _end_imap_sessions(settings, session_ends, dovecot.layout.base_dir)
     return closers
 
 

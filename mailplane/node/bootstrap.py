@@ -158,6 +158,16 @@ async def _start_services(
 
             closers.append(start_background_jobs(settings, session_factory, clock).aclose)
     pop3_on = "pop3" in roles and settings.pop3.enabled
+    imap_on = "imap" in roles and settings.imap.enabled
+    session_ends = None
+    if (pop3_on or imap_on) and not extra_worker:
+        # Open sessions end when a change on any node invalidates what let them in.
+        from mailplane.delivery.session_ends import SessionEnds
+
+        session_ends = SessionEnds(
+            session_factory, poll_seconds=settings.security.session_end_check_seconds,
+            again_after_seconds=settings.imap.auth_timeout_seconds
+            + settings.security.session_end_check_seconds)
     authenticator = (_authenticator(settings, session_factory, clock)
                      if submission_on or pop3_on else None)
     if submission_on and authenticator is not None:
@@ -177,12 +187,18 @@ async def _start_services(
             idle_timeout_seconds=settings.pop3.idle_timeout_seconds,
         )
         closers.append(pop3.close)
+        if session_ends is not None:
+            session_ends.subscribe("pop3", pop3.end_sessions)
     if "api" in roles:
         closers.append(_start_api(settings, policy, clock, tasks))
-    if "imap" in roles and settings.imap.enabled:
+    if imap_on:
         from mailplane.node.anywhere import start_imap
 
-        closers.extend(await start_imap(settings, session_factory, policy, clock, tasks))
+        closers.extend(await start_imap(settings, session_factory, policy, clock, tasks,
+                                        session_ends=session_ends))
+    if session_ends is not None:
+        await session_ends.start()
+        closers.append(session_ends.stop)
     if "webmail" in roles and settings.webmail.enabled:
         from mailplane.node.anywhere import start_webmail
 

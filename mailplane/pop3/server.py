@@ -24,7 +24,7 @@ from mailplane.config.settings import Settings
 from mailplane.net.gate import Admission, Gate, GatedServer, start_gated_server
 from mailplane.net.limits import ConnectionLimiter, ConnectionLimits
 from mailplane.net.tls import server_ssl_context
-from mailplane.pop3.session import Pop3Session, SessionConfig
+from mailplane.pop3.session import OpenSessions, Pop3Session, SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Pop3Server:
         self._backlog = backlog
         self._servers: list[GatedServer] = []
         self._sessions: set[asyncio.Task[None]] = set()
+        self.open_sessions = OpenSessions()
         self.port = 0
         self.tls_port = 0
 
@@ -71,6 +72,7 @@ class Pop3Server:
                     config=self._config,
                     authenticator=self._authenticator,
                     secure=implicit_tls,
+                    open_sessions=self.open_sessions,
                 )
                 await session.run()
             finally:
@@ -91,6 +93,11 @@ class Pop3Server:
         log.info("pop3 listening on %s:%d (%s)", host, bound,
                  "implicit TLS" if implicit_tls else "STLS")
         return bound
+
+    async def end_sessions(self, addresses: frozenset[str]) -> None:
+        """End the logged-in sessions of ``addresses`` (a :class:`~mailplane.delivery.
+        session_ends.SessionEnds` ender)."""
+        self.open_sessions.end(addresses)
 
     async def close(self) -> None:
         for server in self._servers:

@@ -65,6 +65,41 @@ class _Closed(Exception):
     """The client went away, idled out, or must be disconnected."""
 
 
+class OpenSessions:
+    """The logged-in sessions of one server by address, so that a change which ends them
+    (:mod:`mailplane.delivery.session_ends`: a password reissued, a suspension) can.
+
+    RFC 1939 sessions are short, but nothing in them asks the credential again: without
+    this, a session opened before a suspension could RETR and DELE what it listed for as
+    long as it keeps sending commands (the autologout counts idle time only) — and holds
+    the mailbox lock, so the owner's own client is refused ``[IN-USE]`` meanwhile."""
+
+    def __init__(self) -> None:
+        self._by_address: dict[str, set[Pop3Session]] = {}
+
+    def add(self, address: str, session: Pop3Session) -> None:
+        self._by_address.setdefault(address.lower(), set()).add(session)
+
+    def discard(self, address: str, session: Pop3Session) -> None:
+        sessions = self._by_address.get(address.lower())
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._by_address[address.lower()]
+
+    def end(self, addresses: frozenset[str]) -> int:
+        """Close the connections of ``addresses``' sessions (no UPDATE state: what they
+        marked deleted stays, RFC 1939 §6); how many were closed."""
+        ended = 0
+        for address in addresses:
+            for session in list(self._by_address.get(address.lower(), ())):
+                session.end()
+                ended += 1
+                log.info("pop3: ended the open session of %s (peer %s)", address,
+                         session.peer_ip)
+        return ended
+
+
 Handler = Callable[[str], Awaitable[None]]
 
 
@@ -77,7 +112,10 @@ class Pop3Session(MaildropCommands):
         config: SessionConfig,
         authenticator: Authenticator,
         secure: bool,
+        open_sessions: OpenSessions | None = None,
     ) -> None:
+        self._open_sessions = open_sessions
+        self._address: str | None = None
         self._reader = reader
         self._writer = writer
         self._config = config
@@ -114,6 +152,8 @@ class Pop3Session(MaildropCommands):
             with contextlib.suppress(Exception):
                 await self._send("-ERR [SYS/TEMP] internal server error")
         finally:
+            if self._address is not None and self._open_sessions is not None:
+                self._open_sessions.discard(self._address, self)
             await self._release_mailbox()
             self._writer.close()
             with contextlib.suppress(Exception):
@@ -298,8 +338,22 @@ class Pop3Session(MaildropCommands):
             log.error("pop3: cannot open mailbox of %s: %s", result.pop_account, exc)
             await self._send("-ERR [SYS/TEMP] mailbox temporarily unavailable")
             return
+        if self._open_sessions is not None:
+            self._address = result.address
+            self._open_sessions.add(result.address, self)
         count, octets = self._totals()
         await self._send(f"+OK {count} messages ({octets} octets)")
+
+    @property
+    def peer_ip(self) -> str:
+        return self._peer_ip
+
+    def end(self) -> None:
+        """Close the connection from outside (:class:`OpenSessions`): a command being
+        answered fails to write, a read meets the end of the stream, and the session
+        ends without its UPDATE state."""
+        self._done = True
+        self._writer.close()
 
     async def _stls(self, _argument: str) -> None:
         context = self._config.tls_context

@@ -39,7 +39,7 @@ import secrets
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailplane import metrics
@@ -71,7 +71,7 @@ from mailplane.smtp.base import (
     too_many_recipients,
 )
 from mailplane.smtp.replies import SmtpReply
-from mailplane.smtp.submission_protocol import AuthenticatedUser, peer_ip_of
+from mailplane.smtp.submission_protocol import AuthenticatedUser, SubmissionSMTP, peer_ip_of
 from mailplane.smtp.transaction import Transaction
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,15 @@ class SubmissionHandler(EsmtpHandler):
         self.quota = quota
         self.overseas = OverseasRule.from_settings(settings.overseas, settings.webmail.networks)
         self.authserv_id = header.node_authserv_id(settings)
+
+    async def handle_EHLO(self, server: SMTP, session: SmtpSession, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """The EHLO keywords, and ``XCLIENT ADDR`` to a webmail host over TLS (Roundcube
+        sends it only when listed, :mod:`~mailplane.smtp.submission_protocol`)."""
+        keywords = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        if isinstance(server, SubmissionSMTP) and server.offers_xclient:
+            keywords.insert(len(keywords) - 1, "250-XCLIENT ADDR")
+        return keywords
 
     # --- MAIL ---------------------------------------------------------------------------
 

@@ -7,18 +7,28 @@ aiosmtpd parse the exchange and then *awaits* the shared
 :class:`~mailplane.auth.credentials.Authenticator` (argon2 in a thread, under the
 brute-force guard).  ``submission.allow_plain_auth_on_loopback`` lifts the TLS
 requirement for loopback peers only (development).
+
+The webmail hosts (``[webmail] networks``) log in for their users, so their address is no
+client's: they may say whose login they relay with Postfix's ``XCLIENT ADDR=`` (Roundcube's
+``smtp_xclient_addr``), over TLS and before AUTH, and the login guard then counts the
+browser's address (:mod:`mailplane.auth.login_guard`).  Only the login guard hears it:
+the overseas window, the per-IP quotas and the Received line keep the connection's peer,
+which is what those rules are about (001 L4645-4647: the webmail is not the customer's
+own mail program).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailplane.auth.credentials import Authenticator, AuthOutcome
+from mailplane.net.limits import Network, in_networks
 from mailplane.smtp import replies
 from mailplane.smtp.base import MailplaneSMTP
 from mailplane.smtp.replies import SmtpReply
@@ -48,6 +58,21 @@ def peer_ip_of(session: SmtpSession | None) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
 
+_XTEXT = re.compile(r"\+([0-9A-F]{2})")
+
+
+def xclient_address(value: str) -> str | None:
+    """The client address an ``XCLIENT ADDR=`` value names (xtext, RFC 3461 §4: ``1.2.3.4``,
+    ``IPV6:2001:db8::1``), None for ``[UNAVAILABLE]``/``[TEMPUNAVAIL]``; ValueError for
+    anything else."""
+    text = _XTEXT.sub(lambda match: chr(int(match[1], 16)), value)
+    if text.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+        return None
+    if text[:5].upper() == "IPV6:":
+        return str(ipaddress.IPv6Address(text[5:]))
+    return str(ipaddress.IPv4Address(text))
+
+
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
@@ -71,10 +96,15 @@ class SubmissionSMTP(MailplaneSMTP):
         credentials: Authenticator,
         implicit_tls: bool,
         allow_plain_auth_on_loopback: bool,
+        relay_networks: tuple[Network, ...] = (),
         **kwargs: Any,
     ) -> None:
         # Set before super().__init__, which introspects (and so reads) the properties.
         self._credentials = credentials
+        self._relay_networks = relay_networks
+        #: The client a webmail host said it logs in for (``XCLIENT ADDR``).
+        self._relayed_client: str | None = None
+        self._relayed = False
         self._implicit_tls = implicit_tls
         self._loopback_exception_allowed = allow_plain_auth_on_loopback
         self._tls_wanted_for_auth = True
@@ -103,6 +133,59 @@ class SubmissionSMTP(MailplaneSMTP):
     def require_starttls(self, value: object) -> None:
         self._starttls_wanted = bool(value)
 
+    # --- XCLIENT (the webmail hosts) -----------------------------------------------
+
+    @property
+    def offers_xclient(self) -> bool:
+        """To a webmail host, over TLS, before AUTH (EHLO then lists ``XCLIENT ADDR``)."""
+        session = self.session
+        return (bool(self._relay_networks) and session is not None
+                and not session.authenticated and self.tls_in_use
+                and in_networks(peer_ip_of(session), self._relay_networks))
+
+    @property
+    def client_ip(self) -> str:
+        """Whom the login guard counts: the relayed client, else the peer."""
+        return self._relayed_client or peer_ip_of(self.session)
+
+    @syntax("XCLIENT ADDR=address")
+    async def smtp_XCLIENT(self, arg: str | None) -> None:
+        """Postfix's XCLIENT, ``ADDR`` only: the session starts again (``220``, then
+        EHLO) as the client's; anyone but a webmail host over TLS is refused."""
+        if not self.offers_xclient:
+            await self.push("550 5.7.0 Error: insufficient authorization")
+            return
+        relayed: str | None = None
+        attributes = (arg or "").split()
+        try:
+            if not attributes:
+                raise ValueError("no attribute")
+            for attribute in attributes:
+                name, equals, value = attribute.partition("=")
+                if name.upper() != "ADDR" or not equals:
+                    raise ValueError(name)
+                relayed = xclient_address(value)
+        except ValueError:
+            await self.push("501 5.5.4 Syntax: XCLIENT ADDR=address")
+            return
+        self._relayed_client = relayed
+        self._relayed = True
+        assert self.session is not None
+        stock: Any = self  # untyped in aiosmtpd
+        stock._set_rset_state()
+        self.session.host_name = None
+        self.session.extended_smtp = False
+        await self.push(f"220 {self.hostname} {self.__ident__}")
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        """After XCLIENT Roundcube (PEAR Net_SMTP) greets with HELO and goes on with
+        the extensions its first EHLO listed — AUTH among them — as Postfix, XCLIENT's
+        author, allows: that HELO keeps the session extended."""
+        await super().smtp_HELO(hostname)
+        if self._relayed and self.session is not None and self.session.host_name:
+            self.session.extended_smtp = True
+
     def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
         # Called synchronously by aiosmtpd's auth_PLAIN/auth_LOGIN once the exchange is
         # parsed: hand the credentials back so our async overrides can await the check.
@@ -124,7 +207,7 @@ class SubmissionSMTP(MailplaneSMTP):
             return AuthResult(success=False, handled=False,
                               message=replies.AUTH_BAD_CREDENTIALS.line)
         result = await self._credentials.authenticate(
-            username, password, peer_ip=peer_ip_of(self.session), listener=LISTENER
+            username, password, peer_ip=self.client_ip, listener=LISTENER
         )
         if result.ok and result.address and result.pop_account:
             user = AuthenticatedUser(result.address, result.pop_account)

@@ -23,6 +23,7 @@ from mailplane.filters.geo import CountryLookup, build_country_lookup
 from mailplane.filters.scan import Scanner
 from mailplane.mail.srs import srs_from_settings
 from mailplane.net.gate import Gate, GatedServer, start_gated_server
+from mailplane.net.limits import parse_networks
 from mailplane.net.tls import server_ssl_context
 from mailplane.policy.model import PolicySource
 from mailplane.smtp.base import (
@@ -118,6 +119,8 @@ async def start_submission(
     tls_gate = Gate(plain_gate.limiter, plain_gate.refusal_line, tls=context,
                     handshake_timeout=plain_gate.handshake_timeout)
 
+    relay_networks = parse_networks(settings.webmail.networks)
+
     def factory(*, implicit_tls: bool) -> SMTP:
         protocol = SubmissionSMTP(
             handler,
@@ -126,6 +129,7 @@ async def start_submission(
             credentials=authenticator,
             implicit_tls=implicit_tls,
             allow_plain_auth_on_loopback=settings.submission.allow_plain_auth_on_loopback,
+            relay_networks=relay_networks,
             data_size_limit=settings.mx.max_message_size,
             enable_SMTPUTF8=True,
             hostname=settings.mx.hostname,

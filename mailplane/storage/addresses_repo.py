@@ -99,6 +99,14 @@ def list_for_contract(session: Session, *, contract_id: int) -> list[AddressSumm
     ]
 
 
+def addresses_of_contracts(session: Session, *, contract_ids: Collection[int]) -> set[str]:
+    """The addresses the contracts have now (their mailboxes' names)."""
+    if not contract_ids:
+        return set()
+    return set(session.scalars(select(Address.address)
+                               .where(Address.contract_id.in_(sorted(contract_ids)))))
+
+
 def unavailable_among(
     session: Session, *, addresses: Sequence[str], now: datetime, cooloff: timedelta
 ) -> set[str]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import cast
+from typing import NamedTuple, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import AuditRecord
@@ -41,3 +41,29 @@ def list_for_contract(
         query = query.where(AuditRecord.address == address)
     query = query.order_by(AuditRecord.at.desc(), AuditRecord.id.desc())
     return session.scalars(query.limit(limit).offset(offset)).all()
+
+
+class Logged(NamedTuple):
+    """One audit row as a reader of changes sees it (no detail, no actor)."""
+
+    id: int
+    action: str
+    contract_id: int | None
+    address: str | None
+
+
+def latest_id(session: Session) -> int:
+    """The newest row's id (0 for an empty log): an index read."""
+    return int(session.scalar(select(func.max(AuditRecord.id))) or 0)
+
+
+def logged_after(session: Session, *, after_id: int,
+                 actions: Collection[str]) -> list[Logged]:
+    """The rows after ``after_id`` whose action is one of ``actions``, oldest first (a
+    range of the primary key: a reader keeps ``after_id`` close to the newest row)."""
+    rows = session.execute(
+        select(AuditRecord.id, AuditRecord.action, AuditRecord.contract_id,
+               AuditRecord.address)
+        .where(AuditRecord.id > after_id, AuditRecord.action.in_(sorted(actions)))
+        .order_by(AuditRecord.id)).all()
+    return [Logged(int(row[0]), str(row[1]), row[2], row[3]) for row in rows]

@@ -39,6 +39,8 @@ from tests.conftest import free_port
 from tests.factories.node import Node, build_node
 
 START_TIMEOUT = 60.0
+#: Where the webmail connects from in these tests ([webmail] networks).
+WEBMAIL_HOST = "127.0.0.2"
 
 
 def _missing(webmail: bool) -> str | None:
@@ -152,12 +154,34 @@ class AnywhereNode:
                 client.logout()
         raise AssertionError(f"IMAP login of {user} was accepted")
 
-    def imap_from(self, source: str, user: str, password: str) -> imaplib.IMAP4:
-        """Logged in (STARTTLS) from the loopback address ``source``."""
+    def imap_from(self, source: str, user: str, password: str, *,
+                  client_ip: str | None = None) -> imaplib.IMAP4:
+        """Logged in (STARTTLS) from the loopback address ``source``; ``client_ip``: the
+        address a webmail host reports before the login, as Roundcube does (IMAP ID
+        ``x-originating-ip``, RFC 2971)."""
         client = _Imap4From(source, self.ports["imap"])
-        client.starttls(ssl_context=unverified_tls())
-        client.login(user, password)
+        try:
+            client.starttls(ssl_context=unverified_tls())
+            if client_ip is not None:
+                status, _ = client.xatom("ID", f'("x-originating-ip" "{client_ip}")')
+                assert status == "OK"
+            client.login(user, password)
+        except BaseException:
+            with contextlib.suppress(OSError, imaplib.IMAP4.error):
+                client.logout()
+            raise
         return client
+
+    def imap_outcome(self, source: str, user: str, password: str, *,
+                     client_ip: str | None = None) -> str:
+        """``OK``, or the text of the refusal (``[AUTHENTICATIONFAILED]``,
+        ``[UNAVAILABLE]`` …) of one login from ``source`` (see :meth:`imap_from`)."""
+        try:
+            client = self.imap_from(source, user, password, client_ip=client_ip)
+        except imaplib.IMAP4.error as exc:
+            return str(exc)
+        client.logout()
+        return "OK"
 
     def pop3(self, user: str, password: str, *, source: str = "127.0.0.1") -> poplib.POP3:
         client = _Pop3From(source, self.node.ports["pop3"])
@@ -327,9 +351,13 @@ def shared_imap_node(request: pytest.FixtureRequest) -> Iterator[AnywhereNode]:
     under a contract of their own): the login check reads the credentials from the
     database, so SQLite and PostgreSQL both."""
     nodes = AnywhereNodes()
-    # Two failures lock an account for the client that made them: the guard test needs
-    # no more of Dovecot's growing failure delays than that.
-    limits = {"MAILPLANE_SECURITY__LOGIN_MAX_FAILURES": "2"}
+    # Two failures lock an account for the client that made them, three failing accounts
+    # an IP: the guard tests need no more of Dovecot's growing failure delays than that.
+    # Changes that end open sessions are looked for twice a second.
+    limits = {"MAILPLANE_SECURITY__LOGIN_MAX_FAILURES": "2",
+              "MAILPLANE_SECURITY__LOGIN_IP_MAX_ACCOUNTS": "3",
+              "MAILPLANE_SECURITY__SESSION_END_CHECK_SECONDS": "0.5",
+              "MAILPLANE_WEBMAIL__NETWORKS": f'["{WEBMAIL_HOST}/32"]'}
     if request.param == "sqlite":
         try:
             yield nodes.start(**limits)

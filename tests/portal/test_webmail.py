@@ -162,6 +162,12 @@ def test_webmail_in_japanese_reads_the_junk_folder_and_sends_from_abroad(
         return found
 
     [received] = _wait_for(arrived, "the webmail's message arrived")
+    # The webmail host relays its user's logins: IMAP (IMAP ID) and submission (XCLIENT)
+    # count them against the browser's address, not the host's.
+    log = node.node.log_text()
+    for listener in ("imap", "submission"):
+        assert f"{listener} login ok: {taro.pop_account} from 127.0.0.1" in log, listener
+        assert f"{listener} login ok: {taro.pop_account} from {WEBMAIL_HOST}" not in log
     assert received["From"].addresses[0].addr_spec == taro.address  # type: ignore[attr-defined]
     assert SENT_BODY in received.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     # Kept in 送信済み, not in the inbox or the quarantine.

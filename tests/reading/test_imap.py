@@ -17,6 +17,7 @@ import re
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
 import httpx
@@ -24,12 +25,14 @@ import pytest
 
 from mailplane.mailstore.folders import QUARANTINE, SENT, encode_mutf7
 from tests.factories.anywhere import (
+    WEBMAIL_HOST,
     AnywhereFactory,
     AnywhereNode,
     Mailbox,
     imap_folders,
     stop_node,
 )
+from tests.factories.node import NodeFactory
 
 pytestmark = [pytest.mark.daemon]
 
@@ -185,6 +188,127 @@ def test_a_suspended_address_or_contract_is_refused(imap_node: AnywhereNode) -> 
         imap_node.imap(taro.pop_account, taro.password).logout()
 
 
+# --- open sessions end with the change (a thief's IDLE after a reissue) ---------------
+
+#: The longest an open session may outlive a change: the nodes here look for changes
+#: twice a second (``session_end_check_seconds``), doveadm takes milliseconds.
+SESSION_END_SECONDS = 10.0
+
+
+def idling(node: AnywhereNode, user: str, password: str) -> imaplib.IMAP4:
+    """Logged in, INBOX selected, in IDLE (RFC 2177): a phone left reading the mailbox."""
+    client = node.imap(user, password)
+    assert client.select("INBOX")[0] == "OK"
+    tag = client._new_tag().decode()  # type: ignore[attr-defined]
+    client.send(f"{tag} IDLE\r\n".encode())
+    assert client.readline().startswith(b"+")
+    return client
+
+
+def ended_within(client: imaplib.IMAP4, seconds: float) -> tuple[float, bytes]:
+    """Wait for the server to end the session: how long it took, and what it said last
+    (Dovecot's ``* BYE``) before the end of the stream."""
+    started = time.monotonic()
+    said = b""
+    while True:
+        left = seconds - (time.monotonic() - started)
+        assert left > 0, f"the session is still open after {seconds:g} s: {said!r}"
+        client.sock.settimeout(left)
+        try:
+            line = client.readline()
+        except TimeoutError:
+            raise AssertionError(f"the session is still open after {seconds:g} s") from None
+        except OSError:
+            line = b""
+        if not line:
+            return time.monotonic() - started, said
+        said += line
+
+
+def still_open(client: imaplib.IMAP4) -> None:
+    """The session answers: leave IDLE, NOOP."""
+    client.sock.settimeout(30)
+    client.send(b"DONE\r\n")
+    assert client.readline().split(b" ", 2)[1] == b"OK"
+    assert client.noop()[0] == "OK"
+    client.logout()
+
+
+def pop3_ended_within(pop: poplib.POP3, seconds: float) -> float:
+    """NOOP the session (never idle, so no autologout) until the server closes it."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        try:
+            pop.noop()
+        except (poplib.error_proto, OSError, EOFError):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"the POP3 session is still open after {seconds:g} s")
+
+
+def test_a_reissue_on_another_node_ends_the_thiefs_open_session(
+        anywhere_factory: AnywhereFactory, node_factory: NodeFactory, pg_url: str) -> None:
+    """003 Art.20(3), a stolen password: the thief is logged in and idling; the customer
+    has the password reissued through the API of another node (several nodes, one
+    database).  The thief's session is closed — ``* BYE``, then the end of the stream —
+    within seconds, and the stolen password no longer logs in."""
+    imap = anywhere_factory(database_url=pg_url,
+                            MAILPLANE_SECURITY__SESSION_END_CHECK_SECONDS="0.5")
+    api_node = node_factory(pg_url, name="api-node")
+    api_node.start()
+    taro = imap.create_mailbox("taro")
+    imap.deliver(taro.address, japanese_message(taro.address))
+    thief = idling(imap, taro.address, taro.password)
+
+    reissued = api_node.api().post(imap.address_path(taro, "/password/reissue"))
+    assert reissued.status_code == 200, reissued.text
+    took, said = ended_within(thief, SESSION_END_SECONDS)
+    assert said.startswith(b"* BYE"), said
+    assert took < SESSION_END_SECONDS
+    assert "AUTHENTICATIONFAILED" in imap.imap_refusal(taro.address, taro.password,
+                                                       source="127.0.0.12")
+    owner = imap.imap(taro.pop_account, reissued.json()["password"])
+    assert len(fetch_all(owner)) == 1
+    owner.logout()
+
+
+def test_open_sessions_end_when_the_address_is_suspended_terminated_or_deleted(
+        imap_node: AnywhereNode) -> None:
+    """A session opened before the change never logs in again, so the change ends it:
+    the suspended address's IMAP IDLE and POP3 session (which could otherwise RETR on and
+    hold the mailbox lock), a terminated contract's sessions, a deleted address's — while
+    another address of the same contract reads on."""
+    taro = imap_node.create_mailbox("taro")
+    hanako = imap_node.create_mailbox("hanako", same_contract=True)
+    imap_node.deliver(taro.address, japanese_message(taro.address))
+    api = imap_node.api()
+
+    phone, neighbour = idling(imap_node, taro.address, taro.password), idling(
+        imap_node, hanako.pop_account, hanako.password)
+    pop = imap_node.pop3(taro.pop_account, taro.password)
+    assert pop.stat()[0] == 1 and pop.retr(1)[0].startswith(b"+OK")
+    assert api.patch(imap_node.address_path(taro),
+                     json={"status": "suspended"}).status_code == 200
+    _took, said = ended_within(phone, SESSION_END_SECONDS)
+    assert b"* BYE" in said, said
+    assert pop3_ended_within(pop, SESSION_END_SECONDS) < SESSION_END_SECONDS
+    still_open(neighbour)
+    assert "suspended" in imap_node.imap_refusal(taro.address, taro.password,
+                                                 source="127.0.0.13").lower()
+
+    # The contract's end (解約) ends the sessions of each of its addresses.
+    phone = idling(imap_node, hanako.address, hanako.password)
+    assert api.patch(f"/v1/contracts/{hanako.contract}",
+                     json={"status": "terminated"}).status_code == 200
+    ended_within(phone, SESSION_END_SECONDS)
+
+    # A deleted address's session goes with its mailbox.
+    jiro = imap_node.create_mailbox("jiro")
+    phone = idling(imap_node, jiro.address, jiro.password)
+    assert api.delete(imap_node.address_path(jiro)).status_code == 204
+    ended_within(phone, SESSION_END_SECONDS)
+
+
 def _quarantine_one(node: AnywhereNode, mailbox: Mailbox, subject: str) -> dict[str, object]:
     saved = node.api().put(node.address_path(mailbox, "/spam"),
                            json={"judge": True, "quarantine": True, "notify": False})
@@ -329,6 +453,44 @@ def test_imap_failures_are_counted_by_the_login_guard(imap_node: AnywhereNode) -
     with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
         imap_node.pop3(taro.pop_account, taro.password, source=guesser)
     imap_node.imap(taro.address, taro.password).logout()  # from a clean address: fine
+
+
+def _fail_at_once(node: AnywhereNode, source: str, accounts: list[str],
+                  client_ip: str | None = None) -> None:
+    """Each account fails once from ``source``, all at once (Dovecot delays each failure
+    by seconds; in parallel they are counted as they would be one after the other)."""
+    with ThreadPoolExecutor(max_workers=len(accounts)) as pool:
+        outcomes = list(pool.map(
+            lambda user: node.imap_outcome(source, user, "Summer2026!", client_ip=client_ip),
+            accounts))
+    assert all("AUTHENTICATIONFAILED" in outcome for outcome in outcomes), outcomes
+
+
+def test_users_failing_through_the_webmail_host_lock_out_nobody_else(
+        imap_node: AnywhereNode) -> None:
+    """The webmail host ([webmail] networks) logs in to IMAP for all its users, passing
+    each browser's address in IMAP ID.  As many accounts failing through it as lock an
+    ordinary address (``login_ip_max_accounts``) lock neither the host nor another
+    user's right password through it; the browser that failed on them is locked, its
+    neighbour is not.  The same failures from an ordinary address lock that address (the
+    control)."""
+    taro = imap_node.create_mailbox("taro")
+    limit = int(imap_node.node.env["MAILPLANE_SECURITY__LOGIN_IP_MAX_ACCOUNTS"])
+    accounts = [f"webmail-stuffed{n}@e06.example.net" for n in range(limit)]
+    _fail_at_once(imap_node, WEBMAIL_HOST, accounts)  # no browser address passed on
+    assert imap_node.imap_outcome(WEBMAIL_HOST, taro.address, taro.password) == "OK"
+
+    stuffer, neighbour = "198.51.100.66", "198.51.100.67"
+    _fail_at_once(imap_node, WEBMAIL_HOST, accounts, client_ip=stuffer)
+    assert "UNAVAILABLE" in imap_node.imap_outcome(WEBMAIL_HOST, taro.address, taro.password,
+                                                   client_ip=stuffer)
+    assert imap_node.imap_outcome(WEBMAIL_HOST, taro.address, taro.password,
+                                  client_ip=neighbour) == "OK"
+    assert imap_node.imap_outcome(WEBMAIL_HOST, taro.address, taro.password) == "OK"
+
+    ordinary = "127.0.0.14"
+    _fail_at_once(imap_node, ordinary, accounts)
+    assert "UNAVAILABLE" in imap_node.imap_outcome(ordinary, taro.address, taro.password)
 
 
 def test_the_login_check_answers_only_its_callers(imap_node: AnywhereNode) -> None:

@@ -42,6 +42,7 @@ from tests.factories.submission import (
 
 HOME = "127.0.0.2"  # the family's router
 ELSEWHERE = "127.0.0.3"
+WEBMAIL = "127.0.0.7"  # どこでもメール's host ([webmail] networks)
 CN = "C0001"
 TARO = "taro@e06.example.net"
 HANAKO = "hanako@e06.example.net"
@@ -229,11 +230,13 @@ PARALLEL = 40
 
 @pytest.fixture
 def submission_settings(db_settings: Settings) -> Settings:
-    """The submission factory on SQLite and PostgreSQL, default login thresholds."""
+    """The submission factory on SQLite and PostgreSQL, default login thresholds; the
+    webmail host at ``WEBMAIL``."""
     return db_settings.model_copy(update={
         "mx": db_settings.mx.model_copy(update={"hostname": "mail.example.net"}),
         "submission": db_settings.submission.model_copy(update={
             "starttls_port": 0, "tls_port": 0, "max_connections_per_ip": 64}),
+        "webmail": db_settings.webmail.model_copy(update={"networks": [f"{WEBMAIL}/32"]}),
     })
 
 
@@ -319,3 +322,78 @@ async def test_forty_parallel_logins_with_one_old_password_never_lock_the_owner(
     assert await guard.failures(key=pair_key(_pop_account(sub, SENDER), HOME)) == 1
     assert await guard.failures(key=ip_key(HOME)) == 1
     assert await asyncio.to_thread(_login, sub, PASSWORD, HOME) == 235
+
+
+# --- the webmail host relays its users' logins (SPEC §9b) -------------------------------
+
+def _via_webmail(sub: SubmissionEnv, user: str, password: str, browser: str | None,
+                 source: str = WEBMAIL) -> int:
+    """One AUTH PLAIN as Roundcube sends its user's mail: implicit TLS from the webmail
+    host, EHLO, ``XCLIENT ADDR=`` the browser's address (when there is one), HELO (PEAR
+    Net_SMTP's greeting after XCLIENT, keeping the EHLO's extensions), then the login."""
+    with smtplib.SMTP_SSL("127.0.0.1", sub.server.tls_port, timeout=60,
+                          context=client_tls_context(), source_address=(source, 0)) as client:
+        client.ehlo("webmail.example.net")
+        if browser is not None:
+            assert client.has_extn("xclient") and "ADDR" in client.esmtp_features["xclient"]
+            code, text = client.docmd("XCLIENT", f"ADDR={browser}")
+            assert code == 220, text
+            client.helo("webmail.example.net")
+        return auth_plain(client, user, password)[0]
+
+
+def _stuff(sub: SubmissionEnv, source: str, browsers: list[str | None]) -> None:
+    """A different account failing for each of ``browsers`` (None: the source itself)."""
+    for n, browser in enumerate(browsers):
+        code = _via_webmail(sub, f"stuffed{n}@e06.example.net", "Summer2026!", browser,
+                            source) if source == WEBMAIL else _login(
+            sub, "Summer2026!", source, f"stuffed{n}@e06.example.net")
+        assert code == 535
+
+
+async def test_many_users_failing_through_the_webmail_lock_none_of_the_others(
+        sub: SubmissionEnv) -> None:
+    """Every webmail user logs in from the webmail host's address.  Ten accounts failing
+    through it — from ten browsers, or with no browser address at all — are no
+    household failing: another user's right password through the same host is accepted.
+    The same ten failures from an ordinary address lock that address (the control)."""
+    limit = sub.settings.security.login_ip_max_accounts
+    assert limit == 10
+    browsers: list[str | None] = [f"198.51.100.{n + 1}" for n in range(limit)]
+    await asyncio.to_thread(_stuff, sub, WEBMAIL, browsers)
+    await asyncio.to_thread(_stuff, sub, WEBMAIL, [None] * limit)
+    assert await asyncio.to_thread(_via_webmail, sub, SENDER, PASSWORD, "198.51.100.99") == 235
+    assert await asyncio.to_thread(_via_webmail, sub, SENDER, PASSWORD, None) == 235
+
+    ordinary = "127.0.0.8"
+    await asyncio.to_thread(_stuff, sub, ordinary, [None] * limit)
+    assert await asyncio.to_thread(_login, sub, PASSWORD, ordinary) == 454
+
+
+async def test_the_browser_behind_the_webmail_is_counted_as_itself(
+        sub: SubmissionEnv) -> None:
+    """What the webmail host relays is counted against the browser it names: a browser
+    trying ten accounts through the webmail is locked like any stuffer, a neighbour's
+    browser through the same host is not — and the host itself never is."""
+    stuffer, neighbour = "203.0.113.9", "203.0.113.10"
+    limit = sub.settings.security.login_ip_max_accounts
+    await asyncio.to_thread(_stuff, sub, WEBMAIL, [stuffer] * limit)
+    guard = LoginGuard.from_settings(sub.settings, sub.session_factory, sub.clock)
+    assert await guard.failures(key=ip_key(stuffer)) == limit
+    assert await asyncio.to_thread(_via_webmail, sub, SENDER, PASSWORD, stuffer) == 454
+    assert await asyncio.to_thread(_via_webmail, sub, SENDER, PASSWORD, neighbour) == 235
+    assert await asyncio.to_thread(_via_webmail, sub, SENDER, PASSWORD, None) == 235
+
+
+async def test_only_the_webmail_host_may_name_another_client(sub: SubmissionEnv) -> None:
+    """XCLIENT is offered to the webmail host alone: anyone else is refused and counted
+    as himself."""
+    def stranger() -> tuple[bool, int]:
+        with smtplib.SMTP_SSL("127.0.0.1", sub.server.tls_port, timeout=60,
+                              context=client_tls_context(),
+                              source_address=(ELSEWHERE, 0)) as client:
+            client.ehlo("client.example")
+            offered = client.has_extn("xclient")
+            return offered, client.docmd("XCLIENT", "ADDR=198.51.100.1")[0]
+
+    assert await asyncio.to_thread(stranger) == (False, 550)

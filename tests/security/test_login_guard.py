@@ -295,6 +295,25 @@ async def test_exempt_networks_are_never_locked_as_a_whole(
     assert await guard.locked_until(peer_ip=IP, account="victim") is not None
 
 
+async def test_a_webmail_host_relays_mail_logins_and_is_no_household(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """[webmail] networks: an address that speaks for all the webmail's users is never
+    locked as one IP for the mail protocols (each account guessed through it still is);
+    for the portal, which the webmail does not sign in to, it is an address like any."""
+    guard = make_guard(session_factory, FrozenClock(), ip_max_accounts=2,
+                       relay_networks=["192.0.2.0/24"])
+    for n in range(6):
+        await guard.record_failure(peer_ip=IP, account=f"w{n}")
+    assert await guard.locked_until(peer_ip=IP, account="fresh") is None
+    for n in range(3):
+        await guard.record_failure(peer_ip=IP, account="victim", digest=f"{n:016x}")
+    assert await guard.locked_until(peer_ip=IP, account="victim") is not None
+    for n in range(3):
+        await guard.record_failure(peer_ip=IP, account=f"p{n}", budget=PORTAL)
+    assert await guard.locked_until(peer_ip=IP, account="fresh", budget=PORTAL) is not None
+
+
 async def test_the_portal_and_the_mail_protocols_have_separate_budgets(
     session_factory: sessionmaker[Session],
 ) -> None:

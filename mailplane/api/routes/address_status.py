@@ -1,8 +1,9 @@
 """An operator suspends or resumes one address (SPEC §1 ``suspended``; 003 Art.20(3): a
 lost or stolen password stops the service of that ID).
 
-A suspended address refuses POP3 and submission logins — checked at every login and at
-every MAIL FROM of an open submission session — while the MX keeps accepting its mail,
+A suspended address refuses POP3, IMAP and submission logins — checked at every login and
+at every MAIL FROM of an open submission session; its open IMAP and POP3 sessions end
+(:mod:`mailplane.delivery.session_ends`) — while the MX keeps accepting its mail,
 so nothing is lost while the customer sets a new password.  The change is audited, bumps
 the policy revision (every node's submission sees it within seconds) and is notified to
 the contract's contact (003 Art.16(2)).  ``mailplane suspend-address`` /
