@@ -32,7 +32,7 @@ import ssl
 import weakref
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -74,6 +74,11 @@ _throttled = ThrottledLog(log)
 LISTENER = "mx"
 
 
+#: aiosmtpd's built-in AUTH mechanisms, all excluded on the MX (:meth:`MxHandler.
+#: handle_EHLO`).
+MX_AUTH_MECHANISMS = ("LOGIN", "PLAIN")
+
+
 class MxHandler(EsmtpHandler):
     """aiosmtpd handler: ``handle_EHLO`` (:class:`~mailplane.smtp.base.EsmtpHandler`),
     ``handle_RCPT`` and ``handle_DATA``."""
@@ -89,6 +94,15 @@ class MxHandler(EsmtpHandler):
         # Sender authentication (SPEC §8b), started at the first accepted RCPT.
         self.verifier = InboundVerifier(
             settings, hosted=lambda domain: policy_cache.snapshot.is_hosted_domain(domain))
+
+    async def handle_EHLO(self, server: SMTP, session: SmtpSession, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        """No AUTH on the MX, even after STARTTLS: it takes mail for hosted addresses only
+        and relays for nobody; customers authenticate on submission (SPEC §7).  An offer
+        here would only invite password guessing on port 25 (aiosmtpd lists AUTH once
+        TLS is up; :data:`MX_AUTH_MECHANISMS` are excluded, so AUTH gets 504)."""
+        keywords = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        return [line for line in keywords if not line.startswith("250-AUTH")]
 
     def _begin_checks(self, session: SmtpSession, envelope: Transaction) -> None:
         """SPF can start once a recipient is accepted (never for a stranger's MAIL FROM
@@ -258,6 +272,7 @@ async def start_mx(
             hostname=settings.mx.hostname,
             ident="mailplane",
             tls_context=tls_context,
+            auth_exclude_mechanism=MX_AUTH_MECHANISMS,
             loop=loop,
         )
         protocol.normalise_bare_lf = settings.mx.bare_newline == "normalize"

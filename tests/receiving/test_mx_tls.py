@@ -160,6 +160,24 @@ async def test_received_names_the_protocol_as_negotiated(mx: MxEnv) -> None:
     assert sorted(keywords) == sorted(["SMTP", "ESMTP", "ESMTPS", "UTF8SMTPS"])
 
 
+async def test_the_mx_offers_no_auth_even_over_tls(mx: MxEnv) -> None:
+    """The MX relays for nobody: customers authenticate on submission, so port 25 neither
+    offers AUTH after STARTTLS nor takes it (a 535 there would be a free password
+    oracle's answer; 504 says there is no such thing here)."""
+    def session() -> tuple[bool, int]:
+        with smtplib.SMTP("127.0.0.1", mx.port, timeout=20) as client:
+            client.ehlo("client.sender.example")
+            client.starttls(context=client_tls_context())
+            client.ehlo("client.sender.example")
+            offered = client.has_extn("auth")
+            code, _ = client.docmd("AUTH", "PLAIN AG0wMDAwMDAxAHg=")
+            return offered, code
+
+    offered, code = await asyncio.to_thread(session)
+    assert not offered
+    assert code == 504
+
+
 # --- EHLO, pipelining, enhanced status codes ---------------------------------------------
 
 
