@@ -32,7 +32,9 @@ def test_a_forgotten_contract_password_is_reset_with_the_mailed_code(
     # A mailbox user is told who reissues the mail password.
     assert page.get_by_text("ご契約者さまに再発行をご依頼ください").is_visible()
     page.get_by_role("link", name="パスワードを再設定する").click()
-    page.get_by_label("お客さま番号").fill("Ｃ０００１")  # typed with the IME on
+    # The next screen, not the card of this one whose heading also names お客さま番号.
+    page.get_by_role("heading", name="お客さま番号のパスワード再設定").wait_for()
+    page.get_by_label("お客さま番号", exact=True).fill("Ｃ０００１")  # typed with the IME on
     page.get_by_role("button", name="認証コードを送信").click()
     page.get_by_label("認証コード").wait_for()
     assert "認証コード (8桁) をお送りしました" in page.locator("main").inner_text()
