@@ -12,10 +12,9 @@ and do not commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import Table, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from mailplane.storage.models import RateCounter
@@ -28,18 +27,25 @@ def window_of(now: float, seconds: int) -> tuple[int, float]:
     return start, 1.0 - (now - start) / seconds
 
 
+#: The upsert of :func:`add`, written out: SQLAlchemy cannot cache a compiled
+#: ``ON CONFLICT`` construct (its cache key is None), and compiling it again for every
+#: message was a tenth of the MX's CPU with forwarding on (``make bench``).  The same text
+#: on SQLite (3.35+) and PostgreSQL.
+_ADD = text(
+    "INSERT INTO rate_counters (key, window_start, count, window_seconds)"
+    " VALUES (:key, :window_start, :amount, :window_seconds)"
+    " ON CONFLICT (key, window_start) DO UPDATE"
+    " SET count = rate_counters.count + excluded.count"
+    " RETURNING count")
+
+
 def add(session: Session, *, key: str, window_start: int, amount: int,
         window_seconds: int = 3600) -> int:
     """Add ``amount`` to ``key``'s count for the window starting ``window_start``; the
     new count."""
-    table = cast(Table, RateCounter.__table__)
-    stmt = _dialect_insert(session)(table).values(
-        key=key, window_start=window_start, count=amount, window_seconds=window_seconds,
-    ).on_conflict_do_update(
-        index_elements=[table.c.key, table.c.window_start],
-        set_={"count": table.c.count + amount},
-    ).returning(table.c.count)
-    return int(session.execute(stmt).scalar_one())
+    return int(session.execute(_ADD, {
+        "key": key, "window_start": window_start, "amount": amount,
+        "window_seconds": window_seconds}).scalar_one())
 
 
 def subtract(session: Session, *, key: str, window_start: int, amount: int) -> None:
@@ -72,12 +78,3 @@ def purge_expired(session: Session, *, now: float) -> int:
     result = session.execute(delete(RateCounter).where(
         RateCounter.window_start + 2 * RateCounter.window_seconds <= int(now)))
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _dialect_insert(session: Session) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    raise NotImplementedError(f"rate counter upsert is not written for {name}")
