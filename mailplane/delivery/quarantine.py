@@ -31,7 +31,6 @@ import email.header
 import email.policy
 import hashlib
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +57,7 @@ from mailplane.mailstore.maildir import (
     deliver,
     fsync_dir,
     publish,
+    tmp_files,
     unfinished,
     unique_name,
     write_new_file,
@@ -212,17 +212,8 @@ def finish_interrupted(settings: Settings, session_factory: sessionmaker[Session
     folder_name = folder_dir(Path("."), QUARANTINE).name
     abandoned: dict[str, PendingFile] = {}
     for tmp in settings.maildir_root.glob(f"*/*/{folder_name}/tmp"):
-        try:
-            entries = list(os.scandir(tmp))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if entry.is_file(follow_symlinks=False) and unfinished(
-                    entry.name, age_seconds=now - info.st_mtime):
+        for entry, info in tmp_files(tmp):
+            if unfinished(entry.name, age_seconds=now - info.st_mtime):
                 final = tmp.parent / "new" / entry.name
                 abandoned[str(final)] = PendingFile(Path(entry.path), final, info.st_size)
     if not abandoned:

@@ -17,9 +17,10 @@ import os
 import re
 import secrets
 import socket
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,6 +195,23 @@ def deliver(root: Path, address: str, data: bytes, *, now: datetime) -> Path:
 TMP_ORPHAN_SECONDS = 36 * 3600
 
 
+def tmp_files(tmp: Path) -> Iterator[tuple[os.DirEntry[str], os.stat_result]]:
+    """The regular files in the ``tmp/`` directory ``tmp`` with their status; files that
+    vanish while listed (renamed or removed by a delivery) and an unreadable directory
+    are skipped."""
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            yield entry, info
+
+
 def remove_tmp_orphans(root: Path, *, now: float,
                        older_than: float = TMP_ORPHAN_SECONDS) -> int:
     """Remove files in every ``{root}/{domain}/{local}/tmp/`` — and the ``tmp/`` of each
@@ -203,15 +221,8 @@ def remove_tmp_orphans(root: Path, *, now: float,
     safe while other processes and nodes deliver (blocking: run it in a thread)."""
     removed = 0
     for tmp in itertools.chain(root.glob("*/*/tmp"), root.glob("*/*/.*/tmp")):
-        try:
-            entries = list(os.scandir(tmp))
-        except OSError:
-            continue
-        for entry in entries:
+        for entry, info in tmp_files(tmp):
             try:
-                info = entry.stat(follow_symlinks=False)
-                if not entry.is_file(follow_symlinks=False):
-                    continue
                 if max(info.st_atime, info.st_mtime) < now - older_than:
                     os.unlink(entry.path)
                     removed += 1
