@@ -57,6 +57,13 @@ def _cmd_address_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_login_tag(settings: Settings, args: argparse.Namespace) -> int:
+    from mailplane.auth.login_guard import account_tag, login_secret
+
+    print(account_tag(login_secret(settings), args.account))
+    return 0
+
+
 def _cmd_set_contract_password(settings: Settings, args: argparse.Namespace) -> int:
     from mailplane.node.seed import set_contract_password_cli
 
@@ -190,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text)
         command.add_argument("address", help="the full mail address")
         command.set_defaults(func=_cmd_address_status, status=status)
+    tag = sub.add_parser(
+        "login-tag", help="the tag that names an account (POP account, address or customer"
+        " number) in the login guard's log lines, which never show a typed name")
+    tag.add_argument("account")
+    tag.set_defaults(func=_cmd_login_tag)
     password = sub.add_parser(
         "set-contract-password",
         help="set a new random contract password for the portal sign-in (printed once)")

@@ -119,6 +119,21 @@ def pair_key(account: str, peer_ip: str, budget: Budget = MAIL) -> str:
     return f"{_prefix(budget)}pair:{client_key(peer_ip)} {account.lower()}"
 
 
+#: Hex digits of an account's tag in log lines (:func:`account_tag`).
+TAG_HEX = 10
+
+
+def account_tag(secret: str, account: str) -> str:
+    """How log lines name an account: a digest of the name as typed, keyed with
+    ``security.login_secret`` — never the name itself, since a password typed into the
+    user field would otherwise reach the log (README: secrets never in logs), and the key
+    keeps anyone who reads the log from trying candidates offline.  ``mailplane
+    login-tag ACCOUNT`` prints the tag an operator looks for."""
+    key = hashlib.sha256(b"mailplane login log tags\0" + secret.encode()).digest()
+    digest = hmac.new(key, account.lower().encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return "acct-" + digest.hexdigest()[:TAG_HEX]
+
+
 def _kind(key: str) -> str:
     """A counter's kind — ``ip``, ``pair``, ``account``, ``portal:ip``, ``portal:pair`` —
     without the client or the account (the throttle key of its lock lines)."""
@@ -184,9 +199,9 @@ class LoginGuard:
         self.max_lock_seconds = max(max_lock_seconds or lock_seconds, lock_seconds)
         self._base_delay = base_delay_seconds
         self._max_delay = max_delay_seconds
-        self._key = hashlib.sha256(
-            b"mailplane login digests\0" + (secret or secrets.token_urlsafe(32)).encode()
-        ).digest()
+        secret = secret or secrets.token_urlsafe(32)
+        self._key = hashlib.sha256(b"mailplane login digests\0" + secret.encode()).digest()
+        self._tag_secret = secret
         self._exempt = parse_networks(exempt_networks)
         self._relays = parse_networks(relay_networks)
         self._sleep = sleep
@@ -231,6 +246,16 @@ class LoginGuard:
         message = "\0".join((account.lower(), stored_hash or "", password))
         return hmac.new(self._key, message.encode("utf-8", "surrogatepass"),
                         hashlib.sha256).hexdigest()[:DIGEST_HEX]
+
+    def loggable(self, key: str) -> str:
+        """A counter's key as a log line shows it: the account replaced by its
+        :func:`account_tag` (``pair:203.0.113.5 acct-…``, ``account:acct-…``)."""
+        if key.startswith("account:"):
+            return "account:" + account_tag(self._tag_secret, key.removeprefix("account:"))
+        head, space, account = key.partition(" ")  # pair keys: "<prefix>pair:<ip> <account>"
+        if space:
+            return f"{head} {account_tag(self._tag_secret, account)}"
+        return key
 
     def _account_lock_applies(self, pair: login_failure_repo.Reservation,
                               now: datetime) -> bool:
@@ -354,7 +379,8 @@ class LoginGuard:
                 if count.counted and count.locked_until is not None \
                         and count.locked_until > now:
                     _throttled.warning(("locked", _kind(key)), "login locked "
-                                       "for %s until %s after %d failures", key,
+                                       "for %s until %s after %d failures",
+                                       self.loggable(key),
                                        count.locked_until.isoformat(), count.failures)
             return max(count.failures for _key, count in counted)
 

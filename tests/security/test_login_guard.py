@@ -12,7 +12,14 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailplane.auth.credentials import Authenticator, AuthOutcome
-from mailplane.auth.login_guard import PORTAL, LoginGuard, account_key, ip_key, pair_key
+from mailplane.auth.login_guard import (
+    PORTAL,
+    LoginGuard,
+    account_key,
+    account_tag,
+    ip_key,
+    pair_key,
+)
 from mailplane.auth.passwords import PasswordHashing
 from mailplane.clock import FrozenClock
 from mailplane.config.settings import Settings
@@ -368,3 +375,22 @@ async def test_a_familiar_client_is_not_refused_because_strangers_locked_the_acc
         await guard.record_failure(peer_ip=f"198.51.100.{n + 5}", account="m1",
                                    digest=f"{n + 9:016x}")
     assert await guard.locked_until(peer_ip=IP, account="m1") is not None
+
+
+def test_lock_lines_name_an_account_by_its_tag_never_as_typed(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A password typed into the user field is the "account" of a failed login: the
+    guard's lock lines show a keyed tag instead (README: secrets never in logs), the same
+    one ``mailplane login-tag`` prints for the operator looking for an account's lines."""
+    guard = LoginGuard(session_factory, FrozenClock(), max_failures=3, lock_seconds=60,
+                       base_delay_seconds=0, secret="s3cret")
+    typed = "Haru no umi.2026"  # spaces too
+    tag = account_tag("s3cret", typed)
+    assert tag.startswith("acct-") and typed.lower() not in tag
+    assert guard.loggable(pair_key(typed, IP)) == f"pair:{IP} {tag}"
+    assert guard.loggable(pair_key(typed, IP, PORTAL)) == f"portal:pair:{IP} {tag}"
+    assert guard.loggable(account_key(typed)) == f"account:{tag}"
+    assert guard.loggable(ip_key(IP)) == f"ip:{IP}"
+    assert account_tag("s3cret", typed.upper()) == tag  # accounts compare without case
+    assert account_tag("another secret", typed) != tag
