@@ -97,6 +97,36 @@ class MxConfig(ListenerLimits, SmtpErrorLimits, _Section):
     #: A bare CR is always refused.  Applies to submission too (SPEC §8a: scanners, NAS
     #: boxes and cron send bare LF through submission as much as to the MX).
     bare_newline: Literal["normalize", "reject"] = "normalize"
+    #: Role mailboxes at every hosted domain (RFC 5321 §4.5.1: ``postmaster`` MUST be
+    #: accepted; RFC 2142: ``abuse``): role local part -> one destination address, hosted
+    #: (its inbox) or external (a forward job).  A role not listed, or an empty
+    #: destination, is refused as before (550 5.1.1).  Each role must be one of
+    #: ``addresses.reserved_local_parts`` so no customer can own it (checked by Settings).
+    #: See mailplane/smtp/role_mail.py.
+    role_mailboxes: dict[str, str] = Field(default_factory=dict)
+    #: Role-mail copies accepted per client IP per hour (sliding, shared by every node
+    #: through ``rate_counters``); past it RCPT gets ``450 4.7.1``.  0 = no limit.
+    role_mail_per_ip_per_hour: int = Field(default=30, ge=0)
+
+    @field_validator("role_mailboxes")
+    @classmethod
+    def _role_destinations(cls, value: dict[str, str]) -> dict[str, str]:
+        """Lower-case role names; each destination empty (role off) or one address."""
+        cleaned: dict[str, str] = {}
+        for role, destination in value.items():
+            name = role.strip().lower()
+            target = destination.strip()
+            if not name or "@" in name:
+                raise ValueError(f"role_mailboxes: {role!r} is not a local part")
+            if target and not _ROLE_DESTINATION.fullmatch(target):
+                raise ValueError(f"role_mailboxes.{name}: {destination!r} is not an address")
+            local, _, domain = target.rpartition("@")
+            cleaned[name] = f"{local}@{domain.lower()}" if target else ""
+        return cleaned
+
+
+#: One plain address: a local part without spaces or brackets, a dotted domain.
+_ROLE_DESTINATION = re.compile(r"[^@\s<>()\[\],;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 
 
 class SubmissionConfig(ListenerLimits, SmtpErrorLimits, _Section):

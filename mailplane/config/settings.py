@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -121,6 +122,17 @@ class Settings(BaseSettings):
             if domain != domain.lower() or "." not in domain or domain.startswith("."):
                 raise ValueError(f"{domain!r} is not a lowercase domain name")
         return value
+
+    @model_validator(mode="after")
+    def _roles_reserved(self) -> Settings:
+        """A role mailbox must be a reserved local part: otherwise a customer could
+        register ``<role>@<their subdomain>`` and the MX would route it away from them."""
+        reserved = set(self.addresses.reserved_local_parts)
+        for role in self.mx.role_mailboxes:
+            if role not in reserved:
+                raise ValueError(f"mx.role_mailboxes.{role}: {role!r} is not in "
+                                 "addresses.reserved_local_parts")
+        return self
 
     @field_validator("templates_dir")
     @classmethod
@@ -259,7 +271,8 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"])
-            problems.append(f"config key '{key}': {error['msg']}")
+            # A check across sections (loc empty) names its keys in its message.
+            problems.append(f"config key '{key}': {error['msg']}" if key else error["msg"])
         raise ConfigError("; ".join(problems)) from None
 
 

@@ -24,7 +24,7 @@ message durable (SPEC §8: the 250 comes after).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -115,11 +115,14 @@ class LocalDelivery:
         listener: str,
         extra_jobs: Sequence[PendingJob] = (),
         srs_returns: Sequence[str] = (),
+        role_forwards: Mapping[str, str] | None = None,
     ) -> int:
         """Deliver ``ctx`` to ``recipients`` (and queue ``extra_jobs`` with it); return the
         number of outbound jobs queued.  Raises :class:`DeliveryDeferred`,
         :class:`~mailplane.delivery.plan.RecipientsGone`, or the error that stopped the
-        writer — in every case with nothing stored."""
+        writer — in every case with nothing stored.  ``role_forwards``: external
+        destinations of role mailboxes -> the role address (:mod:`mailplane.smtp.
+        role_mail`), each a forward job."""
         policies = [policy for _, policy in recipients]
         # The hosted addresses forwarding may reach: scanned for, and their room known.
         reach = reachable(policies, lookup=self.lookup, hosted=self.is_hosted,
@@ -133,7 +136,7 @@ class LocalDelivery:
         grace = self.quota.grace_percent
         plan = self.planner.plan(
             ctx, recipients, scan, protocol=protocol, listener=listener,
-            srs_returns=srs_returns,
+            srs_returns=srs_returns, role_forwards=role_forwards or {},
             room=lambda p, size: fits(used.get(p.address, 0), size, quota=p.quota_bytes,
                                       grace_percent=grace))
         plan.outbound.extend(extra_jobs)

@@ -23,7 +23,7 @@ are made header safe here (they are shown in digests and the API).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mailplane import metrics
@@ -41,6 +41,7 @@ from mailplane.filters.forwarding import (
     HostedCopy,
     forward_effects,
     kept_copies,
+    plan_forward,
     return_to_sender,
     sender_may_get_bounces,
     split_hosted,
@@ -108,6 +109,7 @@ class DeliveryPlanner:
 
     def plan(self, ctx: MessageContext, recipients: Recipients, scan: ScanResults, *,
              protocol: str, listener: str, srs_returns: Sequence[str] = (),
+             role_forwards: Mapping[str, str] | None = None,
              room: Room | None = None) -> DeliveryPlan:
         """Every recipient's pipeline, and the pipelines of the hosted addresses their
         forwards reach (one expansion per message, :class:`Expansion`).  ``room`` says
@@ -131,7 +133,25 @@ class DeliveryPlanner:
             returned = return_to_sender(self.srs, srs_recipient=srs_recipient,
                                         envelope_sender=ctx.envelope_sender, raw=ctx.raw)
             self._queue("srs_return", returned, ctx, plan)
+        for destination, role_address in (role_forwards or {}).items():
+            self._role_forward(ctx, role_address, destination, plan, protocol=protocol)
         return plan
+
+    def _role_forward(self, ctx: MessageContext, role_address: str, destination: str,
+                      plan: DeliveryPlan, *, protocol: str) -> None:
+        """Mail to a role mailbox (``postmaster@``, ``abuse@``) routed to an external
+        destination: forwarded as a customer's forward is (:func:`plan_forward`: SRS
+        sender, our ``Delivered-To``/``Received``), with none of a customer's rules."""
+        forward = plan_forward(
+            raw=ctx.raw, headers=ctx.headers, address=role_address,
+            destinations=[destination], envelope_sender=ctx.envelope_sender,
+            received=self.received(ctx, role_address, protocol), srs=self.srs,
+            max_hops=self.settings.outbound.max_hops)
+        if forward is None:  # a loop: it came back to us (logged by plan_forward)
+            return
+        plan.outbound.append(PendingJob(
+            kind="forward", mail_from=forward.mail_from, recipients=forward.recipients,
+            message=forward.message, bounce_to_sender=sender_may_get_bounces(ctx.auth)))
 
     def _queue(self, kind: str, forward: ForwardPlan, ctx: MessageContext,
                plan: DeliveryPlan) -> None:

@@ -5,6 +5,9 @@
   that the declared ``SIZE=`` would overflow → ``452 4.2.2``.  Suspended addresses still
   receive (003 Art.20(3)).  An SRS address takes only real bounces of real forwards,
   scanned and rate limited (:mod:`mailplane.smtp.srs_returns`, SPEC §5, issue 20).
+  ``postmaster@``/``abuse@`` of any hosted domain go to the operator's mailboxes
+  (``mx.role_mailboxes``; RFC 5321 §4.5.1, RFC 2142), one copy per destination, rate
+  limited per client IP and scanned (:mod:`mailplane.smtp.role_mail`).
 - **TLS** — STARTTLS (RFC 3207) with the node's certificate, TLS 1.2 or newer
   (``mx.starttls``, ``[tls]``; SPEC §8b); a failed handshake is one throttled log line.
   EHLO also offers PIPELINING and ENHANCEDSTATUSCODES; ``Received`` says ESMTP, ESMTPS,
@@ -64,6 +67,7 @@ from mailplane.smtp.base import (
 )
 from mailplane.smtp.protocol import protocol_description
 from mailplane.smtp.replies import SmtpReply
+from mailplane.smtp.role_mail import RoleMail, role_policy
 from mailplane.smtp.srs_returns import Accepted, SrsReturns
 from mailplane.smtp.transaction import Transaction
 
@@ -91,6 +95,9 @@ class MxHandler(EsmtpHandler):
         self.srs: Srs = delivery.srs
         self.srs_returns = SrsReturns(settings, session_factory, delivery.clock,
                                       srs=delivery.srs, scanner=delivery.scanner)
+        # postmaster@ / abuse@ of every hosted domain, to the operator (RFC 5321 §4.5.1).
+        self.role_mail = RoleMail(settings, session_factory, delivery.clock,
+                                  scanner=delivery.scanner)
         # Sender authentication (SPEC §8b), started at the first accepted RCPT.
         self.verifier = InboundVerifier(
             settings, hosted=lambda domain: policy_cache.snapshot.is_hosted_domain(domain))
@@ -139,12 +146,40 @@ class MxHandler(EsmtpHandler):
         if not local_part or not domain or not snapshot.is_hosted_domain(domain):
             return replies.RELAY_DENIED.line
         policy = snapshot.lookup(normalised)
+        if policy is None and (destination := self.role_mail.destination(local_part)):
+            return await self._role_rcpt(session, envelope, address, normalised,
+                                         rcpt_options, destination)
         if policy is None or not policy.accepts_mail:
             return replies.UNKNOWN_RECIPIENT.line
         if not await self.delivery.has_room(policy, declared_size(envelope.mail_options)):
             return replies.MAILBOX_FULL.line
         self._begin_checks(session, envelope)
         envelope.accept_hosted(address, normalised, policy, rcpt_options)
+        return replies.RCPT_OK.line
+
+    async def _role_rcpt(self, session: SmtpSession, envelope: Transaction, address: str,
+                         normalised: str, rcpt_options: list[str],
+                         destination: str) -> str:
+        """A role address of a hosted domain (:mod:`mailplane.smtp.role_mail`): one copy
+        per destination per transaction, charged to the client IP."""
+        policy = None
+        if self.delivery.is_hosted(destination):
+            policy = self.policy_cache.snapshot.lookup(destination)
+            if policy is None or not policy.accepts_mail:
+                _throttled.error(("role_mail", "destination"), "mx.role_mailboxes sends "
+                                 "%s to %s, which is not a hosted address", normalised,
+                                 destination)
+                return replies.ROLE_DESTINATION_MISSING.line
+            if not await self.delivery.has_room(policy, declared_size(envelope.mail_options)):
+                return replies.MAILBOX_FULL.line
+        if destination not in envelope.role_destinations:
+            refused = await self.role_mail.rcpt(address=normalised, destination=destination,
+                                                peer_ip=_peer_ip(session))
+            if refused is not None:
+                return refused.line
+        self._begin_checks(session, envelope)
+        envelope.accept_role(address, normalised, rcpt_options, destination=destination,
+                             policy=role_policy(policy) if policy is not None else None)
         return replies.RCPT_OK.line
 
     async def handle_DATA(
@@ -159,7 +194,8 @@ class MxHandler(EsmtpHandler):
             return refused
         recipients = list(envelope.hosted_recipients.items())
         srs_returns = envelope.srs_returns
-        if not recipients and not srs_returns:
+        role_forwards = dict(envelope.role_forwards)
+        if not recipients and not srs_returns and not role_forwards:
             return replies.NO_VALID_RECIPIENTS
         ctx = MessageContext(
             mail_from=envelope.mail_from or "",
@@ -171,6 +207,8 @@ class MxHandler(EsmtpHandler):
             queue_id=secrets.token_hex(8),
         )
         refused = await self.srs_returns.data(ctx, srs_returns)
+        if refused is None and envelope.role_destinations:
+            refused = await self.role_mail.data(ctx)
         if refused is not None:
             return refused
         checks = envelope.auth_checks
@@ -182,7 +220,7 @@ class MxHandler(EsmtpHandler):
             ctx.raw = self.verifier.stamp(raw, ctx.auth, ctx)
         await self.delivery.deliver(
             ctx, recipients, protocol=received_with(server, session, envelope),
-            listener=LISTENER, srs_returns=list(srs_returns))
+            listener=LISTENER, srs_returns=list(srs_returns), role_forwards=role_forwards)
         return replies.MESSAGE_ACCEPTED
 
 

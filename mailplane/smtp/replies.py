@@ -64,6 +64,12 @@ SRS_NOT_A_BOUNCE = SmtpReply(
 )
 #: ``srs.returns_per_address_per_hour`` / ``returns_per_ip_per_hour``: the sender retries.
 SRS_RATE_LIMITED = SmtpReply(450, "4.7.1", "Too many reports to this address, try again later")
+#: ``mx.role_mail_per_ip_per_hour``: postmaster/abuse mail from one client; it retries.
+ROLE_MAIL_RATE_LIMITED = SmtpReply(
+    450, "4.7.1", "Too much mail to role addresses from your address, try again later"
+)
+#: A role mailbox routed to a hosted address that does not exist: the operator's error.
+ROLE_DESTINATION_MISSING = SmtpReply(451, "4.3.0", "Mailbox temporarily unavailable")
 INBOUND_VIRUS_REFUSED = SmtpReply(554, "5.7.1", "Message refused: a virus was found in it")
 SPAM_REFUSED = SmtpReply(550, "5.7.1", "Message refused as spam")
 TOO_MANY_RECIPIENTS = SmtpReply(452, "4.5.3", "Too many recipients in one transaction")

@@ -38,12 +38,18 @@ class Transaction(Envelope):
         #: MX: the sender-authentication checks (SPEC §8b), started at the first accepted
         #: RCPT and cancelled when the transaction ends (mailauth.verifier).
         self.auth_checks: PendingChecks | None = None
+        #: MX: destinations of role mailboxes (``postmaster@``, ``abuse@``; mx.role_mail)
+        #: -> the first role address that reached each: one copy per destination.
+        self.role_destinations: dict[str, str] = {}
+        #: MX: the external ones among them (a forward job each); hosted ones are in
+        #: ``hosted_recipients`` under the destination address.
+        self.role_forwards: dict[str, str] = {}
 
     @property
     def recipient_count(self) -> int:
         """Recipients accepted so far (each address once)."""
         return (len(self.hosted_recipients) + len(self.remote_recipients)
-                + len(self.srs_returns))
+                + len(self.srs_returns) + len(self.role_forwards))
 
     def accept_hosted(self, address: str, normalised: str, policy: AddressPolicy,
                       options: list[str]) -> None:
@@ -65,6 +71,22 @@ class Transaction(Envelope):
         if normalised not in self.srs_returns:
             self._accept(address, options)
         self.srs_returns[normalised] = destinations
+
+    def accept_role(self, address: str, normalised: str, options: list[str], *,
+                    destination: str, policy: AddressPolicy | None) -> None:
+        """A role address (MX only) routed to ``destination``: hosted (``policy``, as
+        a recipient of the destination) or external (a forward).  A second role address
+        of the same destination adds no copy."""
+        if destination in self.role_destinations:
+            return
+        self.role_destinations[destination] = normalised
+        if policy is not None:
+            if destination not in self.hosted_recipients:
+                self._accept(address, options)
+            self.hosted_recipients[destination] = policy
+        else:
+            self.role_forwards[destination] = normalised
+            self._accept(address, options)
 
     def _accept(self, address: str, options: list[str]) -> None:
         self.rcpt_tos.append(address)
