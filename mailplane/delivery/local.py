@@ -24,7 +24,7 @@ message durable (SPEC §8: the 250 comes after).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -50,6 +50,10 @@ from mailplane.rules.quota import fits
 log = logging.getLogger(__name__)
 
 DeferReason = Literal["mailbox_full", "scanner_unavailable"]
+
+
+#: :meth:`LocalDelivery.scan`, as the MX's SRS returns and role mail are given it.
+ScanFor = Callable[[MessageContext, Sequence[AddressPolicy]], Awaitable[ScanResults]]
 
 
 class DeliveryDeferred(Exception):
@@ -106,6 +110,17 @@ class LocalDelivery:
 
     # --- delivery -------------------------------------------------------------------------
 
+    async def scan(self, ctx: MessageContext,
+                   policies: Sequence[AddressPolicy]) -> ScanResults:
+        """The engines ``policies`` ask for, on ``ctx``; an engine that cannot answer
+        under ``on_error = tempfail`` defers the delivery (:class:`DeliveryDeferred`: the
+        MX answers 451, nothing stored).  Also what the MX scans SRS returns and role
+        mail with before they are delivered."""
+        try:
+            return await self.scanner.scan(ctx, policies)
+        except ScanDeferred:
+            raise DeliveryDeferred("scanner_unavailable") from None
+
     async def deliver(
         self,
         ctx: MessageContext,
@@ -127,11 +142,7 @@ class LocalDelivery:
         # The hosted addresses forwarding may reach: scanned for, and their room known.
         reach = reachable(policies, lookup=self.lookup, hosted=self.is_hosted,
                           limit=self.settings.forwarding.max_expansion)
-        try:
-            scan = (await self.scanner.scan(ctx, policies + reach) if policies
-                    else ScanResults())
-        except ScanDeferred:
-            raise DeliveryDeferred("scanner_unavailable") from None
+        scan = await self.scan(ctx, policies + reach) if policies else ScanResults()
         used = {p.address: await self.quota.used(p.address) for p in reach}
         grace = self.quota.grace_percent
         plan = self.planner.plan(

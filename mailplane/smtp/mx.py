@@ -94,10 +94,10 @@ class MxHandler(EsmtpHandler):
         self.delivery = delivery
         self.srs: Srs = delivery.srs
         self.srs_returns = SrsReturns(settings, session_factory, delivery.clock,
-                                      srs=delivery.srs, scanner=delivery.scanner)
+                                      srs=delivery.srs, scan=delivery.scan)
         # postmaster@ / abuse@ of every hosted domain, to the operator (RFC 5321 §4.5.1).
         self.role_mail = RoleMail(settings, session_factory, delivery.clock,
-                                  scanner=delivery.scanner)
+                                  scan=delivery.scan)
         # Sender authentication (SPEC §8b), started at the first accepted RCPT.
         self.verifier = InboundVerifier(
             settings, hosted=lambda domain: policy_cache.snapshot.is_hosted_domain(domain))

@@ -31,8 +31,7 @@ from mailplane import metrics
 from mailplane.auth.send_quota import HourlyQuotas, Quota, QuotaExceeded
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
-from mailplane.delivery.local import DeliveryDeferred
-from mailplane.filters.scan import ScanDeferred, Scanner
+from mailplane.delivery.local import ScanFor
 from mailplane.mail.message import MessageContext
 from mailplane.net.limits import client_key, in_networks, parse_networks
 from mailplane.net.throttled_log import ThrottledLog
@@ -61,9 +60,9 @@ def role_policy(policy: AddressPolicy) -> AddressPolicy:
 
 class RoleMail:
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
-                 clock: Clock, *, scanner: Scanner) -> None:
+                 clock: Clock, *, scan: ScanFor) -> None:
         self.settings = settings
-        self.scanner = scanner
+        self._scan = scan
         self._hourly = HourlyQuotas(session_factory, clock)
         self._exempt = parse_networks(settings.security.limit_exempt_networks)
 
@@ -91,10 +90,7 @@ class RoleMail:
         """The refusal of an infected message, or None.  Raises
         :class:`~mailplane.delivery.local.DeliveryDeferred` when the engine cannot answer
         under ``on_error = tempfail`` (answered as for any message)."""
-        try:
-            scan = await self.scanner.scan(ctx, [SCAN_POLICY])
-        except ScanDeferred:
-            raise DeliveryDeferred("scanner_unavailable") from None
+        scan = await self._scan(ctx, [SCAN_POLICY])
         if scan.virus is not None and scan.virus.infected:
             metrics.FILTER_HITS.labels(LISTENER, "virus").inc()
             _throttled.warning(("role_mail", "virus"), "refused mail to role address(es) "

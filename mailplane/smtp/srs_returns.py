@@ -41,8 +41,7 @@ from mailplane import metrics
 from mailplane.auth.send_quota import HourlyQuotas, Quota, QuotaExceeded
 from mailplane.clock import Clock
 from mailplane.config.settings import Settings
-from mailplane.delivery.local import DeliveryDeferred
-from mailplane.filters.scan import ScanDeferred, Scanner
+from mailplane.delivery.local import ScanFor
 from mailplane.mail.dsn import names_any, reported_recipients
 from mailplane.mail.message import MessageContext
 from mailplane.mail.srs import Srs, SrsError
@@ -76,10 +75,10 @@ class Accepted:
 
 class SrsReturns:
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
-                 clock: Clock, *, srs: Srs, scanner: Scanner) -> None:
+                 clock: Clock, *, srs: Srs, scan: ScanFor) -> None:
         self.settings = settings
         self.srs = srs
-        self.scanner = scanner
+        self._scan = scan
         self._session_factory = session_factory
         self._clock = clock
         self._hourly = HourlyQuotas(session_factory, clock)
@@ -176,10 +175,7 @@ class SrsReturns:
                                 "from %s: not a report for a recipient it forwarded to",
                                 address, ctx.peer_ip)
                 return replies.SRS_NOT_A_BOUNCE
-        try:
-            scan = await self.scanner.scan(ctx, [SCAN_POLICY])
-        except ScanDeferred:
-            raise DeliveryDeferred("scanner_unavailable") from None
+        scan = await self._scan(ctx, [SCAN_POLICY])
         if scan.virus is not None and scan.virus.infected:
             metrics.SRS_RETURNS.labels("virus").inc()
             _throttled.warning(("srs", "virus"), "refused a bounce to SRS address(es) %s "
