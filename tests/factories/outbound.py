@@ -5,6 +5,7 @@ and a migrated database with a worker factory.
 
 from __future__ import annotations
 
+import random
 import selectors
 import socket
 import threading
@@ -106,7 +107,39 @@ CaptureFactory = Callable[..., CaptureMx]
 def mx_port() -> int:
     """One port shared by every capture MX (on different loopback addresses), because the
     worker's MX port override is one number, like port 25 in production."""
+    return capture_port()
+
+
+#: The loopback addresses capture MXs listen on in the tests.
+CAPTURE_HOSTS = tuple(f"127.0.0.{n}" for n in range(1, 12))
+
+
+def capture_port() -> int:
+    """A port free on every :data:`CAPTURE_HOSTS`, below the kernel's ephemeral range.
+    A port ``bind(0)`` hands out is one the kernel may next give a client socket as its
+    source port on another loopback address — and then a capture MX cannot bind it there
+    (``address already in use``, seen once in a full run)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            ephemeral_start = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = 32768
+    low = max(1024, ephemeral_start - 12000)
+    for _ in range(500):
+        port = random.randrange(low, ephemeral_start)
+        if all(_bindable(host, port) for host in CAPTURE_HOSTS):
+            return port
     return free_port()
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture
